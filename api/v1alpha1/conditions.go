@@ -1,0 +1,39 @@
+package v1alpha1
+
+// Condition types. Ready is the summary; Reconciling and Stalled are "abnormal-true" (kstatus): present
+// only while work is under way or blocked. The remaining types report one step each.
+const (
+	ConditionReady             = "Ready"
+	ConditionReconciling       = "Reconciling"
+	ConditionStalled           = "Stalled"
+	ConditionSchemaReady       = "SchemaReady"
+	ConditionMigrationsApplied = "MigrationsApplied"
+	ConditionRegistered        = "Registered"
+	ConditionRouted            = "Routed"
+	ConditionAdminReady        = "AdminReady"
+)
+
+// Condition reasons.
+const (
+	ReasonSucceeded         = "Succeeded"
+	ReasonProgressing       = "Progressing"
+	ReasonAppNotFound       = "AppNotFound"
+	ReasonSecretNotFound    = "SecretNotFound"
+	ReasonInvalidSecret     = "InvalidSecret"
+	ReasonDatabaseError     = "DatabaseError"
+	ReasonMigrationFailed   = "MigrationFailed"
+	ReasonHostConflict      = "HostConflict"
+	ReasonSchemaConflict    = "SchemaConflict"
+	ReasonIngressFailed     = "IngressFailed"
+	ReasonAdminFailed       = "AdminFailed"
+	ReasonSuspended         = "Suspended"
+	ReasonDeletionBlocked   = "DeletionBlocked"
+	ReasonDependencyMissing = "DependencyMissing"
+)
+
+// TenantFinalizer guards a Tenant's database objects: the registry row always, the schema and role
+// when the deletion policy is Delete.
+const TenantFinalizer = "tenantry.dev/tenant"
+
+// AdminSecretSuffix names the Secret holding a tenant's first admin login: "<tenant>-admin".
+const AdminSecretSuffix = "-admin"

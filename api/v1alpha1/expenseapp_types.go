@@ -1,0 +1,161 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// SecretKeyRef names a Secret in the ExpenseApp's namespace and a key in it.
+type SecretKeyRef struct {
+	// name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// key in the Secret holding the value.
+	// +kubebuilder:default=uri
+	// +optional
+	Key string `json:"key,omitempty"`
+}
+
+// DatabaseSpec says how the operator reaches the shared PostgreSQL database.
+type DatabaseSpec struct {
+	// secretRef names a Secret whose key (default "uri") holds an admin connection string, e.g.
+	// postgres://tenantry:...@db:5432/expenses. The role must be able to create roles and schemas.
+	// Only the operator reads it; the app gets a least-privilege login of its own.
+	SecretRef SecretKeyRef `json:"secretRef"`
+}
+
+// IngressTLS configures TLS on the tenants' Ingresses.
+type IngressTLS struct {
+	// enabled turns TLS on: every tenant Ingress lists its hosts under spec.tls and tenant URLs use https.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+	// secretName is the TLS Secret every tenant Ingress uses (e.g. a wildcard certificate). Empty means
+	// one Secret per tenant, "<tenant>-tls", as cert-manager creates from an Ingress annotation.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+}
+
+// IngressSpec shapes the Ingress the operator creates for each Tenant.
+type IngressSpec struct {
+	// className is the IngressClass of every tenant Ingress. Empty uses the cluster's default class.
+	// +optional
+	ClassName string `json:"className,omitempty"`
+	// annotations are copied onto every tenant Ingress (e.g. cert-manager.io/cluster-issuer).
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// tls configures TLS on tenant Ingresses.
+	// +optional
+	TLS IngressTLS `json:"tls,omitempty"`
+}
+
+// MigrationsSpec bounds how tenant schemas are migrated.
+type MigrationsSpec struct {
+	// maxConcurrent is how many tenant schemas are migrated at once.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +kubebuilder:default=8
+	// +optional
+	MaxConcurrent int32 `json:"maxConcurrent,omitempty"`
+	// maxFailures is the failure budget of a fleet migration: once more tenants than this fail, the
+	// rollout halts until the failures are fixed.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:default=0
+	// +optional
+	MaxFailures int32 `json:"maxFailures,omitempty"`
+}
+
+// ExpenseAppSpec is the desired state of one installation of the expense app.
+type ExpenseAppSpec struct {
+	// database says how the operator reaches the shared database.
+	Database DatabaseSpec `json:"database"`
+
+	// image is the app's container image.
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// replicas is the number of app pods.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:default=2
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// resources of each app container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// ingress shapes the Ingress created for each Tenant.
+	// +optional
+	Ingress IngressSpec `json:"ingress,omitempty"`
+
+	// migrations bounds how tenant schemas are migrated.
+	// +optional
+	Migrations MigrationsSpec `json:"migrations,omitempty"`
+}
+
+// ExpenseAppStatus is the observed state of an installation of the app.
+type ExpenseAppStatus struct {
+	// conditions: Ready is the summary; Reconciling and Stalled appear while work is under way or blocked.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// observedGeneration is the generation of the spec this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// readyReplicas is the number of app pods ready to serve.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	// tenants is the number of Tenants that reference this app.
+	// +optional
+	Tenants int32 `json:"tenants,omitempty"`
+	// readyTenants is the number of those Tenants that are Ready.
+	// +optional
+	ReadyTenants int32 `json:"readyTenants,omitempty"`
+	// targetSchemaVersion is the tenant schema version this release of the operator and app needs.
+	// +optional
+	TargetSchemaVersion int64 `json:"targetSchemaVersion,omitempty"`
+	// tenantsAtTarget is the number of Tenants whose schema is at targetSchemaVersion.
+	// +optional
+	TenantsAtTarget int32 `json:"tenantsAtTarget,omitempty"`
+}
+
+// ExpenseApp is one installation of the multi-tenant expense app: its shared database and the
+// Deployment that serves every Tenant referencing it.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=tenantry
+// +kubebuilder:printcolumn:name="Tenants",type=integer,JSONPath=`.status.tenants`
+// +kubebuilder:printcolumn:name="Ready Tenants",type=integer,JSONPath=`.status.readyTenants`
+// +kubebuilder:printcolumn:name="Schema",type=integer,JSONPath=`.status.targetSchemaVersion`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ExpenseApp struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired state of the installation.
+	Spec ExpenseAppSpec `json:"spec"`
+	// status is the observed state of the installation.
+	// +optional
+	Status ExpenseAppStatus `json:"status,omitempty"`
+}
+
+// ExpenseAppList is a list of ExpenseApps.
+// +kubebuilder:object:root=true
+type ExpenseAppList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ExpenseApp `json:"items"`
+}
+
+// DatabaseSecretKey returns the key of the database Secret that holds the connection string.
+func (a *ExpenseApp) DatabaseSecretKey() string {
+	if a.Spec.Database.SecretRef.Key != "" {
+		return a.Spec.Database.SecretRef.Key
+	}
+	return "uri"
+}
+
+func init() {
+	SchemeBuilder.Register(&ExpenseApp{}, &ExpenseAppList{})
+}

@@ -1,0 +1,179 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// DeletionPolicy says what happens to a tenant's data when its Tenant is deleted.
+// +kubebuilder:validation:Enum=Retain;Delete
+type DeletionPolicy string
+
+const (
+	// DeletionPolicyRetain removes the tenant from the registry and from routing, and keeps its schema,
+	// data and role. Creating a Tenant of the same name again brings the data back.
+	DeletionPolicyRetain DeletionPolicy = "Retain"
+	// DeletionPolicyDelete drops the tenant's schema (with all its data), its role and its registry row.
+	DeletionPolicyDelete DeletionPolicy = "Delete"
+)
+
+// AppRef names the ExpenseApp that serves a tenant.
+type AppRef struct {
+	// name of the ExpenseApp, in the Tenant's namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// Branding is how the app presents itself to the tenant's users.
+type Branding struct {
+	// primaryColor is the accent colour of the app's pages, as "#rrggbb".
+	// +kubebuilder:validation:Pattern=`^#[0-9a-fA-F]{6}$`
+	// +optional
+	PrimaryColor string `json:"primaryColor,omitempty"`
+
+	// logoURL is an http(s) URL of the logo shown on every page.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="logoURL must be an absolute http or https URL"
+	// +optional
+	LogoURL string `json:"logoURL,omitempty"`
+}
+
+// Settings are the tenant's business rules.
+type Settings struct {
+	// currency is the ISO 4217 code every amount of the tenant is kept and shown in, e.g. "EUR".
+	// +kubebuilder:validation:Pattern=`^[A-Z]{3}$`
+	// +kubebuilder:default=USD
+	// +optional
+	Currency string `json:"currency,omitempty"`
+
+	// approvalThreshold is the amount, in minor units of the currency (cents for EUR), above which an
+	// expense waits for an admin's approval. 0 means every expense needs approval; unset means none does.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	ApprovalThreshold *int64 `json:"approvalThreshold,omitempty"`
+}
+
+// Admin describes the tenant's first administrator, created once when the tenant is provisioned.
+type Admin struct {
+	// email is the admin's login. Their generated password is written to the Secret "<tenant>-admin".
+	// +kubebuilder:validation:MaxLength=254
+	// +kubebuilder:validation:Pattern=`^[^@\s]+@[^@\s]+\.[^@\s]+$`
+	Email string `json:"email"`
+}
+
+// TenantSpec is the desired state of one customer of the app.
+type TenantSpec struct {
+	// appRef names the ExpenseApp (in the same namespace) that serves this tenant. It cannot change.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="appRef is immutable"
+	AppRef AppRef `json:"appRef"`
+
+	// displayName is the tenant's name as its users see it. Defaults to the Tenant's name.
+	// +kubebuilder:validation:MaxLength=200
+	// +optional
+	DisplayName string `json:"displayName,omitempty"`
+
+	// hosts are the DNS names the tenant is served on; the first is its primary host, used in its URL.
+	// Lower-case names only, no scheme, port, path or wildcard. A host can belong to one tenant only.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=set
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`
+	Hosts []string `json:"hosts"`
+
+	// branding is how the app presents itself to this tenant's users.
+	// +optional
+	Branding Branding `json:"branding,omitempty"`
+
+	// settings are the tenant's business rules.
+	// +optional
+	Settings Settings `json:"settings,omitempty"`
+
+	// admin is the tenant's first administrator.
+	Admin Admin `json:"admin"`
+
+	// suspend takes the tenant offline: the app answers its hosts with 503 and keeps its data.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+
+	// deletionPolicy says what deleting the Tenant does to its data: Retain (default) keeps the schema,
+	// data and role; Delete drops them.
+	// +kubebuilder:default=Retain
+	// +optional
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+}
+
+// TenantStatus is the observed state of a tenant.
+type TenantStatus struct {
+	// conditions: Ready is the summary; Reconciling and Stalled appear while work is under way or
+	// blocked; SchemaReady, MigrationsApplied, Registered, Routed and AdminReady report each step.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the generation of the spec this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// schema is the PostgreSQL schema holding the tenant's data. Chosen once, never changed.
+	// +optional
+	Schema string `json:"schema,omitempty"`
+
+	// schemaVersion is the last migration applied to the tenant's schema.
+	// +optional
+	SchemaVersion int64 `json:"schemaVersion,omitempty"`
+
+	// url is where the tenant's users reach the app: its primary host.
+	// +optional
+	URL string `json:"url,omitempty"`
+
+	// adminSecretName is the Secret holding the first admin's email, password and url.
+	// +optional
+	AdminSecretName string `json:"adminSecretName,omitempty"`
+}
+
+// Tenant is one customer of the app: a schema with its migrations applied, a database role, host
+// routing and a first admin user.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=tenantry
+// +kubebuilder:printcolumn:name="Host",type=string,JSONPath=`.spec.hosts[0]`
+// +kubebuilder:printcolumn:name="Schema",type=string,JSONPath=`.status.schema`
+// +kubebuilder:printcolumn:name="Version",type=integer,JSONPath=`.status.schemaVersion`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Status",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].message`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Tenant struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired state of the tenant.
+	Spec TenantSpec `json:"spec"`
+	// status is the observed state of the tenant.
+	// +optional
+	Status TenantStatus `json:"status,omitempty"`
+}
+
+// TenantList is a list of Tenants.
+// +kubebuilder:object:root=true
+type TenantList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Tenant `json:"items"`
+}
+
+// GetConditions returns the tenant's status conditions.
+func (t *Tenant) GetConditions() []metav1.Condition { return t.Status.Conditions }
+
+// DisplayNameOrName returns spec.displayName, or the Tenant's name when that is empty.
+func (t *Tenant) DisplayNameOrName() string {
+	if t.Spec.DisplayName != "" {
+		return t.Spec.DisplayName
+	}
+	return t.Name
+}
+
+func init() {
+	SchemeBuilder.Register(&Tenant{}, &TenantList{})
+}

@@ -1,0 +1,97 @@
+// Package tenantdb holds every SQL statement the operator runs against the shared database: the
+// registry (schema tenantry), tenant schemas and roles, migrations and the first admin user. The
+// reconcilers decide what to do; this package says how, with identifiers quoted and values bound.
+package tenantdb
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DB is the operator's handle on one shared database.
+type DB struct {
+	pool *pgxpool.Pool
+	// migrations has connections of its own: each is switched to one tenant's role and search_path for
+	// a goose run, so none of them may serve anything else. Its size bounds concurrent migrations.
+	migrations *pgxpool.Pool
+
+	statements atomic.Int64
+
+	mu         sync.Mutex
+	registryOK bool
+}
+
+// Options tune a DB.
+type Options struct {
+	// MaxConns bounds the connections for registry, DDL and admin work (default 8).
+	MaxConns int32
+	// MaxConcurrentMigrations bounds the tenant schemas migrated at once (default 8).
+	MaxConcurrentMigrations int32
+}
+
+// Open returns a DB for an admin connection string. It connects lazily.
+func Open(uri string, opts Options) (*DB, error) {
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 8
+	}
+	if opts.MaxConcurrentMigrations <= 0 {
+		opts.MaxConcurrentMigrations = 8
+	}
+	db := &DB{}
+	var err error
+	if db.pool, err = db.newPool(uri, opts.MaxConns); err != nil {
+		return nil, err
+	}
+	if db.migrations, err = db.newPool(uri, opts.MaxConcurrentMigrations); err != nil {
+		db.pool.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func (db *DB) newPool(uri string, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(uri)
+	if err != nil {
+		// pgx's message may quote the string, password and all: say only what is wrong.
+		return nil, errors.New("the database connection string is not a valid postgres:// URL or key=value string")
+	}
+	cfg.MaxConns = maxConns
+	cfg.MinConns = 0
+	cfg.MaxConnIdleTime = 5 * time.Minute
+	cfg.HealthCheckPeriod = 15 * time.Second
+	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	cfg.ConnConfig.Tracer = (*statementCounter)(&db.statements)
+	if cfg.ConnConfig.RuntimeParams == nil {
+		cfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = "tenantry-operator"
+	return pgxpool.NewWithConfig(context.Background(), cfg)
+}
+
+// Close closes every connection.
+func (db *DB) Close() {
+	db.pool.Close()
+	db.migrations.Close()
+}
+
+// Statements is the number of SQL statements this DB has sent since it was opened.
+func (db *DB) Statements() int64 { return db.statements.Load() }
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
+
+// statementCounter counts every statement sent, whatever the pool.
+type statementCounter atomic.Int64
+
+func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	(*atomic.Int64)(c).Add(1)
+	return ctx
+}
+
+func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}

@@ -1,0 +1,103 @@
+package tenantdb
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+// VersionTable is goose's version table, inside each tenant schema.
+const VersionTable = "goose_db_version"
+
+// MigrationError is a migration that failed. The schema stays at the last migration that succeeded.
+type MigrationError struct {
+	Schema  string
+	Version int64  // the migration that failed
+	Source  string // its file
+	Err     error
+}
+
+func (e *MigrationError) Error() string {
+	return fmt.Sprintf("migration %s of schema %q failed: %v", e.Source, e.Schema, e.Err)
+}
+
+func (e *MigrationError) Unwrap() error { return e.Err }
+
+// Migrate applies the pending migrations of fsys to a tenant schema with goose and returns the schema's
+// version afterwards. Each migration runs in its own transaction as the tenant role, with search_path
+// set to the schema, under a session advisory lock keyed by the schema: two operators (or two
+// reconciles) never migrate one schema at once, while different schemas migrate in parallel.
+func (db *DB) Migrate(ctx context.Context, schema, role string, fsys fs.FS) (int64, error) {
+	sqlDB := sql.OpenDB(&tenantConnector{pool: db.migrations, schema: schema, role: role})
+	defer sqlDB.Close()
+	// One connection: goose takes the lock and runs every migration on the same session.
+	sqlDB.SetMaxOpenConns(1)
+
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(LockID(schema)), lock.WithLockTimeout(1, 300))
+	if err != nil {
+		return 0, err
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, fsys,
+		goose.WithSessionLocker(locker), goose.WithTableName(VersionTable), goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return 0, fmt.Errorf("loading migrations: %w", err)
+	}
+	_, upErr := p.Up(ctx)
+	if upErr != nil {
+		var pe *goose.PartialError
+		if errors.As(upErr, &pe) && pe.Failed != nil && pe.Failed.Source != nil {
+			upErr = &MigrationError{Schema: schema, Version: pe.Failed.Source.Version,
+				Source: pe.Failed.Source.Path, Err: pe.Err}
+		} else {
+			upErr = fmt.Errorf("migrating schema %q: %w", schema, upErr)
+		}
+	}
+	version, err := p.GetDBVersion(ctx)
+	if err != nil {
+		if upErr != nil {
+			return 0, upErr
+		}
+		return 0, fmt.Errorf("reading the version of schema %q: %w", schema, err)
+	}
+	return version, upErr
+}
+
+// LockID is the advisory lock key under which a schema is migrated.
+func LockID(schema string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("tenantry/migrate/" + schema))
+	return int64(h.Sum64())
+}
+
+// tenantConnector hands database/sql connections from the migration pool, each switched to one
+// tenant's role and schema.
+type tenantConnector struct {
+	pool         *pgxpool.Pool
+	schema, role string
+}
+
+func (c *tenantConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := stdlib.GetPoolConnector(c.pool).Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	_, err = conn.(*stdlib.Conn).Conn().Exec(ctx, "SET search_path TO "+pgx.Identifier{c.schema}.Sanitize()+
+		"; SET ROLE "+pgx.Identifier{c.role}.Sanitize())
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("switching to tenant %q: %w", c.schema, err)
+	}
+	return conn, nil
+}
+
+func (c *tenantConnector) Driver() driver.Driver { return stdlib.GetDefaultDriver() }
