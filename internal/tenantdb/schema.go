@@ -11,9 +11,9 @@ import (
 
 // PostgreSQL error codes this package tells apart.
 const (
-	codeDuplicateObject     = "42710"
-	codeUniqueViolation     = "23505"
-	codeDependentObjects    = "2BP01"
+	codeDuplicateObject  = "42710"
+	codeUniqueViolation  = "23505"
+	codeDependentObjects = "2BP01"
 )
 
 // EnsureSchema creates a tenant's NOLOGIN role and the schema it owns, and makes the operator's own

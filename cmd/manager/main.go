@@ -1,0 +1,69 @@
+// Command manager runs the Tenantry operator: the Tenant and ExpenseApp controllers.
+package main
+
+import (
+	"flag"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"tenantry.dev/tenantry/internal/controller"
+)
+
+func main() {
+	var (
+		metricsAddr, probeAddr string
+		leaderElect            bool
+		concurrency            int
+		qps                    float64
+		burst                  int
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so only one of several replicas reconciles.")
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", 8, "Tenants reconciled at once.")
+	flag.Float64Var(&qps, "kube-api-qps", 200, "Queries per second to the API server.")
+	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	log := ctrl.Log.WithName("setup")
+
+	cfg := ctrl.GetConfigOrDie()
+	controller.TuneRESTConfig(cfg, float32(qps), burst)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 controller.NewScheme(),
+		Cache:                  controller.CacheOptions(),
+		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         leaderElect,
+		LeaderElectionID:       "tenantry.dev",
+	})
+	if err != nil {
+		log.Error(err, "creating the manager")
+		os.Exit(1)
+	}
+	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: concurrency})
+	if err != nil {
+		log.Error(err, "setting up controllers")
+		os.Exit(1)
+	}
+	defer dbs.Close()
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		log.Error(err, "adding the health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		log.Error(err, "adding the readiness check")
+		os.Exit(1)
+	}
+	log.Info("starting the manager")
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "running the manager")
+		os.Exit(1)
+	}
+}

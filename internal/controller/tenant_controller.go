@@ -1,0 +1,500 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/password"
+	"tenantry.dev/tenantry/internal/tenantdb"
+)
+
+// Labels on every object the operator creates for a Tenant.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "tenantry"
+	LabelTenant    = "tenantry.dev/tenant"
+)
+
+// Index keys of the manager's cache.
+const (
+	indexAppRef       = "spec.appRef.name"
+	indexHostConflict = "status.hostConflict"
+)
+
+// TenantReconciler turns a Tenant into a live, isolated schema with its migrations applied, a role, a
+// registry row the app routes by, an Ingress and a first admin.
+type TenantReconciler struct {
+	client.Client
+	Scheme    *runtime.Scheme
+	Databases *Databases
+	// Migrations are the tenant schema migrations; TargetVersion the newest of them.
+	Migrations    fs.FS
+	TargetVersion int64
+	// MaxConcurrentReconciles bounds the Tenants reconciled at once.
+	MaxConcurrentReconciles int
+}
+
+// +kubebuilder:rbac:groups=tenantry.dev,resources=tenants,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=tenantry.dev,resources=tenants/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=tenantry.dev,resources=tenants/finalizers,verbs=update
+// +kubebuilder:rbac:groups=tenantry.dev,resources=expenseapps,verbs=get;list;watch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one Tenant to its desired state.
+func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	t := &tenantryv1.Tenant{}
+	if err := r.Get(ctx, req.NamespacedName, t); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	before := t.DeepCopy()
+	defer func() {
+		result, retErr = r.summarize(ctx, before, t, result, retErr)
+	}()
+
+	if !t.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.reconcileDelete(ctx, t)
+	}
+	if !controllerutil.ContainsFinalizer(t, tenantryv1.TenantFinalizer) {
+		patch := client.MergeFrom(t.DeepCopy())
+		controllerutil.AddFinalizer(t, tenantryv1.TenantFinalizer)
+		if err := r.Patch(ctx, t, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
+		}
+	}
+	return ctrl.Result{}, r.reconcileTenant(ctx, t)
+}
+
+// reconcileTenant runs the steps in order. A Ready tenant whose spec has not changed sends no SQL at all:
+// only its Kubernetes objects, read from the cache, are checked.
+func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Tenant) error {
+	app := &tenantryv1.ExpenseApp{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: t.Spec.AppRef.Name}, app); err != nil {
+		if apierrors.IsNotFound(err) {
+			return waitErr(tenantryv1.ReasonAppNotFound, time.Minute,
+				"ExpenseApp %q (spec.appRef) does not exist in namespace %s", t.Spec.AppRef.Name, t.Namespace)
+		}
+		return retryErr(tenantryv1.ReasonAppNotFound, err)
+	}
+
+	adminSecret, err := r.adminSecret(ctx, t)
+	if err != nil {
+		return retryErr(tenantryv1.ReasonAdminFailed, err)
+	}
+	if r.upToDate(t) && adminSecret != nil {
+		return r.reconcileIngress(ctx, t, app)
+	}
+
+	db, err := r.Databases.For(ctx, app)
+	if err != nil {
+		return err
+	}
+	if err := db.EnsureRegistry(ctx); err != nil {
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	if err := r.reconcileRegistration(ctx, t, db); err != nil {
+		return err
+	}
+	if err := r.reconcileSchema(ctx, t, db); err != nil {
+		return err
+	}
+	if err := r.reconcileAdmin(ctx, t, app, db, adminSecret); err != nil {
+		return err
+	}
+	if err := r.reconcileState(ctx, t, db); err != nil {
+		return err
+	}
+	return r.reconcileIngress(ctx, t, app)
+}
+
+// upToDate: the tenant was Ready for this very spec and its schema is at the target version.
+func (r *TenantReconciler) upToDate(t *tenantryv1.Tenant) bool {
+	return t.Status.ObservedGeneration == t.Generation &&
+		meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) &&
+		t.Status.SchemaVersion >= r.TargetVersion
+}
+
+// registryState is the state the app should see for the tenant.
+func registryState(t *tenantryv1.Tenant, version int64) string {
+	switch {
+	case version == 0:
+		return tenantdb.StateProvisioning
+	case t.Spec.Suspend:
+		return tenantdb.StateSuspended
+	default:
+		return tenantdb.StateActive
+	}
+}
+
+// reconcileRegistration claims the tenant's schema name and hosts in the registry and writes its
+// display name, branding and settings. It runs before any DDL, so a tenant that conflicts with another
+// creates nothing.
+func (r *TenantReconciler) reconcileRegistration(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB) error {
+	schema := t.Status.Schema
+	if schema == "" {
+		schema = tenantdb.SchemaName(t.Name)
+	}
+	err := db.Register(ctx, tenantdb.Registration{
+		Schema:        schema,
+		Role:          tenantdb.RoleName(schema),
+		Namespace:     t.Namespace,
+		Name:          t.Name,
+		UID:           string(t.UID),
+		DisplayName:   t.DisplayNameOrName(),
+		Branding:      t.Spec.Branding,
+		Settings:      t.Spec.Settings,
+		State:         registryState(t, t.Status.SchemaVersion),
+		SchemaVersion: t.Status.SchemaVersion,
+		Hosts:         t.Spec.Hosts,
+	})
+	var hc *tenantdb.HostConflictError
+	var sc *tenantdb.SchemaConflictError
+	switch {
+	case errors.As(err, &hc):
+		setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionFalse, tenantryv1.ReasonHostConflict,
+			hc.Error()+"; choose another host or remove it from that tenant")
+		return stallErr(tenantryv1.ReasonHostConflict, 5*time.Minute,
+			fmt.Errorf("%s; choose another host or remove it from that tenant", hc.Error()))
+	case errors.As(err, &sc):
+		setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionFalse, tenantryv1.ReasonSchemaConflict, sc.Error())
+		return stallErr(tenantryv1.ReasonSchemaConflict, 5*time.Minute,
+			fmt.Errorf("%s; give this Tenant another name", sc.Error()))
+	case err != nil:
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	t.Status.Schema = schema
+	setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+		fmt.Sprintf("Registered with hosts %v", t.Spec.Hosts))
+	return nil
+}
+
+// reconcileSchema creates the role and schema and applies pending migrations.
+func (r *TenantReconciler) reconcileSchema(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB) error {
+	schema := t.Status.Schema
+	role := tenantdb.RoleName(schema)
+	if t.Status.SchemaVersion >= r.TargetVersion &&
+		meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionMigrationsApplied) {
+		return nil
+	}
+	if err := db.EnsureSchema(ctx, schema, role); err != nil {
+		setCondition(t, tenantryv1.ConditionSchemaReady, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError, err.Error())
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	setCondition(t, tenantryv1.ConditionSchemaReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+		fmt.Sprintf("Schema %q owned by role %q", schema, role))
+
+	version, err := db.Migrate(ctx, schema, role, r.Migrations)
+	if version > t.Status.SchemaVersion || (err == nil && version != t.Status.SchemaVersion) {
+		t.Status.SchemaVersion = version
+	}
+	var me *tenantdb.MigrationError
+	if errors.As(err, &me) {
+		msg := fmt.Sprintf("%s; the schema stays at version %d. Fix the migration and the operator retries", me.Error(), version)
+		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonMigrationFailed, msg)
+		return stallErr(tenantryv1.ReasonMigrationFailed, 2*time.Minute, errors.New(msg))
+	}
+	if err != nil {
+		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError, err.Error())
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+		fmt.Sprintf("Schema at version %d", version))
+	return nil
+}
+
+// adminSecret returns the tenant's admin Secret from the cache, or nil when there is none.
+func (r *TenantReconciler) adminSecret(ctx context.Context, t *tenantryv1.Tenant) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: t.Name + tenantryv1.AdminSecretSuffix}, s)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the admin Secret: %w", err)
+	}
+	return s, nil
+}
+
+// reconcileAdmin makes sure the first admin exists and its Secret holds a working login. A missing
+// Secret gets a new password, and the admin user in the schema is set to it: deleting the Secret is how
+// a lost admin password is reset.
+func (r *TenantReconciler) reconcileAdmin(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp,
+	db *tenantdb.DB, secret *corev1.Secret) error {
+	name := t.Name + tenantryv1.AdminSecretSuffix
+	if secret != nil && meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionAdminReady) {
+		t.Status.AdminSecretName = name
+		return nil
+	}
+	email := t.Spec.Admin.Email
+	plain := password.Generate(20)
+	if secret != nil {
+		if p := string(secret.Data["password"]); p != "" {
+			plain = p
+		}
+		if e := string(secret.Data["email"]); e != "" {
+			email = e
+		}
+	}
+	hash, err := password.Hash(plain)
+	if err != nil {
+		return retryErr(tenantryv1.ReasonAdminFailed, err)
+	}
+	if _, err := db.EnsureAdmin(ctx, t.Status.Schema, email, hash, secret == nil); err != nil {
+		setCondition(t, tenantryv1.ConditionAdminReady, metav1.ConditionFalse, tenantryv1.ReasonAdminFailed, err.Error())
+		return retryErr(tenantryv1.ReasonAdminFailed, err)
+	}
+	if secret == nil {
+		s := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: t.Namespace, Labels: ownedLabels(t)},
+			Type:       corev1.SecretTypeOpaque,
+			StringData: map[string]string{"email": email, "password": plain, "url": tenantURL(t, app)},
+		}
+		if err := controllerutil.SetControllerReference(t, s, r.Scheme); err != nil {
+			return retryErr(tenantryv1.ReasonAdminFailed, err)
+		}
+		if err := r.Create(ctx, s); err != nil {
+			setCondition(t, tenantryv1.ConditionAdminReady, metav1.ConditionFalse, tenantryv1.ReasonAdminFailed, err.Error())
+			return retryErr(tenantryv1.ReasonAdminFailed, fmt.Errorf("creating Secret %s: %w", name, err))
+		}
+	}
+	t.Status.AdminSecretName = name
+	setCondition(t, tenantryv1.ConditionAdminReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+		fmt.Sprintf("Admin %s; login in Secret %s", email, name))
+	return nil
+}
+
+// reconcileState tells the app the tenant is live (or suspended) at its schema version.
+func (r *TenantReconciler) reconcileState(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB) error {
+	if err := db.SetState(ctx, t.Status.Schema, registryState(t, t.Status.SchemaVersion), t.Status.SchemaVersion); err != nil {
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	return nil
+}
+
+// reconcileIngress keeps the tenant's Ingress: one rule per host to the app's Service, TLS as the
+// ExpenseApp says. It writes only when something differs.
+func (r *TenantReconciler) reconcileIngress(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp) error {
+	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: t.Name, Namespace: t.Namespace}}
+	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, ing, func() error {
+		desired := desiredIngress(t, app)
+		ing.Labels = mergeMaps(ing.Labels, desired.Labels)
+		ing.Annotations = mergeMaps(ing.Annotations, desired.Annotations)
+		ing.Spec = desired.Spec
+		return controllerutil.SetControllerReference(t, ing, r.Scheme)
+	})
+	if err != nil {
+		setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionFalse, tenantryv1.ReasonIngressFailed, err.Error())
+		return retryErr(tenantryv1.ReasonIngressFailed, fmt.Errorf("writing Ingress %s: %w", t.Name, err))
+	}
+	t.Status.URL = tenantURL(t, app)
+	setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+		fmt.Sprintf("Ingress %s routes %d host(s) to Service %s", t.Name, len(t.Spec.Hosts), app.Name))
+	return nil
+}
+
+// reconcileDelete removes the tenant from the registry, and with deletionPolicy Delete drops its schema
+// and role, then lets the Tenant go. Its Ingress and admin Secret go by garbage collection.
+func (r *TenantReconciler) reconcileDelete(ctx context.Context, t *tenantryv1.Tenant) error {
+	if !controllerutil.ContainsFinalizer(t, tenantryv1.TenantFinalizer) {
+		return nil
+	}
+	if t.Status.Schema != "" {
+		app := &tenantryv1.ExpenseApp{}
+		err := r.Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: t.Spec.AppRef.Name}, app)
+		switch {
+		case apierrors.IsNotFound(err):
+			// No app, no database to reach: the registry and schema went, or stay, with it.
+			logf.FromContext(ctx).Info("ExpenseApp is gone; nothing to clean up in the database", "app", t.Spec.AppRef.Name)
+		case err != nil:
+			return retryErr(tenantryv1.ReasonDeletionBlocked, err)
+		default:
+			if err := r.deleteFromDatabase(ctx, t, app); err != nil {
+				return err
+			}
+		}
+	}
+	patch := client.MergeFrom(t.DeepCopy())
+	controllerutil.RemoveFinalizer(t, tenantryv1.TenantFinalizer)
+	if err := r.Patch(ctx, t, patch); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	return nil
+}
+
+func (r *TenantReconciler) deleteFromDatabase(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp) error {
+	db, err := r.Databases.For(ctx, app)
+	if err != nil {
+		se := asStepError(err, tenantryv1.ReasonDeletionBlocked)
+		return &stepError{kind: se.kind, reason: tenantryv1.ReasonDeletionBlocked, after: 10 * time.Second,
+			err: fmt.Errorf("cannot reach the database to remove the tenant: %w", se.err)}
+	}
+	if err := db.EnsureRegistry(ctx); err != nil {
+		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
+	}
+	if err := db.Unregister(ctx, t.Status.Schema, t.Namespace, t.Name); err != nil {
+		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
+	}
+	if t.Spec.DeletionPolicy == tenantryv1.DeletionPolicyDelete {
+		if err := db.DropSchema(ctx, t.Status.Schema, tenantdb.RoleName(t.Status.Schema)); err != nil {
+			return retryErr(tenantryv1.ReasonDeletionBlocked, err)
+		}
+	}
+	return nil
+}
+
+// summarize sets Ready, Reconciling and Stalled from the outcome, patches status when it changed, and
+// turns the outcome into a result for controller-runtime.
+func (r *TenantReconciler) summarize(ctx context.Context, before, t *tenantryv1.Tenant, result ctrl.Result,
+	err error) (ctrl.Result, error) {
+	if !t.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(t, tenantryv1.TenantFinalizer) {
+		return result, err // gone, or about to be: no status to write
+	}
+	var se *stepError
+	if err != nil {
+		se = asStepError(err, tenantryv1.ReasonDatabaseError)
+	}
+	switch {
+	case se == nil:
+		meta.RemoveStatusCondition(&t.Status.Conditions, tenantryv1.ConditionReconciling)
+		meta.RemoveStatusCondition(&t.Status.Conditions, tenantryv1.ConditionStalled)
+		setCondition(t, tenantryv1.ConditionReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+			fmt.Sprintf("Tenant is live at %s (schema %s, version %d)", t.Status.URL, t.Status.Schema, t.Status.SchemaVersion))
+		t.Status.ObservedGeneration = t.Generation
+	case se.kind == stall:
+		meta.RemoveStatusCondition(&t.Status.Conditions, tenantryv1.ConditionReconciling)
+		setCondition(t, tenantryv1.ConditionStalled, metav1.ConditionTrue, se.reason, se.Error())
+		setCondition(t, tenantryv1.ConditionReady, metav1.ConditionFalse, se.reason, se.Error())
+		t.Status.ObservedGeneration = t.Generation
+	default:
+		meta.RemoveStatusCondition(&t.Status.Conditions, tenantryv1.ConditionStalled)
+		setCondition(t, tenantryv1.ConditionReconciling, metav1.ConditionTrue, tenantryv1.ReasonProgressing, se.Error())
+		setCondition(t, tenantryv1.ConditionReady, metav1.ConditionFalse, se.reason, se.Error())
+	}
+
+	if !equality.Semantic.DeepEqual(before.Status, t.Status) {
+		if perr := r.Status().Patch(ctx, t, client.MergeFrom(before)); perr != nil && !apierrors.IsNotFound(perr) {
+			return ctrl.Result{}, errors.Join(err, fmt.Errorf("patching status: %w", perr))
+		}
+	}
+	switch {
+	case se == nil:
+		return result, nil
+	case se.kind == retry:
+		logf.FromContext(ctx).V(1).Info("retrying", "reason", se.reason, "error", se.Error())
+		return ctrl.Result{}, se
+	default:
+		// A wait or stall is not an error of the operator: requeue later without error backoff.
+		return ctrl.Result{RequeueAfter: se.after}, nil
+	}
+}
+
+func setCondition(t *tenantryv1.Tenant, typ string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&t.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: t.Generation,
+	})
+}
+
+func ownedLabels(t *tenantryv1.Tenant) map[string]string {
+	return map[string]string{LabelManagedBy: ManagedBy, LabelTenant: t.Name}
+}
+
+func mergeMaps(dst, src map[string]string) map[string]string {
+	if len(src) == 0 {
+		return dst
+	}
+	if dst == nil {
+		dst = map[string]string{}
+	}
+	for k, v := range src {
+		dst[k] = v
+	}
+	return dst
+}
+
+// tenantURL is the tenant's primary host, over https when the app's Ingresses terminate TLS.
+func tenantURL(t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp) string {
+	scheme := "http"
+	if app.Spec.Ingress.TLS.Enabled {
+		scheme = "https"
+	}
+	return scheme + "://" + t.Spec.Hosts[0] + "/"
+}
+
+// SetupWithManager registers the reconciler, its watches and the cache indexes it lists by.
+func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	ctx := context.Background()
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &tenantryv1.Tenant{}, indexAppRef, func(o client.Object) []string {
+		return []string{o.(*tenantryv1.Tenant).Spec.AppRef.Name}
+	}); err != nil {
+		return err
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &tenantryv1.Tenant{}, indexHostConflict, func(o client.Object) []string {
+		c := meta.FindStatusCondition(o.(*tenantryv1.Tenant).Status.Conditions, tenantryv1.ConditionStalled)
+		if c != nil && c.Status == metav1.ConditionTrue && c.Reason == tenantryv1.ReasonHostConflict {
+			return []string{"true"}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&tenantryv1.Tenant{}).
+		Owns(&networkingv1.Ingress{}).
+		Owns(&corev1.Secret{}).
+		Watches(&tenantryv1.ExpenseApp{}, handler.EnqueueRequestsFromMapFunc(r.tenantsOfApp)).
+		// A Tenant that lets go of hosts (deleted, or hosts changed) may unblock one waiting for them.
+		Watches(&tenantryv1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.tenantsWithHostConflicts),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		Complete(r)
+}
+
+func (r *TenantReconciler) tenantsOfApp(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.listRequests(ctx, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexAppRef: o.GetName()})
+}
+
+func (r *TenantReconciler) tenantsWithHostConflicts(ctx context.Context, o client.Object) []reconcile.Request {
+	var reqs []reconcile.Request
+	for _, req := range r.listRequests(ctx, client.MatchingFields{indexHostConflict: "true"}) {
+		if req.Name != o.GetName() || req.Namespace != o.GetNamespace() {
+			reqs = append(reqs, req)
+		}
+	}
+	return reqs
+}
+
+func (r *TenantReconciler) listRequests(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
+	var list tenantryv1.TenantList
+	if err := r.List(ctx, &list, opts...); err != nil {
+		logf.FromContext(ctx).Error(err, "listing tenants to enqueue")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, t := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&t)})
+	}
+	return reqs
+}

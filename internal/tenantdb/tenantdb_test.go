@@ -1,0 +1,271 @@
+package tenantdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"tenantry.dev/tenantry/app/migrations"
+)
+
+func TestSchemaName(t *testing.T) {
+	long := strings.Repeat("a", 190) + "-tail"
+	tests := []struct {
+		tenant string
+		want   string
+	}{
+		{"acme", "tenant_acme"},
+		{"acme-corp", "tenant_acme_corp"},
+		{"acme.corp", "tenant_acme_corp_" + SchemaName("acme.corp")[len("tenant_acme_corp_"):]},
+	}
+	for _, tt := range tests {
+		if got := SchemaName(tt.tenant); got != tt.want {
+			t.Errorf("SchemaName(%q) = %q, want %q", tt.tenant, got, tt.want)
+		}
+	}
+	// '.' and '-' must not collide, however the name is spelled.
+	if SchemaName("acme.corp") == SchemaName("acme-corp") {
+		t.Errorf("acme.corp and acme-corp share schema %q", SchemaName("acme.corp"))
+	}
+	got := SchemaName(long)
+	if len(got) > 63 {
+		t.Errorf("SchemaName(200 chars) = %q, %d bytes; want at most 63", got, len(got))
+	}
+	if got != SchemaName(long) {
+		t.Error("SchemaName is not stable")
+	}
+	other := strings.Repeat("a", 190) + "-tall"
+	if SchemaName(other) == got {
+		t.Errorf("two long names sharing a prefix got the same schema %q", got)
+	}
+}
+
+func register(db *DB, schema, ns, name string, hosts ...string) error {
+	return db.Register(context.Background(), Registration{
+		Schema: schema, Role: schema, Namespace: ns, Name: name, UID: name + "-uid", DisplayName: name,
+		Branding: map[string]string{}, Settings: map[string]string{}, State: StateActive, Hosts: hosts,
+	})
+}
+
+func TestDB_Register(t *testing.T) {
+	db, _ := openTestDB(t)
+	ctx := context.Background()
+	if err := register(db, "tenant_a", "ns", "a", "a.example.com", "shared.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	// Another tenant asking for a held host gets a conflict naming the host and its holder, and nothing of
+	// its registration is written.
+	err := register(db, "tenant_b", "ns", "b", "b.example.com", "shared.example.com")
+	var hc *HostConflictError
+	if !errors.As(err, &hc) || hc.Host != "shared.example.com" || hc.HolderName != "a" || hc.HolderNamespace != "ns" {
+		t.Fatalf("Register(b) = %v, want a host conflict on shared.example.com held by ns/a", err)
+	}
+	var n int
+	if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM tenantry.tenants WHERE schema_name = 'tenant_b'").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("tenant_b rows = %d (%v); a conflicting registration must write nothing", n, err)
+	}
+	// A tenant of another namespace deriving the same schema is refused.
+	err = register(db, "tenant_a", "other", "a", "x.example.com")
+	var sc *SchemaConflictError
+	if !errors.As(err, &sc) || sc.HolderNamespace != "ns" {
+		t.Fatalf("Register(other/a) = %v, want a schema conflict with ns/a", err)
+	}
+	// Changing hosts releases the old ones, after which b can take it.
+	if err := register(db, "tenant_a", "ns", "a", "a.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if err := register(db, "tenant_b", "ns", "b", "b.example.com", "shared.example.com"); err != nil {
+		t.Fatalf("Register(b) after a released the host: %v", err)
+	}
+	hosts := hostsOf(t, db, "tenant_b")
+	if strings.Join(hosts, ",") != "b.example.com,shared.example.com" {
+		t.Fatalf("hosts of b = %v", hosts)
+	}
+	if err := db.Unregister(ctx, "tenant_b", "ns", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if hosts := hostsOf(t, db, "tenant_b"); len(hosts) != 0 {
+		t.Fatalf("hosts of an unregistered tenant = %v, want none", hosts)
+	}
+}
+
+// Two tenants claiming one host at the same moment: the unique key lets exactly one win, every time.
+func TestDB_Register_race(t *testing.T) {
+	db, _ := openTestDB(t)
+	for i := range 20 {
+		host := fmt.Sprintf("race-%d.example.com", i)
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for j := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				name := fmt.Sprintf("r%d-%d", i, j)
+				errs[j] = register(db, "tenant_"+strings.ReplaceAll(name, "-", "_"), "ns", name, host)
+			}()
+		}
+		wg.Wait()
+		var hc *HostConflictError
+		won := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				won++
+			case !errors.As(err, &hc):
+				t.Fatalf("round %d: unexpected error %v", i, err)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("round %d: %d tenants won host %s (errors %v), want exactly 1", i, won, host, errs)
+		}
+	}
+}
+
+func hostsOf(t *testing.T, db *DB, schema string) []string {
+	t.Helper()
+	rows, _ := db.pool.Query(context.Background(),
+		"SELECT host FROM tenantry.tenant_hosts WHERE schema_name = $1 ORDER BY host", schema)
+	hosts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hosts
+}
+
+func TestDB_EnsureSchemaAndMigrate(t *testing.T) {
+	db, _ := openTestDB(t)
+	ctx := context.Background()
+	schema := "tenant_mig_" + fmt.Sprint(len(t.Name()))
+	if err := db.EnsureSchema(ctx, schema, schema); err != nil {
+		t.Fatal(err)
+	}
+	v, err := db.Migrate(ctx, schema, schema, migrations.FS())
+	if err != nil || v != migrations.Latest {
+		t.Fatalf("Migrate = %d, %v; want %d", v, err, migrations.Latest)
+	}
+	// The tenant role owns what the migrations made, and the role cannot log in.
+	var owner string
+	var canLogin bool
+	if err := db.pool.QueryRow(ctx, `SELECT tableowner, (SELECT rolcanlogin FROM pg_roles WHERE rolname = $1)
+		FROM pg_tables WHERE schemaname = $1 AND tablename = 'expenses'`, schema).Scan(&owner, &canLogin); err != nil {
+		t.Fatal(err)
+	}
+	if owner != schema || canLogin {
+		t.Fatalf("expenses owned by %q (role can log in: %v), want %q and NOLOGIN", owner, canLogin, schema)
+	}
+	// Nothing pending: a second run applies nothing and sends no DDL.
+	before := db.Statements()
+	if v, err := db.Migrate(ctx, schema, schema, migrations.FS()); err != nil || v != migrations.Latest {
+		t.Fatalf("second Migrate = %d, %v", v, err)
+	}
+	if err := db.EnsureSchema(ctx, schema, schema); err != nil {
+		t.Fatal(err)
+	}
+	var applied int
+	if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{schema, VersionTable}.Sanitize()+
+		" WHERE version_id > 0").Scan(&applied); err != nil || applied != int(migrations.Latest) {
+		t.Fatalf("version table holds %d migrations (%v), want %d", applied, err, migrations.Latest)
+	}
+	t.Logf("an up-to-date schema costs %d statements to check", db.Statements()-before)
+}
+
+// A failing migration leaves the schema at the last good version, and after the fix the next run
+// continues from there.
+func TestDB_Migrate_failureKeepsLastGoodVersion(t *testing.T) {
+	db, _ := openTestDB(t)
+	ctx := context.Background()
+	schema := "tenant_broken"
+	if err := db.EnsureSchema(ctx, schema, schema); err != nil {
+		t.Fatal(err)
+	}
+	fsys := fstest.MapFS{
+		"00001_a.sql": {Data: []byte("-- +goose Up\nCREATE TABLE a (id int);\n")},
+		"00002_b.sql": {Data: []byte("-- +goose Up\nCREATE TABLE b (id int);\nINSERT INTO nowhere VALUES (1);\n")},
+		"00003_c.sql": {Data: []byte("-- +goose Up\nCREATE TABLE c (id int);\n")},
+	}
+	v, err := db.Migrate(ctx, schema, schema, fsys)
+	var me *MigrationError
+	if !errors.As(err, &me) || me.Version != 2 || v != 1 {
+		t.Fatalf("Migrate = %d, %v; want version 1 and a MigrationError for migration 2", v, err)
+	}
+	if !strings.Contains(err.Error(), "nowhere") {
+		t.Fatalf("error %q does not say what failed", err)
+	}
+	if exists(t, db, schema, "b") {
+		t.Fatal("table b exists: the failed migration was not rolled back")
+	}
+	fsys["00002_b.sql"] = &fstest.MapFile{Data: []byte("-- +goose Up\nCREATE TABLE b (id int);\n")}
+	if v, err := db.Migrate(ctx, schema, schema, fsys); err != nil || v != 3 {
+		t.Fatalf("Migrate after the fix = %d, %v; want 3", v, err)
+	}
+	if !exists(t, db, schema, "c") {
+		t.Fatal("table c missing after the fixed run")
+	}
+}
+
+func exists(t *testing.T, db *DB, schema, table string) bool {
+	t.Helper()
+	var ok bool
+	if err := db.pool.QueryRow(context.Background(),
+		"SELECT EXISTS (SELECT FROM pg_tables WHERE schemaname = $1 AND tablename = $2)", schema, table).Scan(&ok); err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// One tenant's role cannot read another tenant's schema.
+func TestDB_tenantIsolation(t *testing.T) {
+	db, _ := openTestDB(t)
+	ctx := context.Background()
+	for _, s := range []string{"tenant_iso_a", "tenant_iso_b"} {
+		if err := db.EnsureSchema(ctx, s, s); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Migrate(ctx, s, s, migrations.FS()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL ROLE tenant_iso_a`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT count(*) FROM tenant_iso_a.users`); err != nil {
+			return fmt.Errorf("own schema: %w", err)
+		}
+		_, err := tx.Exec(ctx, `SELECT count(*) FROM tenant_iso_b.users`)
+		return err
+	})
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+		t.Fatalf("reading tenant_iso_b as tenant_iso_a: %v; want permission denied (42501)", err)
+	}
+	if !strings.Contains(pgErr.Message, "tenant_iso_b") {
+		t.Fatalf("permission error %q does not name the schema", pgErr.Message)
+	}
+}
+
+func TestDB_DropSchema(t *testing.T) {
+	db, _ := openTestDB(t)
+	ctx := context.Background()
+	if err := db.EnsureSchema(ctx, "tenant_drop", "tenant_drop"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DropSchema(ctx, "tenant_drop", "tenant_drop"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := db.SchemaExists(ctx, "tenant_drop"); ok {
+		t.Fatal("schema still exists")
+	}
+	var roles int
+	_ = db.pool.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = 'tenant_drop'").Scan(&roles)
+	if roles != 0 {
+		t.Fatal("role still exists")
+	}
+}
