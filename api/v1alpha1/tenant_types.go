@@ -138,6 +138,7 @@ type TenantStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:categories=tenantry
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 240",message="a Tenant name is at most 240 characters, leaving room for the objects named after it"
 // +kubebuilder:printcolumn:name="Host",type=string,JSONPath=`.spec.hosts[0]`
 // +kubebuilder:printcolumn:name="Schema",type=string,JSONPath=`.status.schema`
 // +kubebuilder:printcolumn:name="Version",type=integer,JSONPath=`.status.schemaVersion`

@@ -95,3 +95,14 @@ func (d *Databases) Close() {
 		delete(d.dbs, name)
 	}
 }
+
+// Statements is the number of SQL statements sent so far to the database of an ExpenseApp, or -1 when
+// none is open. Tests use it to prove that a reconcile did no database work.
+func (d *Databases) Statements(app types.NamespacedName) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cur, ok := d.dbs[app]; ok {
+		return cur.db.Statements()
+	}
+	return -1
+}

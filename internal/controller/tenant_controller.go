@@ -2,9 +2,13 @@ package controller
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -279,6 +283,7 @@ func (r *TenantReconciler) reconcileAdmin(ctx context.Context, t *tenantryv1.Ten
 			setCondition(t, tenantryv1.ConditionAdminReady, metav1.ConditionFalse, tenantryv1.ReasonAdminFailed, err.Error())
 			return retryErr(tenantryv1.ReasonAdminFailed, fmt.Errorf("creating Secret %s: %w", name, err))
 		}
+		r.waitForCache(ctx, s)
 	}
 	t.Status.AdminSecretName = name
 	setCondition(t, tenantryv1.ConditionAdminReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
@@ -298,7 +303,7 @@ func (r *TenantReconciler) reconcileState(ctx context.Context, t *tenantryv1.Ten
 // ExpenseApp says. It writes only when something differs.
 func (r *TenantReconciler) reconcileIngress(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp) error {
 	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: t.Name, Namespace: t.Namespace}}
-	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, ing, func() error {
+	op, err := controllerutil.CreateOrUpdate(ctx, r.Client, ing, func() error {
 		desired := desiredIngress(t, app)
 		ing.Labels = mergeMaps(ing.Labels, desired.Labels)
 		ing.Annotations = mergeMaps(ing.Annotations, desired.Annotations)
@@ -308,6 +313,9 @@ func (r *TenantReconciler) reconcileIngress(ctx context.Context, t *tenantryv1.T
 	if err != nil {
 		setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionFalse, tenantryv1.ReasonIngressFailed, err.Error())
 		return retryErr(tenantryv1.ReasonIngressFailed, fmt.Errorf("writing Ingress %s: %w", t.Name, err))
+	}
+	if op != controllerutil.OperationResultNone {
+		r.waitForCache(ctx, ing)
 	}
 	t.Status.URL = tenantURL(t, app)
 	setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
@@ -398,6 +406,9 @@ func (r *TenantReconciler) summarize(ctx context.Context, before, t *tenantryv1.
 		if perr := r.Status().Patch(ctx, t, client.MergeFrom(before)); perr != nil && !apierrors.IsNotFound(perr) {
 			return ctrl.Result{}, errors.Join(err, fmt.Errorf("patching status: %w", perr))
 		}
+		// The reconcile that the patch itself triggers must not read the old status from the cache and
+		// redo the work: wait until the cache has caught up with what was just written.
+		r.waitForCache(ctx, t)
 	}
 	switch {
 	case se == nil:
@@ -418,7 +429,16 @@ func setCondition(t *tenantryv1.Tenant, typ string, status metav1.ConditionStatu
 }
 
 func ownedLabels(t *tenantryv1.Tenant) map[string]string {
-	return map[string]string{LabelManagedBy: ManagedBy, LabelTenant: t.Name}
+	return map[string]string{LabelManagedBy: ManagedBy, LabelTenant: labelValue(t.Name)}
+}
+
+// labelValue fits a name into a label value (63 characters at most), keeping long names distinct.
+func labelValue(name string) string {
+	if len(name) <= 63 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return strings.TrimRight(name[:52], "-.") + "-" + hex.EncodeToString(sum[:])[:10]
 }
 
 func mergeMaps(dst, src map[string]string) map[string]string {
@@ -497,4 +517,29 @@ func (r *TenantReconciler) listRequests(ctx context.Context, opts ...client.List
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&t)})
 	}
 	return reqs
+}
+
+// waitForCache waits (briefly) until the manager's cache holds obj at least at the resourceVersion just
+// written, so that the next reconcile reads its own writes. Giving up is harmless: every step is
+// idempotent, a stale read only costs repeated work.
+func (r *TenantReconciler) waitForCache(ctx context.Context, obj client.Object) {
+	want, err := strconv.ParseUint(obj.GetResourceVersion(), 10, 64)
+	if err != nil {
+		return
+	}
+	cached := obj.DeepCopyObject().(client.Object)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for {
+		if err := r.Get(ctx, client.ObjectKeyFromObject(obj), cached); err == nil {
+			if got, err := strconv.ParseUint(cached.GetResourceVersion(), 10, 64); err != nil || got >= want {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 }

@@ -127,7 +127,10 @@ INSERT INTO tenantry.tenants AS t
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (schema_name) DO UPDATE
 SET uid = EXCLUDED.uid, display_name = EXCLUDED.display_name, branding = EXCLUDED.branding,
-    settings = EXCLUDED.settings, state = EXCLUDED.state, schema_version = EXCLUDED.schema_version,
+    settings = EXCLUDED.settings,
+    -- A caller that has not seen the schema migrated yet does not take a live tenant offline.
+    state = CASE WHEN EXCLUDED.state = 'provisioning' AND t.schema_version > 0 THEN t.state ELSE EXCLUDED.state END,
+    schema_version = greatest(t.schema_version, EXCLUDED.schema_version),
     updated_at = now()
 WHERE t.namespace = EXCLUDED.namespace AND t.name = EXCLUDED.name
 RETURNING namespace, name`,

@@ -1,0 +1,250 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/internal/pgcluster"
+)
+
+// The suite runs the operator against a real API server (envtest) and a real PostgreSQL cluster.
+var (
+	k8s       client.Client // uncached, so tests see what the API server has
+	pg        *pgcluster.Throwaway
+	databases *Databases
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) int {
+	if os.Getenv("TENANTRY_TEST_VERBOSE") != "" {
+		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
+	}
+	assets, err := EnvtestAssets("../..")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: assets,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting envtest:", err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+
+	if pg, err = pgcluster.StartThrowaway(); err != nil {
+		fmt.Fprintln(os.Stderr, "starting PostgreSQL:", err)
+		return 1
+	}
+	defer pg.Close()
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 NewScheme(),
+		Cache:                  CacheOptions(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "creating the manager:", err)
+		return 1
+	}
+	if databases, err = Setup(mgr, Config{MaxConcurrentReconciles: 4}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer databases.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- mgr.Start(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	if k8s, err = client.New(cfg, client.Options{Scheme: NewScheme()}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// EnvtestAssets returns $KUBEBUILDER_ASSETS, or runs hack/envtest-assets.sh under root to get them.
+func EnvtestAssets(root string) (string, error) {
+	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
+		return d, nil
+	}
+	cmd := exec.Command(filepath.Join(root, "hack", "envtest-assets.sh"))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("getting envtest binaries (hack/envtest-assets.sh): %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// fixture is one test's namespace with an ExpenseApp on a database of its own.
+type fixture struct {
+	t   *testing.T
+	ns  string
+	app *tenantryv1.ExpenseApp
+	url string
+	db  *pgxpool.Pool // superuser connection to the app's database, to look at what the operator did
+}
+
+var nsSeq atomic.Int64
+
+// newFixture creates a namespace, a database, its Secret and an ExpenseApp "expenses".
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	f := &fixture{t: t, ns: fmt.Sprintf("t%d-%s", nsSeq.Add(1), strings.ToLower(strings.ReplaceAll(t.Name(), "_", "-")))}
+	if len(f.ns) > 60 {
+		f.ns = f.ns[:60]
+	}
+	f.ns = strings.Trim(strings.ReplaceAll(f.ns, "/", "-"), "-")
+	must(t, k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: f.ns}}))
+	var err error
+	if f.url, err = pg.NewDatabase(ctx, "op"); err != nil {
+		t.Fatal(err)
+	}
+	if f.db, err = pgxpool.New(ctx, f.url); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.db.Close)
+	f.createSecret("db", f.url)
+	f.app = &tenantryv1.ExpenseApp{
+		ObjectMeta: metav1.ObjectMeta{Name: "expenses", Namespace: f.ns},
+		Spec:       tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "db"}}},
+	}
+	must(t, k8s.Create(ctx, f.app))
+	return f
+}
+
+func (f *fixture) createSecret(name, uri string) {
+	f.t.Helper()
+	must(f.t, k8s.Create(context.Background(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: f.ns},
+		StringData: map[string]string{"uri": uri},
+	}))
+}
+
+// tenant returns a valid Tenant of this fixture's namespace.
+func (f *fixture) tenant(name string, hosts ...string) *tenantryv1.Tenant {
+	threshold := int64(50000)
+	return &tenantryv1.Tenant{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: f.ns},
+		Spec: tenantryv1.TenantSpec{
+			AppRef:      tenantryv1.AppRef{Name: "expenses"},
+			DisplayName: "Tenant " + name,
+			Hosts:       hosts,
+			Branding:    tenantryv1.Branding{PrimaryColor: "#0b5fff", LogoURL: "https://acme.com/logo.png"},
+			Settings:    tenantryv1.Settings{Currency: "EUR", ApprovalThreshold: &threshold},
+			Admin:       tenantryv1.Admin{Email: "finance@" + name + ".example.com"},
+		},
+	}
+}
+
+// get reads a Tenant afresh.
+func (f *fixture) get(name string) *tenantryv1.Tenant {
+	f.t.Helper()
+	t := &tenantryv1.Tenant{}
+	must(f.t, k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: name}, t))
+	return t
+}
+
+// waitCondition waits until a Tenant's condition has the status (and, if given, the reason) at its
+// current generation, and returns the Tenant.
+func (f *fixture) waitCondition(name, typ string, status metav1.ConditionStatus, reason string) *tenantryv1.Tenant {
+	f.t.Helper()
+	var last *tenantryv1.Tenant
+	err := eventually(20*time.Second, func() error {
+		last = f.get(name)
+		c := meta.FindStatusCondition(last.Status.Conditions, typ)
+		switch {
+		case c == nil:
+			return fmt.Errorf("no %s condition", typ)
+		case c.Status != status || (reason != "" && c.Reason != reason):
+			return fmt.Errorf("%s=%s (%s: %s)", typ, c.Status, c.Reason, c.Message)
+		case typ == tenantryv1.ConditionReady && status == metav1.ConditionTrue && last.Status.ObservedGeneration != last.Generation:
+			return fmt.Errorf("observedGeneration %d, generation %d", last.Status.ObservedGeneration, last.Generation)
+		}
+		return nil
+	})
+	if err != nil {
+		f.t.Fatalf("Tenant %s: waiting for %s=%s %s: %v\nconditions: %+v", name, typ, status, reason, err, last.Status.Conditions)
+	}
+	return last
+}
+
+func (f *fixture) waitReady(name string) *tenantryv1.Tenant {
+	f.t.Helper()
+	return f.waitCondition(name, tenantryv1.ConditionReady, metav1.ConditionTrue, "")
+}
+
+// eventually polls fn until it returns nil or the timeout passes, and returns its last error.
+func eventually(timeout time.Duration, fn func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// reconciles is how many times the Tenant controller has finished a reconcile.
+func reconciles(t *testing.T) float64 {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total float64
+	for _, mf := range families {
+		if mf.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" && l.GetValue() == "tenant" {
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return total
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+var errNotYet = errors.New("not yet")

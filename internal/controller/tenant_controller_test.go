@@ -1,0 +1,417 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/app/password"
+	"tenantry.dev/tenantry/internal/tenantdb"
+)
+
+// registryRow is what the registry holds for a tenant.
+type registryRow struct {
+	State, DisplayName string
+	Version            int64
+	Branding, Settings map[string]any
+	Hosts              []string
+}
+
+func (f *fixture) registry(schema string) (*registryRow, error) {
+	r := &registryRow{}
+	err := f.db.QueryRow(context.Background(), `
+SELECT state, display_name, schema_version, branding, settings,
+       coalesce((SELECT array_agg(host ORDER BY host) FROM tenantry.tenant_hosts h WHERE h.schema_name = t.schema_name), '{}')
+FROM tenantry.tenants t WHERE schema_name = $1`, schema).Scan(&r.State, &r.DisplayName, &r.Version, &r.Branding, &r.Settings, &r.Hosts)
+	return r, err
+}
+
+func (f *fixture) count(query string, args ...any) int {
+	f.t.Helper()
+	var n int
+	must(f.t, f.db.QueryRow(context.Background(), query, args...).Scan(&n))
+	return n
+}
+
+func TestTenantReconciler_provision(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("acme", "acme.example.com", "expenses.acme.com")))
+	tn := f.waitReady("acme")
+
+	st := tn.Status
+	if st.Schema != "tenant_acme" || st.SchemaVersion != migrations.Latest || st.URL != "http://acme.example.com/" ||
+		st.AdminSecretName != "acme-admin" {
+		t.Fatalf("status = %+v", st)
+	}
+	for _, typ := range []string{tenantryv1.ConditionSchemaReady, tenantryv1.ConditionMigrationsApplied,
+		tenantryv1.ConditionRegistered, tenantryv1.ConditionRouted, tenantryv1.ConditionAdminReady} {
+		f.waitCondition("acme", typ, metav1.ConditionTrue, tenantryv1.ReasonSucceeded)
+	}
+	for _, typ := range []string{tenantryv1.ConditionReconciling, tenantryv1.ConditionStalled} {
+		for _, c := range st.Conditions {
+			if c.Type == typ {
+				t.Fatalf("a Ready tenant has %s: %+v", typ, c)
+			}
+		}
+	}
+
+	// Database: a NOLOGIN role owning the schema, every migration applied, the registry row.
+	if n := f.count(`SELECT count(*) FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner
+		WHERE n.nspname = 'tenant_acme' AND r.rolname = 'tenant_acme' AND NOT r.rolcanlogin`); n != 1 {
+		t.Fatal("schema tenant_acme is not owned by a NOLOGIN role tenant_acme")
+	}
+	if n := f.count(`SELECT count(*) FROM tenant_acme.goose_db_version WHERE version_id > 0`); n != int(migrations.Latest) {
+		t.Fatalf("%d migrations recorded, want %d", n, migrations.Latest)
+	}
+	reg, err := f.registry("tenant_acme")
+	must(t, err)
+	if reg.State != tenantdb.StateActive || reg.DisplayName != "Tenant acme" || reg.Version != migrations.Latest ||
+		reg.Branding["primaryColor"] != "#0b5fff" || reg.Settings["currency"] != "EUR" ||
+		reg.Settings["approvalThreshold"] != float64(50000) ||
+		strings.Join(reg.Hosts, ",") != "acme.example.com,expenses.acme.com" {
+		t.Fatalf("registry row = %+v", reg)
+	}
+
+	// Ingress: owned by the Tenant, one rule per host to the app's Service port "http".
+	ing := &networkingv1.Ingress{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "acme"}, ing))
+	if len(ing.Spec.Rules) != 2 || ing.Spec.Rules[0].Host != "acme.example.com" || ing.Spec.Rules[1].Host != "expenses.acme.com" {
+		t.Fatalf("ingress rules = %+v", ing.Spec.Rules)
+	}
+	be := ing.Spec.Rules[0].HTTP.Paths[0].Backend.Service
+	if be.Name != "expenses" || be.Port.Name != "http" {
+		t.Fatalf("ingress backend = %+v", be)
+	}
+	if ref := metav1.GetControllerOf(ing); ref == nil || ref.Kind != "Tenant" || ref.UID != tn.UID {
+		t.Fatalf("ingress controller reference = %+v", ref)
+	}
+
+	// Admin: the Secret's password signs the admin in.
+	sec := &corev1.Secret{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "acme-admin"}, sec))
+	if string(sec.Data["email"]) != "finance@acme.example.com" || string(sec.Data["url"]) != "http://acme.example.com/" ||
+		len(sec.Data["password"]) < 16 {
+		t.Fatalf("admin secret = %v", sec.Data)
+	}
+	var hash, role string
+	must(t, f.db.QueryRow(ctx, `SELECT password_hash, role FROM tenant_acme.users WHERE email = $1`,
+		"finance@acme.example.com").Scan(&hash, &role))
+	if ok, err := password.Check(string(sec.Data["password"]), hash); !ok || err != nil || role != "admin" {
+		t.Fatalf("admin password from the Secret does not match the user (ok=%v err=%v role=%s)", ok, err, role)
+	}
+}
+
+// A Ready tenant reconciled again sends no SQL and writes nothing to the API server.
+func TestTenantReconciler_reconcileReadyIsNoop(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("noop", "noop.example.com")))
+	before := f.waitReady("noop")
+	app := types.NamespacedName{Namespace: f.ns, Name: "expenses"}
+	stmts := databases.Statements(app)
+	if stmts <= 0 {
+		t.Fatalf("no statements counted for the app's database (%d)", stmts)
+	}
+	runs := reconciles(t)
+
+	// A metadata change does not bump the generation but does trigger a reconcile.
+	patch := client.MergeFrom(before.DeepCopy())
+	before.Annotations = map[string]string{"poke": "1"}
+	must(t, k8s.Patch(ctx, before, patch))
+	if err := eventually(10*time.Second, func() error {
+		if reconciles(t) <= runs {
+			return errNotYet
+		}
+		return nil
+	}); err != nil {
+		t.Fatal("no reconcile followed the annotation change")
+	}
+	time.Sleep(200 * time.Millisecond) // let any status patch of that reconcile land
+	if got := databases.Statements(app); got != stmts {
+		t.Fatalf("re-reconciling a Ready tenant sent %d SQL statements, want 0", got-stmts)
+	}
+	after := f.get("noop")
+	if after.ResourceVersion != before.ResourceVersion {
+		t.Fatalf("re-reconciling changed the Tenant: resourceVersion %s -> %s, status %+v",
+			before.ResourceVersion, after.ResourceVersion, after.Status)
+	}
+}
+
+// Changing hosts, display name, branding, settings or suspend reaches the registry and the Ingress.
+func TestTenantReconciler_updateSpec(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("upd", "upd.example.com", "old.upd.com")))
+	tn := f.waitReady("upd")
+
+	patch := client.MergeFrom(tn.DeepCopy())
+	tn.Spec.Hosts = []string{"new.upd.com", "upd.example.com"}
+	tn.Spec.DisplayName = "Updated Ltd"
+	tn.Spec.Branding.PrimaryColor = "#112233"
+	tn.Spec.Settings.Currency = "JPY"
+	tn.Spec.Suspend = true
+	must(t, k8s.Patch(ctx, tn, patch))
+	tn = f.waitReady("upd")
+	if tn.Status.URL != "http://new.upd.com/" {
+		t.Fatalf("url = %q", tn.Status.URL)
+	}
+	reg, err := f.registry("tenant_upd")
+	must(t, err)
+	if reg.State != tenantdb.StateSuspended || reg.DisplayName != "Updated Ltd" || reg.Branding["primaryColor"] != "#112233" ||
+		reg.Settings["currency"] != "JPY" || strings.Join(reg.Hosts, ",") != "new.upd.com,upd.example.com" {
+		t.Fatalf("registry row = %+v", reg)
+	}
+	ing := &networkingv1.Ingress{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "upd"}, ing))
+	var hosts []string
+	for _, r := range ing.Spec.Rules {
+		hosts = append(hosts, r.Host)
+	}
+	if strings.Join(hosts, ",") != "new.upd.com,upd.example.com" {
+		t.Fatalf("ingress hosts = %v", hosts)
+	}
+
+	patch = client.MergeFrom(tn.DeepCopy())
+	tn.Spec.Suspend = false
+	must(t, k8s.Patch(ctx, tn, patch))
+	f.waitReady("upd")
+	if reg, _ := f.registry("tenant_upd"); reg.State != tenantdb.StateActive {
+		t.Fatalf("state after unsuspend = %q", reg.State)
+	}
+}
+
+// Two tenants claiming one host: one keeps it, the other stalls with a message naming the host and
+// holder, even when both are created at once; the loser goes Ready once the holder lets go.
+func TestTenantReconciler_hostConflict(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	a, b := f.tenant("hca", "hca.example.com", "shared.example.com"), f.tenant("hcb", "shared.example.com")
+	must(t, k8s.Create(ctx, a))
+	must(t, k8s.Create(ctx, b))
+
+	var winner, loser string
+	if err := eventually(20*time.Second, func() error {
+		ra, rb := readyStatus(f.get("hca")), readyStatus(f.get("hcb"))
+		switch {
+		case ra == "True" && rb == tenantryv1.ReasonHostConflict:
+			winner, loser = "hca", "hcb"
+		case rb == "True" && ra == tenantryv1.ReasonHostConflict:
+			winner, loser = "hcb", "hca"
+		default:
+			return fmt.Errorf("hca: %s, hcb: %s", ra, rb)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	l := f.waitCondition(loser, tenantryv1.ConditionStalled, metav1.ConditionTrue, tenantryv1.ReasonHostConflict)
+	ready := findCondition(l, tenantryv1.ConditionReady)
+	want := fmt.Sprintf(`host "shared.example.com" is already served by tenant %s/%s`, f.ns, winner)
+	if !strings.Contains(ready.Message, want) {
+		t.Fatalf("Ready message %q does not contain %q", ready.Message, want)
+	}
+	if l.Status.ObservedGeneration != l.Generation {
+		t.Fatal("a stalled tenant must report the generation it stalled on")
+	}
+	if n := f.count(`SELECT count(*) FROM tenantry.tenant_hosts WHERE host = 'shared.example.com'`); n != 1 {
+		t.Fatalf("%d rows for the shared host", n)
+	}
+
+	must(t, k8s.Delete(ctx, f.get(winner)))
+	f.waitReady(loser)
+}
+
+func readyStatus(t *tenantryv1.Tenant) string {
+	c := findCondition(t, tenantryv1.ConditionReady)
+	switch {
+	case c == nil:
+		return "none"
+	case c.Status == metav1.ConditionTrue:
+		return "True"
+	default:
+		return c.Reason
+	}
+}
+
+func findCondition(t *tenantryv1.Tenant, typ string) *metav1.Condition {
+	for i := range t.Status.Conditions {
+		if t.Status.Conditions[i].Type == typ {
+			return &t.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// A Tenant created before its ExpenseApp and Secret waits with a reason, then becomes Ready.
+func TestTenantReconciler_missingDependencies(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	tn := f.tenant("dep", "dep.example.com")
+	tn.Spec.AppRef.Name = "later"
+	must(t, k8s.Create(ctx, tn))
+	got := f.waitCondition("dep", tenantryv1.ConditionReady, metav1.ConditionFalse, tenantryv1.ReasonAppNotFound)
+	if c := findCondition(got, tenantryv1.ConditionReconciling); c == nil || c.Status != metav1.ConditionTrue {
+		t.Fatalf("a waiting tenant should be Reconciling: %+v", got.Status.Conditions)
+	}
+	if msg := findCondition(got, tenantryv1.ConditionReady).Message; !strings.Contains(msg, `ExpenseApp "later"`) {
+		t.Fatalf("message %q does not name the missing ExpenseApp", msg)
+	}
+
+	must(t, k8s.Create(ctx, &tenantryv1.ExpenseApp{
+		ObjectMeta: metav1.ObjectMeta{Name: "later", Namespace: f.ns},
+		Spec:       tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "later-db"}}},
+	}))
+	got = f.waitCondition("dep", tenantryv1.ConditionReady, metav1.ConditionFalse, tenantryv1.ReasonSecretNotFound)
+	if msg := findCondition(got, tenantryv1.ConditionReady).Message; !strings.Contains(msg, "later-db") {
+		t.Fatalf("message %q does not name the missing Secret", msg)
+	}
+	f.createSecret("later-db", f.url)
+	// The Secret is not watched (the operator caches no foreign Secrets); a new ExpenseApp generation
+	// is, and so is the periodic retry. Bump the app so the test does not wait for the retry.
+	app := &tenantryv1.ExpenseApp{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "later"}, app))
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Annotations = map[string]string{"poke": "1"}
+	must(t, k8s.Patch(ctx, app, patch))
+	f.waitReady("dep")
+}
+
+// PostgreSQL down: the tenant says so and retries; when it is back the tenant becomes Ready, and no
+// step was done twice.
+func TestTenantReconciler_databaseOutage(t *testing.T) {
+	if pg.External() {
+		t.Skip("TENANTRY_TEST_DATABASE_URL names a server this test must not stop")
+	}
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("out1", "out1.example.com")))
+	f.waitReady("out1")
+
+	must(t, pg.Stop())
+	restarted := false
+	defer func() {
+		if !restarted {
+			_ = pg.Start()
+		}
+	}()
+	must(t, k8s.Create(ctx, f.tenant("out2", "out2.example.com")))
+	got := f.waitCondition("out2", tenantryv1.ConditionReady, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError)
+	if c := findCondition(got, tenantryv1.ConditionReconciling); c == nil || c.Status != metav1.ConditionTrue {
+		t.Fatalf("a tenant retrying a database error should be Reconciling: %+v", got.Status.Conditions)
+	}
+	must(t, pg.Start())
+	restarted = true
+	f.waitReady("out2")
+	f.waitReady("out1")
+
+	if n := f.count(`SELECT count(*) FROM tenant_out2.goose_db_version WHERE version_id > 0`); n != int(migrations.Latest) {
+		t.Fatalf("%d migration records, want %d (each applied once)", n, migrations.Latest)
+	}
+	if n := f.count(`SELECT count(*) FROM tenant_out2.users`); n != 1 {
+		t.Fatalf("%d users, want the one admin", n)
+	}
+	if n := f.count(`SELECT count(*) FROM tenantry.tenants WHERE namespace = $1`, f.ns); n != 2 {
+		t.Fatalf("%d registry rows, want 2", n)
+	}
+}
+
+func TestTenantReconciler_deletionPolicy(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	keep, drop := f.tenant("keep", "keep.example.com"), f.tenant("drop", "drop.example.com")
+	drop.Spec.DeletionPolicy = tenantryv1.DeletionPolicyDelete
+	must(t, k8s.Create(ctx, keep))
+	must(t, k8s.Create(ctx, drop))
+	f.waitReady("keep")
+	f.waitReady("drop")
+	if keep := f.get("keep"); keep.Spec.DeletionPolicy != tenantryv1.DeletionPolicyRetain {
+		t.Fatalf("default deletionPolicy = %q, want Retain", keep.Spec.DeletionPolicy)
+	}
+	_, err := f.db.Exec(ctx, `INSERT INTO tenant_keep.departments (name) VALUES ('Research')`)
+	must(t, err)
+
+	for _, name := range []string{"keep", "drop"} {
+		must(t, k8s.Delete(ctx, f.get(name)))
+		if err := eventually(20*time.Second, func() error {
+			err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: name}, &tenantryv1.Tenant{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("still there (%v)", err)
+		}); err != nil {
+			t.Fatalf("Tenant %s not deleted: %v", name, err)
+		}
+	}
+	// Retain: out of the registry and routing; schema, data and role stay.
+	if _, err := f.registry("tenant_keep"); err != pgx.ErrNoRows {
+		t.Fatalf("registry row of a deleted tenant: %v", err)
+	}
+	if n := f.count(`SELECT count(*) FROM tenant_keep.departments`); n != 1 {
+		t.Fatal("Retain lost the tenant's data")
+	}
+	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname = 'tenant_keep'`); n != 1 {
+		t.Fatal("Retain dropped the tenant's role")
+	}
+	// Delete: schema, role and registry row are gone.
+	if _, err := f.registry("tenant_drop"); err != pgx.ErrNoRows {
+		t.Fatalf("registry row of a deleted tenant: %v", err)
+	}
+	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_drop'`); n != 0 {
+		t.Fatal("Delete kept the schema")
+	}
+	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname = 'tenant_drop'`); n != 0 {
+		t.Fatal("Delete kept the role")
+	}
+
+	// Creating the retained tenant again brings its data back.
+	must(t, k8s.Create(ctx, f.tenant("keep", "keep.example.com")))
+	f.waitReady("keep")
+	if n := f.count(`SELECT count(*) FROM tenant_keep.departments`); n != 1 {
+		t.Fatal("re-created tenant does not see its retained data")
+	}
+}
+
+// A 200-character Tenant name gets a valid, unique, stable schema name.
+func TestTenantReconciler_longName(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	name := strings.Repeat("x", 190) + "-long-name"
+	long := f.tenant(name, "long.example.com")
+	long.Spec.DisplayName = ""
+	must(t, k8s.Create(ctx, long))
+	tn := f.waitReady(name)
+	if tn.Status.Schema != tenantdb.SchemaName(name) || len(tn.Status.Schema) > 63 {
+		t.Fatalf("schema = %q", tn.Status.Schema)
+	}
+	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, tn.Status.Schema); n != 1 {
+		t.Fatal("schema not created under its derived name")
+	}
+}
+
+// The registry holds JSON the app can read back into the API types.
+func TestTenantReconciler_registryJSON(t *testing.T) {
+	f := newFixture(t)
+	must(t, k8s.Create(context.Background(), f.tenant("js", "js.example.com")))
+	f.waitReady("js")
+	var raw []byte
+	must(t, f.db.QueryRow(context.Background(), `SELECT settings FROM tenantry.tenants WHERE name = 'js'`).Scan(&raw))
+	var s tenantryv1.Settings
+	must(t, json.Unmarshal(raw, &s))
+	if s.Currency != "EUR" || s.ApprovalThreshold == nil || *s.ApprovalThreshold != 50000 {
+		t.Fatalf("settings = %s", raw)
+	}
+}
