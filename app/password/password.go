@@ -19,6 +19,19 @@ var params = &argon2id.Params{
 	KeyLength:   32,
 }
 
+// generatedParams hash passwords this package generated itself. Their cost is low on purpose: the
+// work factor of a password hash is there to slow the guessing of passwords people choose, and a
+// Generate(20) password holds about 116 random bits, which no work factor makes more or less guessable.
+// It keeps a tenant's admin bootstrap to a millisecond; the app re-hashes with params once the admin
+// signs in (NeedsRehash), and every password a person sets gets params from the start.
+var generatedParams = &argon2id.Params{
+	Memory:      1024,
+	Iterations:  1,
+	Parallelism: 1,
+	SaltLength:  16,
+	KeyLength:   32,
+}
+
 // MinLength is the shortest password the app accepts.
 const MinLength = 10
 
@@ -29,6 +42,22 @@ func Hash(plain string) (string, error) {
 		return "", fmt.Errorf("hashing password: %w", err)
 	}
 	return h, nil
+}
+
+// HashGenerated hashes a password made by Generate, whose own randomness is its strength.
+func HashGenerated(plain string) (string, error) {
+	h, err := argon2id.CreateHash(plain, generatedParams)
+	if err != nil {
+		return "", fmt.Errorf("hashing password: %w", err)
+	}
+	return h, nil
+}
+
+// NeedsRehash reports whether an encoded hash was made with other parameters than Hash uses today; the
+// app re-hashes such a password at the next successful sign-in.
+func NeedsRehash(encoded string) bool {
+	p, _, _, err := argon2id.DecodeHash(encoded)
+	return err != nil || *p != *params
 }
 
 // Check reports whether plain matches an encoded hash. A malformed hash is an error, never a match.

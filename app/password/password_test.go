@@ -42,3 +42,24 @@ func TestGenerate(t *testing.T) {
 		seen[p] = true
 	}
 }
+
+func TestHashGeneratedAndRehash(t *testing.T) {
+	plain := Generate(20)
+	h, err := HashGenerated(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := Check(plain, h); err != nil || !ok {
+		t.Fatalf("Check(generated) = %v, %v", ok, err)
+	}
+	if !NeedsRehash(h) {
+		t.Fatal("a generated-password hash should be re-hashed with the full parameters at sign-in")
+	}
+	full, _ := Hash(plain)
+	if NeedsRehash(full) {
+		t.Fatal("a hash with today's parameters needs no re-hash")
+	}
+	if !NeedsRehash("garbage") {
+		t.Fatal("an unreadable hash must be replaced")
+	}
+}

@@ -242,6 +242,9 @@ func (r *TenantReconciler) adminSecret(ctx context.Context, t *tenantryv1.Tenant
 	return s, nil
 }
 
+// generatedPasswordLength is the length of a first admin's generated password (about 116 random bits).
+const generatedPasswordLength = 20
+
 // reconcileAdmin makes sure the first admin exists and its Secret holds a working login. A missing
 // Secret gets a new password, and the admin user in the schema is set to it: deleting the Secret is how
 // a lost admin password is reset.
@@ -253,7 +256,7 @@ func (r *TenantReconciler) reconcileAdmin(ctx context.Context, t *tenantryv1.Ten
 		return nil
 	}
 	email := t.Spec.Admin.Email
-	plain := password.Generate(20)
+	plain := password.Generate(generatedPasswordLength)
 	if secret != nil {
 		if p := string(secret.Data["password"]); p != "" {
 			plain = p
@@ -262,7 +265,12 @@ func (r *TenantReconciler) reconcileAdmin(ctx context.Context, t *tenantryv1.Ten
 			email = e
 		}
 	}
-	hash, err := password.Hash(plain)
+	// Only a password generated right here is hashed cheaply: one in an existing Secret may be a person's.
+	hashFn := password.Hash
+	if secret == nil {
+		hashFn = password.HashGenerated
+	}
+	hash, err := hashFn(plain)
 	if err != nil {
 		return retryErr(tenantryv1.ReasonAdminFailed, err)
 	}

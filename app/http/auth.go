@@ -1,0 +1,228 @@
+package http
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"tenantry.dev/tenantry/app"
+	"tenantry.dev/tenantry/app/postgres"
+)
+
+// handler runs inside the tenant's transaction with the signed-in user and returns what to answer,
+// which is written after the transaction commits.
+type handler func(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error)
+
+// response is written once the transaction has committed.
+type response interface {
+	write(w http.ResponseWriter, r *http.Request)
+}
+
+// redirect answers 303 See Other, the answer to a form post.
+type redirect string
+
+func (to redirect) write(w http.ResponseWriter, r *http.Request) {
+	http.Redirect(w, r, string(to), http.StatusSeeOther)
+}
+
+// written means the handler streamed its answer itself (CSV export).
+type written struct{}
+
+func (written) write(http.ResponseWriter, *http.Request) {}
+
+// formError re-shows a form with the error's message; the transaction is rolled back.
+type formError struct {
+	view *view
+	err  error
+}
+
+func (e *formError) Error() string { return e.err.Error() }
+func (e *formError) Unwrap() error { return e.err }
+
+func (s *Server) cookieName() string {
+	if s.cfg.SecureCookies {
+		return "__Host-tenantry_session" // the prefix makes browsers insist on Secure, Path=/ and no Domain
+	}
+	return "tenantry_session"
+}
+
+// page wraps an HTML handler: it needs a session, else it sends the browser to the sign-in page.
+func (s *Server) page(h handler) http.HandlerFunc {
+	return s.authenticated(h, false, false)
+}
+
+// admin wraps an HTML handler only admins may use.
+func (s *Server) admin(h handler) http.HandlerFunc {
+	return s.authenticated(h, true, false)
+}
+
+// api wraps a JSON handler: a Bearer token or a session.
+func (s *Server) api(h handler) http.HandlerFunc {
+	return s.authenticated(h, false, true)
+}
+
+func adminOnly(h handler) handler {
+	return func(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
+		if !u.IsAdmin() {
+			return nil, app.Errorf(app.EFORBIDDEN, "Only admins can do that.")
+		}
+		return h(w, r, tx, u)
+	}
+}
+
+func (s *Server) authenticated(h handler, adminRequired, api bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		t := tenantOf(r)
+		bearer, hasBearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		cookie, _ := r.Cookie(s.cookieName())
+		if (!api || !hasBearer) && cookie == nil {
+			s.unauthenticated(w, r, api)
+			return
+		}
+		var resp response
+		err := s.cfg.DB.InTenant(r.Context(), t, func(tx *postgres.Tx) error {
+			var u *app.User
+			var err error
+			if api && hasBearer {
+				u, err = tx.TokenUser(r.Context(), strings.TrimSpace(bearer))
+			} else {
+				u, err = tx.SessionUser(r.Context(), cookie.Value)
+			}
+			if err != nil {
+				return err
+			}
+			if adminRequired && !u.IsAdmin() {
+				return app.Errorf(app.EFORBIDDEN, "Only admins can see this page.")
+			}
+			resp, err = h(w, r, tx, u)
+			return err
+		})
+		var fe *formError
+		switch {
+		case err == nil:
+			resp.write(w, r)
+		case errors.As(err, &fe) && app.ErrorCode(fe.err) != app.EINTERNAL:
+			fe.view.Error = app.ErrorMessage(fe.err)
+			fe.view.status = statusOf(app.ErrorCode(fe.err))
+			fe.view.write(w, r)
+		case app.ErrorCode(err) == app.EUNAUTHORIZED:
+			s.unauthenticated(w, r, api)
+		default:
+			s.fail(w, r, err)
+		}
+	}
+}
+
+func (s *Server) unauthenticated(w http.ResponseWriter, r *http.Request, api bool) {
+	if api {
+		writeAPIError(w, app.Errorf(app.EUNAUTHORIZED, "Sign in, or send an API token as 'Authorization: Bearer <token>'."))
+		return
+	}
+	if r.Method == http.MethodGet {
+		http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+		return
+	}
+	s.fail(w, r, app.Errorf(app.EUNAUTHORIZED, "Your session has ended. Please sign in again."))
+}
+
+func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
+	s.render(w, r, &view{Page: "login", Title: "Sign in", Data: map[string]string{"Next": safeNext(r.FormValue("next"))}})
+}
+
+// login signs a user in. Attempts are limited per client address and per email, within the tenant.
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	t := tenantOf(r)
+	email, pass := strings.TrimSpace(r.FormValue("email")), r.FormValue("password")
+	next := safeNext(r.FormValue("next"))
+	again := &view{Page: "login", Title: "Sign in", Data: map[string]string{"Next": next, "Email": email}}
+	if !s.limiter.allow(t.Schema+"|ip|"+clientIP(r)) || !s.limiter.allow(t.Schema+"|email|"+strings.ToLower(email)) {
+		w.Header().Set("Retry-After", "60")
+		again.Error, again.status = "Too many sign-in attempts. Wait a minute and try again.", http.StatusTooManyRequests
+		again.write(w, r)
+		return
+	}
+	var token string
+	err := s.cfg.DB.InTenant(r.Context(), t, func(tx *postgres.Tx) error {
+		u, err := tx.Authenticate(r.Context(), email, pass)
+		if err != nil {
+			return err
+		}
+		token, err = tx.CreateSession(r.Context(), u.ID, s.cfg.SessionTTL)
+		return err
+	})
+	if err != nil {
+		if app.ErrorCode(err) == app.EINTERNAL {
+			s.fail(w, r, err)
+			return
+		}
+		again.Error, again.status = app.ErrorMessage(err), statusOf(app.ErrorCode(err))
+		again.write(w, r)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: s.cookieName(), Value: token, Path: "/", HttpOnly: true, Secure: s.cfg.SecureCookies,
+		SameSite: http.SameSiteLaxMode, MaxAge: int(s.cfg.SessionTTL.Seconds()),
+	})
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(s.cookieName()); err == nil {
+		err := s.cfg.DB.InTenant(r.Context(), tenantOf(r), func(tx *postgres.Tx) error {
+			return tx.DeleteSession(r.Context(), c.Value)
+		})
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	http.SetCookie(w, &http.Cookie{Name: s.cookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		Secure: s.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+// safeNext keeps a post-sign-in redirect on this host.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/"
+	}
+	return next
+}
+
+// loginLimiter is a token bucket per key: 10 attempts at once, then one every 6 seconds.
+type loginLimiter struct {
+	mu      sync.Mutex
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	lim  *rate.Limiter
+	seen time.Time
+}
+
+func newLoginLimiter() *loginLimiter { return &loginLimiter{buckets: map[string]*bucket{}} }
+
+func (l *loginLimiter) allow(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if len(l.buckets) > 100_000 { // forget idle keys, so a flood of addresses cannot grow memory forever
+		for k, b := range l.buckets {
+			if now.Sub(b.seen) > 10*time.Minute {
+				delete(l.buckets, k)
+			}
+		}
+	}
+	b, ok := l.buckets[key]
+	if !ok {
+		b = &bucket{lim: rate.NewLimiter(rate.Every(6*time.Second), 10)}
+		l.buckets[key] = b
+	}
+	b.seen = now
+	return b.lim.Allow()
+}

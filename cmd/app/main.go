@@ -1,0 +1,88 @@
+// Command app serves the expense app for every tenant of one shared database.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	apphttp "tenantry.dev/tenantry/app/http"
+	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/app/postgres"
+)
+
+func main() {
+	var (
+		addr        = flag.String("http-addr", envOr("HTTP_ADDR", ":8080"), "Address to serve tenants on.")
+		metricsAddr = flag.String("metrics-addr", envOr("METRICS_ADDR", ":9090"), "Address of /metrics; empty disables it.")
+		dbURL       = flag.String("database-url", os.Getenv("DATABASE_URL"), "The app's connection string (may go through PgBouncer in transaction mode).")
+		listenURL   = flag.String("listen-database-url", os.Getenv("LISTEN_DATABASE_URL"), "A direct connection string for LISTEN/NOTIFY; defaults to -database-url.")
+		maxConns    = flag.Int("max-conns", 20, "Database connections in the pool.")
+		insecure    = flag.Bool("insecure-cookies", os.Getenv("INSECURE_COOKIES") == "true", "Send the session cookie over plain HTTP too (local development only).")
+	)
+	flag.Parse()
+	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	if err := run(log, *addr, *metricsAddr, *dbURL, *listenURL, int32(*maxConns), !*insecure); err != nil {
+		log.Error("app stopped", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run(log *slog.Logger, addr, metricsAddr, dbURL, listenURL string, maxConns int32, secure bool) error {
+	if dbURL == "" {
+		return errors.New("set -database-url or DATABASE_URL")
+	}
+	if listenURL == "" {
+		listenURL = dbURL
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	db, err := postgres.Open(dbURL, maxConns)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	registry := postgres.NewRegistry()
+	go func() {
+		_ = registry.Run(ctx, func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, listenURL) }, log)
+	}()
+
+	srv := apphttp.New(apphttp.Config{DB: db, Registry: registry, Log: log, SchemaVersion: migrations.Latest, SecureCookies: secure})
+	servers := []*http.Server{{Addr: addr, Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second}}
+	if metricsAddr != "" {
+		servers = append(servers, &http.Server{Addr: metricsAddr, Handler: srv.Metrics().Handler(), ReadHeaderTimeout: 10 * time.Second})
+	}
+	errs := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() { errs <- s.ListenAndServe() }()
+	}
+	log.Info("serving", "addr", addr, "metrics", metricsAddr, "schemaVersion", migrations.Latest)
+	select {
+	case err := <-errs:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		_ = s.Shutdown(shutdown)
+	}
+	return nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

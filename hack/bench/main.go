@@ -1,0 +1,44 @@
+// Command bench measures Tenantry on a real API server (envtest) and a real PostgreSQL cluster, with
+// the operator running as its own process, and prints markdown for docs/benchmarks.md.
+//
+//	go run ./hack/bench onboard 100 1000   (what `make bench` runs)
+//
+// onboard: the apply→Ready latency of tenants applied one at a time; then, per size N, N tenants applied
+// at once: time until all are Ready, per-tenant apply→Ready, operator CPU and peak RSS; and beside it, on
+// the same PostgreSQL, the floor: psql running the same DDL (role, schema, every migration) for N schemas.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: bench onboard N [N...]")
+		os.Exit(2)
+	}
+	var sizes []int
+	for _, a := range os.Args[2:] {
+		n, err := strconv.Atoi(a)
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "bench: %q is not a number of tenants\n", a)
+			os.Exit(2)
+		}
+		sizes = append(sizes, n)
+	}
+	ctx := context.Background()
+	var err error
+	switch os.Args[1] {
+	case "onboard":
+		err = onboard(ctx, sizes)
+	default:
+		err = fmt.Errorf("unknown benchmark %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/migrations"
+)
+
+const concurrency = 8
+
+func onboard(ctx context.Context, sizes []int) error {
+	s, err := startStack(ctx, concurrency)
+	if err != nil {
+		return err
+	}
+	defer s.stop()
+
+	fmt.Printf("## Onboarding (operator --max-concurrent-reconciles=%d, %s)\n\n", concurrency, time.Now().UTC().Format("2006-01-02"))
+
+	// One at a time: what a user running `kubectl apply` sees.
+	const sequential = 50
+	lat, err := s.onboardSequential(ctx, "seq", sequential)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("Tenants applied one at a time (%d): apply→Ready p50 %s, p99 %s, max %s\n\n",
+		sequential, ms(pct(lat, 50)), ms(pct(lat, 99)), ms(pct(lat, 100)))
+
+	fmt.Println("| tenants | all Ready | apply→Ready p50 | p99 | operator CPU | operator peak RSS | psql floor | per schema (psql) | ratio |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, n := range sizes {
+		cpu0, _, err := s.usage()
+		if err != nil {
+			return err
+		}
+		total, lat, err := s.onboardBulk(ctx, fmt.Sprintf("bulk-%d", n), n)
+		if err != nil {
+			return err
+		}
+		cpu1, rss, err := s.usage()
+		if err != nil {
+			return err
+		}
+		floor, err := s.psqlFloor(ctx, n)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("| %d | %.2f s | %s | %s | %.1f s | %d MiB | %.2f s | %.1f ms | %.2f× |\n", n, total.Seconds(),
+			ms(pct(lat, 50)), ms(pct(lat, 99)), (cpu1 - cpu0).Seconds(), rss>>20, floor.Seconds(),
+			float64(floor.Microseconds())/1000/float64(n), total.Seconds()/floor.Seconds())
+	}
+	return nil
+}
+
+func benchTenant(ns, name string) *tenantryv1.Tenant {
+	threshold := int64(50000)
+	return &tenantryv1.Tenant{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: tenantryv1.TenantSpec{
+			AppRef:   tenantryv1.AppRef{Name: "expenses"},
+			Hosts:    []string{name + "." + ns + ".example.com"},
+			Settings: tenantryv1.Settings{Currency: "EUR", ApprovalThreshold: &threshold},
+			Admin:    tenantryv1.Admin{Email: "admin@" + name + ".example.com"},
+		},
+	}
+}
+
+// readyWatcher records when each Tenant of a namespace is first seen Ready.
+type readyWatcher struct {
+	mu    sync.Mutex
+	ready map[string]time.Time
+	ch    chan struct{}
+	stop  func()
+}
+
+func (s *stack) watchReady(ctx context.Context, ns string) (*readyWatcher, error) {
+	w, err := s.k8s.Watch(ctx, &tenantryv1.TenantList{}, client.InNamespace(ns))
+	if err != nil {
+		return nil, err
+	}
+	rw := &readyWatcher{ready: map[string]time.Time{}, ch: make(chan struct{}, 1), stop: w.Stop}
+	go func() {
+		for ev := range w.ResultChan() {
+			t, ok := ev.Object.(*tenantryv1.Tenant)
+			if !ok || ev.Type == watch.Deleted {
+				continue
+			}
+			if meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) &&
+				t.Status.ObservedGeneration == t.Generation {
+				now := time.Now()
+				rw.mu.Lock()
+				if _, seen := rw.ready[t.Name]; !seen {
+					rw.ready[t.Name] = now
+				}
+				rw.mu.Unlock()
+				select {
+				case rw.ch <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return rw, nil
+}
+
+// wait blocks until every name is Ready and returns when each became so.
+func (rw *readyWatcher) wait(ctx context.Context, names []string, timeout time.Duration) (map[string]time.Time, error) {
+	deadline := time.After(timeout)
+	for {
+		rw.mu.Lock()
+		done := 0
+		for _, n := range names {
+			if _, ok := rw.ready[n]; ok {
+				done++
+			}
+		}
+		rw.mu.Unlock()
+		if done == len(names) {
+			rw.mu.Lock()
+			defer rw.mu.Unlock()
+			return maps(rw.ready), nil
+		}
+		select {
+		case <-rw.ch:
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			return nil, fmt.Errorf("%d of %d tenants Ready after %s", done, len(names), timeout)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func maps(m map[string]time.Time) map[string]time.Time {
+	out := make(map[string]time.Time, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func (s *stack) onboardSequential(ctx context.Context, ns string, n int) ([]time.Duration, error) {
+	if _, err := s.newApp(ctx, ns); err != nil {
+		return nil, err
+	}
+	rw, err := s.watchReady(ctx, ns)
+	if err != nil {
+		return nil, err
+	}
+	defer rw.stop()
+	var lat []time.Duration
+	// Tenant -1 is a warm-up: it waits for the operator process to start and fill its caches.
+	for i := -1; i < n; i++ {
+		name := fmt.Sprintf("s%04d", i+1)
+		start := time.Now()
+		if err := s.k8s.Create(ctx, benchTenant(ns, name)); err != nil {
+			return nil, err
+		}
+		ready, err := rw.wait(ctx, []string{name}, time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		if i >= 0 {
+			lat = append(lat, ready[name].Sub(start))
+		}
+	}
+	return lat, nil
+}
+
+func (s *stack) onboardBulk(ctx context.Context, ns string, n int) (time.Duration, []time.Duration, error) {
+	if _, err := s.newApp(ctx, ns); err != nil {
+		return 0, nil, err
+	}
+	rw, err := s.watchReady(ctx, ns)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer rw.stop()
+	names := make([]string, n)
+	applied := make([]time.Time, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("t%05d", i)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	work := make(chan int)
+	for range 16 { // 16 clients applying at once, like a GitOps sync of a large folder
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				applied[i] = time.Now()
+				if err := s.k8s.Create(ctx, benchTenant(ns, names[i])); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	for i := range names {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, nil, err
+	}
+	ready, err := rw.wait(ctx, names, 10*time.Minute)
+	if err != nil {
+		return 0, nil, err
+	}
+	var last time.Time
+	lat := make([]time.Duration, n)
+	for i, name := range names {
+		lat[i] = ready[name].Sub(applied[i])
+		if ready[name].After(last) {
+			last = ready[name]
+		}
+	}
+	return last.Sub(start), lat, nil
+}
+
+// psqlFloor runs, with psql, what provisioning a tenant takes in SQL (role, schema, every migration in a
+// transaction of its own, as the tenant role) for n schemas one after another, and returns the time.
+func (s *stack) psqlFloor(ctx context.Context, n int) (time.Duration, error) {
+	url, err := s.pg.NewDatabase(ctx, fmt.Sprintf("floor_%d", n))
+	if err != nil {
+		return 0, err
+	}
+	body, err := migrationSQL()
+	if err != nil {
+		return 0, err
+	}
+	psql, err := exec.LookPath("psql")
+	if err != nil {
+		return 0, fmt.Errorf("psql not found: %w", err)
+	}
+	start := time.Now()
+	for i := range n {
+		schema := fmt.Sprintf("floor_%d_%05d", n, i)
+		var script bytes.Buffer
+		fmt.Fprintf(&script, "CREATE ROLE %s NOLOGIN;\nCREATE SCHEMA %s AUTHORIZATION %s;\nSET ROLE %s;\nSET search_path TO %s;\n",
+			schema, schema, schema, schema, schema)
+		for _, m := range body {
+			fmt.Fprintf(&script, "BEGIN;\n%s\nCOMMIT;\n", m)
+		}
+		cmd := exec.CommandContext(ctx, psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", url)
+		cmd.Stdin = &script
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("psql floor: %w\n%s", err, out)
+		}
+	}
+	return time.Since(start), nil
+}
+
+// migrationSQL returns the Up part of every migration, goose annotations removed.
+func migrationSQL() ([]string, error) {
+	var out []string
+	err := fs.WalkDir(migrations.FS(), ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".sql") {
+			return err
+		}
+		b, err := fs.ReadFile(migrations.FS(), path)
+		if err != nil {
+			return err
+		}
+		up, _, _ := strings.Cut(string(b), "-- +goose Down")
+		var lines []string
+		for _, l := range strings.Split(up, "\n") {
+			if !strings.HasPrefix(strings.TrimSpace(l), "-- +goose") {
+				lines = append(lines, l)
+			}
+		}
+		out = append(out, strings.Join(lines, "\n"))
+		return nil
+	})
+	return out, err
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := (len(s)*p+99)/100 - 1
+	if i < 0 {
+		i = 0
+	}
+	return s[i]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d.Microseconds())/1000) }

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/internal/controller"
+	"tenantry.dev/tenantry/internal/pgcluster"
+)
+
+// stack is an API server, a PostgreSQL cluster and the operator as a child process.
+type stack struct {
+	env      *envtest.Environment
+	pg       *pgcluster.Throwaway
+	k8s      client.WithWatch
+	dir      string
+	operator *exec.Cmd
+}
+
+func startStack(ctx context.Context, concurrency int) (*stack, error) {
+	s := &stack{}
+	var err error
+	if s.dir, err = os.MkdirTemp("", "tenantry-bench-"); err != nil {
+		return nil, err
+	}
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run `make bench`")
+	}
+	s.env = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: assets,
+	}
+	cfg, err := s.env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting envtest: %w", err)
+	}
+	cfg.QPS, cfg.Burst = -1, 0
+	kubeconfig := filepath.Join(s.dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, s.env.KubeConfig, 0o600); err != nil {
+		return nil, err
+	}
+	if s.k8s, err = client.NewWithWatch(cfg, client.Options{Scheme: controller.NewScheme()}); err != nil {
+		return nil, err
+	}
+	if s.pg, err = pgcluster.StartThrowaway(); err != nil {
+		return nil, fmt.Errorf("starting PostgreSQL: %w", err)
+	}
+
+	bin := filepath.Join(s.dir, "manager")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/manager")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		return nil, fmt.Errorf("building the operator: %w", err)
+	}
+	logFile, err := os.Create(filepath.Join(s.dir, "operator.log"))
+	if err != nil {
+		return nil, err
+	}
+	s.operator = exec.Command(bin, "--kubeconfig="+kubeconfig, "--metrics-bind-address=0",
+		"--health-probe-bind-address=0", "--max-concurrent-reconciles="+strconv.Itoa(concurrency))
+	s.operator.Stdout, s.operator.Stderr = logFile, logFile
+	if err := s.operator.Start(); err != nil {
+		return nil, fmt.Errorf("starting the operator: %w", err)
+	}
+	return s, nil
+}
+
+func (s *stack) stop() {
+	if s.operator != nil && s.operator.Process != nil {
+		_ = s.operator.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = s.operator.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = s.operator.Process.Kill()
+		}
+	}
+	if s.pg != nil {
+		s.pg.Close()
+	}
+	if s.env != nil {
+		_ = s.env.Stop()
+	}
+	if os.Getenv("BENCH_KEEP") == "" {
+		_ = os.RemoveAll(s.dir)
+	} else {
+		fmt.Fprintln(os.Stderr, "bench: kept", s.dir)
+	}
+}
+
+// newApp creates a namespace with an ExpenseApp on a fresh database and returns that database's URL.
+func (s *stack) newApp(ctx context.Context, ns string) (string, error) {
+	if err := s.k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return "", err
+	}
+	url, err := s.pg.NewDatabase(ctx, strings.ReplaceAll(ns, "-", "_"))
+	if err != nil {
+		return "", err
+	}
+	if err := s.k8s.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns}, StringData: map[string]string{"uri": url},
+	}); err != nil {
+		return "", err
+	}
+	return url, s.k8s.Create(ctx, &tenantryv1.ExpenseApp{
+		ObjectMeta: metav1.ObjectMeta{Name: "expenses", Namespace: ns},
+		Spec: tenantryv1.ExpenseAppSpec{
+			Database:   tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "db"}},
+			Migrations: tenantryv1.MigrationsSpec{MaxConcurrent: 16},
+		},
+	})
+}
+
+// usage is the operator's CPU time so far and its peak resident memory.
+func (s *stack) usage() (cpu time.Duration, peakRSS int64, err error) {
+	pid := s.operator.Process.Pid
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// Fields after the command name (which may hold spaces) start at ") ".
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	cpu = time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+			peakRSS = kb * 1024
+		}
+	}
+	return cpu, peakRSS, nil
+}
