@@ -115,3 +115,6 @@ func (tx *Tx) Savepoint(ctx context.Context, fn func() error) error {
 	}
 	return sp.Commit(ctx)
 }
+
+// Pool is the underlying pool, for reading the registry and for tests.
+func (db *DB) Pool() *pgxpool.Pool { return db.pool }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,6 +28,7 @@ type Registry struct {
 	bySchema map[string]*app.Tenant
 	loaded   chan struct{}
 	once     sync.Once
+	syncs    atomic.Int64
 }
 
 // NewRegistry returns an empty registry; Run fills it and keeps it current.
@@ -110,8 +112,12 @@ func (r *Registry) Sync(ctx context.Context, q Querier) error {
 	r.byHost, r.bySchema = byHost, bySchema
 	r.mu.Unlock()
 	r.once.Do(func() { close(r.loaded) })
+	r.syncs.Add(1)
 	return nil
 }
+
+// Syncs is how many times the registry has been read in full: once per (re)connect of the listener.
+func (r *Registry) Syncs() int64 { return r.syncs.Load() }
 
 // Refresh re-reads one tenant; a tenant no longer in the registry is dropped.
 func (r *Registry) Refresh(ctx context.Context, q Querier, schema string) error {

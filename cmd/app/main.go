@@ -53,7 +53,14 @@ func run(log *slog.Logger, addr, metricsAddr, dbURL, listenURL string, maxConns 
 	defer db.Close()
 	registry := postgres.NewRegistry()
 	go func() {
-		_ = registry.Run(ctx, func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, listenURL) }, log)
+		_ = registry.Run(ctx, func(ctx context.Context) (*pgx.Conn, error) {
+			cfg, err := pgx.ParseConfig(listenURL)
+			if err != nil {
+				return nil, err
+			}
+			cfg.RuntimeParams["application_name"] = "tenantry-registry"
+			return pgx.ConnectConfig(ctx, cfg)
+		}, log)
 	}()
 
 	srv := apphttp.New(apphttp.Config{DB: db, Registry: registry, Log: log, SchemaVersion: migrations.Latest, SecureCookies: secure})

@@ -1,0 +1,49 @@
+package http_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"tenantry.dev/tenantry/app/apptest"
+	"tenantry.dev/tenantry/app/migrations"
+)
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func latest() int64 { return migrations.Latest }
+
+func connectFunc(url string) func(context.Context) (*pgx.Conn, error) {
+	return func(ctx context.Context) (*pgx.Conn, error) {
+		cfg, err := pgx.ParseConfig(url)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RuntimeParams["application_name"] = "tenantry-registry"
+		return pgx.ConnectConfig(ctx, cfg)
+	}
+}
+
+func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func apptestTenant(name, host string) apptest.Tenant {
+	return apptest.Tenant{Name: name, Hosts: []string{host}, Currency: "USD"}
+}
+
+// adminExec runs SQL as the database superuser.
+func adminExec(t *testing.T, h *harness, sql string) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), h.env.AdminURL)
+	must(t, err)
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(context.Background(), sql)
+	must(t, err)
+}

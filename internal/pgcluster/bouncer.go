@@ -1,0 +1,125 @@
+package pgcluster
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Bouncer is a PgBouncer in transaction pooling mode in front of a cluster: the setup the app must be
+// safe behind, since consecutive transactions of one client may run on different server connections.
+type Bouncer struct {
+	Port int
+	dir  string
+	cmd  *exec.Cmd
+}
+
+// StartBouncer starts PgBouncer (Debian package pgbouncer) on a free port in front of the PostgreSQL
+// server at backendPort, admitting the given users without a password, with poolSize server
+// connections per user and database.
+func StartBouncer(backendPort int, users []string, poolSize int) (*Bouncer, error) {
+	bin, err := exec.LookPath("pgbouncer")
+	if err != nil {
+		if _, err2 := os.Stat("/usr/sbin/pgbouncer"); err2 != nil {
+			return nil, errors.New("pgbouncer not found: apt-get install pgbouncer")
+		}
+		bin = "/usr/sbin/pgbouncer"
+	}
+	dir, err := os.MkdirTemp("", "tenantry-pgbouncer-")
+	if err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	b := &Bouncer{Port: port, dir: dir}
+	var userlist strings.Builder
+	for _, u := range users {
+		fmt.Fprintf(&userlist, "%q \"\"\n", u)
+	}
+	ini := fmt.Sprintf(`[databases]
+* = host=127.0.0.1 port=%d
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir =
+auth_type = trust
+auth_file = %s
+pool_mode = transaction
+default_pool_size = %d
+max_client_conn = 1000
+ignore_startup_parameters = extra_float_digits,application_name
+logfile = %s
+`, backendPort, port, filepath.Join(dir, "userlist.txt"), poolSize, filepath.Join(dir, "pgbouncer.log"))
+	if err := os.WriteFile(filepath.Join(dir, "userlist.txt"), []byte(userlist.String()), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pgbouncer.ini"), []byte(ini), 0o644); err != nil {
+		return nil, err
+	}
+	args := []string{filepath.Join(dir, "pgbouncer.ini")}
+	if os.Geteuid() == 0 { // PgBouncer refuses to run as root
+		pgUser, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, errors.New(`running as root, but there is no "postgres" user to run PgBouncer as`)
+		}
+		uid, _ := strconv.Atoi(pgUser.Uid)
+		gid, _ := strconv.Atoi(pgUser.Gid)
+		_ = os.Chown(dir, uid, gid)
+		_ = os.Chmod(dir, 0o755)
+		b.cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", bin}, args...)...)
+	} else {
+		b.cmd = exec.Command(bin, args...)
+	}
+	if err := b.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting pgbouncer: %w", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+			return b, nil
+		}
+		if time.Now().After(deadline) {
+			b.Stop()
+			log, _ := os.ReadFile(filepath.Join(dir, "pgbouncer.log"))
+			return nil, fmt.Errorf("pgbouncer did not listen on %d: %s", port, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// AddUsers admits more users (PgBouncer re-reads its auth file on SIGHUP).
+func (b *Bouncer) AddUsers(users ...string) error {
+	f, err := os.OpenFile(filepath.Join(b.dir, "userlist.txt"), os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	for _, u := range users {
+		fmt.Fprintf(f, "%q \"\"\n", u)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return exec.Command("pkill", "-HUP", "-f", filepath.Join(b.dir, "pgbouncer.ini")).Run()
+}
+
+// Stop stops PgBouncer and removes its files.
+func (b *Bouncer) Stop() {
+	if b.cmd != nil && b.cmd.Process != nil {
+		_ = exec.Command("pkill", "-TERM", "-f", filepath.Join(b.dir, "pgbouncer.ini")).Run()
+		_ = b.cmd.Process.Kill()
+		_, _ = b.cmd.Process.Wait()
+	}
+	_ = os.RemoveAll(b.dir)
+}
