@@ -47,3 +47,7 @@ func adminExec(t *testing.T, h *harness, sql string) {
 	_, err = conn.Exec(context.Background(), sql)
 	must(t, err)
 }
+
+func apptestTenantWith(name, host, currency string, threshold *int64) apptest.Tenant {
+	return apptest.Tenant{Name: name, Hosts: []string{host}, Currency: currency, Threshold: threshold, PrimaryColor: "#1f7a3a"}
+}
