@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -51,3 +52,5 @@ func adminExec(t *testing.T, h *harness, sql string) {
 func apptestTenantWith(name, host, currency string, threshold *int64) apptest.Tenant {
 	return apptest.Tenant{Name: name, Hosts: []string{host}, Currency: currency, Threshold: threshold, PrimaryColor: "#1f7a3a"}
 }
+
+func today() string { return time.Now().Format("2006-01-02") }

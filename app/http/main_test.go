@@ -72,6 +72,9 @@ func newHarness(t *testing.T, opts options) *harness {
 			t.Skip("PgBouncer tests need the throwaway cluster")
 		}
 		b, err := pgcluster.StartBouncer(cluster.Port, []string{env.AppRole}, 2)
+		if err != nil && os.Getenv("CI") == "" && strings.Contains(err.Error(), "not found") {
+			t.Skip(err) // a developer's machine without PgBouncer; CI installs it
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -110,18 +110,23 @@ func (tx *Tx) CreateBudget(ctx context.Context, in BudgetInput) (*app.Budget, er
 	if in.AmountMinor <= 0 {
 		return nil, app.Errorf(app.EINVALID, "The amount must be more than zero.")
 	}
+	// Lock first, then add up in a statement of its own: in READ COMMITTED a statement that waited for
+	// the lock still reads with the snapshot it started with, and would miss the budget just committed.
 	var total, committed int64
-	err := tx.QueryRow(ctx, `SELECT total_minor, (SELECT coalesce(sum(amount_minor), 0) FROM budgets WHERE account_id = a.id)
-FROM funding_accounts a WHERE id = $1 AND archived_at IS NULL FOR UPDATE`, in.AccountID).Scan(&total, &committed)
-	if err != nil {
+	if err := tx.QueryRow(ctx, `SELECT total_minor FROM funding_accounts WHERE id = $1 AND archived_at IS NULL FOR UPDATE`,
+		in.AccountID).Scan(&total); err != nil {
 		return nil, notFound(err, "Account")
+	}
+	if err := tx.QueryRow(ctx, `SELECT coalesce(sum(amount_minor), 0) FROM budgets WHERE account_id = $1`,
+		in.AccountID).Scan(&committed); err != nil {
+		return nil, err
 	}
 	if committed+in.AmountMinor > total {
 		return nil, app.Errorf(app.ECONFLICT, "The account has only %s left to commit.",
 			app.FormatMoney(total-committed, tx.Tenant.Settings.CurrencyOrDefault()))
 	}
 	var id int64
-	err = tx.QueryRow(ctx, `INSERT INTO budgets (department_id, account_id, month, amount_minor) VALUES ($1, $2, $3, $4) RETURNING id`,
+	err := tx.QueryRow(ctx, `INSERT INTO budgets (department_id, account_id, month, amount_minor) VALUES ($1, $2, $3, $4) RETURNING id`,
 		in.DepartmentID, in.AccountID, app.FirstOfMonth(in.Month), in.AmountMinor).Scan(&id)
 	if err != nil {
 		return nil, constraint(err, map[string]string{

@@ -1,0 +1,151 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"tenantry.dev/tenantry/app"
+	"tenantry.dev/tenantry/app/apptest"
+	"tenantry.dev/tenantry/app/postgres"
+	"tenantry.dev/tenantry/internal/pgcluster"
+)
+
+var cluster *pgcluster.Throwaway
+
+func TestMain(m *testing.M) {
+	var err error
+	if cluster, err = pgcluster.StartThrowaway(); err != nil {
+		fmt.Fprintln(os.Stderr, "starting PostgreSQL:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	cluster.Close()
+	os.Exit(code)
+}
+
+func setup(t *testing.T) (*postgres.DB, *app.Tenant) {
+	t.Helper()
+	ctx := context.Background()
+	env, err := apptest.NewEnv(ctx, cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(env.Close)
+	p, err := env.Provision(ctx, apptest.Tenant{Name: "store", Hosts: []string{"store.test"}, Currency: "EUR"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := postgres.Open(env.AppURL, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	reg := postgres.NewRegistry()
+	if err := reg.Sync(ctx, db.Pool()); err != nil {
+		t.Fatal(err)
+	}
+	tenant := reg.Lookup(p.Hosts[0])
+	if tenant == nil {
+		t.Fatal("tenant not in the registry")
+	}
+	return db, tenant
+}
+
+// Twenty admins giving budgets from one account at the same moment never commit more than it holds:
+// the account row is locked while its commitments are added up.
+func TestTx_CreateBudget_concurrentNeverOverCommits(t *testing.T) {
+	db, tenant := setup(t)
+	ctx := context.Background()
+	var account int64
+	month := app.FirstOfMonth(time.Now())
+	err := db.InTenant(ctx, tenant, func(tx *postgres.Tx) error {
+		a, err := tx.CreateAccount(ctx, "Grant", 100_00)
+		if err != nil {
+			return err
+		}
+		account = a.ID
+		for i := range 20 {
+			if _, err := tx.CreateDepartment(ctx, fmt.Sprintf("Dept %d", i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	results := make(chan error, 20)
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results <- db.InTenant(ctx, tenant, func(tx *postgres.Tx) error {
+				_, err := tx.CreateBudget(ctx, postgres.BudgetInput{DepartmentID: int64(i + 1), AccountID: account,
+					Month: month, AmountMinor: 30_00}) // 20 × 30.00 asked of 100.00
+				return err
+			})
+		}()
+	}
+	wg.Wait()
+	close(results)
+	created, refused := 0, 0
+	for err := range results {
+		switch {
+		case err == nil:
+			created++
+		case app.ErrorCode(err) == app.ECONFLICT:
+			refused++
+		default:
+			t.Fatalf("unexpected error: %v", err)
+		}
+	}
+	if created != 3 || refused != 17 {
+		t.Fatalf("%d budgets created, %d refused; want 3 and 17", created, refused)
+	}
+	err = db.InTenant(ctx, tenant, func(tx *postgres.Tx) error {
+		accounts, err := tx.Accounts(ctx)
+		if err != nil {
+			return err
+		}
+		if a := accounts[0]; a.CommittedMinor != 90_00 || a.AvailableMinor != 10_00 {
+			return fmt.Errorf("account: %+v", a)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The app's login role owns nothing and, outside a tenant transaction, reads no tenant data.
+func TestDB_appRoleIsLeastPrivilege(t *testing.T) {
+	db, tenant := setup(t)
+	ctx := context.Background()
+	var owned int
+	if err := db.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_class WHERE relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)`).Scan(&owned); err != nil {
+		t.Fatal(err)
+	}
+	if owned != 0 {
+		t.Fatalf("the app role owns %d relations", owned)
+	}
+	_, err := db.Pool().Exec(ctx, fmt.Sprintf(`SELECT * FROM %q.users`, tenant.Schema))
+	if err == nil {
+		t.Fatal("the app role read a tenant's users without acting as the tenant")
+	}
+	// After a tenant transaction the pooled connection carries no tenant role or search_path.
+	if err := db.InTenant(ctx, tenant, func(tx *postgres.Tx) error { _, err := tx.Users(ctx); return err }); err != nil {
+		t.Fatal(err)
+	}
+	var role, path string
+	if err := db.Pool().QueryRow(ctx, `SELECT current_user::text, current_setting('search_path')`).Scan(&role, &path); err != nil {
+		t.Fatal(err)
+	}
+	if role == tenant.Role || path == fmt.Sprintf("%q", tenant.Schema) {
+		t.Fatalf("tenant state leaked onto the pool: role %s, search_path %s", role, path)
+	}
+}
