@@ -247,7 +247,7 @@ func TestServer_expenseFlow(t *testing.T) {
 		create(int64(100+i), fmt.Sprintf("item %d", i))
 	}
 	var page struct {
-		Items              []app.Expense
+		Items                []app.Expense
 		Page, PerPage, Total int
 	}
 	must(t, json.Unmarshal([]byte(h.api(http.StatusOK, req{host: "acme.test", path: "/api/v1/expenses?per_page=3&page=3", session: sa})), &page))
@@ -335,7 +335,9 @@ func TestRegistry_listen(t *testing.T) {
 	must(t, err)
 	waitFor(t, "a new tenant to be served", func() bool { return h.do(req{host: "initech.test", path: "/login"}).status == http.StatusOK })
 	must(t, h.env.Admin.SetState(context.Background(), c.Schema, tenantdb.StateSuspended, latest()))
-	waitFor(t, "a suspension to take effect", func() bool { return h.do(req{host: "initech.test", path: "/login"}).status == http.StatusServiceUnavailable })
+	waitFor(t, "a suspension to take effect", func() bool {
+		return h.do(req{host: "initech.test", path: "/login"}).status == http.StatusServiceUnavailable
+	})
 	must(t, h.env.Admin.Unregister(context.Background(), c.Schema, "test", "initech"))
 	waitFor(t, "a removed tenant to go", func() bool { return h.do(req{host: "initech.test", path: "/login"}).status == http.StatusNotFound })
 

@@ -66,11 +66,17 @@ func (tx *Tx) CreateAccount(ctx context.Context, name string, totalMinor int64) 
 	return a, constraint(err, map[string]string{"funding_accounts_name_key": "An account with that name exists."})
 }
 
+// budgetColumns derives spent and pending per budget with a lateral sum over its expenses (by index),
+// rather than through the budget_balances view, whose GROUP BY would aggregate every month's budgets
+// before the month filter applies.
 const budgetColumns = `b.id, b.department_id, d.name, b.account_id, a.name, b.month, b.amount_minor, bb.spent_minor, bb.pending_minor
 FROM budgets b
-JOIN budget_balances bb ON bb.budget_id = b.id
 JOIN departments d ON d.id = b.department_id
-JOIN funding_accounts a ON a.id = b.account_id`
+JOIN funding_accounts a ON a.id = b.account_id
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(e.amount_minor) FILTER (WHERE e.status = 'approved'), 0)::bigint AS spent_minor,
+           coalesce(sum(e.amount_minor) FILTER (WHERE e.status = 'pending'), 0)::bigint  AS pending_minor
+    FROM expenses e WHERE e.budget_id = b.id) bb`
 
 func scanBudget(row pgx.CollectableRow) (*app.Budget, error) {
 	b := &app.Budget{}

@@ -14,13 +14,22 @@ import (
 func (tx *Tx) Dashboard(ctx context.Context, month time.Time) (*app.Dashboard, error) {
 	month = app.FirstOfMonth(month)
 	d := &app.Dashboard{Month: month}
+	// Only the month's budgets and their expenses are read (budgets by month, expenses by budget).
 	rows, _ := tx.Query(ctx, `
-SELECT d.id, d.name, coalesce(sum(bb.amount_minor), 0)::bigint, coalesce(sum(bb.spent_minor), 0)::bigint,
-       coalesce(sum(bb.pending_minor), 0)::bigint
+WITH b AS (SELECT id, department_id, amount_minor FROM budgets WHERE month = $1),
+     planned AS (SELECT department_id, sum(amount_minor) AS amount FROM b GROUP BY department_id),
+     used AS (
+        SELECT b.department_id,
+               sum(e.amount_minor) FILTER (WHERE e.status = 'approved') AS spent,
+               sum(e.amount_minor) FILTER (WHERE e.status = 'pending')  AS pending
+        FROM b JOIN expenses e ON e.budget_id = b.id
+        GROUP BY b.department_id)
+SELECT d.id, d.name, coalesce(p.amount, 0)::bigint, coalesce(u.spent, 0)::bigint, coalesce(u.pending, 0)::bigint
 FROM departments d
-LEFT JOIN budget_balances bb ON bb.department_id = d.id AND bb.month = $1
+LEFT JOIN planned p ON p.department_id = d.id
+LEFT JOIN used u ON u.department_id = d.id
 WHERE d.archived_at IS NULL
-GROUP BY d.id ORDER BY lower(d.name)`, month)
+ORDER BY lower(d.name)`, month)
 	var err error
 	if d.Departments, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (app.DepartmentMonth, error) {
 		var m app.DepartmentMonth

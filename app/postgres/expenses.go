@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -96,15 +97,16 @@ func (tx *Tx) Expense(ctx context.Context, id int64) (*app.Expense, error) {
 
 // checkBudget makes sure the user may spend from a budget and that the date falls in its month.
 func (tx *Tx) checkBudget(ctx context.Context, user *app.User, in *app.ExpenseInput) error {
-	b, err := tx.Budget(ctx, in.BudgetID)
-	if err != nil {
-		return err
+	var dept int64
+	var month time.Time
+	if err := tx.QueryRow(ctx, `SELECT department_id, month FROM budgets WHERE id = $1`, in.BudgetID).Scan(&dept, &month); err != nil {
+		return notFound(err, "Budget")
 	}
-	if !user.IsAdmin() && (user.DepartmentID == nil || *user.DepartmentID != b.DepartmentID) {
+	if !user.IsAdmin() && (user.DepartmentID == nil || *user.DepartmentID != dept) {
 		return app.Errorf(app.EFORBIDDEN, "You can only record expenses against your own department's budgets.")
 	}
-	if app.FirstOfMonth(in.SpentOn) != b.Month {
-		return app.Errorf(app.EINVALID, "The date must fall in the budget's month, %s.", b.Month.Format("January 2006"))
+	if app.FirstOfMonth(in.SpentOn) != month {
+		return app.Errorf(app.EINVALID, "The date must fall in the budget's month, %s.", month.Format("January 2006"))
 	}
 	return nil
 }

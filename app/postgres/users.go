@@ -201,16 +201,31 @@ func (tx *Tx) CreateAPIToken(ctx context.Context, userID int64, name string) (*A
 	return t, err
 }
 
-// TokenUser returns the active user of an unrevoked API token and records its use.
+// TokenUser returns the active user of an unrevoked API token. Its last use is recorded at most once a
+// minute: a write on every request would make all requests of one token queue for the same row lock.
 func (tx *Tx) TokenUser(ctx context.Context, token string) (*app.User, error) {
-	rows, _ := tx.Query(ctx, `UPDATE api_tokens t SET last_used_at = now()
-FROM users u WHERE u.id = t.user_id AND t.token_hash = $1 AND t.revoked_at IS NULL AND u.active
-RETURNING u.id, u.email, u.name, u.role, u.active, u.department_id, u.created_at`, hashToken(token))
-	u, err := pgx.CollectExactlyOneRow(rows, scanUser)
+	var tokenID int64
+	var stale bool
+	u := &app.User{}
+	err := tx.QueryRow(ctx, `SELECT t.id, coalesce(t.last_used_at < now() - interval '1 minute', true),
+       u.id, u.email, u.name, u.role, u.active, u.department_id, u.created_at
+FROM api_tokens t JOIN users u ON u.id = t.user_id
+WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.active`, hashToken(token)).
+		Scan(&tokenID, &stale, &u.ID, &u.Email, &u.Name, &u.Role, &u.Active, &u.DepartmentID, &u.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, app.Errorf(app.EUNAUTHORIZED, "The API token is not valid.")
 	}
-	return u, err
+	if err != nil {
+		return nil, err
+	}
+	if stale {
+		// SKIP LOCKED: if another request is recording the use right now, that one will do.
+		if _, err := tx.Exec(ctx, `UPDATE api_tokens SET last_used_at = now() WHERE id IN
+    (SELECT id FROM api_tokens WHERE id = $1 FOR UPDATE SKIP LOCKED)`, tokenID); err != nil {
+			return nil, err
+		}
+	}
+	return u, nil
 }
 
 // RevokeAPIToken revokes one of a user's tokens.

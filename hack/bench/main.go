@@ -1,7 +1,8 @@
 // Command bench measures Tenantry on a real API server (envtest) and a real PostgreSQL cluster, with
 // the operator running as its own process, and prints markdown for docs/benchmarks.md.
 //
-//	go run ./hack/bench onboard 100 1000   (what `make bench` runs)
+//	go run ./hack/bench onboard 100 1000   (make bench-onboard)
+//	go run ./hack/bench app 1000           (make bench-app)
 //
 // onboard: the apply→Ready latency of tenants applied one at a time; then, per size N, N tenants applied
 // at once: time until all are Ready, per-tenant apply→Ready, operator CPU and peak RSS; and beside it, on
@@ -17,7 +18,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench onboard N [N...]")
+		fmt.Fprintln(os.Stderr, "usage: bench onboard|app N [N...]")
 		os.Exit(2)
 	}
 	var sizes []int
@@ -34,6 +35,12 @@ func main() {
 	switch os.Args[1] {
 	case "onboard":
 		err = onboard(ctx, sizes)
+	case "app":
+		for _, n := range sizes {
+			if err = appBench(ctx, n); err != nil {
+				break
+			}
+		}
 	default:
 		err = fmt.Errorf("unknown benchmark %q", os.Args[1])
 	}
