@@ -53,11 +53,24 @@ bench-onboard: ## Onboarding: apply→Ready latency, 100 and 1,000 tenants at on
 bench-app: ## The app under load: 1 tenant against 1,000, direct and through PgBouncer.
 	@go run ./hack/bench app $(BENCH_APP_TENANTS)
 
+.PHONY: dev
+dev: manifests ## Run everything locally: API server, PostgreSQL, operator, app and samples (Ctrl-C stops).
+	@go run ./hack/dev
+
+.PHONY: dev-clean
+dev-clean: ## Remove the state of make dev (.dev/), stopping its PostgreSQL if it still runs.
+	@if [ -f .dev/postgres/data/postmaster.pid ]; then \
+		if [ "$$(id -u)" = 0 ]; then runuser -u postgres -- $$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/pg_ctl -D .dev/postgres/data -m fast stop; \
+		else pg_ctl -D .dev/postgres/data -m fast stop 2>/dev/null || $$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/pg_ctl -D .dev/postgres/data -m fast stop; fi; \
+	fi; true
+	rm -rf .dev
+
 ##@ Build
 
 .PHONY: build
-build: generate ## Build every binary into bin/ (static, as in the image).
-	CGO_ENABLED=0 go build -trimpath -o bin/manager ./cmd/manager
+build: generate ## Build every binary into bin/ (static, with the Dockerfile's commands).
+	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/manager ./cmd/manager
+	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/app ./cmd/app
 
 .PHONY: docker-build
 docker-build: ## Build the image (needs a Docker engine).

@@ -28,6 +28,8 @@ type Config struct {
 	SecureCookies bool
 	// SessionTTL is how long a sign-in lasts (default 12 hours).
 	SessionTTL time.Duration
+	// DevHostSuffix, when set (make dev sets ".localhost"), also serves each tenant at <name><suffix>.
+	DevHostSuffix string
 }
 
 // Server is the app's HTTP handler.
@@ -166,6 +168,11 @@ func tenantOf(r *http.Request) *app.Tenant { return r.Context().Value(tenantKey)
 func (s *Server) withTenant(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t := s.cfg.Registry.Lookup(r.Host)
+		if t == nil && s.cfg.DevHostSuffix != "" {
+			if name, ok := strings.CutSuffix(postgres.NormalizeHost(r.Host), s.cfg.DevHostSuffix); ok {
+				t = s.cfg.Registry.LookupName(name)
+			}
+		}
 		var unavailable string
 		switch {
 		case t == nil:

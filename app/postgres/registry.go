@@ -57,6 +57,19 @@ func (r *Registry) Lookup(host string) *app.Tenant {
 	return r.byHost[NormalizeHost(host)]
 }
 
+// LookupName returns the tenant with a Tenant name, or nil. It walks every tenant: for development
+// hosts (<name>.localhost), not for production routing.
+func (r *Registry) LookupName(name string) *app.Tenant {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, t := range r.bySchema {
+		if t.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
 // Len is the number of tenants known.
 func (r *Registry) Len() int {
 	r.mu.RLock()

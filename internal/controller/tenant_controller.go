@@ -207,6 +207,14 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, t *tenantryv1.Te
 		setCondition(t, tenantryv1.ConditionSchemaReady, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError, err.Error())
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
+	// The app's login role may act as the tenant, and only as the tenants of its ExpenseApp.
+	appRole := tenantdb.AppRoleName(t.Namespace, t.Spec.AppRef.Name)
+	if err := db.EnsureAppRoleOnce(ctx, appRole); err != nil {
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	if err := db.GrantTenant(ctx, role, appRole); err != nil {
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
 	setCondition(t, tenantryv1.ConditionSchemaReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 		fmt.Sprintf("Schema %q owned by role %q", schema, role))
 

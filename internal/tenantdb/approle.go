@@ -38,6 +38,26 @@ func (db *DB) EnsureAppRole(ctx context.Context, role, password string) error {
 	return nil
 }
 
+// EnsureAppRoleOnce is EnsureAppRole without a password, done once per DB and role.
+func (db *DB) EnsureAppRoleOnce(ctx context.Context, role string) error {
+	db.mu.Lock()
+	done := db.appRoles[role]
+	db.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := db.EnsureAppRole(ctx, role, ""); err != nil {
+		return err
+	}
+	db.mu.Lock()
+	if db.appRoles == nil {
+		db.appRoles = map[string]bool{}
+	}
+	db.appRoles[role] = true
+	db.mu.Unlock()
+	return nil
+}
+
 // GrantTenant lets the app role act as a tenant (SET ROLE).
 func (db *DB) GrantTenant(ctx context.Context, tenantRole, appRole string) error {
 	if _, err := db.pool.Exec(ctx, "GRANT "+pgx.Identifier{tenantRole}.Sanitize()+" TO "+pgx.Identifier{appRole}.Sanitize()); err != nil {

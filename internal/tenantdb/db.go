@@ -25,6 +25,7 @@ type DB struct {
 
 	mu         sync.Mutex
 	registryOK bool
+	appRoles   map[string]bool // app roles known to exist
 }
 
 // Options tune a DB.

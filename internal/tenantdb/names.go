@@ -32,3 +32,15 @@ func SchemaName(tenant string) string {
 
 // RoleName is the NOLOGIN role that owns a tenant schema: the schema's own name.
 func RoleName(schema string) string { return schema }
+
+// AppRoleName is the login role of the app of an ExpenseApp: "tenantry_app_<namespace>_<name>", shortened
+// with a hash suffix when that is longer than PostgreSQL allows.
+func AppRoleName(namespace, app string) string {
+	const prefix = "tenantry_app_"
+	s := strings.NewReplacer("-", "_", ".", "_").Replace(namespace + "_" + app)
+	if len(prefix)+len(s) <= maxIdentifier {
+		return prefix + s
+	}
+	sum := sha256.Sum256([]byte(namespace + "/" + app))
+	return prefix + strings.TrimRight(s[:maxIdentifier-len(prefix)-11], "_") + "_" + hex.EncodeToString(sum[:])[:10]
+}

@@ -1,0 +1,366 @@
+// Command dev runs the whole of Tenantry on one machine (`make dev`): a real API server (envtest's etcd
+// and kube-apiserver), a private PostgreSQL cluster under .dev/, the operator and the app, with the
+// samples of config/samples applied. State stays in .dev/ between runs; `make dev-clean` removes it.
+//
+// Environment: DEV_HTTP_ADDR (default 127.0.0.1:8080), DATABASE_URL (use this database instead of a
+// private cluster), DEV_DIR (default .dev), KUBEBUILDER_ASSETS (envtest binaries; fetched if unset).
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	apphttp "tenantry.dev/tenantry/app/http"
+	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/app/postgres"
+	"tenantry.dev/tenantry/internal/controller"
+	"tenantry.dev/tenantry/internal/pgcluster"
+	"tenantry.dev/tenantry/internal/tenantdb"
+)
+
+const (
+	namespace = "default"
+	appName   = "expenses" // the ExpenseApp of config/samples
+	database  = "tenantry"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "\nmake dev: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
+
+func run() error {
+	if _, err := os.Stat(filepath.Join("config", "crd", "bases")); err != nil {
+		return errors.New("run it from the repository root (make dev)")
+	}
+	dir := envOr("DEV_DIR", ".dev")
+	httpAddr := envOr("DEV_HTTP_ADDR", "127.0.0.1:8080")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	dir, _ = filepath.Abs(dir)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	// Take the app's port first: a port in use is the commonest failure and costs nothing to find.
+	listener, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		return fmt.Errorf("%s is in use (%v): stop what holds it, or choose another address, e.g. DEV_HTTP_ADDR=127.0.0.1:8081 make dev", httpAddr, err)
+	}
+	defer listener.Close()
+	_, port, _ := net.SplitHostPort(listener.Addr().String())
+
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		step("Getting envtest binaries (built once from the Go module proxy where they cannot be downloaded: about 5 minutes)")
+		cmd := exec.Command(filepath.Join("hack", "envtest-assets.sh"))
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return fmt.Errorf("getting envtest binaries: %w", err)
+		}
+		assets = strings.TrimSpace(string(out))
+	}
+
+	adminURL := os.Getenv("DATABASE_URL")
+	if adminURL == "" {
+		step("Starting PostgreSQL in %s", filepath.Join(dir, "postgres"))
+		cluster, err := pgcluster.New(filepath.Join(dir, "postgres"), pgcluster.Options{Durable: true})
+		if err != nil {
+			return err
+		}
+		if cluster.Running() {
+			return fmt.Errorf("PostgreSQL in %s is already running: is another `make dev` still up? Stop it, or run `make dev-clean` to start afresh", cluster.Dir)
+		}
+		if err := cluster.Start(); err != nil {
+			return fmt.Errorf("%w\nIf %s is left over from an older setup, `make dev-clean` removes it", err, dir)
+		}
+		defer func() { step("Stopping PostgreSQL"); _ = cluster.Stop() }()
+		if adminURL, err = ensureDatabase(ctx, cluster); err != nil {
+			return err
+		}
+	} else {
+		step("Using the database of DATABASE_URL")
+	}
+
+	step("Starting the API server (etcd + kube-apiserver, state in %s)", filepath.Join(dir, "etcd"))
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: assets,
+	}
+	env.ControlPlane.Etcd = &envtest.Etcd{DataDir: filepath.Join(dir, "etcd")}
+	if err := os.MkdirAll(env.ControlPlane.Etcd.DataDir, 0o700); err != nil {
+		return err
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return fmt.Errorf("starting the API server: %w", err)
+	}
+	defer func() { step("Stopping the API server"); _ = env.Stop() }()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
+		return err
+	}
+	k8s, err := client.New(cfg, client.Options{Scheme: controller.NewScheme()})
+	if err != nil {
+		return err
+	}
+
+	step("Starting the operator (log: %s)", filepath.Join(dir, "operator.log"))
+	stopOperator, err := startOperator(ctx, cfg, filepath.Join(dir, "operator.log"))
+	if err != nil {
+		return err
+	}
+	defer func() { step("Stopping the operator"); stopOperator() }()
+
+	step("Starting the app on http://%s (log: %s)", listener.Addr(), filepath.Join(dir, "app.log"))
+	stopApp, err := startApp(ctx, adminURL, listener, filepath.Join(dir, "app.log"))
+	if err != nil {
+		return err
+	}
+	defer func() { step("Stopping the app"); stopApp() }()
+
+	step("Applying config/samples")
+	if err := applySamples(ctx, k8s, adminURL); err != nil {
+		return err
+	}
+	step("Waiting for the tenants to be Ready")
+	tenants, err := waitReady(ctx, k8s, time.Minute)
+	if err != nil {
+		return err
+	}
+	printSummary(ctx, k8s, tenants, port, kubeconfig)
+	<-ctx.Done()
+	fmt.Println()
+	return nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// ensureDatabase creates the development database once and returns the superuser's URL for it.
+func ensureDatabase(ctx context.Context, c *pgcluster.Cluster) (string, error) {
+	if err := c.WaitReady(ctx); err != nil {
+		return "", err
+	}
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)", database).Scan(&exists); err != nil {
+		return "", err
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+database); err != nil {
+			return "", fmt.Errorf("creating database %s: %w", database, err)
+		}
+	}
+	return c.URL(database), nil
+}
+
+func startOperator(ctx context.Context, cfg *ctrlConfig, logPath string) (func(), error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	ctrl.SetLogger(zap.New(zap.WriteTo(logFile)))
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: controller.NewScheme(), Cache: controller.CacheOptions(),
+		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		return nil, err
+	}
+	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: 4})
+	if err != nil {
+		return nil, err
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(mctx) }()
+	return func() { cancel(); <-done; dbs.Close(); logFile.Close() }, nil
+}
+
+// startApp gives the app a login role of its own (as the operator's ExpenseApp controller does in a
+// cluster) and serves it on the listener, with every tenant also at <tenant>.localhost.
+func startApp(ctx context.Context, adminURL string, l net.Listener, logPath string) (func(), error) {
+	admin, err := tenantdb.Open(adminURL, tenantdb.Options{MaxConns: 2})
+	if err != nil {
+		return nil, err
+	}
+	defer admin.Close()
+	role := tenantdb.AppRoleName(namespace, appName)
+	secret := make([]byte, 16)
+	_, _ = rand.Read(secret)
+	pass := hex.EncodeToString(secret)
+	if err := admin.EnsureAppRole(ctx, role, pass); err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(adminURL)
+	if err != nil {
+		return nil, err
+	}
+	u.User = url.UserPassword(role, pass)
+	appURL := u.String()
+
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	log := slogTo(logFile)
+	db, err := postgres.Open(appURL, 10)
+	if err != nil {
+		return nil, err
+	}
+	registry := postgres.NewRegistry()
+	actx, cancel := context.WithCancel(ctx)
+	go func() {
+		_ = registry.Run(actx, func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, appURL) }, log)
+	}()
+	srv := &http.Server{Handler: apphttp.New(apphttp.Config{DB: db, Registry: registry, Log: log,
+		SchemaVersion: migrations.Latest, DevHostSuffix: ".localhost"}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	return func() {
+		shutdown, c := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c()
+		_ = srv.Shutdown(shutdown)
+		cancel()
+		db.Close()
+		logFile.Close()
+	}, nil
+}
+
+// applySamples writes the database Secret and applies config/samples into the default namespace.
+func applySamples(ctx context.Context, k8s client.Client, adminURL string) error {
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "expenses-db", Namespace: namespace}}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(secret), secret); apierrors.IsNotFound(err) {
+		secret.StringData = map[string]string{"uri": adminURL}
+		if err := k8s.Create(ctx, secret); err != nil {
+			return fmt.Errorf("creating Secret expenses-db: %w", err)
+		}
+	} else if err != nil {
+		return err
+	} else {
+		secret.StringData = map[string]string{"uri": adminURL} // the port may have changed since last time
+		if err := k8s.Update(ctx, secret); err != nil {
+			return fmt.Errorf("updating Secret expenses-db: %w", err)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join("config", "samples", "*.yaml"))
+	var objs []*unstructured.Unstructured
+	for _, f := range files {
+		if filepath.Base(f) == "kustomization.yaml" {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		o, err := decodeYAML(b)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", f, err)
+		}
+		objs = append(objs, o...)
+	}
+	for _, o := range objs {
+		o.SetNamespace(namespace)
+		if err := k8s.Patch(ctx, o, client.Apply, client.FieldOwner("tenantry-dev"), client.ForceOwnership); err != nil {
+			return fmt.Errorf("applying %s %s: %w", o.GetKind(), o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// waitReady waits until every Tenant of the namespace is Ready and returns them by name.
+func waitReady(ctx context.Context, k8s client.Client, timeout time.Duration) ([]tenantryv1.Tenant, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		var list tenantryv1.TenantList
+		if err := k8s.List(ctx, &list, client.InNamespace(namespace)); err != nil {
+			return nil, err
+		}
+		var waiting []string
+		for _, t := range list.Items {
+			if c := meta.FindStatusCondition(t.Status.Conditions, tenantryv1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
+				msg := "not reconciled yet"
+				if c != nil {
+					msg = c.Message
+				}
+				waiting = append(waiting, t.Name+": "+msg)
+			}
+		}
+		if len(waiting) == 0 {
+			sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
+			return list.Items, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("tenants not Ready after %s:\n  %s\nSee .dev/operator.log", timeout, strings.Join(waiting, "\n  "))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func printSummary(ctx context.Context, k8s client.Client, tenants []tenantryv1.Tenant, port, kubeconfig string) {
+	fmt.Printf("\nTenantry is running. Tenants (sign in with the admin login):\n\n")
+	for _, t := range tenants {
+		var s corev1.Secret
+		_ = k8s.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: t.Status.AdminSecretName}, &s)
+		u := fmt.Sprintf("http://%s.localhost:%s/", t.Name, port)
+		fmt.Printf("  %-10s %-36s %s / %s\n", t.Name, u, s.Data["email"], s.Data["password"])
+	}
+	rel := kubeconfig
+	if wd, err := os.Getwd(); err == nil {
+		if r, err := filepath.Rel(wd, kubeconfig); err == nil && !strings.HasPrefix(r, "..") {
+			rel = r
+		}
+	}
+	fmt.Printf(`
+Try:
+  kubectl --kubeconfig %s get tenants
+  kubectl --kubeconfig %s apply -f my-tenant.yaml     # served at http://<name>.localhost:%s/ within a second
+
+Press Ctrl-C to stop. State is kept in .dev/ for the next run; make dev-clean removes it.
+`, rel, rel, port)
+}
