@@ -26,11 +26,18 @@ have_assets() {
     "$dir/kube-apiserver" --version 2>/dev/null | grep -qF "v${K8S_VERSION}"
 }
 
+# A machine-wide copy outside the checkout lets every clone on this machine (CI's among them) skip the build.
+shared="${XDG_CACHE_HOME:-$HOME/.cache}/tenantry/k8s/${K8S_VERSION}-${goos}-${goarch}"
+
 if have_assets; then
   echo "$dir"
   exit 0
 fi
 mkdir -p "$dir"
+if [[ -x "$shared/kube-apiserver" && -x "$shared/etcd" ]]; then
+  cp "$shared/kube-apiserver" "$shared/etcd" "$dir/"
+  if have_assets; then echo "$dir"; exit 0; fi
+fi
 
 # 1. The released binaries, where the network allows. Skipped quickly when it does not.
 if [[ "${ENVTEST_DOWNLOAD:-auto}" != "never" ]]; then
@@ -89,4 +96,5 @@ if [[ ! -x "$dir/etcd" ]]; then
 fi
 
 have_assets || { log "kube-apiserver in $dir does not report v${K8S_VERSION}"; exit 1; }
+mkdir -p "$shared" && cp "$dir/kube-apiserver" "$dir/etcd" "$shared/" || true
 echo "$dir"
