@@ -11,6 +11,9 @@ const (
 	ConditionRegistered        = "Registered"
 	ConditionRouted            = "Routed"
 	ConditionAdminReady        = "AdminReady"
+	ConditionDatabaseReady     = "DatabaseReady"
+	ConditionDeployed          = "Deployed"
+	ConditionFleetMigrated     = "FleetMigrated"
 )
 
 // Condition reasons.
@@ -29,7 +32,16 @@ const (
 	ReasonSuspended         = "Suspended"
 	ReasonDeletionBlocked   = "DeletionBlocked"
 	ReasonDependencyMissing = "DependencyMissing"
+	ReasonMigrationQueued   = "MigrationQueued"
+	ReasonRolloutHalted     = "RolloutHalted"
+	ReasonRolloutWaiting    = "RolloutWaiting"
+	ReasonNoImage           = "NoImage"
+	ReasonInvalidDatabase   = "InvalidDatabaseURL"
 )
+
+// ExpenseAppFinalizer keeps an ExpenseApp until no Tenant uses it: its Tenants need its database to be
+// cleaned up.
+const ExpenseAppFinalizer = "tenantry.dev/expenseapp"
 
 // TenantFinalizer guards a Tenant's database objects: the registry row always, the schema and role
 // when the deletion policy is Delete.

@@ -56,6 +56,12 @@ type MigrationsSpec struct {
 	// +kubebuilder:default=8
 	// +optional
 	MaxConcurrent int32 `json:"maxConcurrent,omitempty"`
+	// canary is how many tenants are migrated first, alone, when a release brings new migrations; the
+	// rest of the fleet follows once they have succeeded.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:default=1
+	// +optional
+	Canary int32 `json:"canary,omitempty"`
 	// maxFailures is the failure budget of a fleet migration: once more tenants than this fail, the
 	// rollout halts until the failures are fixed.
 	// +kubebuilder:validation:Minimum=0
@@ -117,6 +123,16 @@ type ExpenseAppStatus struct {
 	// tenantsAtTarget is the number of Tenants whose schema is at targetSchemaVersion.
 	// +optional
 	TenantsAtTarget int32 `json:"tenantsAtTarget,omitempty"`
+	// migration is the fleet migration's progress, "<tenants at target>/<tenants>", e.g. "734/1000".
+	// +optional
+	Migration string `json:"migration,omitempty"`
+	// failedTenants names the Tenants whose migration failed (at most 20), for the failure budget.
+	// +optional
+	FailedTenants []string `json:"failedTenants,omitempty"`
+	// image is the app image the Deployment runs; it changes to spec.image only once every tenant is at
+	// targetSchemaVersion.
+	// +optional
+	Image string `json:"image,omitempty"`
 }
 
 // ExpenseApp is one installation of the multi-tenant expense app: its shared database and the
@@ -127,6 +143,8 @@ type ExpenseAppStatus struct {
 // +kubebuilder:printcolumn:name="Tenants",type=integer,JSONPath=`.status.tenants`
 // +kubebuilder:printcolumn:name="Ready Tenants",type=integer,JSONPath=`.status.readyTenants`
 // +kubebuilder:printcolumn:name="Schema",type=integer,JSONPath=`.status.targetSchemaVersion`
+// +kubebuilder:printcolumn:name="Migrated",type=string,JSONPath=`.status.migration`
+// +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ExpenseApp struct {

@@ -5,6 +5,7 @@ package migrations
 
 import (
 	"embed"
+	"fmt"
 	"io/fs"
 	"path"
 	"strconv"
@@ -18,12 +19,21 @@ var files embed.FS
 func FS() fs.FS { return files }
 
 // Latest is the version of the newest migration: the schema version this build of the app needs.
-var Latest = latest()
+var Latest = mustLatest(files)
 
-func latest() int64 {
-	entries, err := fs.ReadDir(files, ".")
+func mustLatest(fsys fs.FS) int64 {
+	v, err := LatestIn(fsys)
 	if err != nil {
 		panic(err)
+	}
+	return v
+}
+
+// LatestIn is the version of the newest migration in a directory of migration files.
+func LatestIn(fsys fs.FS) (int64, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return 0, err
 	}
 	var max int64
 	for _, e := range entries {
@@ -33,11 +43,11 @@ func latest() int64 {
 		}
 		v, err := strconv.ParseInt(prefix, 10, 64)
 		if err != nil {
-			panic("migration " + e.Name() + " does not start with a version number")
+			return 0, fmt.Errorf("migration %s does not start with a version number", e.Name())
 		}
 		if v > max {
 			max = v
 		}
 	}
-	return max
+	return max, nil
 }

@@ -3,6 +3,7 @@ package main
 
 import (
 	"flag"
+	"io/fs"
 	"os"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -20,6 +21,7 @@ func main() {
 		concurrency            int
 		qps                    float64
 		burst                  int
+		migrationsDir          string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
@@ -27,6 +29,7 @@ func main() {
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 8, "Tenants reconciled at once.")
 	flag.Float64Var(&qps, "kube-api-qps", 200, "Queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
+	flag.StringVar(&migrationsDir, "migrations-dir", "", "Read tenant migrations from this directory instead of the embedded ones.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -47,7 +50,11 @@ func main() {
 		log.Error(err, "creating the manager")
 		os.Exit(1)
 	}
-	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: concurrency})
+	var migrations fs.FS
+	if migrationsDir != "" {
+		migrations = os.DirFS(migrationsDir)
+	}
+	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: concurrency, Migrations: migrations})
 	if err != nil {
 		log.Error(err, "setting up controllers")
 		os.Exit(1)

@@ -32,25 +32,37 @@ type appDB struct {
 	db  *tenantdb.DB
 }
 
-// For returns the database of an ExpenseApp. A missing Secret or key is a wait error, a connection string
-// that does not parse a stall error, with messages that say what to fix.
-func (d *Databases) For(ctx context.Context, app *tenantryv1.ExpenseApp) (*tenantdb.DB, error) {
+// URI reads an ExpenseApp's admin connection string from its Secret. A missing Secret or key is a wait
+// error, with a message that says what to fix.
+func (d *Databases) URI(ctx context.Context, app *tenantryv1.ExpenseApp) (string, error) {
 	ref := app.Spec.Database.SecretRef
 	key := app.DatabaseSecretKey()
 	var secret corev1.Secret
 	if err := d.Reader.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: ref.Name}, &secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, waitErr(tenantryv1.ReasonSecretNotFound, 10*time.Second,
+			return "", waitErr(tenantryv1.ReasonSecretNotFound, 10*time.Second,
 				"Secret %s/%s named by ExpenseApp %s (spec.database.secretRef) does not exist",
 				app.Namespace, ref.Name, app.Name)
 		}
-		return nil, retryErr(tenantryv1.ReasonSecretNotFound, err)
+		return "", retryErr(tenantryv1.ReasonSecretNotFound, err)
 	}
 	uri := string(secret.Data[key])
 	if uri == "" {
-		return nil, waitErr(tenantryv1.ReasonInvalidSecret, 10*time.Second,
+		return "", waitErr(tenantryv1.ReasonInvalidSecret, 10*time.Second,
 			"Secret %s/%s has no key %q holding the database connection string", app.Namespace, ref.Name, key)
 	}
+	return uri, nil
+}
+
+// For returns the database of an ExpenseApp, opened anew when its connection string changed. A
+// connection string that does not parse is a stall error.
+func (d *Databases) For(ctx context.Context, app *tenantryv1.ExpenseApp) (*tenantdb.DB, error) {
+	uri, err := d.URI(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	ref := app.Spec.Database.SecretRef
+	key := app.DatabaseSecretKey()
 	opts := tenantdb.Options{MaxConcurrentMigrations: app.Spec.Migrations.MaxConcurrent}
 	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d", uri, opts.MaxConcurrentMigrations))
 

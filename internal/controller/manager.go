@@ -1,8 +1,11 @@
 package controller
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -12,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/migrations"
@@ -37,25 +41,56 @@ func CacheOptions() cache.Options {
 // Config is what the operator's controllers need to be set up.
 type Config struct {
 	MaxConcurrentReconciles int
+	// Migrations replaces the embedded tenant migrations (app/migrations), e.g. to try a release's
+	// migrations on a staging fleet before building it. Nil uses the embedded ones.
+	Migrations fs.FS
 }
 
 // Setup registers every controller of the operator with mgr and returns the databases they share,
 // which the caller closes when the manager stops.
-func Setup(mgr ctrl.Manager, cfg Config) (*Databases, error) {
+func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
+	fsys := cfg.Migrations
+	if fsys == nil {
+		fsys = migrations.FS()
+	}
+	release, err := NewRelease(fsys)
+	if err != nil {
+		return nil, err
+	}
 	dbs := &Databases{Reader: mgr.GetAPIReader()}
+	if err := metrics.Registry.Register(statementsCollector{dbs}); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return nil, err
+		}
+	}
 	tenants := &TenantReconciler{
 		Client:                  mgr.GetClient(),
 		Scheme:                  mgr.GetScheme(),
 		Databases:               dbs,
-		Migrations:              migrations.FS(),
-		TargetVersion:           migrations.Latest,
+		Release:                 release,
 		MaxConcurrentReconciles: cfg.MaxConcurrentReconciles,
+		Fleet:                   &Fleet{},
 	}
 	if err := tenants.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Tenant controller: %w", err)
 	}
-	return dbs, nil
+	apps := &ExpenseAppReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Databases: dbs, Release: release}
+	if err := apps.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the ExpenseApp controller: %w", err)
+	}
+	return &Operator{Databases: dbs, Release: release}, nil
 }
+
+// Operator is what Setup wired: the databases the controllers share (to Close when the manager stops)
+// and the release of migrations they apply.
+type Operator struct {
+	Databases *Databases
+	Release   *Release
+}
+
+// Close closes every database connection.
+func (o *Operator) Close() { o.Databases.Close() }
 
 // TuneRESTConfig raises the client's default rate limits, which throttle an operator of thousands of
 // tenants long before the API server would.

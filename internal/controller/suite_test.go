@@ -32,6 +32,7 @@ var (
 	k8s       client.Client // uncached, so tests see what the API server has
 	pg        *pgcluster.Throwaway
 	databases *Databases
+	release   *Release // the operator's migrations: a test may stage a new release
 )
 
 func TestMain(m *testing.M) {
@@ -75,11 +76,13 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "creating the manager:", err)
 		return 1
 	}
-	if databases, err = Setup(mgr, Config{MaxConcurrentReconciles: 4}); err != nil {
+	op, err := Setup(mgr, Config{MaxConcurrentReconciles: 4})
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer databases.Close()
+	defer op.Close()
+	databases, release = op.Databases, op.Release
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- mgr.Start(ctx) }()

@@ -6,14 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
-	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -53,11 +50,12 @@ type TenantReconciler struct {
 	client.Client
 	Scheme    *runtime.Scheme
 	Databases *Databases
-	// Migrations are the tenant schema migrations; TargetVersion the newest of them.
-	Migrations    fs.FS
-	TargetVersion int64
+	// Release holds the tenant schema migrations and the version they end at.
+	Release *Release
 	// MaxConcurrentReconciles bounds the Tenants reconciled at once.
 	MaxConcurrentReconciles int
+	// Fleet paces migrations of existing tenants.
+	Fleet *Fleet
 }
 
 // +kubebuilder:rbac:groups=tenantry.dev,resources=tenants,verbs=get;list;watch;update;patch
@@ -119,10 +117,14 @@ func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Te
 	if err := db.EnsureRegistry(ctx); err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	if err := r.reconcileRegistration(ctx, t, db); err != nil {
-		return err
+	// A tenant whose spec was registered already (a release with new migrations) skips to migrating.
+	if t.Status.ObservedGeneration != t.Generation || t.Status.Schema == "" ||
+		!meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionRegistered) {
+		if err := r.reconcileRegistration(ctx, t, db); err != nil {
+			return err
+		}
 	}
-	if err := r.reconcileSchema(ctx, t, db); err != nil {
+	if err := r.reconcileSchema(ctx, t, app, db); err != nil {
 		return err
 	}
 	if err := r.reconcileAdmin(ctx, t, app, db, adminSecret); err != nil {
@@ -138,7 +140,7 @@ func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Te
 func (r *TenantReconciler) upToDate(t *tenantryv1.Tenant) bool {
 	return t.Status.ObservedGeneration == t.Generation &&
 		meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) &&
-		t.Status.SchemaVersion >= r.TargetVersion
+		t.Status.SchemaVersion >= r.Release.Target()
 }
 
 // registryState is the state the app should see for the tenant.
@@ -196,13 +198,57 @@ func (r *TenantReconciler) reconcileRegistration(ctx context.Context, t *tenantr
 }
 
 // reconcileSchema creates the role and schema and applies pending migrations.
-func (r *TenantReconciler) reconcileSchema(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB) error {
+func (r *TenantReconciler) reconcileSchema(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp, db *tenantdb.DB) error {
 	schema := t.Status.Schema
 	role := tenantdb.RoleName(schema)
-	if t.Status.SchemaVersion >= r.TargetVersion &&
+	fsys, target := r.Release.Get()
+	if t.Status.SchemaVersion >= target &&
 		meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionMigrationsApplied) {
 		return nil
 	}
+	if !meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionSchemaReady) {
+		if err := r.ensureSchema(ctx, t, db); err != nil {
+			return err
+		}
+	}
+	// An existing tenant moves to a new schema version at the fleet's pace.
+	if t.Status.SchemaVersion > 0 {
+		var tenants tenantryv1.TenantList
+		if err := r.List(ctx, &tenants, client.InNamespace(t.Namespace), client.MatchingFields{indexAppRef: app.Name},
+			client.UnsafeDisableDeepCopy); err != nil {
+			return retryErr(tenantryv1.ReasonMigrationQueued, err)
+		}
+		if err := r.Fleet.acquire(app, t, tenants.Items, target); err != nil {
+			return err
+		}
+		defer r.Fleet.release(app)
+	}
+	start := time.Now()
+	version, err := db.Migrate(ctx, schema, role, fsys)
+	migrationSeconds.Observe(time.Since(start).Seconds())
+	if version > t.Status.SchemaVersion || (err == nil && version != t.Status.SchemaVersion) {
+		t.Status.SchemaVersion = version
+	}
+	var me *tenantdb.MigrationError
+	if errors.As(err, &me) {
+		migrationFailures.Inc()
+		msg := fmt.Sprintf("%s; the schema stays at version %d. Fix the migration and the operator retries", me.Error(), version)
+		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonMigrationFailed, msg)
+		return stallErr(tenantryv1.ReasonMigrationFailed, 2*time.Minute, errors.New(msg))
+	}
+	if err != nil {
+		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError, err.Error())
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+		fmt.Sprintf("Schema at version %d", version))
+	return nil
+}
+
+// ensureSchema creates the tenant's role and schema and lets the app's login role act as the tenant.
+func (r *TenantReconciler) ensureSchema(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB) error {
+	schema := t.Status.Schema
+	role := tenantdb.RoleName(schema)
 	if err := db.EnsureSchema(ctx, schema, role); err != nil {
 		setCondition(t, tenantryv1.ConditionSchemaReady, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError, err.Error())
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
@@ -217,23 +263,6 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, t *tenantryv1.Te
 	}
 	setCondition(t, tenantryv1.ConditionSchemaReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 		fmt.Sprintf("Schema %q owned by role %q", schema, role))
-
-	version, err := db.Migrate(ctx, schema, role, r.Migrations)
-	if version > t.Status.SchemaVersion || (err == nil && version != t.Status.SchemaVersion) {
-		t.Status.SchemaVersion = version
-	}
-	var me *tenantdb.MigrationError
-	if errors.As(err, &me) {
-		msg := fmt.Sprintf("%s; the schema stays at version %d. Fix the migration and the operator retries", me.Error(), version)
-		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonMigrationFailed, msg)
-		return stallErr(tenantryv1.ReasonMigrationFailed, 2*time.Minute, errors.New(msg))
-	}
-	if err != nil {
-		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError, err.Error())
-		return retryErr(tenantryv1.ReasonDatabaseError, err)
-	}
-	setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
-		fmt.Sprintf("Schema at version %d", version))
 	return nil
 }
 
@@ -299,7 +328,7 @@ func (r *TenantReconciler) reconcileAdmin(ctx context.Context, t *tenantryv1.Ten
 			setCondition(t, tenantryv1.ConditionAdminReady, metav1.ConditionFalse, tenantryv1.ReasonAdminFailed, err.Error())
 			return retryErr(tenantryv1.ReasonAdminFailed, fmt.Errorf("creating Secret %s: %w", name, err))
 		}
-		r.waitForCache(ctx, s)
+		waitForCache(ctx, r.Client, s)
 	}
 	t.Status.AdminSecretName = name
 	setCondition(t, tenantryv1.ConditionAdminReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
@@ -331,7 +360,7 @@ func (r *TenantReconciler) reconcileIngress(ctx context.Context, t *tenantryv1.T
 		return retryErr(tenantryv1.ReasonIngressFailed, fmt.Errorf("writing Ingress %s: %w", t.Name, err))
 	}
 	if op != controllerutil.OperationResultNone {
-		r.waitForCache(ctx, ing)
+		waitForCache(ctx, r.Client, ing)
 	}
 	t.Status.URL = tenantURL(t, app)
 	setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
@@ -396,46 +425,12 @@ func (r *TenantReconciler) summarize(ctx context.Context, before, t *tenantryv1.
 	if !t.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(t, tenantryv1.TenantFinalizer) {
 		return result, err // gone, or about to be: no status to write
 	}
-	var se *stepError
-	if err != nil {
-		se = asStepError(err, tenantryv1.ReasonDatabaseError)
+	se := applyOutcome(&t.Status.Conditions, &t.Status.ObservedGeneration, t.Generation, err,
+		fmt.Sprintf("Tenant is live at %s (schema %s, version %d)", t.Status.URL, t.Status.Schema, t.Status.SchemaVersion))
+	if perr := patchStatus(ctx, r.Client, before, t, before.Status, t.Status); perr != nil {
+		return ctrl.Result{}, errors.Join(err, perr)
 	}
-	switch {
-	case se == nil:
-		meta.RemoveStatusCondition(&t.Status.Conditions, tenantryv1.ConditionReconciling)
-		meta.RemoveStatusCondition(&t.Status.Conditions, tenantryv1.ConditionStalled)
-		setCondition(t, tenantryv1.ConditionReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
-			fmt.Sprintf("Tenant is live at %s (schema %s, version %d)", t.Status.URL, t.Status.Schema, t.Status.SchemaVersion))
-		t.Status.ObservedGeneration = t.Generation
-	case se.kind == stall:
-		meta.RemoveStatusCondition(&t.Status.Conditions, tenantryv1.ConditionReconciling)
-		setCondition(t, tenantryv1.ConditionStalled, metav1.ConditionTrue, se.reason, se.Error())
-		setCondition(t, tenantryv1.ConditionReady, metav1.ConditionFalse, se.reason, se.Error())
-		t.Status.ObservedGeneration = t.Generation
-	default:
-		meta.RemoveStatusCondition(&t.Status.Conditions, tenantryv1.ConditionStalled)
-		setCondition(t, tenantryv1.ConditionReconciling, metav1.ConditionTrue, tenantryv1.ReasonProgressing, se.Error())
-		setCondition(t, tenantryv1.ConditionReady, metav1.ConditionFalse, se.reason, se.Error())
-	}
-
-	if !equality.Semantic.DeepEqual(before.Status, t.Status) {
-		if perr := r.Status().Patch(ctx, t, client.MergeFrom(before)); perr != nil && !apierrors.IsNotFound(perr) {
-			return ctrl.Result{}, errors.Join(err, fmt.Errorf("patching status: %w", perr))
-		}
-		// The reconcile that the patch itself triggers must not read the old status from the cache and
-		// redo the work: wait until the cache has caught up with what was just written.
-		r.waitForCache(ctx, t)
-	}
-	switch {
-	case se == nil:
-		return result, nil
-	case se.kind == retry:
-		logf.FromContext(ctx).V(1).Info("retrying", "reason", se.reason, "error", se.Error())
-		return ctrl.Result{}, se
-	default:
-		// A wait or stall is not an error of the operator: requeue later without error backoff.
-		return ctrl.Result{RequeueAfter: se.after}, nil
-	}
+	return outcomeResult(ctx, result, se)
 }
 
 func setCondition(t *tenantryv1.Tenant, typ string, status metav1.ConditionStatus, reason, msg string) {
@@ -533,29 +528,4 @@ func (r *TenantReconciler) listRequests(ctx context.Context, opts ...client.List
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&t)})
 	}
 	return reqs
-}
-
-// waitForCache waits (briefly) until the manager's cache holds obj at least at the resourceVersion just
-// written, so that the next reconcile reads its own writes. Giving up is harmless: every step is
-// idempotent, a stale read only costs repeated work.
-func (r *TenantReconciler) waitForCache(ctx context.Context, obj client.Object) {
-	want, err := strconv.ParseUint(obj.GetResourceVersion(), 10, 64)
-	if err != nil {
-		return
-	}
-	cached := obj.DeepCopyObject().(client.Object)
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	for {
-		if err := r.Get(ctx, client.ObjectKeyFromObject(obj), cached); err == nil {
-			if got, err := strconv.ParseUint(cached.GetResourceVersion(), 10, 64); err != nil || got >= want {
-				return
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
 }

@@ -1,0 +1,371 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/password"
+	"tenantry.dev/tenantry/internal/tenantdb"
+)
+
+// App container settings the Deployment and Service agree on.
+const (
+	appPort        = 8080
+	appMetricsPort = 9090
+	// AnnotationSchemaVersion on the app's pod template records the schema version its image needs.
+	AnnotationSchemaVersion = "tenantry.dev/schema-version"
+)
+
+// ExpenseAppReconciler runs one installation of the app: its least-privilege database login, the
+// Deployment serving every tenant, its Service and PodDisruptionBudget, and the fleet's status. It rolls
+// a new image only once every tenant's schema is at the version that image needs.
+type ExpenseAppReconciler struct {
+	client.Client
+	Scheme    *runtime.Scheme
+	Databases *Databases
+	Release   *Release
+}
+
+// +kubebuilder:rbac:groups=tenantry.dev,resources=expenseapps,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=tenantry.dev,resources=expenseapps/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=tenantry.dev,resources=expenseapps/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+
+// Reconcile brings one ExpenseApp to its desired state.
+func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	app := &tenantryv1.ExpenseApp{}
+	if err := r.Get(ctx, req.NamespacedName, app); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	before := app.DeepCopy()
+	defer func() {
+		if !app.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(app, tenantryv1.ExpenseAppFinalizer) {
+			return
+		}
+		se := applyOutcome(&app.Status.Conditions, &app.Status.ObservedGeneration, app.Generation, retErr,
+			fmt.Sprintf("Serving %d tenant(s) with %d ready replica(s) at schema version %d", app.Status.Tenants,
+				app.Status.ReadyReplicas, app.Status.TargetSchemaVersion))
+		if err := patchStatus(ctx, r.Client, before, app, before.Status, app.Status); err != nil {
+			result, retErr = ctrl.Result{}, errors.Join(retErr, err)
+			return
+		}
+		result, retErr = outcomeResult(ctx, result, se)
+	}()
+
+	target := r.Release.Target()
+	tenants, err := r.tenants(ctx, app)
+	if err != nil {
+		return ctrl.Result{}, retryErr(tenantryv1.ReasonProgressing, err)
+	}
+	if !app.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.reconcileDelete(ctx, app, tenants)
+	}
+	if !controllerutil.ContainsFinalizer(app, tenantryv1.ExpenseAppFinalizer) {
+		patch := client.MergeFrom(app.DeepCopy())
+		controllerutil.AddFinalizer(app, tenantryv1.ExpenseAppFinalizer)
+		if err := r.Patch(ctx, app, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
+		}
+	}
+	r.reconcileFleetStatus(app, tenants, target)
+	if err := r.reconcileDatabase(ctx, app); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.reconcileDeployment(ctx, app, target); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.reconcileService(ctx, app); err != nil {
+		return ctrl.Result{}, err
+	}
+	if halted, msg := viewFleet(tenants, target).halted(app, target); halted {
+		setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionFalse, tenantryv1.ReasonRolloutHalted, msg)
+		return ctrl.Result{}, stallErr(tenantryv1.ReasonRolloutHalted, 30*time.Second, errors.New(msg))
+	}
+	if int(app.Status.TenantsAtTarget) < len(tenants) {
+		msg := fmt.Sprintf("%s tenants at schema version %d", app.Status.Migration, target)
+		setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionFalse, tenantryv1.ReasonProgressing, msg)
+		return ctrl.Result{}, waitErr(tenantryv1.ReasonProgressing, 5*time.Second, "%s", msg)
+	}
+	setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+		fmt.Sprintf("Every tenant is at schema version %d", target))
+	return r.rolloutDone(app)
+}
+
+func (r *ExpenseAppReconciler) tenants(ctx context.Context, app *tenantryv1.ExpenseApp) ([]tenantryv1.Tenant, error) {
+	var list tenantryv1.TenantList
+	err := r.List(ctx, &list, client.InNamespace(app.Namespace), client.MatchingFields{indexAppRef: app.Name},
+		client.UnsafeDisableDeepCopy)
+	return list.Items, err
+}
+
+// reconcileFleetStatus counts the app's tenants.
+func (r *ExpenseAppReconciler) reconcileFleetStatus(app *tenantryv1.ExpenseApp, tenants []tenantryv1.Tenant, target int64) {
+	v := viewFleet(tenants, target)
+	ready := 0
+	for _, t := range tenants {
+		if meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) {
+			ready++
+		}
+	}
+	app.Status.Tenants, app.Status.ReadyTenants, app.Status.TenantsAtTarget = int32(v.total), int32(ready), int32(v.atTarget)
+	app.Status.TargetSchemaVersion = target
+	app.Status.Migration = fmt.Sprintf("%d/%d", v.atTarget, v.total)
+	app.Status.FailedTenants = v.failed[:min(len(v.failed), 20)]
+	if len(app.Status.FailedTenants) == 0 {
+		app.Status.FailedTenants = nil
+	}
+	for state, n := range map[string]int{"total": v.total, "ready": ready, "at_target": v.atTarget, "failed": len(v.failed)} {
+		tenantsByState.WithLabelValues(app.Namespace, app.Name, state).Set(float64(n))
+	}
+}
+
+// appSecretName is the Secret holding the app's own connection string.
+func appSecretName(app *tenantryv1.ExpenseApp) string { return app.Name + "-app-db" }
+
+// reconcileDatabase gives the app a login role of its own and a Secret with its connection string, so the
+// admin connection string never reaches the app's pods. It sends SQL only when the Secret is new or the
+// spec changed.
+func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, app *tenantryv1.ExpenseApp) error {
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: appSecretName(app)}, secret)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	exists := err == nil
+	if exists && app.Status.ObservedGeneration == app.Generation &&
+		meta.IsStatusConditionTrue(app.Status.Conditions, tenantryv1.ConditionDatabaseReady) {
+		return nil
+	}
+	fail := func(err error) error {
+		se := asStepError(err, tenantryv1.ReasonDatabaseError)
+		setAppCondition(app, tenantryv1.ConditionDatabaseReady, metav1.ConditionFalse, se.reason, se.Error())
+		return err
+	}
+	db, err := r.Databases.For(ctx, app)
+	if err != nil {
+		return fail(err)
+	}
+	adminURI, err := r.Databases.URI(ctx, app)
+	if err != nil {
+		return fail(err)
+	}
+	role := tenantdb.AppRoleName(app.Namespace, app.Name)
+	pass := string(secret.Data["password"])
+	if pass == "" {
+		pass = password.Generate(32)
+	}
+	appURI, err := withUser(adminURI, role, pass)
+	if err != nil {
+		return fail(stallErr(tenantryv1.ReasonInvalidDatabase, time.Minute, err))
+	}
+	if err := db.EnsureAppRole(ctx, role, pass); err != nil {
+		return fail(retryErr(tenantryv1.ReasonDatabaseError, err))
+	}
+	secret.ObjectMeta = metav1.ObjectMeta{Name: appSecretName(app), Namespace: app.Namespace,
+		ResourceVersion: secret.ResourceVersion, Labels: map[string]string{LabelManagedBy: ManagedBy}}
+	secret.Data = map[string][]byte{"uri": []byte(appURI), "username": []byte(role), "password": []byte(pass)}
+	if err := controllerutil.SetControllerReference(app, secret, r.Scheme); err != nil {
+		return fail(err)
+	}
+	if exists {
+		err = r.Update(ctx, secret)
+	} else {
+		err = r.Create(ctx, secret)
+	}
+	if err != nil {
+		return fail(retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("writing Secret %s: %w", secret.Name, err)))
+	}
+	waitForCache(ctx, r.Client, secret)
+	setAppCondition(app, tenantryv1.ConditionDatabaseReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+		fmt.Sprintf("The app logs in as %q (Secret %s)", role, secret.Name))
+	return nil
+}
+
+// withUser returns a postgres:// URL with its user and password replaced.
+func withUser(uri, user, pass string) (string, error) {
+	u, err := url.Parse(uri)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return "", errors.New("the database connection string must be a postgres:// URL to derive the app's login from it")
+	}
+	u.User = url.UserPassword(user, pass)
+	return u.String(), nil
+}
+
+func appLabels(app *tenantryv1.ExpenseApp) map[string]string {
+	return map[string]string{"app.kubernetes.io/name": "tenantry-app", "app.kubernetes.io/instance": app.Name,
+		LabelManagedBy: ManagedBy}
+}
+
+// reconcileDeployment keeps the app's Deployment. The image moves to spec.image only when every tenant
+// is at the schema version this release needs; until then the running image stays, and tenants already
+// migrated keep being served by it.
+func (r *ExpenseAppReconciler) reconcileDeployment(ctx context.Context, app *tenantryv1.ExpenseApp, target int64) error {
+	if app.Spec.Image == "" {
+		err := errors.New("spec.image is empty: set the app's image (the Tenantry image holds it as /app)")
+		setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionFalse, tenantryv1.ReasonNoImage, err.Error())
+		return stallErr(tenantryv1.ReasonNoImage, time.Minute, err)
+	}
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: app.Name, Namespace: app.Namespace}}
+	image := app.Spec.Image
+	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, dep, func() error {
+		if running := currentImage(dep); running != "" && running != image && app.Status.TenantsAtTarget < app.Status.Tenants {
+			image = running // not yet: the new image needs every tenant at the target version
+		}
+		labels := appLabels(app)
+		dep.Labels = mergeMaps(dep.Labels, labels)
+		dep.Spec.Replicas = app.Spec.Replicas
+		dep.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{
+			"app.kubernetes.io/name": "tenantry-app", "app.kubernetes.io/instance": app.Name}}
+		dep.Spec.Template.Labels = labels
+		dep.Spec.Template.Annotations = mergeMaps(dep.Spec.Template.Annotations,
+			map[string]string{AnnotationSchemaVersion: fmt.Sprint(target)})
+		dep.Spec.Template.Spec = appPodSpec(app, image)
+		return controllerutil.SetControllerReference(app, dep, r.Scheme)
+	})
+	if err != nil {
+		setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionFalse, tenantryv1.ReasonProgressing, err.Error())
+		return retryErr(tenantryv1.ReasonProgressing, fmt.Errorf("writing Deployment %s: %w", app.Name, err))
+	}
+	app.Status.Image = currentImage(dep)
+	app.Status.ReadyReplicas = dep.Status.ReadyReplicas
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: app.Name, Namespace: app.Namespace}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, pdb, func() error {
+		pdb.Labels = mergeMaps(pdb.Labels, appLabels(app))
+		pdb.Spec.MaxUnavailable = ptr.To(intstr.FromInt32(1))
+		pdb.Spec.Selector = dep.Spec.Selector
+		return controllerutil.SetControllerReference(app, pdb, r.Scheme)
+	}); err != nil {
+		return retryErr(tenantryv1.ReasonProgressing, fmt.Errorf("writing PodDisruptionBudget %s: %w", app.Name, err))
+	}
+	return nil
+}
+
+func currentImage(dep *appsv1.Deployment) string {
+	for _, c := range dep.Spec.Template.Spec.Containers {
+		if c.Name == "app" {
+			return c.Image
+		}
+	}
+	return ""
+}
+
+func appPodSpec(app *tenantryv1.ExpenseApp, image string) corev1.PodSpec {
+	probe := func(path string) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: path, Port: intstr.FromString(ServicePortName)}}, PeriodSeconds: 10}
+	}
+	return corev1.PodSpec{
+		SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+		Containers: []corev1.Container{{
+			Name:    "app",
+			Image:   image,
+			Command: []string{"/app"},
+			Args:    []string{fmt.Sprintf("--http-addr=:%d", appPort), fmt.Sprintf("--metrics-addr=:%d", appMetricsPort)},
+			Env: []corev1.EnvVar{{Name: "DATABASE_URL", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: "uri"}}}},
+			Ports: []corev1.ContainerPort{{Name: ServicePortName, ContainerPort: appPort},
+				{Name: "metrics", ContainerPort: appMetricsPort}},
+			Resources:      app.Spec.Resources,
+			LivenessProbe:  probe("/healthz"),
+			ReadinessProbe: probe("/readyz"),
+			SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+				RunAsNonRoot: ptr.To(true), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
+		}},
+	}
+}
+
+// reconcileService keeps the Service tenant Ingresses point at: named after the app, port "http".
+func (r *ExpenseAppReconciler) reconcileService(ctx context.Context, app *tenantryv1.ExpenseApp) error {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: app.Name, Namespace: app.Namespace}}
+	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, svc, func() error {
+		svc.Labels = mergeMaps(svc.Labels, appLabels(app))
+		svc.Spec.Selector = map[string]string{"app.kubernetes.io/name": "tenantry-app", "app.kubernetes.io/instance": app.Name}
+		svc.Spec.Ports = []corev1.ServicePort{{Name: ServicePortName, Port: 80, TargetPort: intstr.FromString(ServicePortName)}}
+		return controllerutil.SetControllerReference(app, svc, r.Scheme)
+	})
+	if err != nil {
+		return retryErr(tenantryv1.ReasonProgressing, fmt.Errorf("writing Service %s: %w", app.Name, err))
+	}
+	return nil
+}
+
+// rolloutDone: Ready once the Deployment runs spec.image with every replica updated and available.
+func (r *ExpenseAppReconciler) rolloutDone(app *tenantryv1.ExpenseApp) (ctrl.Result, error) {
+	dep := &appsv1.Deployment{}
+	if err := r.Get(context.Background(), types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, dep); err != nil {
+		return ctrl.Result{}, retryErr(tenantryv1.ReasonProgressing, err)
+	}
+	want := ptr.Deref(app.Spec.Replicas, 1)
+	done := currentImage(dep) == app.Spec.Image && dep.Status.ObservedGeneration >= dep.Generation &&
+		dep.Status.UpdatedReplicas >= want && dep.Status.AvailableReplicas >= want
+	if !done {
+		msg := fmt.Sprintf("Deployment %s: %d of %d replicas updated and available", dep.Name, dep.Status.AvailableReplicas, want)
+		setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionFalse, tenantryv1.ReasonProgressing, msg)
+		return ctrl.Result{}, waitErr(tenantryv1.ReasonProgressing, 10*time.Second, "%s", msg)
+	}
+	setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+		fmt.Sprintf("Deployment %s runs %s on %d replica(s)", dep.Name, app.Spec.Image, want))
+	return ctrl.Result{}, nil
+}
+
+// reconcileDelete waits until no Tenant uses the app: a Tenant needs the app's database to clean up
+// after itself (and its deletionPolicy decides what happens to its data).
+func (r *ExpenseAppReconciler) reconcileDelete(ctx context.Context, app *tenantryv1.ExpenseApp, tenants []tenantryv1.Tenant) error {
+	if len(tenants) > 0 {
+		names := make([]string, 0, 5)
+		for _, t := range tenants[:min(len(tenants), 5)] {
+			names = append(names, t.Name)
+		}
+		return waitErr(tenantryv1.ReasonDeletionBlocked, 10*time.Second,
+			"%d Tenant(s) still use this ExpenseApp (%s): delete them first; each one's deletionPolicy decides what "+
+				"happens to its data", len(tenants), strings.Join(names, ", "))
+	}
+	r.Databases.Forget(types.NamespacedName{Namespace: app.Namespace, Name: app.Name})
+	patch := client.MergeFrom(app.DeepCopy())
+	controllerutil.RemoveFinalizer(app, tenantryv1.ExpenseAppFinalizer)
+	return client.IgnoreNotFound(r.Patch(ctx, app, patch))
+}
+
+func setAppCondition(app *tenantryv1.ExpenseApp, typ string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&app.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: app.Generation,
+	})
+}
+
+// SetupWithManager registers the reconciler: it follows its own objects and its Tenants.
+func (r *ExpenseAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&tenantryv1.ExpenseApp{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.Secret{}).
+		Watches(&tenantryv1.Tenant{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(),
+				Name: o.(*tenantryv1.Tenant).Spec.AppRef.Name}}}
+		})).
+		Complete(r)
+}

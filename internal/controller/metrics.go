@@ -1,0 +1,41 @@
+package controller
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Operator metrics, served with controller-runtime's (reconcile totals, errors and durations, work
+// queues) on the manager's metrics endpoint.
+var (
+	migrationSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "tenantry_migration_duration_seconds", Help: "Time to bring one tenant schema to the target version.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+	})
+	migrationFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tenantry_migration_failures_total", Help: "Tenant schema migrations that failed.",
+	})
+	tenantsByState = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tenantry_tenants", Help: "Tenants of an ExpenseApp by state (ready, migrating, failed, total).",
+	}, []string{"namespace", "app", "state"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(migrationSeconds, migrationFailures, tenantsByState)
+}
+
+// statementsCollector exposes how many SQL statements the operator has sent, per ExpenseApp database.
+type statementsCollector struct{ dbs *Databases }
+
+var statementsDesc = prometheus.NewDesc("tenantry_database_statements_total",
+	"SQL statements the operator has sent to an ExpenseApp's database since it connected.", []string{"namespace", "app"}, nil)
+
+func (c statementsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- statementsDesc }
+
+func (c statementsCollector) Collect(ch chan<- prometheus.Metric) {
+	c.dbs.mu.Lock()
+	defer c.dbs.mu.Unlock()
+	for name, d := range c.dbs.dbs {
+		ch <- prometheus.MustNewConstMetric(statementsDesc, prometheus.CounterValue, float64(d.db.Statements()), name.Namespace, name.Name)
+	}
+}

@@ -1,0 +1,49 @@
+package controller
+
+import (
+	"fmt"
+	"io/fs"
+	"sync"
+
+	"tenantry.dev/tenantry/app/migrations"
+)
+
+// Release is the set of tenant schema migrations this operator brings and the version they end at: the
+// version every tenant is moved to, and that the app image of this release needs.
+type Release struct {
+	mu     sync.RWMutex
+	fsys   fs.FS
+	target int64
+}
+
+// NewRelease reads the migrations of fsys.
+func NewRelease(fsys fs.FS) (*Release, error) {
+	r := &Release{}
+	return r, r.Set(fsys)
+}
+
+// Get returns the migrations and their target version.
+func (r *Release) Get() (fs.FS, int64) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.fsys, r.target
+}
+
+// Target is the schema version of the release.
+func (r *Release) Target() int64 {
+	_, t := r.Get()
+	return t
+}
+
+// Set replaces the migrations: an operator restarted with a new release does this once at start; tests
+// do it to stage a release without a restart.
+func (r *Release) Set(fsys fs.FS) error {
+	target, err := migrations.LatestIn(fsys)
+	if err != nil {
+		return fmt.Errorf("reading migrations: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fsys, r.target = fsys, target
+	return nil
+}

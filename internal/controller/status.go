@@ -1,0 +1,100 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+)
+
+// applyOutcome sets the kstatus conditions from a reconcile's outcome: success is Ready with the
+// message given and no Reconciling or Stalled; a stall is Stalled and not Ready; anything else is
+// Reconciling and not Ready. observedGeneration moves only when the outcome is final for this
+// generation (success or stall). It returns the classified error, nil on success.
+func applyOutcome(conds *[]metav1.Condition, observed *int64, generation int64, err error, readyMsg string) *stepError {
+	set := func(typ string, status metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(conds, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg,
+			ObservedGeneration: generation})
+	}
+	if err == nil {
+		meta.RemoveStatusCondition(conds, tenantryv1.ConditionReconciling)
+		meta.RemoveStatusCondition(conds, tenantryv1.ConditionStalled)
+		set(tenantryv1.ConditionReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded, readyMsg)
+		*observed = generation
+		return nil
+	}
+	se := asStepError(err, tenantryv1.ReasonDatabaseError)
+	if se.kind == stall {
+		meta.RemoveStatusCondition(conds, tenantryv1.ConditionReconciling)
+		set(tenantryv1.ConditionStalled, metav1.ConditionTrue, se.reason, se.Error())
+		set(tenantryv1.ConditionReady, metav1.ConditionFalse, se.reason, se.Error())
+		*observed = generation
+		return se
+	}
+	meta.RemoveStatusCondition(conds, tenantryv1.ConditionStalled)
+	set(tenantryv1.ConditionReconciling, metav1.ConditionTrue, tenantryv1.ReasonProgressing, se.Error())
+	set(tenantryv1.ConditionReady, metav1.ConditionFalse, se.reason, se.Error())
+	return se
+}
+
+// outcomeResult turns a classified outcome into what controller-runtime expects: an error for
+// exponential backoff, or a plain requeue for waits and stalls, which are no fault of the operator.
+func outcomeResult(ctx context.Context, result ctrl.Result, se *stepError) (ctrl.Result, error) {
+	switch {
+	case se == nil:
+		return result, nil
+	case se.kind == retry:
+		logf.FromContext(ctx).V(1).Info("retrying", "reason", se.reason, "error", se.Error())
+		return ctrl.Result{}, se
+	default:
+		return ctrl.Result{RequeueAfter: se.after}, nil
+	}
+}
+
+// patchStatus patches obj's status when it differs from before's, then waits for the cache to hold the
+// result, so that the reconcile the patch itself triggers does not read the old status and redo work.
+func patchStatus(ctx context.Context, c client.Client, before, obj client.Object, oldStatus, newStatus any) error {
+	if equality.Semantic.DeepEqual(oldStatus, newStatus) {
+		return nil
+	}
+	if err := c.Status().Patch(ctx, obj, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("patching status: %w", err)
+	}
+	waitForCache(ctx, c, obj)
+	return nil
+}
+
+// waitForCache waits (briefly) until the manager's cache holds obj at least at the resourceVersion just
+// written, so that the next reconcile reads its own writes. Giving up is harmless: every step is
+// idempotent, a stale read only costs repeated work.
+func waitForCache(ctx context.Context, c client.Reader, obj client.Object) {
+	want, err := strconv.ParseUint(obj.GetResourceVersion(), 10, 64)
+	if err != nil {
+		return
+	}
+	cached := obj.DeepCopyObject().(client.Object)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), cached); err == nil {
+			if got, err := strconv.ParseUint(cached.GetResourceVersion(), 10, 64); err != nil || got >= want {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
