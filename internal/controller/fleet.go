@@ -36,8 +36,7 @@ func viewFleet(tenants []tenantryv1.Tenant, target int64) fleetView {
 			v.atTarget++
 			continue
 		}
-		if c := meta.FindStatusCondition(t.Status.Conditions, tenantryv1.ConditionMigrationsApplied); c != nil &&
-			c.Status == metav1.ConditionFalse && c.Reason == tenantryv1.ReasonMigrationFailed {
+		if migrationFailed(&t) {
 			v.failed = append(v.failed, t.Name)
 		}
 	}
@@ -60,16 +59,19 @@ func (v fleetView) halted(app *tenantryv1.ExpenseApp, target int64) (bool, strin
 }
 
 // acquire decides whether tenant t of app may migrate now. On success the caller must release.
+// A tenant whose migration failed may always try again: it is counted among the failures already, and
+// its retry is how a fixed migration gets the rollout going again.
 func (f *Fleet) acquire(app *tenantryv1.ExpenseApp, t *tenantryv1.Tenant, tenants []tenantryv1.Tenant, target int64) error {
 	v := viewFleet(tenants, target)
-	if halted, msg := v.halted(app, target); halted {
+	retrying := migrationFailed(t)
+	if halted, msg := v.halted(app, target); halted && !retrying {
 		return waitErr(tenantryv1.ReasonRolloutHalted, 30*time.Second, "%s", msg)
 	}
 	key := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
 	canary := max(int(app.Spec.Migrations.Canary), 1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if v.atTarget < canary && v.atTarget+f.inFlight[key] >= canary {
+	if !retrying && v.atTarget < canary && v.atTarget+f.inFlight[key] >= canary {
 		return waitErr(tenantryv1.ReasonMigrationQueued, time.Second,
 			"waiting for the canary tenants to migrate to schema version %d first (%d of %d done)", target, v.atTarget, canary)
 	}
@@ -84,4 +86,10 @@ func (f *Fleet) release(app *tenantryv1.ExpenseApp) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.inFlight[types.NamespacedName{Namespace: app.Namespace, Name: app.Name}]--
+}
+
+// migrationFailed reports whether the tenant's last migration attempt failed.
+func migrationFailed(t *tenantryv1.Tenant) bool {
+	c := meta.FindStatusCondition(t.Status.Conditions, tenantryv1.ConditionMigrationsApplied)
+	return c != nil && c.Status == metav1.ConditionFalse && c.Reason == tenantryv1.ReasonMigrationFailed
 }

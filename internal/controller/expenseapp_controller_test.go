@@ -1,0 +1,297 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/internal/tenantdb"
+)
+
+func (f *fixture) getApp() *tenantryv1.ExpenseApp {
+	f.t.Helper()
+	app := &tenantryv1.ExpenseApp{}
+	must(f.t, k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: "expenses"}, app))
+	return app
+}
+
+// waitApp waits until cond holds for the ExpenseApp, and returns it.
+func (f *fixture) waitApp(what string, cond func(*tenantryv1.ExpenseApp) bool) *tenantryv1.ExpenseApp {
+	f.t.Helper()
+	var app *tenantryv1.ExpenseApp
+	if err := eventually(30*time.Second, func() error {
+		app = f.getApp()
+		if !cond(app) {
+			return errNotYet
+		}
+		return nil
+	}); err != nil {
+		f.t.Fatalf("ExpenseApp: waiting for %s; status: %+v", what, app.Status)
+	}
+	return app
+}
+
+func (f *fixture) setImage(image string) {
+	f.t.Helper()
+	app := f.getApp()
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Spec.Image = image
+	must(f.t, k8s.Patch(context.Background(), app, patch))
+}
+
+// markRolledOut does what a kubelet and the Deployment controller would: every replica updated and
+// available (envtest runs neither).
+func (f *fixture) markRolledOut() {
+	f.t.Helper()
+	dep := &appsv1.Deployment{}
+	must(f.t, eventually(10*time.Second, func() error {
+		return k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: "expenses"}, dep)
+	}))
+	patch := client.MergeFrom(dep.DeepCopy())
+	n := *dep.Spec.Replicas
+	dep.Status = appsv1.DeploymentStatus{ObservedGeneration: dep.Generation, Replicas: n, UpdatedReplicas: n,
+		ReadyReplicas: n, AvailableReplicas: n}
+	must(f.t, k8s.Status().Patch(context.Background(), dep, patch))
+}
+
+// kstatusOf computes an object's status the way GitOps tools (Flux, Argo CD via kstatus) do.
+func kstatusOf(t *testing.T, obj client.Object) status.Status {
+	t.Helper()
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	must(t, err)
+	res, err := status.Compute(&unstructured.Unstructured{Object: m})
+	must(t, err)
+	return res.Status
+}
+
+func TestExpenseAppReconciler_install(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("inst", "inst.example.com")))
+	f.waitReady("inst")
+	f.setImage("tenantry:v1")
+
+	app := f.waitApp("Deployed or waiting for replicas", func(a *tenantryv1.ExpenseApp) bool {
+		c := meta.FindStatusCondition(a.Status.Conditions, tenantryv1.ConditionDeployed)
+		return c != nil && a.Status.ObservedGeneration == a.Generation || c != nil && c.Reason == tenantryv1.ReasonProgressing
+	})
+	if got := kstatusOf(t, app); got != status.InProgressStatus {
+		t.Fatalf("kstatus of an app waiting for replicas = %s, want InProgress", got)
+	}
+	// The app's own login: a Secret with a connection string for a role that is not the admin's.
+	sec := &corev1.Secret{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses-app-db"}, sec))
+	role := tenantdb.AppRoleName(f.ns, "expenses")
+	if string(sec.Data["username"]) != role || !strings.Contains(string(sec.Data["uri"]), role+":") {
+		t.Fatalf("app Secret = %s", sec.Data["uri"])
+	}
+	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname = $1 AND rolcanlogin AND NOT rolinherit AND NOT rolsuper
+		AND NOT rolcreaterole AND NOT rolcreatedb`, role); n != 1 {
+		t.Fatalf("app role %s is not a plain NOINHERIT login", role)
+	}
+	// It can act as the tenant, and only by SET ROLE.
+	conn, err := pgx.Connect(ctx, string(sec.Data["uri"]))
+	must(t, err)
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `SELECT count(*) FROM tenant_inst.users`); err == nil {
+		t.Fatal("the app role reads tenant data without SET ROLE")
+	}
+	tx, err := conn.Begin(ctx)
+	must(t, err)
+	_, err = tx.Exec(ctx, `SET LOCAL ROLE tenant_inst`)
+	must(t, err)
+	_, err = tx.Exec(ctx, `SELECT count(*) FROM tenant_inst.users`)
+	must(t, err)
+	must(t, tx.Rollback(ctx))
+
+	dep := &appsv1.Deployment{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses"}, dep))
+	c := dep.Spec.Template.Spec.Containers[0]
+	if c.Image != "tenantry:v1" || c.Env[0].ValueFrom.SecretKeyRef.Name != "expenses-app-db" || c.ReadinessProbe.HTTPGet.Path != "/readyz" ||
+		c.LivenessProbe.HTTPGet.Path != "/healthz" || !*c.SecurityContext.ReadOnlyRootFilesystem || !*dep.Spec.Template.Spec.SecurityContext.RunAsNonRoot {
+		t.Fatalf("app container = %+v", c)
+	}
+	if *dep.Spec.Replicas != 2 {
+		t.Fatalf("replicas = %d, want the default 2", *dep.Spec.Replicas)
+	}
+	svc := &corev1.Service{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses"}, svc))
+	if svc.Spec.Ports[0].Name != "http" {
+		t.Fatalf("service ports = %+v", svc.Spec.Ports)
+	}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses"}, &policyv1.PodDisruptionBudget{}))
+
+	f.markRolledOut()
+	app = f.waitApp("Ready", func(a *tenantryv1.ExpenseApp) bool {
+		return meta.IsStatusConditionTrue(a.Status.Conditions, tenantryv1.ConditionReady) && a.Status.ObservedGeneration == a.Generation
+	})
+	if app.Status.Tenants != 1 || app.Status.ReadyTenants != 1 || app.Status.TenantsAtTarget != 1 || app.Status.Migration != "1/1" ||
+		app.Status.TargetSchemaVersion != migrations.Latest || app.Status.ReadyReplicas != 2 || app.Status.Image != "tenantry:v1" {
+		t.Fatalf("status = %+v", app.Status)
+	}
+	if got := kstatusOf(t, app); got != status.CurrentStatus {
+		t.Fatalf("kstatus of a Ready app = %s, want Current", got)
+	}
+	if got := kstatusOf(t, f.get("inst")); got != status.CurrentStatus {
+		t.Fatalf("kstatus of a Ready tenant = %s, want Current", got)
+	}
+}
+
+// An ExpenseApp with Tenants waits for them before it goes: they need its database to clean up.
+func TestExpenseAppReconciler_deletionWaitsForTenants(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("stay", "stay.example.com")))
+	f.waitReady("stay")
+	must(t, k8s.Delete(ctx, f.getApp()))
+	app := f.waitApp("deletion to be blocked", func(a *tenantryv1.ExpenseApp) bool {
+		c := meta.FindStatusCondition(a.Status.Conditions, tenantryv1.ConditionReady)
+		return c != nil && c.Reason == tenantryv1.ReasonDeletionBlocked
+	})
+	if msg := meta.FindStatusCondition(app.Status.Conditions, tenantryv1.ConditionReady).Message; !strings.Contains(msg, "stay") {
+		t.Fatalf("message %q does not name the tenant", msg)
+	}
+	must(t, k8s.Delete(ctx, f.get("stay")))
+	if err := eventually(20*time.Second, func() error {
+		err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses"}, &tenantryv1.ExpenseApp{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return errNotYet
+	}); err != nil {
+		t.Fatal("the ExpenseApp was not deleted once its last Tenant went")
+	}
+	// Retain: the tenant's schema outlived both.
+	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_stay'`); n != 1 {
+		t.Fatal("the retained schema is gone")
+	}
+}
+
+// A release with a new migration: a canary first, then the fleet; a migration that fails on some
+// tenants halts the rollout within the failure budget and leaves their schemas at the last good
+// version; the image waits; after the fix the rollout finishes and the image rolls.
+func TestFleetMigration(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	names := []string{"fa", "fb", "fc", "fd", "bad1", "bad2"}
+	for _, n := range names {
+		must(t, k8s.Create(ctx, f.tenant(n, n+".example.com")))
+	}
+	for _, n := range names {
+		f.waitReady(n)
+	}
+	f.setImage("tenantry:v1")
+	f.markRolledOut()
+	f.waitApp("Ready at v1", func(a *tenantryv1.ExpenseApp) bool {
+		return meta.IsStatusConditionTrue(a.Status.Conditions, tenantryv1.ConditionReady)
+	})
+	old := migrations.Latest
+	defer func() { must(t, release.Set(migrations.FS())) }()
+
+	// The new release's migration fails in the schemas of tenants named bad*.
+	broken := releaseWith(t, `-- +goose Up
+ALTER TABLE expenses ADD COLUMN receipt_url text;
+CREATE INDEX expenses_receipt_idx ON expenses (receipt_url);
+DO $$ BEGIN IF current_schema() LIKE '%bad%' THEN RAISE EXCEPTION 'cannot migrate %', current_schema(); END IF; END $$;
+`)
+	must(t, release.Set(broken))
+	f.setImage("tenantry:v2")
+	pokeAll(t, f, names)
+
+	app := f.waitApp("the rollout to halt", func(a *tenantryv1.ExpenseApp) bool {
+		c := meta.FindStatusCondition(a.Status.Conditions, tenantryv1.ConditionStalled)
+		return c != nil && c.Reason == tenantryv1.ReasonRolloutHalted
+	})
+	if got := kstatusOf(t, app); got != status.FailedStatus {
+		t.Fatalf("kstatus of a halted app = %s, want Failed", got)
+	}
+	if len(app.Status.FailedTenants) == 0 || !strings.HasPrefix(app.Status.FailedTenants[0], "bad") {
+		t.Fatalf("failedTenants = %v", app.Status.FailedTenants)
+	}
+	msg := meta.FindStatusCondition(app.Status.Conditions, tenantryv1.ConditionStalled).Message
+	if !strings.Contains(msg, app.Status.FailedTenants[0]) || !strings.Contains(msg, "budget of 0") {
+		t.Fatalf("halt message %q", msg)
+	}
+	bad := f.waitCondition(app.Status.FailedTenants[0], tenantryv1.ConditionStalled, metav1.ConditionTrue, tenantryv1.ReasonMigrationFailed)
+	if got := kstatusOf(t, bad); got != status.FailedStatus {
+		t.Fatalf("kstatus of a tenant whose migration failed = %s, want Failed", got)
+	}
+	if c := findCondition(bad, tenantryv1.ConditionReady); !strings.Contains(c.Message, "cannot migrate") {
+		t.Fatalf("the failed tenant's message does not carry the migration's error: %q", c.Message)
+	}
+	for _, n := range []string{"bad1", "bad2"} {
+		if v := f.count(fmt.Sprintf(`SELECT max(version_id) FROM tenant_%s.goose_db_version`, n)); v != int(old) {
+			t.Fatalf("%s is at version %d after a failed migration, want the last good %d", n, v, old)
+		}
+		if n := f.count(`SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 AND column_name = 'receipt_url'`, "tenant_"+n); n != 0 {
+			t.Fatal("the failed migration left its column behind")
+		}
+	}
+	// The image waits for the fleet.
+	dep := &appsv1.Deployment{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses"}, dep))
+	if img := currentImage(dep); img != "tenantry:v1" {
+		t.Fatalf("image rolled to %s while tenants are behind", img)
+	}
+
+	// Fixed: the rollout continues where it stopped and the image rolls.
+	must(t, release.Set(releaseWith(t, `-- +goose Up
+ALTER TABLE expenses ADD COLUMN receipt_url text;
+CREATE INDEX expenses_receipt_idx ON expenses (receipt_url);
+`)))
+	pokeAll(t, f, names)
+	app = f.waitApp("every tenant at the new version", func(a *tenantryv1.ExpenseApp) bool {
+		return a.Status.TenantsAtTarget == int32(len(names)) && a.Status.TargetSchemaVersion == old+1
+	})
+	for _, n := range names {
+		if v := f.count(fmt.Sprintf(`SELECT max(version_id) FROM tenant_%s.goose_db_version`, n)); v != int(old+1) {
+			t.Fatalf("%s at version %d, want %d", n, v, old+1)
+		}
+	}
+	f.waitApp("the new image", func(a *tenantryv1.ExpenseApp) bool { return a.Status.Image == "tenantry:v2" })
+	f.markRolledOut()
+	f.waitApp("Ready", func(a *tenantryv1.ExpenseApp) bool {
+		return meta.IsStatusConditionTrue(a.Status.Conditions, tenantryv1.ConditionReady) && a.Status.Migration == "6/6"
+	})
+}
+
+// releaseWith is the embedded migrations plus one more.
+func releaseWith(t *testing.T, sql string) fstest.MapFS {
+	t.Helper()
+	m := fstest.MapFS{}
+	entries, err := fsReadDir(migrations.FS())
+	must(t, err)
+	for name, data := range entries {
+		m[name] = &fstest.MapFile{Data: data}
+	}
+	m[fmt.Sprintf("%05d_receipts.sql", migrations.Latest+1)] = &fstest.MapFile{Data: []byte(sql)}
+	return m
+}
+
+// pokeAll makes each Tenant reconcile, as an operator restart with a new release would.
+func pokeAll(t *testing.T, f *fixture, names []string) {
+	t.Helper()
+	for _, n := range names {
+		tn := f.get(n)
+		patch := client.MergeFrom(tn.DeepCopy())
+		tn.Annotations = map[string]string{"poke": time.Now().String()}
+		must(t, k8s.Patch(context.Background(), tn, patch))
+	}
+}
