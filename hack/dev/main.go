@@ -8,13 +8,10 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -28,8 +25,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -42,7 +39,6 @@ import (
 	"tenantry.dev/tenantry/app/postgres"
 	"tenantry.dev/tenantry/internal/controller"
 	"tenantry.dev/tenantry/internal/pgcluster"
-	"tenantry.dev/tenantry/internal/tenantdb"
 )
 
 const (
@@ -145,17 +141,21 @@ func run() error {
 	}
 	defer func() { step("Stopping the operator"); stopOperator() }()
 
+	step("Applying config/samples")
+	if err := applySamples(ctx, k8s, adminURL); err != nil {
+		return err
+	}
+	appURL, err := appConnection(ctx, k8s)
+	if err != nil {
+		return err
+	}
 	step("Starting the app on http://%s (log: %s)", listener.Addr(), filepath.Join(dir, "app.log"))
-	stopApp, err := startApp(ctx, adminURL, listener, filepath.Join(dir, "app.log"))
+	stopApp, err := startApp(ctx, appURL, listener, filepath.Join(dir, "app.log"))
 	if err != nil {
 		return err
 	}
 	defer func() { step("Stopping the app"); stopApp() }()
 
-	step("Applying config/samples")
-	if err := applySamples(ctx, k8s, adminURL); err != nil {
-		return err
-	}
 	step("Waiting for the tenants to be Ready")
 	tenants, err := waitReady(ctx, k8s, time.Minute)
 	if err != nil {
@@ -219,28 +219,30 @@ func startOperator(ctx context.Context, cfg *ctrlConfig, logPath string) (func()
 	return func() { cancel(); <-done; dbs.Close(); logFile.Close() }, nil
 }
 
-// startApp gives the app a login role of its own (as the operator's ExpenseApp controller does in a
-// cluster) and serves it on the listener, with every tenant also at <tenant>.localhost.
-func startApp(ctx context.Context, adminURL string, l net.Listener, logPath string) (func(), error) {
-	admin, err := tenantdb.Open(adminURL, tenantdb.Options{MaxConns: 2})
-	if err != nil {
-		return nil, err
+// appConnection waits for the operator to give the app its login (the Secret <app>-app-db, as in a
+// cluster) and returns its connection string.
+func appConnection(ctx context.Context, k8s client.Client) (string, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var s corev1.Secret
+		err := k8s.Get(ctx, client.ObjectKey{Namespace: namespace, Name: appName + "-app-db"}, &s)
+		if err == nil && len(s.Data["uri"]) > 0 {
+			return string(s.Data["uri"]), nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("the operator did not create Secret %s-app-db within a minute; see .dev/operator.log", appName)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	defer admin.Close()
-	role := tenantdb.AppRoleName(namespace, appName)
-	secret := make([]byte, 16)
-	_, _ = rand.Read(secret)
-	pass := hex.EncodeToString(secret)
-	if err := admin.EnsureAppRole(ctx, role, pass); err != nil {
-		return nil, err
-	}
-	u, err := url.Parse(adminURL)
-	if err != nil {
-		return nil, err
-	}
-	u.User = url.UserPassword(role, pass)
-	appURL := u.String()
+}
 
+// startApp serves the app on the listener as its own login role, with every tenant also at
+// <tenant>.localhost.
+func startApp(ctx context.Context, appURL string, l net.Listener, logPath string) (func(), error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err
