@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -45,6 +46,7 @@ type ExpenseAppReconciler struct {
 	Scheme    *runtime.Scheme
 	Databases *Databases
 	Release   *Release
+	Recorder  events.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=tenantry.dev,resources=expenseapps,verbs=get;list;watch;update;patch
@@ -68,6 +70,12 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		se := applyOutcome(&app.Status.Conditions, &app.Status.ObservedGeneration, app.Generation, retErr,
 			fmt.Sprintf("Serving %d tenant(s) with %d ready replica(s) at schema version %d", app.Status.Tenants,
 				app.Status.ReadyReplicas, app.Status.TargetSchemaVersion))
+		recordTransitions(r.Recorder, app, before.Status.Conditions, app.Status.Conditions, true)
+		if before.Status.Image != "" && app.Status.Image != before.Status.Image && r.Recorder != nil {
+			r.Recorder.Eventf(app, nil, corev1.EventTypeNormal, "ImageRolled", "Rollout",
+				"Every tenant is at schema version %d: rolling the app from %s to %s", app.Status.TargetSchemaVersion,
+				before.Status.Image, app.Status.Image)
+		}
 		if err := patchStatus(ctx, r.Client, before, app, before.Status, app.Status); err != nil {
 			result, retErr = ctrl.Result{}, errors.Join(retErr, err)
 			return

@@ -71,11 +71,13 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		Release:                 release,
 		MaxConcurrentReconciles: cfg.MaxConcurrentReconciles,
 		Fleet:                   &Fleet{},
+		Recorder:                mgr.GetEventRecorder("tenantry-tenant"),
 	}
 	if err := tenants.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Tenant controller: %w", err)
 	}
-	apps := &ExpenseAppReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Databases: dbs, Release: release}
+	apps := &ExpenseAppReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Databases: dbs, Release: release,
+		Recorder: mgr.GetEventRecorder("tenantry-expenseapp")}
 	if err := apps.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ExpenseApp controller: %w", err)
 	}

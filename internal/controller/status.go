@@ -6,6 +6,10 @@ import (
 	"strconv"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -96,5 +100,25 @@ func waitForCache(ctx context.Context, c client.Reader, obj client.Object) {
 			return
 		case <-time.After(2 * time.Millisecond):
 		}
+	}
+}
+
+// recordTransitions emits an event when an object becomes Stalled (a warning with what to fix) and,
+// when ready is true, when it becomes Ready. Tenants leave Ready out: onboarding thousands of them would
+// write thousands of events no one reads.
+func recordTransitions(rec events.EventRecorder, obj runtime.Object, before, after []metav1.Condition, ready bool) {
+	if rec == nil {
+		return
+	}
+	was, now := meta.FindStatusCondition(before, tenantryv1.ConditionStalled), meta.FindStatusCondition(after, tenantryv1.ConditionStalled)
+	if now != nil && now.Status == metav1.ConditionTrue && (was == nil || was.Status != now.Status || was.Reason != now.Reason) {
+		rec.Eventf(obj, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
+	}
+	if !ready {
+		return
+	}
+	if meta.IsStatusConditionTrue(after, tenantryv1.ConditionReady) && !meta.IsStatusConditionTrue(before, tenantryv1.ConditionReady) {
+		rec.Eventf(obj, nil, corev1.EventTypeNormal, tenantryv1.ReasonSucceeded, "Reconcile", "%s",
+			meta.FindStatusCondition(after, tenantryv1.ConditionReady).Message)
 	}
 }

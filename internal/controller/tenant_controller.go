@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -56,6 +57,8 @@ type TenantReconciler struct {
 	MaxConcurrentReconciles int
 	// Fleet paces migrations of existing tenants.
 	Fleet *Fleet
+	// Recorder emits events.
+	Recorder events.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=tenantry.dev,resources=tenants,verbs=get;list;watch;update;patch
@@ -427,6 +430,7 @@ func (r *TenantReconciler) summarize(ctx context.Context, before, t *tenantryv1.
 	}
 	se := applyOutcome(&t.Status.Conditions, &t.Status.ObservedGeneration, t.Generation, err,
 		fmt.Sprintf("Tenant is live at %s (schema %s, version %d)", t.Status.URL, t.Status.Schema, t.Status.SchemaVersion))
+	recordTransitions(r.Recorder, t, before.Status.Conditions, t.Status.Conditions, false)
 	if perr := patchStatus(ctx, r.Client, before, t, before.Status, t.Status); perr != nil {
 		return ctrl.Result{}, errors.Join(err, perr)
 	}
