@@ -9,6 +9,8 @@ KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 GO_TEST_FLAGS ?= -count=1
 BENCH_TENANTS ?= 100 1000
 BENCH_APP_TENANTS ?= 1000
+BENCH_FLEET_TENANTS ?= 1000
+BENCH_RESTART_TENANTS ?= 10000
 
 .DEFAULT_GOAL := help
 
@@ -43,11 +45,19 @@ test: manifests generate vet ## Run every test: unit, PostgreSQL, envtest integr
 	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: bench-onboard bench-app ## Run every benchmark and print the figures for docs/benchmarks.md.
+bench: bench-onboard bench-app bench-fleet bench-restart ## Run every benchmark and print the figures for docs/benchmarks.md.
 
 .PHONY: bench-onboard
 bench-onboard: ## Onboarding: apply→Ready latency, 100 and 1,000 tenants at once, against a psql floor.
 	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go run ./hack/bench onboard $(BENCH_TENANTS)
+
+.PHONY: bench-fleet
+bench-fleet: ## A release with one new migration across 1,000 tenants, against psql.
+	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go run ./hack/bench fleet $(BENCH_FLEET_TENANTS)
+
+.PHONY: bench-restart
+bench-restart: ## Operator restart with 10,000 Ready tenants: time, SQL sent, peak memory.
+	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go run ./hack/bench restart $(BENCH_RESTART_TENANTS)
 
 .PHONY: bench-app
 bench-app: ## The app under load: 1 tenant against 1,000, direct and through PgBouncer.

@@ -22,6 +22,7 @@ func main() {
 		qps                    float64
 		burst                  int
 		migrationsDir          string
+		pprofAddr              string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
@@ -29,6 +30,7 @@ func main() {
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 8, "Tenants reconciled at once.")
 	flag.Float64Var(&qps, "kube-api-qps", 200, "Queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of Go's pprof profiles; 0 disables them.")
 	flag.StringVar(&migrationsDir, "migrations-dir", "", "Read tenant migrations from this directory instead of the embedded ones.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -43,6 +45,7 @@ func main() {
 		Cache:                  controller.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: probeAddr,
+		PprofBindAddress:       pprofAddr,
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "tenantry.dev",
 	})

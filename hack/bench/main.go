@@ -3,6 +3,8 @@
 //
 //	go run ./hack/bench onboard 100 1000   (make bench-onboard)
 //	go run ./hack/bench app 1000           (make bench-app)
+//	go run ./hack/bench fleet 1000         (make bench-fleet)
+//	go run ./hack/bench restart 10000      (make bench-restart)
 //
 // onboard: the apply→Ready latency of tenants applied one at a time; then, per size N, N tenants applied
 // at once: time until all are Ready, per-tenant apply→Ready, operator CPU and peak RSS; and beside it, on
@@ -18,7 +20,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench onboard|app N [N...]")
+		fmt.Fprintln(os.Stderr, "usage: bench onboard|app|fleet|restart N [N...]")
 		os.Exit(2)
 	}
 	var sizes []int
@@ -35,6 +37,18 @@ func main() {
 	switch os.Args[1] {
 	case "onboard":
 		err = onboard(ctx, sizes)
+	case "fleet":
+		for _, n := range sizes {
+			if err = fleet(ctx, n); err != nil {
+				break
+			}
+		}
+	case "restart":
+		for _, n := range sizes {
+			if err = restart(ctx, n); err != nil {
+				break
+			}
+		}
 	case "app":
 		for _, n := range sizes {
 			if err = appBench(ctx, n); err != nil {

@@ -22,14 +22,17 @@ import (
 
 // stack is an API server, a PostgreSQL cluster and the operator as a child process.
 type stack struct {
-	env      *envtest.Environment
-	pg       *pgcluster.Throwaway
-	k8s      client.WithWatch
-	dir      string
-	operator *exec.Cmd
+	env         *envtest.Environment
+	pg          *pgcluster.Throwaway
+	k8s         client.WithWatch
+	dir         string
+	operator    *exec.Cmd
+	args        []string // the operator's command line
+	metricsAddr string
+	pprofAddr   string
 }
 
-func startStack(ctx context.Context, concurrency int) (*stack, error) {
+func startStack(ctx context.Context, concurrency int, extraArgs ...string) (*stack, error) {
 	s := &stack{}
 	var err error
 	if s.dir, err = os.MkdirTemp("", "tenantry-bench-"); err != nil {
@@ -66,30 +69,55 @@ func startStack(ctx context.Context, concurrency int) (*stack, error) {
 	if err := build.Run(); err != nil {
 		return nil, fmt.Errorf("building the operator: %w", err)
 	}
-	logFile, err := os.Create(filepath.Join(s.dir, "operator.log"))
+	port, err := pgcluster.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	s.operator = exec.Command(bin, "--kubeconfig="+kubeconfig, "--metrics-bind-address=0",
-		"--health-probe-bind-address=0", "--max-concurrent-reconciles="+strconv.Itoa(concurrency))
+	s.metricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	if port, err = pgcluster.FreePort(); err != nil {
+		return nil, err
+	}
+	s.pprofAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	s.args = append([]string{bin, "--kubeconfig=" + kubeconfig, "--metrics-bind-address=" + s.metricsAddr,
+		"--health-probe-bind-address=0", "--pprof-bind-address=" + s.pprofAddr, "--max-concurrent-reconciles=" + strconv.Itoa(concurrency)}, extraArgs...)
+	return s, s.startOperator()
+}
+
+func (s *stack) startOperator() error {
+	logFile, err := os.OpenFile(filepath.Join(s.dir, "operator.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	s.operator = exec.Command(s.args[0], s.args[1:]...)
 	s.operator.Stdout, s.operator.Stderr = logFile, logFile
 	if err := s.operator.Start(); err != nil {
-		return nil, fmt.Errorf("starting the operator: %w", err)
+		return fmt.Errorf("starting the operator: %w", err)
 	}
-	return s, nil
+	return nil
+}
+
+// restartOperator stops the operator and starts it again, as a rollout of a new release does.
+func (s *stack) restartOperator() error {
+	s.stopOperator()
+	return s.startOperator()
+}
+
+func (s *stack) stopOperator() {
+	if s.operator == nil || s.operator.Process == nil {
+		return
+	}
+	_ = s.operator.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = s.operator.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = s.operator.Process.Kill()
+	}
 }
 
 func (s *stack) stop() {
-	if s.operator != nil && s.operator.Process != nil {
-		_ = s.operator.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = s.operator.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = s.operator.Process.Kill()
-		}
-	}
+	s.stopOperator()
 	if s.pg != nil {
 		s.pg.Close()
 	}

@@ -23,8 +23,9 @@ type Databases struct {
 	// Reader reads the database Secrets (an uncached client).
 	Reader client.Reader
 
-	mu  sync.Mutex
-	dbs map[types.NamespacedName]*appDB
+	mu   sync.Mutex
+	dbs  map[types.NamespacedName]*appDB
+	uris map[types.NamespacedName]cachedURI
 }
 
 type appDB struct {
@@ -36,6 +37,15 @@ type appDB struct {
 // error, with a message that says what to fix.
 func (d *Databases) URI(ctx context.Context, app *tenantryv1.ExpenseApp) (string, error) {
 	ref := app.Spec.Database.SecretRef
+	name := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
+	// A fleet migration asks once per tenant; a few seconds' memory saves as many API round trips, and a
+	// rotated connection string is still picked up within secretTTL.
+	d.mu.Lock()
+	if c, ok := d.uris[name]; ok && time.Since(c.at) < secretTTL && c.ref == ref {
+		d.mu.Unlock()
+		return c.uri, nil
+	}
+	d.mu.Unlock()
 	key := app.DatabaseSecretKey()
 	var secret corev1.Secret
 	if err := d.Reader.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: ref.Name}, &secret); err != nil {
@@ -51,7 +61,22 @@ func (d *Databases) URI(ctx context.Context, app *tenantryv1.ExpenseApp) (string
 		return "", waitErr(tenantryv1.ReasonInvalidSecret, 10*time.Second,
 			"Secret %s/%s has no key %q holding the database connection string", app.Namespace, ref.Name, key)
 	}
+	d.mu.Lock()
+	if d.uris == nil {
+		d.uris = map[types.NamespacedName]cachedURI{}
+	}
+	d.uris[name] = cachedURI{ref: ref, uri: uri, at: time.Now()}
+	d.mu.Unlock()
 	return uri, nil
+}
+
+// secretTTL is how long a database Secret's connection string is reused before it is read again.
+const secretTTL = 5 * time.Second
+
+type cachedURI struct {
+	ref tenantryv1.SecretKeyRef
+	uri string
+	at  time.Time
 }
 
 // For returns the database of an ExpenseApp, opened anew when its connection string changed. A
@@ -96,6 +121,7 @@ func (d *Databases) Forget(name types.NamespacedName) {
 		cur.db.Close()
 		delete(d.dbs, name)
 	}
+	delete(d.uris, name)
 }
 
 // Close closes every database.

@@ -18,11 +18,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
@@ -371,9 +372,33 @@ func (r *ExpenseAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.Secret{}).
-		Watches(&tenantryv1.Tenant{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(),
-				Name: o.(*tenantryv1.Tenant).Spec.AppRef.Name}}}
-		})).
+		Watches(&tenantryv1.Tenant{}, tenantsToApp{}).
 		Complete(r)
+}
+
+// tenantsToApp enqueues a Tenant's ExpenseApp a second after the Tenant changes: during a fleet
+// migration every Tenant changes, and the app's counts need not follow each one.
+type tenantsToApp struct{}
+
+const appRecountDelay = time.Second
+
+func (tenantsToApp) add(o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(),
+		Name: o.(*tenantryv1.Tenant).Spec.AppRef.Name}}, appRecountDelay)
+}
+
+func (h tenantsToApp) Create(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	h.add(e.Object, q)
+}
+
+func (h tenantsToApp) Update(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	h.add(e.ObjectNew, q)
+}
+
+func (h tenantsToApp) Delete(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	h.add(e.Object, q)
+}
+
+func (h tenantsToApp) Generic(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	h.add(e.Object, q)
 }

@@ -10,6 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 )
@@ -72,7 +74,7 @@ func (f *Fleet) acquire(app *tenantryv1.ExpenseApp, t *tenantryv1.Tenant, tenant
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !retrying && v.atTarget < canary && v.atTarget+f.inFlight[key] >= canary {
-		return waitErr(tenantryv1.ReasonMigrationQueued, time.Second,
+		return waitErr(tenantryv1.ReasonMigrationQueued, 200*time.Millisecond,
 			"waiting for the canary tenants to migrate to schema version %d first (%d of %d done)", target, v.atTarget, canary)
 	}
 	if f.inFlight == nil {
@@ -92,4 +94,20 @@ func (f *Fleet) release(app *tenantryv1.ExpenseApp) {
 func migrationFailed(t *tenantryv1.Tenant) bool {
 	c := meta.FindStatusCondition(t.Status.Conditions, tenantryv1.ConditionMigrationsApplied)
 	return c != nil && c.Status == metav1.ConditionFalse && c.Reason == tenantryv1.ReasonMigrationFailed
+}
+
+// rolloutResumed passes an ExpenseApp update that lifts a halted rollout, so the tenants waiting for it
+// go on at once rather than at their next retry.
+var rolloutResumed = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return rolloutHalted(e.ObjectOld.(*tenantryv1.ExpenseApp)) && !rolloutHalted(e.ObjectNew.(*tenantryv1.ExpenseApp))
+	},
+}
+
+func rolloutHalted(app *tenantryv1.ExpenseApp) bool {
+	c := meta.FindStatusCondition(app.Status.Conditions, tenantryv1.ConditionStalled)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == tenantryv1.ReasonRolloutHalted
 }

@@ -31,11 +31,15 @@ func NewScheme() *runtime.Scheme {
 
 // CacheOptions keeps the operator's informers to what it needs: of Secrets, only those it created
 // itself (the database Secrets are read uncached, when due), so memory does not grow with every Secret
-// of the cluster.
+// of the cluster; and no object's managedFields.
 func CacheOptions() cache.Options {
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy})},
-	}}
+	return cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy})},
+		},
+		// managedFields are often the largest part of an object, and nothing here reads them.
+		DefaultTransform: cache.TransformStripManagedFields(),
+	}
 }
 
 // Config is what the operator's controllers need to be set up.

@@ -496,10 +496,16 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&tenantryv1.Tenant{}).
+		// Spec changes, deletion and annotation changes (a manual nudge) call for a reconcile; the
+		// operator's own status patches do not.
+		For(&tenantryv1.Tenant{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
+			predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		Owns(&networkingv1.Ingress{}).
 		Owns(&corev1.Secret{}).
-		Watches(&tenantryv1.ExpenseApp{}, handler.EnqueueRequestsFromMapFunc(r.tenantsOfApp)).
+		// The app's spec (ingress settings) and its appearance matter to its tenants; its status does not,
+		// and changes with every tenant: following it would requeue the whole fleet on each change.
+		Watches(&tenantryv1.ExpenseApp{}, handler.EnqueueRequestsFromMapFunc(r.tenantsOfApp),
+			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, rolloutResumed))).
 		// A Tenant that lets go of hosts (deleted, or hosts changed) may unblock one waiting for them.
 		Watches(&tenantryv1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.tenantsWithHostConflicts),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).

@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/migrations"
+)
+
+// newMigration is the migration of the fleet benchmark: a nullable column and an index, as in the
+// django-tenants figure the issue compares with.
+const newMigration = `-- +goose Up
+ALTER TABLE expenses ADD COLUMN receipt_url text;
+CREATE INDEX expenses_receipt_url_idx ON expenses (receipt_url);
+`
+
+// fleet onboards n tenants, then restarts the operator with one more migration (a new release) and
+// measures until every tenant is at the new version; beside it, psql applies the same migration to as
+// many schemas of the same shape in one session.
+func fleet(ctx context.Context, n int) error {
+	dir, err := os.MkdirTemp("", "tenantry-fleet-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := copyMigrations(dir); err != nil {
+		return err
+	}
+	s, err := startStack(ctx, concurrency, "--migrations-dir="+dir)
+	if err != nil {
+		return err
+	}
+	defer s.stop()
+	ns := fmt.Sprintf("fleet-%d", n)
+	fmt.Fprintf(os.Stderr, "bench: onboarding %d tenants\n", n)
+	if _, _, err := s.onboardBulk(ctx, ns, n); err != nil {
+		return err
+	}
+	floor, err := s.psqlMigrationFloor(ctx, n)
+	if err != nil {
+		return err
+	}
+
+	// The new release: the operator restarts with one more migration.
+	next := migrations.Latest + 1
+	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d_receipts.sql", next)), []byte(newMigration), 0o644); err != nil {
+		return err
+	}
+	w, err := s.k8s.Watch(ctx, &tenantryv1.TenantList{}, client.InNamespace(ns))
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	start := time.Now()
+	if err := s.restartOperator(); err != nil {
+		return err
+	}
+	if out := os.Getenv("BENCH_PROFILE"); out != "" {
+		go s.profile(out, 8)
+	}
+	var first time.Duration
+	at := map[string]bool{}
+	deadline := time.After(5 * time.Minute)
+	for len(at) < n {
+		select {
+		case ev := <-w.ResultChan():
+			if t, ok := ev.Object.(*tenantryv1.Tenant); ok && ev.Type != watch.Deleted && t.Status.SchemaVersion >= next {
+				if first == 0 {
+					first = time.Since(start)
+				}
+				at[t.Name] = true
+			}
+		case <-deadline:
+			return fmt.Errorf("%d of %d tenants migrated after 5 minutes", len(at), n)
+		}
+	}
+	total := time.Since(start)
+	fmt.Fprintf(os.Stderr, "bench: first tenant migrated %.2f s after the restart\n", first.Seconds())
+	if m, err := s.operatorMetrics(); err == nil {
+		for _, k := range []string{"tenantry_migration_duration_seconds_sum", "tenantry_migration_duration_seconds_count",
+			`controller_runtime_reconcile_time_seconds_sum{controller="tenant"}`, `controller_runtime_reconcile_time_seconds_count{controller="tenant"}`,
+			`controller_runtime_reconcile_total{controller="tenant",result="requeue_after"}`, `controller_runtime_reconcile_total{controller="tenant",result="success"}`,
+			`controller_runtime_reconcile_total{controller="tenant",result="error"}`} {
+			fmt.Fprintf(os.Stderr, "bench: %s = %g\n", k, m[k])
+		}
+	}
+	fmt.Printf("## Fleet migration (%s)\n\n", time.Now().UTC().Format("2006-01-02"))
+	fmt.Println("| tenants | operator: restart to all migrated | per tenant | psql, one session | per schema | ratio |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|")
+	fmt.Printf("| %d | %.2f s | %.2f ms | %.2f s | %.2f ms | %.2f× |\n\n", n, total.Seconds(),
+		float64(total.Microseconds())/1000/float64(n), floor.Seconds(), float64(floor.Microseconds())/1000/float64(n),
+		total.Seconds()/floor.Seconds())
+	return nil
+}
+
+func copyMigrations(dir string) error {
+	return fs.WalkDir(migrations.FS(), ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(migrations.FS(), path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, path), b, 0o644)
+	})
+}
+
+// psqlMigrationFloor creates n schemas of the tenant shape with psql, then times one psql session
+// applying newMigration to each, a transaction per schema.
+func (s *stack) psqlMigrationFloor(ctx context.Context, n int) (time.Duration, error) {
+	url, err := s.pg.NewDatabase(ctx, fmt.Sprintf("fleet_floor_%d", n))
+	if err != nil {
+		return 0, err
+	}
+	body, err := migrationSQL()
+	if err != nil {
+		return 0, err
+	}
+	var setup bytes.Buffer
+	for i := range n {
+		schema := fmt.Sprintf("f%05d", i)
+		fmt.Fprintf(&setup, "CREATE SCHEMA %s; SET search_path TO %s;\n%s\n", schema, schema, strings.Join(body, "\n"))
+	}
+	if err := psql(ctx, url, &setup); err != nil {
+		return 0, err
+	}
+	up, _, _ := strings.Cut(newMigration, "-- +goose Down")
+	up = strings.ReplaceAll(up, "-- +goose Up\n", "")
+	var script bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&script, "SET search_path TO f%05d;\nBEGIN;\n%sCOMMIT;\n", i, up)
+	}
+	start := time.Now()
+	if err := psql(ctx, url, &script); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+func psql(ctx context.Context, url string, script *bytes.Buffer) error {
+	cmd := exec.CommandContext(ctx, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", url)
+	cmd.Stdin = script
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("psql: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// restart onboards n tenants, then restarts the operator and measures until it has re-confirmed every
+// one (its reconcile count), with the SQL it sent and its peak memory.
+func restart(ctx context.Context, n int) error {
+	s, err := startStack(ctx, concurrency)
+	if err != nil {
+		return err
+	}
+	defer s.stop()
+	ns := fmt.Sprintf("restart-%d", n)
+	fmt.Fprintf(os.Stderr, "bench: onboarding %d tenants\n", n)
+	if _, _, err := s.onboardBulk(ctx, ns, n); err != nil {
+		return err
+	}
+	// Stop first and let the old operator's sessions end: a session reports its statistics as it
+	// exits, and those transactions are not the new operator's.
+	s.stopOperator()
+	time.Sleep(2 * time.Second)
+	commits0, err := s.commits(ctx, ns)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := s.startOperator(); err != nil {
+		return err
+	}
+	var reconciled float64
+	var statements float64
+	for {
+		m, err := s.operatorMetrics()
+		if err == nil {
+			reconciled = m[`controller_runtime_reconcile_total{controller="tenant",result="success"}`]
+			statements = m["tenantry_database_statements_total"]
+			if reconciled >= float64(n) && queueDepth(m, "tenant") == 0 {
+				break
+			}
+		}
+		if time.Since(start) > 5*time.Minute {
+			return fmt.Errorf("%0.f of %d tenants re-confirmed after 5 minutes", reconciled, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	total := time.Since(start)
+	_, rss, err := s.usage()
+	if err != nil {
+		return err
+	}
+	commits1, err := s.commits(ctx, ns)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("## Operator restart (%s)\n\n", time.Now().UTC().Format("2006-01-02"))
+	fmt.Println("| Ready tenants | restart to all re-confirmed | reconciles | SQL statements sent | transactions on the database | operator peak RSS |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|")
+	fmt.Printf("| %d | %.2f s | %.0f | %.0f | %d | %d MiB |\n\n", n, total.Seconds(), reconciled, statements, commits1-commits0, rss>>20)
+	return nil
+}
+
+// commits is the number of committed transactions on the namespace's database (pg_stat_database).
+func (s *stack) commits(ctx context.Context, ns string) (int64, error) {
+	out, err := exec.CommandContext(ctx, "psql", "-X", "-A", "-t", s.pg.URL("postgres"), "-c",
+		"SELECT pg_stat_force_next_flush(); SELECT sum(xact_commit) FROM pg_stat_database WHERE datname LIKE '"+
+			strings.ReplaceAll(ns, "-", "_")+"%'").Output()
+	if err != nil {
+		return 0, fmt.Errorf("reading pg_stat_database: %w", err)
+	}
+	lines := strings.Fields(string(out))
+	return strconv.ParseInt(lines[len(lines)-1], 10, 64)
+}
+
+// operatorMetrics scrapes the operator's Prometheus endpoint into name{labels} → value.
+func (s *stack) operatorMetrics() (map[string]float64, error) {
+	res, err := http.Get("http://" + s.metricsAddr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(res.Body); err != nil {
+		return nil, err
+	}
+	m := map[string]float64{}
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		key := line[:i]
+		if strings.HasPrefix(key, "tenantry_database_statements_total") {
+			key = "tenantry_database_statements_total"
+			v += m[key]
+		}
+		m[key] = v
+	}
+	return m, nil
+}
+
+// queueDepth is the depth of a controller's work queue.
+func queueDepth(m map[string]float64, controller string) float64 {
+	for k, v := range m {
+		if strings.HasPrefix(k, "workqueue_depth{") && strings.Contains(k, `name="`+controller+`"`) {
+			return v
+		}
+	}
+	return -1
+}
+
+// profile saves a CPU profile of the operator (BENCH_PROFILE=file): where a benchmark's time goes.
+func (s *stack) profile(out string, seconds int) {
+	var res *http.Response
+	var err error
+	for range 100 { // the operator is starting
+		if res, err = http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.pprofAddr, seconds)); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: profile:", err)
+		return
+	}
+	defer res.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(res.Body)
+	_ = os.WriteFile(out, buf.Bytes(), 0o644)
+}
