@@ -281,11 +281,12 @@ func TestTenantReconciler_missingDependencies(t *testing.T) {
 	}
 	f.createSecret("later-db", f.url)
 	// The Secret is not watched (the operator caches no foreign Secrets); a new ExpenseApp generation
-	// is, and so is the periodic retry. Bump the app so the test does not wait for the retry.
+	// is, and so is the periodic retry. Change the app's spec so the test does not wait for the retry.
 	app := &tenantryv1.ExpenseApp{}
 	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "later"}, app))
 	patch := client.MergeFrom(app.DeepCopy())
-	app.Annotations = map[string]string{"poke": "1"}
+	replicas := int32(1)
+	app.Spec.Replicas = &replicas
 	must(t, k8s.Patch(ctx, app, patch))
 	f.waitReady("dep")
 }
