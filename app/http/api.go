@@ -150,16 +150,7 @@ func (s *Server) apiCreateBudget(w http.ResponseWriter, r *http.Request, tx *pos
 }
 
 func (s *Server) apiExpenses(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
-	f, err := expenseFilter(r)
-	if err != nil {
-		return nil, err
-	}
-	page, perPage, err := pagination(r)
-	if err != nil {
-		return nil, err
-	}
-	f.Limit, f.Offset = perPage, (page-1)*perPage
-	items, total, err := tx.Expenses(r.Context(), f)
+	items, total, page, perPage, err := listExpenses(r, tx)
 	if err != nil {
 		return nil, err
 	}
@@ -203,21 +194,8 @@ func (s *Server) apiCreateExpense(w http.ResponseWriter, r *http.Request, tx *po
 	return created(e)
 }
 
-// visibleExpense loads an expense the user may see: members see their own, admins all.
-func visibleExpense(r *http.Request, tx *postgres.Tx, u *app.User) (*app.Expense, error) {
-	id, err := pathID(r)
-	if err != nil {
-		return nil, err
-	}
-	e, err := tx.Expense(r.Context(), id)
-	if err != nil {
-		return nil, err
-	}
-	return e, nil
-}
-
 func (s *Server) apiExpense(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
-	e, err := visibleExpense(r, tx, u)
+	e, err := expenseOf(r, tx)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +203,7 @@ func (s *Server) apiExpense(w http.ResponseWriter, r *http.Request, tx *postgres
 }
 
 func (s *Server) apiUpdateExpense(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
-	e, err := visibleExpense(r, tx, u)
+	e, err := expenseOf(r, tx)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"tenantry.dev/tenantry/app"
+	"tenantry.dev/tenantry/app/postgres"
 )
 
 // pathID reads the {id} of a route.
@@ -28,6 +29,12 @@ func formInt(r *http.Request, name string) (int64, error) {
 		return 0, app.Errorf(app.EINVALID, "%s is not a valid choice.", name)
 	}
 	return n, nil
+}
+
+// formIntOrZero reads an optional integer field for re-display; anything unreadable is 0.
+func formIntOrZero(r *http.Request, name string) int64 {
+	n, _ := formInt(r, name)
+	return n
 }
 
 // formDate reads a YYYY-MM-DD field; empty is the zero time.
@@ -91,4 +98,28 @@ func pagination(r *http.Request) (page, perPage int, err error) {
 		}
 	}
 	return page, perPage, nil
+}
+
+// listExpenses reads the filters and page of a request and returns that page of expenses.
+func listExpenses(r *http.Request, tx *postgres.Tx) (items []*app.Expense, total, page, perPage int, err error) {
+	f, err := expenseFilter(r)
+	if err != nil {
+		return nil, 0, 0, 0, err
+	}
+	if page, perPage, err = pagination(r); err != nil {
+		return nil, 0, 0, 0, err
+	}
+	f.Limit, f.Offset = perPage, (page-1)*perPage
+	items, total, err = tx.Expenses(r.Context(), f)
+	return items, total, page, perPage, err
+}
+
+// expenseOf loads the expense of the route's {id}. Every user of a tenant may read its expenses;
+// changing one is for its author and admins (postgres.Tx enforces that).
+func expenseOf(r *http.Request, tx *postgres.Tx) (*app.Expense, error) {
+	id, err := pathID(r)
+	if err != nil {
+		return nil, err
+	}
+	return tx.Expense(r.Context(), id)
 }

@@ -28,16 +28,7 @@ func (s *Server) dashboardPage(w http.ResponseWriter, r *http.Request, tx *postg
 }
 
 func (s *Server) expensesPage(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
-	f, err := expenseFilter(r)
-	if err != nil {
-		return nil, err
-	}
-	page, perPage, err := pagination(r)
-	if err != nil {
-		return nil, err
-	}
-	f.Limit, f.Offset = perPage, (page-1)*perPage
-	list, total, err := tx.Expenses(r.Context(), f)
+	list, total, page, perPage, err := listExpenses(r, tx)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +45,7 @@ func (s *Server) expensesPage(w http.ResponseWriter, r *http.Request, tx *postgr
 	pages := max(1, (total+perPage-1)/perPage)
 	return &view{Page: "expenses", Title: "Expenses", User: u, Data: map[string]any{
 		"Expenses": list, "Total": total, "Page": page, "Pages": pages, "Prev": page - 1, "Next": page + 1,
-		"Departments": depts, "DepartmentID": f.DepartmentID, "Status": f.Status, "From": r.FormValue("from"),
+		"Departments": depts, "DepartmentID": formIntOrZero(r, "department"), "Status": r.FormValue("status"), "From": r.FormValue("from"),
 		"To": r.FormValue("to"), "Query": q.Encode(),
 		"Statuses": []string{app.ExpensePending, app.ExpenseApproved, app.ExpenseRejected},
 	}}, nil
@@ -137,11 +128,7 @@ func (s *Server) newExpensePage(w http.ResponseWriter, r *http.Request, tx *post
 }
 
 func (s *Server) editExpensePage(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
-	id, err := pathID(r)
-	if err != nil {
-		return nil, err
-	}
-	e, err := tx.Expense(r.Context(), id)
+	e, err := expenseOf(r, tx)
 	if err != nil {
 		return nil, err
 	}
@@ -194,11 +181,7 @@ func (s *Server) createExpenseForm(w http.ResponseWriter, r *http.Request, tx *p
 }
 
 func (s *Server) updateExpenseForm(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
-	id, err := pathID(r)
-	if err != nil {
-		return nil, err
-	}
-	e, err := tx.Expense(r.Context(), id)
+	e, err := expenseOf(r, tx)
 	if err != nil {
 		return nil, err
 	}

@@ -111,20 +111,28 @@ func (tx *Tx) checkBudget(ctx context.Context, user *app.User, in *app.ExpenseIn
 	return nil
 }
 
+// admit validates an expense the user enters and decides its status by the tenant's approval threshold.
+func (tx *Tx) admit(ctx context.Context, user *app.User, in *app.ExpenseInput) (string, error) {
+	if err := in.Validate(); err != nil {
+		return "", err
+	}
+	if err := tx.checkBudget(ctx, user, in); err != nil {
+		return "", err
+	}
+	if tx.Tenant.Settings.NeedsApproval(in.AmountMinor) {
+		return app.ExpensePending, nil
+	}
+	return app.ExpenseApproved, nil
+}
+
 // CreateExpense records an expense. Above the tenant's approval threshold it waits for an admin.
 func (tx *Tx) CreateExpense(ctx context.Context, user *app.User, in app.ExpenseInput) (*app.Expense, error) {
-	if err := in.Validate(); err != nil {
+	status, err := tx.admit(ctx, user, &in)
+	if err != nil {
 		return nil, err
-	}
-	if err := tx.checkBudget(ctx, user, &in); err != nil {
-		return nil, err
-	}
-	status := app.ExpenseApproved
-	if tx.Tenant.Settings.NeedsApproval(in.AmountMinor) {
-		status = app.ExpensePending
 	}
 	var id int64
-	err := tx.QueryRow(ctx, `INSERT INTO expenses (budget_id, spent_on, description, note, amount_minor, status, created_by)
+	err = tx.QueryRow(ctx, `INSERT INTO expenses (budget_id, spent_on, description, note, amount_minor, status, created_by)
 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
 		in.BudgetID, in.SpentOn, in.Description, in.Note, in.AmountMinor, status, user.ID).Scan(&id)
 	if err != nil {
@@ -152,20 +160,14 @@ func (tx *Tx) editable(ctx context.Context, user *app.User, id int64) (*app.Expe
 // UpdateExpense changes an expense. Its approval is decided afresh: an amount raised above the threshold
 // waits again. Balances are derived, so nothing is counted twice.
 func (tx *Tx) UpdateExpense(ctx context.Context, user *app.User, id int64, in app.ExpenseInput) (*app.Expense, error) {
-	if err := in.Validate(); err != nil {
-		return nil, err
-	}
 	if _, err := tx.editable(ctx, user, id); err != nil {
 		return nil, err
 	}
-	if err := tx.checkBudget(ctx, user, &in); err != nil {
+	status, err := tx.admit(ctx, user, &in)
+	if err != nil {
 		return nil, err
 	}
-	status := app.ExpenseApproved
-	if tx.Tenant.Settings.NeedsApproval(in.AmountMinor) {
-		status = app.ExpensePending
-	}
-	_, err := tx.Exec(ctx, `UPDATE expenses SET budget_id = $2, spent_on = $3, description = $4, note = $5,
+	_, err = tx.Exec(ctx, `UPDATE expenses SET budget_id = $2, spent_on = $3, description = $4, note = $5,
 amount_minor = $6, status = $7, decided_by = NULL, decided_at = NULL, rejection_reason = '', updated_at = now()
 WHERE id = $1`, id, in.BudgetID, in.SpentOn, in.Description, in.Note, in.AmountMinor, status)
 	if err != nil {
