@@ -48,6 +48,9 @@ type Options struct {
 // /usr/lib/postgresql/*/bin, else the directory of initdb on PATH.
 func BinDir() (string, error) {
 	if d := os.Getenv("TENANTRY_PG_BIN"); d != "" {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err != nil {
+			return "", fmt.Errorf("TENANTRY_PG_BIN=%s holds no initdb: point it at PostgreSQL's server binaries", d)
+		}
 		return d, nil
 	}
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
