@@ -131,7 +131,7 @@ func (s *Server) unauthenticated(w http.ResponseWriter, r *http.Request, api boo
 }
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
-	s.render(w, r, &view{Page: "login", Title: "Sign in", Data: map[string]string{"Next": safeNext(r.FormValue("next"))}})
+	(&view{Page: "login", Title: "Sign in", Data: map[string]string{"Next": safeNext(r.FormValue("next"))}}).write(w, r)
 }
 
 // login signs a user in. Attempts are limited per client address and per email, within the tenant.

@@ -6,7 +6,6 @@ package http
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -246,4 +245,3 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-var errNoSession = errors.New("no session")

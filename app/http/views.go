@@ -81,8 +81,6 @@ func (v *view) Color() template.CSS {
 	return template.CSS(c)
 }
 
-func (s *Server) render(w http.ResponseWriter, r *http.Request, v *view) { v.write(w, r) }
-
 // renderError shows an error page with the status of its code.
 func (s *Server) renderError(w http.ResponseWriter, r *http.Request, err error) {
 	v := &view{Page: "error", Title: http.StatusText(statusOf(app.ErrorCode(err))), Error: app.ErrorMessage(err),
