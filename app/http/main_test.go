@@ -83,7 +83,7 @@ func newHarness(t *testing.T, opts options) *harness {
 		u.Host = fmt.Sprintf("127.0.0.1:%d", b.Port)
 		appURL = u.String()
 	}
-	if h.db, err = postgres.Open(appURL, 8); err != nil {
+	if h.db, err = postgres.Open(appURL, postgres.Options{MaxConns: 8, Shards: 2}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.db.Close)
@@ -100,7 +100,7 @@ func newHarness(t *testing.T, opts options) *harness {
 // sync reloads the registry from the database.
 func (h *harness) sync() {
 	h.t.Helper()
-	pool, err := postgres.Open(h.env.AppURL, 1)
+	pool, err := postgres.Open(h.env.AppURL, postgres.Options{MaxConns: 1})
 	if err != nil {
 		h.t.Fatal(err)
 	}

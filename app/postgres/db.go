@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,40 +18,87 @@ import (
 	"tenantry.dev/tenantry/app"
 )
 
-// DB is the app's connection pool.
+// DB is the app's connection pool: one pool, or several shards that each serve a fixed share of the
+// tenants. With shards, a PostgreSQL backend only ever sees its share of the tenants' tables, so its
+// catalog caches hold a fraction of the fleet's relations instead of all of them: with a thousand
+// tenants, that is what keeps one tenant of many as fast as one alone.
 type DB struct {
-	pool *pgxpool.Pool
+	shards []*pgxpool.Pool
+}
+
+// Options tune the app's pool.
+type Options struct {
+	// MaxConns is the number of connections in all (default 20).
+	MaxConns int32
+	// Shards splits them into pools with an affinity for tenants (default 1: one pool). Behind PgBouncer
+	// it brings nothing: PgBouncer hands out server connections without regard to the tenant.
+	Shards int
 }
 
 // Open connects to the database (lazily). Statements are sent unnamed (QueryExecModeExec): PgBouncer in
 // transaction mode may hand the next transaction another server connection, where a named prepared
 // statement would not exist.
-func Open(url string, maxConns int32) (*DB, error) {
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, errors.New("the database URL is not a valid postgres:// URL or key=value string")
+func Open(url string, opts Options) (*DB, error) {
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 20
 	}
-	if maxConns > 0 {
-		cfg.MaxConns = maxConns
+	opts.Shards = max(1, min(opts.Shards, int(opts.MaxConns)))
+	db := &DB{}
+	for i := range opts.Shards {
+		cfg, err := pgxpool.ParseConfig(url)
+		if err != nil {
+			db.Close()
+			return nil, errors.New("the database URL is not a valid postgres:// URL or key=value string")
+		}
+		// Spread the connections over the shards; the first ones take the remainder.
+		cfg.MaxConns = opts.MaxConns / int32(opts.Shards)
+		if int32(i) < opts.MaxConns%int32(opts.Shards) {
+			cfg.MaxConns++
+		}
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+		if cfg.ConnConfig.RuntimeParams == nil {
+			cfg.ConnConfig.RuntimeParams = map[string]string{}
+		}
+		cfg.ConnConfig.RuntimeParams["application_name"] = "tenantry-app"
+		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("opening the database: %w", err)
+		}
+		db.shards = append(db.shards, pool)
 	}
-	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
-	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
-	if cfg.ConnConfig.RuntimeParams == nil {
-		cfg.ConnConfig.RuntimeParams = map[string]string{}
-	}
-	cfg.ConnConfig.RuntimeParams["application_name"] = "tenantry-app"
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		return nil, fmt.Errorf("opening the database: %w", err)
-	}
-	return &DB{pool: pool}, nil
+	return db, nil
 }
 
 // Close closes every connection.
-func (db *DB) Close() { db.pool.Close() }
+func (db *DB) Close() {
+	for _, p := range db.shards {
+		p.Close()
+	}
+}
 
 // Ping checks that the database answers.
-func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
+func (db *DB) Ping(ctx context.Context) error { return db.shards[0].Ping(ctx) }
+
+// AcquireCount is how many connections have been taken from the pool, all shards together.
+func (db *DB) AcquireCount() int64 {
+	var n int64
+	for _, p := range db.shards {
+		n += p.Stat().AcquireCount()
+	}
+	return n
+}
+
+// poolFor is the shard that serves a tenant.
+func (db *DB) poolFor(schema string) *pgxpool.Pool {
+	if len(db.shards) == 1 {
+		return db.shards[0]
+	}
+	h := fnv.New32a()
+	h.Write([]byte(schema))
+	return db.shards[h.Sum32()%uint32(len(db.shards))]
+}
 
 // Tx is a transaction acting as one tenant.
 type Tx struct {
@@ -62,7 +110,7 @@ type Tx struct {
 // statement of fn can reach the tenant's schema and nothing else, and the connection goes back to the
 // pool as it came. fn's error rolls the transaction back.
 func (db *DB) InTenant(ctx context.Context, t *app.Tenant, fn func(tx *Tx) error) error {
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, db.poolFor(t.Schema), func(tx pgx.Tx) error {
 		// set_config(..., true) is SET LOCAL with the names as bound values rather than spliced SQL.
 		if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)",
 			t.Role, pgx.Identifier{t.Schema}.Sanitize()); err != nil {
@@ -116,5 +164,5 @@ func (tx *Tx) Savepoint(ctx context.Context, fn func() error) error {
 	return sp.Commit(ctx)
 }
 
-// Pool is the underlying pool, for reading the registry and for tests.
-func (db *DB) Pool() *pgxpool.Pool { return db.pool }
+// Pool is the first shard, for reading the registry and for tests.
+func (db *DB) Pool() *pgxpool.Pool { return db.shards[0] }

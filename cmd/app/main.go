@@ -26,17 +26,19 @@ func main() {
 		dbURL       = flag.String("database-url", os.Getenv("DATABASE_URL"), "The app's connection string (may go through PgBouncer in transaction mode).")
 		listenURL   = flag.String("listen-database-url", os.Getenv("LISTEN_DATABASE_URL"), "A direct connection string for LISTEN/NOTIFY; defaults to -database-url.")
 		maxConns    = flag.Int("max-conns", 20, "Database connections in the pool.")
+		shards      = flag.Int("pool-shards", 4, "Split the pool into shards that each serve a fixed share of the tenants (1: one pool; use 1 behind PgBouncer).")
 		insecure    = flag.Bool("insecure-cookies", os.Getenv("INSECURE_COOKIES") == "true", "Send the session cookie over plain HTTP too (local development only).")
 	)
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
-	if err := run(log, *addr, *metricsAddr, *dbURL, *listenURL, int32(*maxConns), !*insecure); err != nil {
+	opts := postgres.Options{MaxConns: int32(*maxConns), Shards: *shards}
+	if err := run(log, *addr, *metricsAddr, *dbURL, *listenURL, opts, !*insecure); err != nil {
 		log.Error("app stopped", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(log *slog.Logger, addr, metricsAddr, dbURL, listenURL string, maxConns int32, secure bool) error {
+func run(log *slog.Logger, addr, metricsAddr, dbURL, listenURL string, opts postgres.Options, secure bool) error {
 	if dbURL == "" {
 		return errors.New("set -database-url or DATABASE_URL")
 	}
@@ -46,7 +48,7 @@ func run(log *slog.Logger, addr, metricsAddr, dbURL, listenURL string, maxConns 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	db, err := postgres.Open(dbURL, maxConns)
+	db, err := postgres.Open(dbURL, opts)
 	if err != nil {
 		return err
 	}

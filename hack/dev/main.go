@@ -248,7 +248,7 @@ func startApp(ctx context.Context, appURL string, l net.Listener, logPath string
 		return nil, err
 	}
 	log := slogTo(logFile)
-	db, err := postgres.Open(appURL, 10)
+	db, err := postgres.Open(appURL, postgres.Options{MaxConns: 10, Shards: 2})
 	if err != nil {
 		return nil, err
 	}
