@@ -63,3 +63,21 @@ func TestHashGeneratedAndRehash(t *testing.T) {
 		t.Fatal("an unreadable hash must be replaced")
 	}
 }
+
+// go test -bench . ./app/password: the cost of a person's password and of a generated one.
+func BenchmarkHash(b *testing.B) {
+	for b.Loop() {
+		if _, err := Hash("correct horse battery staple"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkHashGenerated(b *testing.B) {
+	p := Generate(20)
+	for b.Loop() {
+		if _, err := HashGenerated(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
