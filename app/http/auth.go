@@ -42,6 +42,16 @@ type formError struct {
 }
 
 func (e *formError) Error() string { return e.err.Error() }
+
+// reshow answers a failed form post with its page again, showing err; when the page itself cannot be
+// built, err is answered as it is.
+func reshow(err error, page func() (*view, error)) error {
+	v, verr := page()
+	if verr != nil {
+		return err
+	}
+	return &formError{view: v, err: err}
+}
 func (e *formError) Unwrap() error { return e.err }
 
 func (s *Server) cookieName() string {

@@ -22,16 +22,7 @@ import (
 
 var cluster *pgcluster.Throwaway
 
-func TestMain(m *testing.M) {
-	var err error
-	if cluster, err = pgcluster.StartThrowaway(); err != nil {
-		fmt.Fprintln(os.Stderr, "starting PostgreSQL:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	cluster.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pgcluster.RunTests(m, &cluster) }
 
 // harness is the app serving two tenants, A and B, from one database, as its own login role.
 type harness struct {

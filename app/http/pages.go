@@ -167,11 +167,7 @@ func (s *Server) saveExpense(r *http.Request, tx *postgres.Tx, u *app.User, e *a
 		})
 	}
 	if err != nil {
-		v, verr := s.expenseForm(r, tx, u, e, in)
-		if verr != nil {
-			return nil, err
-		}
-		return nil, &formError{view: v, err: err}
+		return nil, reshow(err, func() (*view, error) { return s.expenseForm(r, tx, u, e, in) })
 	}
 	return redirect("/expenses"), nil
 }
@@ -249,18 +245,18 @@ func (s *Server) createBudgetForm(w http.ResponseWriter, r *http.Request, tx *po
 		}
 	}
 	if err != nil {
-		v, verr := s.budgetsView(r, tx, u, month)
-		if verr != nil {
-			return nil, err
-		}
-		return nil, &formError{view: v, err: err}
+		return nil, reshow(err, func() (*view, error) { return s.budgetsView(r, tx, u, month) })
 	}
 	return redirect("/budgets?month=" + month.Format("2006-01")), nil
 }
 
-func (s *Server) departmentsPage(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
+func (s *Server) departmentsView(r *http.Request, tx *postgres.Tx, u *app.User) (*view, error) {
 	depts, err := tx.Departments(r.Context())
 	return &view{Page: "departments", Title: "Departments", User: u, Data: depts}, err
+}
+
+func (s *Server) departmentsPage(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
+	return s.departmentsView(r, tx, u)
 }
 
 func (s *Server) createDepartmentForm(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
@@ -268,15 +264,18 @@ func (s *Server) createDepartmentForm(w http.ResponseWriter, r *http.Request, tx
 		_, err := tx.CreateDepartment(r.Context(), r.FormValue("name"))
 		return err
 	}); err != nil {
-		depts, _ := tx.Departments(r.Context())
-		return nil, &formError{view: &view{Page: "departments", Title: "Departments", User: u, Data: depts}, err: err}
+		return nil, reshow(err, func() (*view, error) { return s.departmentsView(r, tx, u) })
 	}
 	return redirect("/departments"), nil
 }
 
-func (s *Server) accountsPage(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
+func (s *Server) accountsView(r *http.Request, tx *postgres.Tx, u *app.User) (*view, error) {
 	accounts, err := tx.Accounts(r.Context())
 	return &view{Page: "accounts", Title: "Funding accounts", User: u, Data: accounts}, err
+}
+
+func (s *Server) accountsPage(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
+	return s.accountsView(r, tx, u)
 }
 
 func (s *Server) createAccountForm(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
@@ -285,8 +284,7 @@ func (s *Server) createAccountForm(w http.ResponseWriter, r *http.Request, tx *p
 		err = tx.Savepoint(r.Context(), func() error { _, err := tx.CreateAccount(r.Context(), r.FormValue("name"), total); return err })
 	}
 	if err != nil {
-		accounts, _ := tx.Accounts(r.Context())
-		return nil, &formError{view: &view{Page: "accounts", Title: "Funding accounts", User: u, Data: accounts}, err: err}
+		return nil, reshow(err, func() (*view, error) { return s.accountsView(r, tx, u) })
 	}
 	return redirect("/accounts"), nil
 }
@@ -320,11 +318,7 @@ func (s *Server) createUserForm(w http.ResponseWriter, r *http.Request, tx *post
 		err = tx.Savepoint(r.Context(), func() error { _, err := tx.CreateUser(r.Context(), in); return err })
 	}
 	if err != nil {
-		v, verr := s.usersView(r, tx, u)
-		if verr != nil {
-			return nil, err
-		}
-		return nil, &formError{view: v, err: err}
+		return nil, reshow(err, func() (*view, error) { return s.usersView(r, tx, u) })
 	}
 	return redirect("/users"), nil
 }
@@ -341,11 +335,7 @@ func (s *Server) updateUserForm(w http.ResponseWriter, r *http.Request, tx *post
 		err = tx.Savepoint(r.Context(), func() error { _, err := tx.UpdateUser(r.Context(), id, in); return err })
 	}
 	if err != nil {
-		v, verr := s.usersView(r, tx, u)
-		if verr != nil {
-			return nil, err
-		}
-		return nil, &formError{view: v, err: err}
+		return nil, reshow(err, func() (*view, error) { return s.usersView(r, tx, u) })
 	}
 	return redirect("/users"), nil
 }
@@ -362,11 +352,7 @@ func (s *Server) tokensPage(w http.ResponseWriter, r *http.Request, tx *postgres
 func (s *Server) createTokenForm(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
 	t, err := tx.CreateAPIToken(r.Context(), u.ID, r.FormValue("name"))
 	if err != nil {
-		v, verr := s.tokensView(r, tx, u, nil)
-		if verr != nil {
-			return nil, err
-		}
-		return nil, &formError{view: v, err: err}
+		return nil, reshow(err, func() (*view, error) { return s.tokensView(r, tx, u, nil) })
 	}
 	// Shown once, on this very response: the database keeps only its hash.
 	return s.tokensView(r, tx, u, t)

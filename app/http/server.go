@@ -244,4 +244,3 @@ func clientIP(r *http.Request) string {
 	}
 	return host
 }
-

@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -16,16 +15,7 @@ import (
 
 var cluster *pgcluster.Throwaway
 
-func TestMain(m *testing.M) {
-	var err error
-	if cluster, err = pgcluster.StartThrowaway(); err != nil {
-		fmt.Fprintln(os.Stderr, "starting PostgreSQL:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	cluster.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pgcluster.RunTests(m, &cluster) }
 
 func setup(t *testing.T) (*postgres.DB, *app.Tenant) {
 	t.Helper()

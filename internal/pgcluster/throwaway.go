@@ -54,3 +54,17 @@ func (t *Throwaway) Close() {
 	_ = t.Stop()
 	_ = os.RemoveAll(t.Dir)
 }
+
+// RunTests runs a test binary's tests with a throwaway cluster in *cluster, then removes it and exits:
+// the TestMain of every package that needs PostgreSQL.
+func RunTests(m interface{ Run() int }, cluster **Throwaway) {
+	c, err := StartThrowaway()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting PostgreSQL:", err)
+		os.Exit(1)
+	}
+	*cluster = c
+	code := m.Run()
+	c.Close()
+	os.Exit(code)
+}

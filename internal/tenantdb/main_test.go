@@ -2,8 +2,6 @@ package tenantdb
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"testing"
 
 	"tenantry.dev/tenantry/internal/pgcluster"
@@ -11,17 +9,7 @@ import (
 
 var cluster *pgcluster.Throwaway
 
-func TestMain(m *testing.M) {
-	var err error
-	cluster, err = pgcluster.StartThrowaway()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting PostgreSQL:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	cluster.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pgcluster.RunTests(m, &cluster) }
 
 // openTestDB returns a DB on a fresh database of the test cluster, and that database's URL.
 func openTestDB(t *testing.T) (*DB, string) {
