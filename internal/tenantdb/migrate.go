@@ -52,7 +52,10 @@ func (db *DB) Migrate(ctx context.Context, schema, role string, fsys fs.FS) (int
 	if err != nil {
 		return 0, fmt.Errorf("loading migrations: %w", err)
 	}
-	_, upErr := p.Up(ctx)
+	results, upErr := p.Up(ctx)
+	if upErr == nil && len(results) > 0 {
+		return results[len(results)-1].Source.Version, nil // the newest just applied: no need to ask
+	}
 	if upErr != nil {
 		var pe *goose.PartialError
 		if errors.As(upErr, &pe) && pe.Failed != nil && pe.Failed.Source != nil {

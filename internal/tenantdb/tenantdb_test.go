@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -267,5 +268,63 @@ func TestDB_DropSchema(t *testing.T) {
 	_ = db.pool.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = 'tenant_drop'").Scan(&roles)
 	if roles != 0 {
 		t.Fatal("role still exists")
+	}
+}
+
+// No more schemas migrate at once than MaxConcurrentMigrations, however many callers ask.
+func TestDB_Migrate_maxConcurrent(t *testing.T) {
+	url, err := cluster.NewDatabase(context.Background(), "tenantdb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(url, Options{MaxConcurrentMigrations: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	slow := fstest.MapFS{"00001_slow.sql": {Data: []byte("-- +goose Up\nSELECT pg_sleep(0.3);\nCREATE TABLE done (id int);\n")}}
+	var schemas []string
+	for i := range 6 {
+		s := fmt.Sprintf("tenant_mc%d", i)
+		if err := db.EnsureSchema(ctx, s, s); err != nil {
+			t.Fatal(err)
+		}
+		schemas = append(schemas, s)
+	}
+	stop := make(chan struct{})
+	peak := make(chan int)
+	go func() {
+		max := 0
+		for {
+			select {
+			case <-stop:
+				peak <- max
+				return
+			default:
+			}
+			var n int
+			_ = db.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+				AND query LIKE '%pg_sleep(0.3)%' AND state = 'active' AND pid <> pg_backend_pid()`).Scan(&n)
+			if n > max {
+				max = n
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	var wg sync.WaitGroup
+	for _, s := range schemas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := db.Migrate(ctx, s, s, slow); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	if got := <-peak; got != 2 {
+		t.Fatalf("at most %d migrations ran at once, want exactly the limit of 2", got)
 	}
 }
