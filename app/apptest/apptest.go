@@ -112,7 +112,7 @@ func (e *Env) Provision(ctx context.Context, t Tenant) (*Provisioned, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := e.Admin.EnsureAdmin(ctx, schema, t.AdminEmail, hash, true); err != nil {
+	if _, err := e.Admin.EnsureAdmin(ctx, schema, t.AdminEmail, hash); err != nil {
 		return nil, err
 	}
 	if err := e.Admin.GrantTenant(ctx, schema, e.AppRole); err != nil {

@@ -287,7 +287,7 @@ const generatedPasswordLength = 20
 
 // reconcileAdmin makes sure the first admin exists and its Secret holds a working login. A missing
 // Secret gets a new password, and the admin user in the schema is set to it: deleting the Secret is how
-// a lost admin password is reset.
+// a lost admin password is reset. Once the admin is confirmed (AdminReady), the password is theirs.
 func (r *TenantReconciler) reconcileAdmin(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp,
 	db *tenantdb.DB, secret *corev1.Secret) error {
 	name := t.Name + tenantryv1.AdminSecretSuffix
@@ -314,7 +314,9 @@ func (r *TenantReconciler) reconcileAdmin(ctx context.Context, t *tenantryv1.Ten
 	if err != nil {
 		return retryErr(tenantryv1.ReasonAdminFailed, err)
 	}
-	if _, err := db.EnsureAdmin(ctx, t.Status.Schema, email, hash, secret == nil); err != nil {
+	// Until the admin is confirmed, the Secret's password is the one that counts, also when a Secret
+	// turns out to exist already (created by an earlier attempt that the cache had not shown yet).
+	if _, err := db.EnsureAdmin(ctx, t.Status.Schema, email, hash); err != nil {
 		setCondition(t, tenantryv1.ConditionAdminReady, metav1.ConditionFalse, tenantryv1.ReasonAdminFailed, err.Error())
 		return retryErr(tenantryv1.ReasonAdminFailed, err)
 	}
