@@ -416,3 +416,38 @@ func TestTenantReconciler_registryJSON(t *testing.T) {
 		t.Fatalf("settings = %s", raw)
 	}
 }
+
+// Deleting the admin Secret is how a lost admin password is reset: a new Secret appears whose password
+// signs the admin in.
+func TestTenantReconciler_adminSecretReset(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("reset", "reset.example.com")))
+	f.waitReady("reset")
+	old := &corev1.Secret{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "reset-admin"}, old))
+	must(t, k8s.Delete(ctx, old))
+	fresh := &corev1.Secret{}
+	if err := eventually(20*time.Second, func() error {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "reset-admin"}, fresh); err != nil {
+			return err
+		}
+		if fresh.UID == old.UID {
+			return errNotYet
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("no new admin Secret: %v", err)
+	}
+	if string(fresh.Data["password"]) == string(old.Data["password"]) {
+		t.Fatal("the new Secret has the old password")
+	}
+	var hash string
+	must(t, f.db.QueryRow(ctx, `SELECT password_hash FROM tenant_reset.users WHERE email = $1`, "finance@reset.example.com").Scan(&hash))
+	if ok, _ := password.Check(string(fresh.Data["password"]), hash); !ok {
+		t.Fatal("the new Secret's password does not sign the admin in")
+	}
+	if ok, _ := password.Check(string(old.Data["password"]), hash); ok {
+		t.Fatal("the old password still works")
+	}
+}
