@@ -45,7 +45,7 @@ test: manifests generate vet ## Run every test: unit, PostgreSQL, envtest integr
 	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: bench-onboard bench-app bench-fleet bench-restart ## Run every benchmark and print the figures for docs/benchmarks.md.
+bench: bench-onboard bench-app bench-fleet bench-restart bench-apiserver ## Run every benchmark and print the figures for docs/benchmarks.md.
 
 .PHONY: bench-onboard
 bench-onboard: ## Onboarding: apply→Ready latency, 100 and 1,000 tenants at once, against a psql floor.
@@ -58,6 +58,10 @@ bench-fleet: ## A release with one new migration across 1,000 tenants, against p
 .PHONY: bench-restart
 bench-restart: ## Operator restart with 10,000 Ready tenants: time, SQL sent, peak memory.
 	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go run ./hack/bench restart $(BENCH_RESTART_TENANTS)
+
+.PHONY: bench-apiserver
+bench-apiserver: ## What one Tenant status patch costs the API server, with and without the CEL rules.
+	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go run ./hack/bench apiserver 300
 
 .PHONY: bench-app
 bench-app: ## The app under load: 1 tenant against 1,000, direct and through PgBouncer.

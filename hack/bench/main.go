@@ -5,6 +5,7 @@
 //	go run ./hack/bench app 1000           (make bench-app)
 //	go run ./hack/bench fleet 1000         (make bench-fleet)
 //	go run ./hack/bench restart 10000      (make bench-restart)
+//	go run ./hack/bench apiserver 300      (make bench-apiserver)
 //
 // onboard: the apply→Ready latency of tenants applied one at a time; then, per size N, N tenants applied
 // at once: time until all are Ready, per-tenant apply→Ready, operator CPU and peak RSS; and beside it, on
@@ -20,7 +21,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench onboard|app|fleet|restart N [N...]")
+		fmt.Fprintln(os.Stderr, "usage: bench onboard|app|fleet|restart|apiserver N [N...]")
 		os.Exit(2)
 	}
 	var sizes []int
@@ -46,6 +47,12 @@ func main() {
 	case "restart":
 		for _, n := range sizes {
 			if err = restart(ctx, n); err != nil {
+				break
+			}
+		}
+	case "apiserver":
+		for _, n := range sizes {
+			if err = apiserverFloor(ctx, n); err != nil {
 				break
 			}
 		}
