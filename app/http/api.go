@@ -55,11 +55,7 @@ func (s *Server) apiMe(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, 
 }
 
 func (s *Server) apiDashboard(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
-	month, err := formMonth(r, "month")
-	if err != nil {
-		return nil, err
-	}
-	d, err := tx.Dashboard(r.Context(), month)
+	d, err := dashboardOf(r, tx)
 	if err != nil {
 		return nil, err
 	}

@@ -123,3 +123,12 @@ func expenseOf(r *http.Request, tx *postgres.Tx) (*app.Expense, error) {
 	}
 	return tx.Expense(r.Context(), id)
 }
+
+// dashboardOf is the dashboard of the month in ?month= (this month by default).
+func dashboardOf(r *http.Request, tx *postgres.Tx) (*app.Dashboard, error) {
+	month, err := formMonth(r, "month")
+	if err != nil {
+		return nil, err
+	}
+	return tx.Dashboard(r.Context(), month)
+}

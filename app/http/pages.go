@@ -13,11 +13,7 @@ import (
 )
 
 func (s *Server) dashboardPage(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
-	month, err := formMonth(r, "month")
-	if err != nil {
-		return nil, err
-	}
-	d, err := tx.Dashboard(r.Context(), month)
+	d, err := dashboardOf(r, tx)
 	if err != nil {
 		return nil, err
 	}
