@@ -47,7 +47,7 @@ func trendChart(months []app.MonthTotal, currency string) template.HTML {
 	if len(months) == 0 {
 		return ""
 	}
-	const width, height, top, bottom = 720, 220, 20, 30
+	const width, height, top, bottom = 720, 220, 24, 30
 	var scale int64 = 1
 	for _, m := range months {
 		scale = max(scale, m.SpentMinor)
@@ -61,7 +61,12 @@ func trendChart(months []app.MonthTotal, currency string) template.HTML {
 		x := float64(i)*step + step*0.15
 		fmt.Fprintf(&b, `<g><title>%s: %s</title><rect class="spent" x="%.1f" y="%.1f" width="%.1f" height="%.1f" rx="2"/>`,
 			m.Month.Format("January 2006"), app.FormatMoney(m.SpentMinor, currency), x, float64(height-bottom)-hgt, step*0.7, hgt)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text></g>`, x+step*0.35, height-bottom+16, m.Month.Format("Jan"))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`, x+step*0.35, height-bottom+16, m.Month.Format("Jan"))
+		if m.SpentMinor > 0 {
+			fmt.Fprintf(&b, `<text class="value" x="%.1f" y="%.1f" text-anchor="middle">%s</text>`, x+step*0.35,
+				float64(height-bottom)-hgt-4, compact(m.SpentMinor, currency))
+		}
+		b.WriteString(`</g>`)
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())
@@ -73,4 +78,22 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return string(r[:n-1]) + "…"
+}
+
+// compact writes an amount in whole units of its currency, shortened: 1234567.89 EUR → "1.2M".
+func compact(minor int64, currency string) string {
+	units := float64(minor)
+	for range app.MinorDigits(currency) {
+		units /= 10
+	}
+	switch {
+	case units >= 1e6:
+		return fmt.Sprintf("%.1fM", units/1e6)
+	case units >= 1e4:
+		return fmt.Sprintf("%.0fk", units/1e3)
+	case units >= 1e3:
+		return fmt.Sprintf("%.1fk", units/1e3)
+	default:
+		return fmt.Sprintf("%.0f", units)
+	}
 }
