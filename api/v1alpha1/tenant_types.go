@@ -164,9 +164,6 @@ type TenantList struct {
 	Items           []Tenant `json:"items"`
 }
 
-// GetConditions returns the tenant's status conditions.
-func (t *Tenant) GetConditions() []metav1.Condition { return t.Status.Conditions }
-
 // DisplayNameOrName returns spec.displayName, or the Tenant's name when that is empty.
 func (t *Tenant) DisplayNameOrName() string {
 	if t.Spec.DisplayName != "" {

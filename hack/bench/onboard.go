@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os/exec"
 	"slices"
 	"strings"
@@ -132,7 +133,7 @@ func (rw *readyWatcher) wait(ctx context.Context, names []string, timeout time.D
 		if done == len(names) {
 			rw.mu.Lock()
 			defer rw.mu.Unlock()
-			return maps(rw.ready), nil
+			return maps.Clone(rw.ready), nil
 		}
 		select {
 		case <-rw.ch:
@@ -143,14 +144,6 @@ func (rw *readyWatcher) wait(ctx context.Context, names []string, timeout time.D
 			return nil, ctx.Err()
 		}
 	}
-}
-
-func maps(m map[string]time.Time) map[string]time.Time {
-	out := make(map[string]time.Time, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 func (s *stack) onboardSequential(ctx context.Context, ns string, n int) ([]time.Duration, error) {

@@ -99,21 +99,6 @@ logfile = %s
 	}
 }
 
-// AddUsers admits more users (PgBouncer re-reads its auth file on SIGHUP).
-func (b *Bouncer) AddUsers(users ...string) error {
-	f, err := os.OpenFile(filepath.Join(b.dir, "userlist.txt"), os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	for _, u := range users {
-		fmt.Fprintf(f, "%q \"\"\n", u)
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return exec.Command("pkill", "-HUP", "-f", filepath.Join(b.dir, "pgbouncer.ini")).Run()
-}
-
 // Stop stops PgBouncer and removes its files.
 func (b *Bouncer) Stop() {
 	if b.cmd != nil && b.cmd.Process != nil {

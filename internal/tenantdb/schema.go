@@ -75,16 +75,6 @@ func (db *DB) DropSchema(ctx context.Context, schema, role string) error {
 	return nil
 }
 
-// SchemaExists reports whether a schema exists.
-func (db *DB) SchemaExists(ctx context.Context, schema string) (bool, error) {
-	var ok bool
-	err := db.pool.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)", schema).Scan(&ok)
-	if err != nil {
-		return false, fmt.Errorf("looking up schema %q: %w", schema, err)
-	}
-	return ok, nil
-}
-
 func isCode(err error, codes ...string) bool {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {

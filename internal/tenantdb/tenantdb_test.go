@@ -261,7 +261,9 @@ func TestDB_DropSchema(t *testing.T) {
 	if err := db.DropSchema(ctx, "tenant_drop", "tenant_drop"); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := db.SchemaExists(ctx, "tenant_drop"); ok {
+	var schemas int
+	_ = db.pool.QueryRow(ctx, "SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_drop'").Scan(&schemas)
+	if schemas != 0 {
 		t.Fatal("schema still exists")
 	}
 	var roles int
