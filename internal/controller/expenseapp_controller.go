@@ -99,7 +99,7 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
 		}
 	}
-	r.reconcileFleetStatus(app, tenants, target)
+	fleet := r.reconcileFleetStatus(app, tenants, target)
 	if err := r.reconcileDatabase(ctx, app); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -109,7 +109,7 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.reconcileService(ctx, app); err != nil {
 		return ctrl.Result{}, err
 	}
-	if halted, msg := viewFleet(tenants, target).halted(app, target); halted {
+	if halted, msg := fleet.halted(app, target); halted {
 		setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionFalse, tenantryv1.ReasonRolloutHalted, msg)
 		return ctrl.Result{}, stallErr(tenantryv1.ReasonRolloutHalted, 30*time.Second, errors.New(msg))
 	}
@@ -120,7 +120,7 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 		fmt.Sprintf("Every tenant is at schema version %d", target))
-	return r.rolloutDone(app)
+	return r.rolloutDone(ctx, app)
 }
 
 func (r *ExpenseAppReconciler) tenants(ctx context.Context, app *tenantryv1.ExpenseApp) ([]tenantryv1.Tenant, error) {
@@ -130,8 +130,8 @@ func (r *ExpenseAppReconciler) tenants(ctx context.Context, app *tenantryv1.Expe
 	return list.Items, err
 }
 
-// reconcileFleetStatus counts the app's tenants.
-func (r *ExpenseAppReconciler) reconcileFleetStatus(app *tenantryv1.ExpenseApp, tenants []tenantryv1.Tenant, target int64) {
+// reconcileFleetStatus counts the app's tenants into its status and returns the count.
+func (r *ExpenseAppReconciler) reconcileFleetStatus(app *tenantryv1.ExpenseApp, tenants []tenantryv1.Tenant, target int64) fleetView {
 	v := viewFleet(tenants, target)
 	ready := 0
 	for _, t := range tenants {
@@ -149,6 +149,7 @@ func (r *ExpenseAppReconciler) reconcileFleetStatus(app *tenantryv1.ExpenseApp, 
 	for state, n := range map[string]int{"total": v.total, "ready": ready, "at_target": v.atTarget, "failed": len(v.failed)} {
 		tenantsByState.WithLabelValues(app.Namespace, app.Name, state).Set(float64(n))
 	}
+	return v
 }
 
 // appSecretName is the Secret holding the app's own connection string.
@@ -323,9 +324,9 @@ func (r *ExpenseAppReconciler) reconcileService(ctx context.Context, app *tenant
 }
 
 // rolloutDone: Ready once the Deployment runs spec.image with every replica updated and available.
-func (r *ExpenseAppReconciler) rolloutDone(app *tenantryv1.ExpenseApp) (ctrl.Result, error) {
+func (r *ExpenseAppReconciler) rolloutDone(ctx context.Context, app *tenantryv1.ExpenseApp) (ctrl.Result, error) {
 	dep := &appsv1.Deployment{}
-	if err := r.Get(context.Background(), types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, dep); err != nil {
+	if err := r.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, dep); err != nil {
 		return ctrl.Result{}, retryErr(tenantryv1.ReasonProgressing, err)
 	}
 	want := ptr.Deref(app.Spec.Replicas, 1)
