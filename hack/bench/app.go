@@ -56,6 +56,10 @@ func appBench(ctx context.Context, n int) error {
 	viaBouncer.Host = fmt.Sprintf("127.0.0.1:%d", bouncer.Port)
 
 	const window = 5 * time.Second
+	shards := 4 // the app's default; BENCH_APP_SHARDS=1 measures one plain pool
+	if v, err := strconv.Atoi(os.Getenv("BENCH_APP_SHARDS")); err == nil && v > 0 {
+		shards = v
+	}
 	fmt.Printf("## App load (%s, 16 closed-loop clients for the peak, then an open loop at half that rate; %s per run)\n\n",
 		time.Now().UTC().Format("2006-01-02"), window)
 	fmt.Println("| database path | tenants | operation | peak req/s | p50 | p99 | at half peak: req/s | p50 | p99 | errors |")
@@ -63,7 +67,7 @@ func appBench(ctx context.Context, n int) error {
 	for i, path := range []struct {
 		name, url string
 		shards    int
-	}{{"direct, 4 pool shards", env.AppURL, 4}, {"PgBouncer (transaction), 1 pool", viaBouncer.String(), 1}} {
+	}{{fmt.Sprintf("direct, %d pool shard(s)", shards), env.AppURL, shards}, {"PgBouncer (transaction), 1 pool", viaBouncer.String(), 1}} {
 		stop, base, err := startApp(ctx, bin, path.url, env.AppURL, path.shards)
 		if err != nil {
 			return err
