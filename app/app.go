@@ -207,13 +207,22 @@ const (
 	EINTERNAL     = "internal"
 )
 
-// Error is an error a user may see: a code and a message written for them.
+// Error is an error a user may see: a code and a message written for them, and, for the logs only,
+// the error behind it.
 type Error struct {
 	Code    string
 	Message string
+	Err     error
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s (%v)", e.Code, e.Message, e.Err)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, e.Message)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
 
 // Errorf returns an *Error.
 func Errorf(code, format string, args ...any) *Error {

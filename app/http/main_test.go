@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"tenantry.dev/tenantry/app"
 	"tenantry.dev/tenantry/app/apptest"
 	apphttp "tenantry.dev/tenantry/app/http"
@@ -36,14 +38,19 @@ type harness struct {
 }
 
 type options struct {
-	bouncer bool // connect through PgBouncer in transaction mode
-	secure  bool // Secure cookies
+	bouncer bool                 // connect through PgBouncer in transaction mode
+	secure  bool                 // Secure cookies
+	cluster *pgcluster.Throwaway // the server to use, when not the package's shared one
+	listen  bool                 // keep the registry current with Registry.Run, as the app does
 }
 
 func newHarness(t *testing.T, opts options) *harness {
 	t.Helper()
 	ctx := context.Background()
-	env, err := apptest.NewEnv(ctx, cluster)
+	if opts.cluster == nil {
+		opts.cluster = cluster
+	}
+	env, err := apptest.NewEnv(ctx, opts.cluster)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,10 +66,10 @@ func newHarness(t *testing.T, opts options) *harness {
 	}
 	appURL := env.AppURL
 	if opts.bouncer {
-		if cluster.External() {
+		if opts.cluster.External() {
 			t.Skip("PgBouncer tests need the throwaway cluster")
 		}
-		b, err := pgcluster.StartBouncer(cluster.Port, []string{env.AppRole}, 2)
+		b, err := pgcluster.StartBouncer(opts.cluster.Port, []string{env.AppRole}, 2)
 		if err != nil && os.Getenv("CI") == "" && strings.Contains(err.Error(), "not found") {
 			t.Skip(err) // a developer's machine without PgBouncer; CI installs it
 		}
@@ -79,7 +86,22 @@ func newHarness(t *testing.T, opts options) *harness {
 	}
 	t.Cleanup(h.db.Close)
 	h.reg = postgres.NewRegistry()
-	h.sync()
+	if opts.listen {
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = h.reg.Run(ctx, func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, env.AppURL) }, discardLog())
+		}()
+		t.Cleanup(func() { cancel(); <-done })
+		select {
+		case <-h.reg.Loaded():
+		case <-time.After(10 * time.Second):
+			t.Fatal("the registry did not load within 10 s")
+		}
+	} else {
+		h.sync()
+	}
 	srv := apphttp.New(apphttp.Config{DB: h.db, Registry: h.reg, SchemaVersion: migrations.Latest, SecureCookies: opts.secure,
 		Log: discardLog()})
 	h.srv = httptest.NewServer(srv)

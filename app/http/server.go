@@ -161,11 +161,18 @@ const (
 // tenantOf returns the tenant withTenant resolved.
 func tenantOf(r *http.Request) *app.Tenant { return r.Context().Value(tenantKey).(*app.Tenant) }
 
-// withTenant resolves the tenant from the Host header. Unknown hosts get a 404 without any database
-// work; suspended tenants, ones still being set up, and ones whose schema is older than this build
-// needs get a 503.
+// withTenant resolves the tenant from the Host header. Until the registry has been read once, every
+// host gets a 503: no host is known to be unknown yet. After that, unknown hosts get a 404 without any
+// database work; suspended tenants, ones still being set up, and ones whose schema is older than this
+// build needs get a 503.
 func (s *Server) withTenant(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-s.cfg.Registry.Loaded():
+		default:
+			s.fail(w, r, app.Errorf(app.EUNAVAILABLE, "The service is starting and cannot reach its tenant directory yet. Try again in a few seconds."))
+			return
+		}
 		t := s.cfg.Registry.Lookup(r.Host)
 		if t == nil && s.cfg.DevHostSuffix != "" {
 			if name, ok := strings.CutSuffix(postgres.NormalizeHost(r.Host), s.cfg.DevHostSuffix); ok {
@@ -210,7 +217,17 @@ func isAPI(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/api/")
 
 func writeAPIError(w http.ResponseWriter, err error) {
 	code := app.ErrorCode(err)
+	setRetryAfter(w, statusOf(code))
 	writeJSON(w, statusOf(code), map[string]any{"error": map[string]string{"code": code, "message": app.ErrorMessage(err)}})
+}
+
+// setRetryAfter tells a client when to come back from a 503, unless the handler already said: every
+// 503 here is temporary (an outage, an upgrade, a start-up), and a client, CDN or monitor that reads it
+// as "try again" rather than "gone" is what keeps a tenant's users.
+func setRetryAfter(w http.ResponseWriter, status int) {
+	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "5")
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

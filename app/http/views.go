@@ -60,6 +60,7 @@ func (v *view) write(w http.ResponseWriter, r *http.Request) {
 	if v.status == 0 {
 		v.status = http.StatusOK
 	}
+	setRetryAfter(w, v.status)
 	w.WriteHeader(v.status)
 	_, _ = w.Write(buf.Bytes())
 }

@@ -9,6 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -109,15 +112,45 @@ type Tx struct {
 // InTenant runs fn in a transaction as the tenant: role and search_path are set LOCAL first, so every
 // statement of fn can reach the tenant's schema and nothing else, and the connection goes back to the
 // pool as it came. fn's error rolls the transaction back.
+//
+// When the database cannot be reached, the error is an app.EUNAVAILABLE: the tenant exists, and the
+// request can be tried again, which a 503 says and a 500 or 404 would not.
 func (db *DB) InTenant(ctx context.Context, t *app.Tenant, fn func(tx *Tx) error) error {
-	return pgx.BeginFunc(ctx, db.poolFor(t.Schema), func(tx pgx.Tx) error {
+	return unavailable(pgx.BeginFunc(ctx, db.poolFor(t.Schema), func(tx pgx.Tx) error {
 		// set_config(..., true) is SET LOCAL with the names as bound values rather than spliced SQL.
 		if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)",
 			t.Role, pgx.Identifier{t.Schema}.Sanitize()); err != nil {
 			return fmt.Errorf("acting as tenant %s: %w", t.Schema, err)
 		}
 		return fn(&Tx{Tx: tx, Tenant: t})
-	})
+	}))
+}
+
+// unavailable turns an error that means "the database is away" (no connection, a connection lost, the
+// server shutting down or starting up, too many connections) into an app.EUNAVAILABLE that keeps it
+// for the logs. Any other error is returned as it is.
+func unavailable(err error) error {
+	if err == nil || app.ErrorCode(err) != app.EINTERNAL {
+		return err
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	var pgErr *pgconn.PgError
+	away := errors.As(err, &connectErr) || errors.As(err, &netErr) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err)
+	if !away && errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "57P01", "57P02", "57P03", "53300": // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
+			away = true
+		default:
+			away = strings.HasPrefix(pgErr.Code, "08") // connection_exception
+		}
+	}
+	if !away {
+		return err
+	}
+	return &app.Error{Code: app.EUNAVAILABLE, Err: err,
+		Message: "The database is unreachable at the moment. Nothing was lost; try again in a few seconds."}
 }
 
 // notFound turns pgx.ErrNoRows into an app error with the message given.

@@ -23,6 +23,9 @@ const NotifyChannel = "tenantry_tenants"
 // Registry holds every tenant of the registry in memory, by host, kept current by LISTEN/NOTIFY. A
 // lookup costs no database work.
 type Registry struct {
+	// reading serialises Sync and Refresh from query to install, so that what is installed last was
+	// also read last: a slow full read cannot undo a newer refresh of one tenant.
+	reading  sync.Mutex
 	mu       sync.RWMutex
 	byHost   map[string]*app.Tenant
 	bySchema map[string]*app.Tenant
@@ -103,8 +106,11 @@ func scanTenant(row pgx.CollectableRow) (*app.Tenant, error) {
 	return t, nil
 }
 
-// Sync replaces the registry with every tenant of the database.
+// Sync replaces the registry with every tenant of the database. On failure the registry keeps what it
+// held: a tenant known before an outage stays known through it.
 func (r *Registry) Sync(ctx context.Context, q Querier) error {
+	r.reading.Lock()
+	defer r.reading.Unlock()
 	rows, err := q.Query(ctx, selectTenants)
 	if err != nil {
 		return fmt.Errorf("reading the tenant registry: %w", err)
@@ -134,6 +140,8 @@ func (r *Registry) Syncs() int64 { return r.syncs.Load() }
 
 // Refresh re-reads one tenant; a tenant no longer in the registry is dropped.
 func (r *Registry) Refresh(ctx context.Context, q Querier, schema string) error {
+	r.reading.Lock()
+	defer r.reading.Unlock()
 	rows, err := q.Query(ctx, selectTenants+" WHERE t.schema_name = $1", schema)
 	if err != nil {
 		return fmt.Errorf("reading tenant %s: %w", schema, err)
@@ -169,7 +177,11 @@ type Querier interface {
 // Run keeps the registry current until ctx ends: it LISTENs on a connection of its own (connect must
 // reach PostgreSQL directly, not through PgBouncer in transaction mode), re-reads everything on every
 // (re)connect, so nothing missed while disconnected stays missed, and re-reads a tenant when notified.
+// A read that fails (the registry at start-up, or one tenant after a notification) is not left to the
+// next reconnect: the whole registry is read again on a fresh connection, with backoff, until it works.
 func (r *Registry) Run(ctx context.Context, connect func(context.Context) (*pgx.Conn, error), log *slog.Logger) error {
+	stale := make(chan struct{}, 1)
+	go r.resync(ctx, connect, stale, log)
 	l := &pgxlisten.Listener{
 		Connect:        connect,
 		ReconnectDelay: time.Second,
@@ -179,22 +191,75 @@ func (r *Registry) Run(ctx context.Context, connect func(context.Context) (*pgx.
 			}
 		},
 	}
-	l.Handle(NotifyChannel, &listenHandler{r: r, log: log})
+	l.Handle(NotifyChannel, &listenHandler{r: r, log: log, stale: stale})
 	return l.Listen(ctx)
 }
 
+// Backoff of the re-reads after a failed one.
+const (
+	resyncFirstDelay = 250 * time.Millisecond
+	resyncMaxDelay   = 10 * time.Second
+)
+
+// resync reads the whole registry again each time a read failed, until one succeeds.
+func (r *Registry) resync(ctx context.Context, connect func(context.Context) (*pgx.Conn, error), stale <-chan struct{}, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stale:
+		}
+		for delay := resyncFirstDelay; ; delay = min(2*delay, resyncMaxDelay) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			err := func() error {
+				conn, err := connect(ctx)
+				if err != nil {
+					return err
+				}
+				defer conn.Close(context.WithoutCancel(ctx))
+				return r.Sync(ctx, conn)
+			}()
+			if err == nil {
+				log.Info("registry re-read after a failed read", "tenants", r.Len())
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("registry re-read failed; trying again", "in", min(2*delay, resyncMaxDelay).String(), "error", err)
+		}
+	}
+}
+
 type listenHandler struct {
-	r   *Registry
-	log *slog.Logger
+	r     *Registry
+	log   *slog.Logger
+	stale chan<- struct{}
+}
+
+// failed asks for a full re-read; one pending request stands for any number.
+func (h *listenHandler) failed(err error) error {
+	select {
+	case h.stale <- struct{}{}:
+	default:
+	}
+	return err
 }
 
 func (h *listenHandler) HandleNotification(ctx context.Context, n *pgconn.Notification, conn *pgx.Conn) error {
-	return h.r.Refresh(ctx, conn, n.Payload)
+	if err := h.r.Refresh(ctx, conn, n.Payload); err != nil {
+		return h.failed(err)
+	}
+	return nil
 }
 
 func (h *listenHandler) HandleBacklog(ctx context.Context, _ string, conn *pgx.Conn) error {
 	if err := h.r.Sync(ctx, conn); err != nil {
-		return err
+		return h.failed(err)
 	}
 	h.log.Info("registry loaded", "tenants", h.r.Len())
 	return nil
