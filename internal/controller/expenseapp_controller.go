@@ -2,9 +2,12 @@ package controller
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
+	"sort"
 	"strings"
 	"time"
 
@@ -37,6 +40,13 @@ const (
 	appMetricsPort = 9090
 	// AnnotationSchemaVersion on the app's pod template records the schema version its image needs.
 	AnnotationSchemaVersion = "tenantry.dev/schema-version"
+	// AnnotationAppSecretHash on the app's pod template is a hash of the app's database Secret: when the
+	// Secret changes (a new server, port or password), the template changes and the Deployment rolls, so
+	// no pod keeps a connection string that no longer works.
+	AnnotationAppSecretHash = "tenantry.dev/app-db-hash"
+	// appSecretRecheck is how often a Ready ExpenseApp re-reads its database Secret, so that a rotated
+	// connection string reaches the app's login and pods without anyone touching the ExpenseApp.
+	appSecretRecheck = time.Minute
 )
 
 // ExpenseAppReconciler runs one installation of the app: its least-privilege database login, the
@@ -100,10 +110,11 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}
 	fleet := r.reconcileFleetStatus(app, tenants, target)
-	if err := r.reconcileDatabase(ctx, app); err != nil {
+	secret, err := r.reconcileDatabase(ctx, app)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.reconcileDeployment(ctx, app, target); err != nil {
+	if err := r.reconcileDeployment(ctx, app, target, secretHash(secret)); err != nil {
 		return ctrl.Result{}, err
 	}
 	if err := r.reconcileService(ctx, app); err != nil {
@@ -156,27 +167,20 @@ func (r *ExpenseAppReconciler) reconcileFleetStatus(app *tenantryv1.ExpenseApp, 
 func appSecretName(app *tenantryv1.ExpenseApp) string { return app.Name + "-app-db" }
 
 // reconcileDatabase gives the app a login role of its own and a Secret with its connection string, so the
-// admin connection string never reaches the app's pods. It sends SQL only when the Secret is new or the
-// spec changed.
-func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, app *tenantryv1.ExpenseApp) error {
+// admin connection string never reaches the app's pods. The Secret's connection string follows the
+// admin one (the same server, port and database; the app's own user and password). It sends SQL only
+// when the Secret is new or out of date, or the spec changed. It returns the Secret as it now is.
+func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, app *tenantryv1.ExpenseApp) (*corev1.Secret, error) {
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: appSecretName(app)}, secret)
 	if err != nil && !apierrors.IsNotFound(err) {
-		return retryErr(tenantryv1.ReasonDatabaseError, err)
+		return nil, retryErr(tenantryv1.ReasonProgressing, fmt.Errorf("reading Secret %s: %w", appSecretName(app), err))
 	}
 	exists := err == nil
-	if exists && app.Status.ObservedGeneration == app.Generation &&
-		meta.IsStatusConditionTrue(app.Status.Conditions, tenantryv1.ConditionDatabaseReady) {
-		return nil
-	}
-	fail := func(err error) error {
+	fail := func(err error) (*corev1.Secret, error) {
 		se := asStepError(err, tenantryv1.ReasonDatabaseError)
 		setAppCondition(app, tenantryv1.ConditionDatabaseReady, metav1.ConditionFalse, se.reason, se.Error())
-		return err
-	}
-	db, err := r.Databases.For(ctx, app)
-	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	adminURI, err := r.Databases.URI(ctx, app)
 	if err != nil {
@@ -190,6 +194,14 @@ func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, app *tenan
 	appURI, err := withUser(adminURI, role, pass)
 	if err != nil {
 		return fail(stallErr(tenantryv1.ReasonInvalidDatabase, time.Minute, err))
+	}
+	if exists && string(secret.Data["uri"]) == appURI && app.Status.ObservedGeneration == app.Generation &&
+		meta.IsStatusConditionTrue(app.Status.Conditions, tenantryv1.ConditionDatabaseReady) {
+		return secret, nil
+	}
+	db, err := r.Databases.For(ctx, app)
+	if err != nil {
+		return fail(err)
 	}
 	if err := db.EnsureAppRole(ctx, role, pass); err != nil {
 		return fail(retryErr(tenantryv1.ReasonDatabaseError, err))
@@ -206,12 +218,27 @@ func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, app *tenan
 		err = r.Create(ctx, secret)
 	}
 	if err != nil {
-		return fail(retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("writing Secret %s: %w", secret.Name, err)))
+		return fail(retryErr(tenantryv1.ReasonProgressing, fmt.Errorf("writing Secret %s: %w", secret.Name, err)))
 	}
 	waitForCache(ctx, r.Client, secret)
 	setAppCondition(app, tenantryv1.ConditionDatabaseReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 		fmt.Sprintf("The app logs in as %q (Secret %s)", role, secret.Name))
-	return nil
+	return secret, nil
+}
+
+// secretHash is a short hash of a Secret's data, for a pod template annotation.
+func secretHash(s *corev1.Secret) string {
+	h := sha256.New()
+	keys := make([]string, 0, len(s.Data))
+	for k := range s.Data {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s\x00%d\x00", k, len(s.Data[k]))
+		h.Write(s.Data[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // withUser returns a postgres:// URL with its user and password replaced.
@@ -232,7 +259,7 @@ func appLabels(app *tenantryv1.ExpenseApp) map[string]string {
 // reconcileDeployment keeps the app's Deployment. The image moves to spec.image only when every tenant
 // is at the schema version this release needs; until then the running image stays, and tenants already
 // migrated keep being served by it.
-func (r *ExpenseAppReconciler) reconcileDeployment(ctx context.Context, app *tenantryv1.ExpenseApp, target int64) error {
+func (r *ExpenseAppReconciler) reconcileDeployment(ctx context.Context, app *tenantryv1.ExpenseApp, target int64, secretHash string) error {
 	if app.Spec.Image == "" {
 		err := errors.New("spec.image is empty: set the app's image (the Tenantry image holds it as /app)")
 		setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionFalse, tenantryv1.ReasonNoImage, err.Error())
@@ -251,7 +278,7 @@ func (r *ExpenseAppReconciler) reconcileDeployment(ctx context.Context, app *ten
 			"app.kubernetes.io/name": "tenantry-app", "app.kubernetes.io/instance": app.Name}}
 		dep.Spec.Template.Labels = labels
 		dep.Spec.Template.Annotations = mergeMaps(dep.Spec.Template.Annotations,
-			map[string]string{AnnotationSchemaVersion: fmt.Sprint(target)})
+			map[string]string{AnnotationSchemaVersion: fmt.Sprint(target), AnnotationAppSecretHash: secretHash})
 		dep.Spec.Template.Spec = appPodSpec(app, image)
 		return controllerutil.SetControllerReference(app, dep, r.Scheme)
 	})
@@ -338,8 +365,20 @@ func (r *ExpenseAppReconciler) rolloutDone(ctx context.Context, app *tenantryv1.
 		return ctrl.Result{}, waitErr(tenantryv1.ReasonProgressing, 10*time.Second, "%s", msg)
 	}
 	setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
-		fmt.Sprintf("Deployment %s runs %s on %d replica(s)", dep.Name, app.Spec.Image, want))
-	return ctrl.Result{}, nil
+		fmt.Sprintf("Deployment %s runs %s on %d replica(s)%s", dep.Name, app.Spec.Image, want, runBy(dep)))
+	return ctrl.Result{RequeueAfter: appSecretRecheck}, nil
+}
+
+// AnnotationRunBy on a Deployment names what runs its pods when that is not a kubelet: `make dev`
+// runs the app's container on the developer's machine and reports it in the Deployment's status.
+const AnnotationRunBy = "tenantry.dev/run-by"
+
+// runBy says who runs the Deployment's pods, when it is not a kubelet.
+func runBy(dep *appsv1.Deployment) string {
+	if by := dep.Annotations[AnnotationRunBy]; by != "" {
+		return ", run by " + by
+	}
+	return ""
 }
 
 // reconcileDelete waits until no Tenant uses the app: a Tenant needs the app's database to clean up

@@ -154,6 +154,88 @@ func TestExpenseAppReconciler_install(t *testing.T) {
 	}
 }
 
+// The app's database Secret follows the admin connection string, and the Deployment rolls whenever
+// that Secret changes: a pod never keeps a connection string that no longer works.
+func TestExpenseAppReconciler_reconcileDeployment_rollsOnSecretChange(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.setImage("tenantry:v1")
+	appSecret := &corev1.Secret{}
+	dep := &appsv1.Deployment{}
+	// templateHash waits until the Deployment's template carries the hash of the app Secret as it is now
+	// and differs from every hash in old, and returns it.
+	templateHash := func(what string, old ...string) string {
+		t.Helper()
+		var got string
+		err := eventually(30*time.Second, func() error {
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses-app-db"}, appSecret); err != nil {
+				return err
+			}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses"}, dep); err != nil {
+				return err
+			}
+			got = dep.Spec.Template.Annotations[AnnotationAppSecretHash]
+			if got == "" || got != secretHash(appSecret) {
+				return errNotYet
+			}
+			for _, o := range old {
+				if got == o {
+					return errNotYet
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: the pod template's %s = %q, want the hash of the current Secret, new", what, AnnotationAppSecretHash, got)
+		}
+		return got
+	}
+	first := templateHash("first install")
+	firstURI := string(appSecret.Data["uri"])
+
+	// The app Secret is deleted (a leaked password, say): a new password, and the pods roll to it.
+	must(t, k8s.Delete(ctx, appSecret))
+	second := templateHash("after the app Secret was deleted", first)
+	if string(appSecret.Data["uri"]) == firstURI {
+		t.Fatal("the re-created app Secret has the old password")
+	}
+	conn, err := pgx.Connect(ctx, string(appSecret.Data["uri"]))
+	must(t, err)
+	conn.Close(ctx)
+
+	// The admin Secret moves to another address of the same server: the app's connection string follows.
+	admin := &corev1.Secret{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "db"}, admin))
+	admin.Data["uri"] = []byte(strings.Replace(string(admin.Data["uri"]), "127.0.0.1", "localhost", 1))
+	must(t, k8s.Update(ctx, admin))
+	// A Ready app re-reads its database Secret every minute; an annotation makes it look now (the
+	// connection string is also cached for a few seconds, so keep asking).
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+			}
+			app := &tenantryv1.ExpenseApp{}
+			if k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses"}, app) == nil {
+				patch := client.MergeFrom(app.DeepCopy())
+				app.Annotations = map[string]string{"test/poke": fmt.Sprint(i)}
+				_ = k8s.Patch(ctx, app, patch)
+			}
+		}
+	}()
+	templateHash("after the admin Secret changed", first, second)
+	if !strings.Contains(string(appSecret.Data["uri"]), "@localhost:") {
+		t.Fatalf("the app Secret did not follow the admin connection string: %s", appSecret.Data["uri"])
+	}
+	conn, err = pgx.Connect(ctx, string(appSecret.Data["uri"]))
+	must(t, err)
+	conn.Close(ctx)
+}
+
 // An ExpenseApp with Tenants waits for them before it goes: they need its database to clean up.
 func TestExpenseAppReconciler_deletionWaitsForTenants(t *testing.T) {
 	f := newFixture(t)
