@@ -28,17 +28,20 @@ func main() {
 		maxConns    = flag.Int("max-conns", 20, "Database connections in the pool.")
 		shards      = flag.Int("pool-shards", 4, "Split the pool into shards that each serve a fixed share of the tenants (1: one pool; use 1 behind PgBouncer).")
 		insecure    = flag.Bool("insecure-cookies", os.Getenv("INSECURE_COOKIES") == "true", "Send the session cookie over plain HTTP too (local development only).")
+		devSuffix   = flag.String("dev-host-suffix", os.Getenv("DEV_HOST_SUFFIX"), "Also serve each tenant at <tenant name><suffix>, e.g. .localhost (local development only).")
 	)
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
 	opts := postgres.Options{MaxConns: int32(*maxConns), Shards: *shards}
-	if err := run(log, *addr, *metricsAddr, *dbURL, *listenURL, opts, !*insecure); err != nil {
+	cfg := apphttp.Config{Log: log, SchemaVersion: migrations.Latest, SecureCookies: !*insecure, DevHostSuffix: *devSuffix}
+	if err := run(cfg, *addr, *metricsAddr, *dbURL, *listenURL, opts); err != nil {
 		log.Error("app stopped", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(log *slog.Logger, addr, metricsAddr, dbURL, listenURL string, opts postgres.Options, secure bool) error {
+func run(cfg apphttp.Config, addr, metricsAddr, dbURL, listenURL string, opts postgres.Options) error {
+	log := cfg.Log
 	if dbURL == "" {
 		return errors.New("set -database-url or DATABASE_URL")
 	}
@@ -65,7 +68,8 @@ func run(log *slog.Logger, addr, metricsAddr, dbURL, listenURL string, opts post
 		}, log)
 	}()
 
-	srv := apphttp.New(apphttp.Config{DB: db, Registry: registry, Log: log, SchemaVersion: migrations.Latest, SecureCookies: secure})
+	cfg.DB, cfg.Registry = db, registry
+	srv := apphttp.New(cfg)
 	servers := []*http.Server{{Addr: addr, Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second}}
 	if metricsAddr != "" {

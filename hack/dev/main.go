@@ -11,12 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -34,9 +34,6 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
-	apphttp "tenantry.dev/tenantry/app/http"
-	"tenantry.dev/tenantry/app/migrations"
-	"tenantry.dev/tenantry/app/postgres"
 	"tenantry.dev/tenantry/internal/controller"
 	"tenantry.dev/tenantry/internal/pgcluster"
 )
@@ -69,13 +66,14 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	// Take the app's port first: a port in use is the commonest failure and costs nothing to find.
+	// Check the app's port first: a port in use is the commonest failure and costs nothing to find.
 	listener, err := net.Listen("tcp", httpAddr)
 	if err != nil {
 		return fmt.Errorf("%s is in use (%v): stop what holds it, or choose another address, e.g. DEV_HTTP_ADDR=127.0.0.1:8081 make dev", httpAddr, err)
 	}
-	defer listener.Close()
-	_, port, _ := net.SplitHostPort(listener.Addr().String())
+	httpAddr = listener.Addr().String()
+	listener.Close()
+	_, port, _ := net.SplitHostPort(httpAddr)
 
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
@@ -92,7 +90,11 @@ func run() error {
 	adminURL := os.Getenv("DATABASE_URL")
 	if adminURL == "" {
 		step("Starting PostgreSQL in %s", filepath.Join(dir, "postgres"))
-		cluster, err := pgcluster.New(filepath.Join(dir, "postgres"), pgcluster.Options{Durable: true})
+		pgPort, err := stablePort(dir)
+		if err != nil {
+			return err
+		}
+		cluster, err := pgcluster.New(filepath.Join(dir, "postgres"), pgcluster.Options{Durable: true, Port: pgPort})
 		if err != nil {
 			return err
 		}
@@ -145,16 +147,28 @@ func run() error {
 	if err := applySamples(ctx, k8s, adminURL); err != nil {
 		return err
 	}
-	appURL, err := appConnection(ctx, k8s)
-	if err != nil {
-		return err
+	step("Building the app (cmd/app)")
+	binary := filepath.Join(dir, "bin", "app")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", binary, "./cmd/app").CombinedOutput(); err != nil {
+		return fmt.Errorf("building cmd/app: %w\n%s", err, out)
 	}
-	step("Starting the app on http://%s (log: %s)", listener.Addr(), filepath.Join(dir, "app.log"))
-	stopApp, err := startApp(ctx, appURL, listener, filepath.Join(dir, "app.log"))
-	if err != nil {
-		return err
+	step("Running the app's Deployment on http://%s (log: %s)", httpAddr, filepath.Join(dir, "app.log"))
+	started := make(chan string, 1)
+	pod := &localPod{k8s: k8s, key: client.ObjectKey{Namespace: namespace, Name: appName}, binary: binary,
+		httpAddr: httpAddr, logPath: filepath.Join(dir, "app.log"), started: started,
+		confirmed: func(s *corev1.Secret) bool { return sameServer(string(s.Data["uri"]), adminURL) }}
+	podCtx, stopPod := context.WithCancel(ctx)
+	podDone := make(chan struct{})
+	go func() { defer close(podDone); pod.run(podCtx) }()
+	defer func() { step("Stopping the app"); stopPod(); <-podDone }()
+	select {
+	case <-started:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(2 * time.Minute):
+		return fmt.Errorf("the app did not become ready within 2 minutes; see %s and %s",
+			filepath.Join(dir, "app.log"), filepath.Join(dir, "operator.log"))
 	}
-	defer func() { step("Stopping the app"); stopApp() }()
 
 	step("Waiting for the tenants to be Ready")
 	tenants, err := waitReady(ctx, k8s, time.Minute)
@@ -219,55 +233,36 @@ func startOperator(ctx context.Context, cfg *ctrlConfig, logPath string) (func()
 	return func() { cancel(); <-done; dbs.Close(); logFile.Close() }, nil
 }
 
-// appConnection waits for the operator to give the app its login (the Secret <app>-app-db, as in a
-// cluster) and returns its connection string.
-func appConnection(ctx context.Context, k8s client.Client) (string, error) {
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var s corev1.Secret
-		err := k8s.Get(ctx, client.ObjectKey{Namespace: namespace, Name: appName + "-app-db"}, &s)
-		if err == nil && len(s.Data["uri"]) > 0 {
-			return string(s.Data["uri"]), nil
+// stablePort is the port of the development PostgreSQL: the one recorded in .dev/postgres-port by an
+// earlier run, else a free one, recorded now. A stable port keeps every connection string the stack
+// has handed out (Secrets, a running app, a developer's psql) valid across runs.
+func stablePort(dir string) (int, error) {
+	file := filepath.Join(dir, "postgres-port")
+	if b, err := os.ReadFile(file); err == nil {
+		port, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return 0, fmt.Errorf("%s does not hold a port number: delete it to pick a new port", file)
 		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("the operator did not create Secret %s-app-db within a minute; see .dev/operator.log", appName)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return 0, fmt.Errorf("port %d, which this stack's PostgreSQL uses (recorded in %s), is taken by another "+
+				"program: stop that program, or delete %s to move PostgreSQL to a new port", port, file, file)
 		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+		l.Close()
+		return port, nil
 	}
+	port, err := pgcluster.FreePort()
+	if err != nil {
+		return 0, err
+	}
+	return port, os.WriteFile(file, []byte(strconv.Itoa(port)+"\n"), 0o644)
 }
 
-// startApp serves the app on the listener as its own login role, with every tenant also at
-// <tenant>.localhost.
-func startApp(ctx context.Context, appURL string, l net.Listener, logPath string) (func(), error) {
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	log := slogTo(logFile)
-	db, err := postgres.Open(appURL, postgres.Options{MaxConns: 10, Shards: 2})
-	if err != nil {
-		return nil, err
-	}
-	registry := postgres.NewRegistry()
-	actx, cancel := context.WithCancel(ctx)
-	go func() {
-		_ = registry.Run(actx, func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, appURL) }, log)
-	}()
-	srv := &http.Server{Handler: apphttp.New(apphttp.Config{DB: db, Registry: registry, Log: log,
-		SchemaVersion: migrations.Latest, DevHostSuffix: ".localhost"}), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(l) }()
-	return func() {
-		shutdown, c := context.WithTimeout(context.Background(), 5*time.Second)
-		defer c()
-		_ = srv.Shutdown(shutdown)
-		cancel()
-		db.Close()
-		logFile.Close()
-	}, nil
+// sameServer reports whether two connection strings reach the same host, port and database.
+func sameServer(a, b string) bool {
+	ca, errA := pgx.ParseConfig(a)
+	cb, errB := pgx.ParseConfig(b)
+	return errA == nil && errB == nil && ca.Host == cb.Host && ca.Port == cb.Port && ca.Database == cb.Database
 }
 
 // applySamples writes the database Secret and applies config/samples into the default namespace.
@@ -304,6 +299,12 @@ func applySamples(ctx context.Context, k8s client.Client, adminURL string) error
 	}
 	for _, o := range objs {
 		o.SetNamespace(namespace)
+		if o.GetKind() == "ExpenseApp" {
+			// One process on this machine plays the app's Deployment: one replica.
+			if err := unstructured.SetNestedField(o.Object, int64(1), "spec", "replicas"); err != nil {
+				return err
+			}
+		}
 		if err := k8s.Patch(ctx, o, client.Apply, client.FieldOwner("tenantry-dev"), client.ForceOwnership); err != nil {
 			return fmt.Errorf("applying %s %s: %w", o.GetKind(), o.GetName(), err)
 		}

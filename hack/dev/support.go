@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"io"
-	"log/slog"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/yaml"
@@ -11,8 +10,6 @@ import (
 )
 
 type ctrlConfig = rest.Config
-
-func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewJSONHandler(w, nil)) }
 
 // decodeYAML splits a multi-document YAML stream into objects.
 func decodeYAML(b []byte) ([]*unstructured.Unstructured, error) {

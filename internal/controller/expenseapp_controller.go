@@ -114,7 +114,7 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.reconcileDeployment(ctx, app, target, secretHash(secret)); err != nil {
+	if err := r.reconcileDeployment(ctx, app, target, SecretHash(secret)); err != nil {
 		return ctrl.Result{}, err
 	}
 	if err := r.reconcileService(ctx, app); err != nil {
@@ -226,8 +226,8 @@ func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, app *tenan
 	return secret, nil
 }
 
-// secretHash is a short hash of a Secret's data, for a pod template annotation.
-func secretHash(s *corev1.Secret) string {
+// SecretHash is a short hash of a Secret's data, for a pod template annotation.
+func SecretHash(s *corev1.Secret) string {
 	h := sha256.New()
 	keys := make([]string, 0, len(s.Data))
 	for k := range s.Data {

@@ -175,7 +175,7 @@ func TestExpenseAppReconciler_reconcileDeployment_rollsOnSecretChange(t *testing
 				return err
 			}
 			got = dep.Spec.Template.Annotations[AnnotationAppSecretHash]
-			if got == "" || got != secretHash(appSecret) {
+			if got == "" || got != SecretHash(appSecret) {
 				return errNotYet
 			}
 			for _, o := range old {

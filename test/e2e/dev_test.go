@@ -1,5 +1,6 @@
 // Package e2e drives `make dev` the way a newcomer does: start the stack, apply a Tenant with kubectl,
-// sign in with the password from its Secret, record an expense, delete the Tenant, see the host go.
+// sign in with the password from its Secret, record an expense, delete the Tenant, see the host go;
+// then stop it with Ctrl-C, start it again on the same .dev/ and sign in to a sample tenant.
 package e2e
 
 import (
@@ -39,29 +40,8 @@ func TestDevStack(t *testing.T) {
 	}
 	dir := filepath.Join(t.TempDir(), "dev-state")
 	addr := freeAddr(t)
-	dev := exec.Command(bin)
-	dev.Dir = root
-	dev.Env = append(os.Environ(), "DEV_DIR="+dir, "DEV_HTTP_ADDR="+addr)
-	stdout, _ := dev.StdoutPipe()
-	dev.Stderr = os.Stderr
-	if err := dev.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	output := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			t.Log("make dev: " + sc.Text())
-			output <- sc.Text()
-		}
-		close(output)
-		exited <- dev.Wait()
-	}()
-	defer func() {
-		_ = dev.Process.Signal(syscall.SIGKILL)
-	}()
-	waitLine(t, output, "Tenantry is running", 5*time.Minute)
+	dev := startDev(t, bin, root, dir, addr)
+	waitLine(t, dev.output, "Tenantry is running", 5*time.Minute)
 
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	k := func(stdin string, args ...string) string {
@@ -85,11 +65,7 @@ spec:
   admin: {email: boss@e2e.example.test}
 `, "apply", "-f", "-")
 	k("", "wait", "--for=condition=Ready", "tenant/e2e", "--timeout=30s")
-	pw64 := k("", "get", "secret", "e2e-admin", "-o", "jsonpath={.data.password}")
-	pw, err := base64.StdEncoding.DecodeString(pw64)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pw := decode(t, k("", "get", "secret", "e2e-admin", "-o", "jsonpath={.data.password}"))
 
 	base := "http://" + addr
 	host := "e2e.localhost"
@@ -115,7 +91,7 @@ spec:
 		b, _ := io.ReadAll(res.Body)
 		return res.StatusCode, string(b), res
 	}
-	status, _, res := call("POST", "/login", url.Values{"email": {"boss@e2e.example.test"}, "password": {string(pw)}}.Encode(), "")
+	status, _, res := call("POST", "/login", url.Values{"email": {"boss@e2e.example.test"}, "password": {pw}}.Encode(), "")
 	if status != http.StatusSeeOther {
 		t.Fatalf("sign-in with the Secret's password: %d", status)
 	}
@@ -152,21 +128,92 @@ spec:
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	// Ctrl-C stops everything cleanly.
-	_ = dev.Process.Signal(os.Interrupt)
-	for range output {
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("make dev exited with %v after Ctrl-C", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("make dev did not stop within 30s of Ctrl-C")
-	}
+	dev.interrupt()
 	if _, err := os.Stat(filepath.Join(dir, "postgres", "data", "postmaster.pid")); err == nil {
 		t.Fatal("PostgreSQL still running after make dev stopped")
 	}
+	port, err := os.ReadFile(filepath.Join(dir, "postgres-port"))
+	if err != nil {
+		t.Fatalf("the first run recorded no PostgreSQL port: %v", err)
+	}
+
+	// The second run reuses .dev/: the same PostgreSQL port, and a sample tenant signs in.
+	dev = startDev(t, bin, root, dir, addr)
+	waitLine(t, dev.output, "Tenantry is running", 3*time.Minute)
+	if again, _ := os.ReadFile(filepath.Join(dir, "postgres-port")); string(again) != string(port) {
+		t.Errorf("PostgreSQL moved from port %s to %s between runs", port, again)
+	}
+	if uri := k("", "get", "secret", "expenses-app-db", "-o", "jsonpath={.data.uri}"); !strings.Contains(decode(t, uri), ":"+strings.TrimSpace(string(port))+"/") {
+		t.Errorf("the app's Secret does not name this run's port %s: %s", port, decode(t, uri))
+	}
+	host = "acme.localhost"
+	acmePassword := decode(t, k("", "get", "secret", "acme-admin", "-o", "jsonpath={.data.password}"))
+	status, body, _ := call("POST", "/login", url.Values{"email": {"finance@acme.com"}, "password": {acmePassword}}.Encode(), "")
+	if status != http.StatusSeeOther {
+		t.Fatalf("second run: sign-in to acme: %d %s", status, body)
+	}
+	// What kubectl shows is true: the app runs, and says by whom.
+	if out := k("", "get", "expenseapp", "expenses", "-o", "jsonpath={.status.conditions[?(@.type==\"Deployed\")].message}"); !strings.Contains(out, "make dev") {
+		t.Errorf("ExpenseApp Deployed condition does not say the app runs inside make dev: %q", out)
+	}
+	k("", "wait", "--for=condition=Ready", "expenseapp/expenses", "--timeout=30s")
+	dev.interrupt()
+}
+
+// devProcess is one run of make dev.
+type devProcess struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	output chan string
+	exited chan error
+}
+
+func startDev(t *testing.T, bin, root, dir, addr string) *devProcess {
+	t.Helper()
+	d := &devProcess{t: t, cmd: exec.Command(bin), output: make(chan string, 100), exited: make(chan error, 1)}
+	d.cmd.Dir = root
+	d.cmd.Env = append(os.Environ(), "DEV_DIR="+dir, "DEV_HTTP_ADDR="+addr)
+	stdout, _ := d.cmd.StdoutPipe()
+	d.cmd.Stderr = os.Stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			t.Log("make dev: " + sc.Text())
+			d.output <- sc.Text()
+		}
+		close(d.output)
+		d.exited <- d.cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = d.cmd.Process.Signal(syscall.SIGKILL) })
+	return d
+}
+
+// interrupt is Ctrl-C: everything stops cleanly, within 30 s.
+func (d *devProcess) interrupt() {
+	d.t.Helper()
+	_ = d.cmd.Process.Signal(os.Interrupt)
+	for range d.output {
+	}
+	select {
+	case err := <-d.exited:
+		if err != nil {
+			d.t.Fatalf("make dev exited with %v after Ctrl-C", err)
+		}
+	case <-time.After(30 * time.Second):
+		d.t.Fatal("make dev did not stop within 30s of Ctrl-C")
+	}
+}
+
+func decode(t *testing.T, b64 string) string {
+	t.Helper()
+	b, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func waitLine(t *testing.T, lines <-chan string, want string, timeout time.Duration) {

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"tenantry.dev/tenantry/internal/controller"
+)
+
+// localPod plays the kubelet for the app's Deployment, which envtest cannot run: it runs the
+// Deployment's "app" container as a process on this machine, exactly as the operator wrote it (command,
+// args and env, with Secret references resolved), except for what only a laptop needs: the binary is
+// this checkout's build of cmd/app, the addresses are make dev's, and tenants are also served at
+// <name>.localhost over plain HTTP. When the pod template changes (a new image, or the app's database
+// Secret changed and the operator rolled the Deployment), the process is replaced, as a rollout would.
+// It reports the process's readiness in the Deployment's status, so the ExpenseApp's conditions say
+// what is true on this machine.
+type localPod struct {
+	k8s      client.Client
+	key      types.NamespacedName // the Deployment
+	binary   string               // the build of cmd/app
+	httpAddr string
+	logPath  string
+	// confirmed says whether the app's database Secret is the one for this run (e.g. the server's port
+	// is this run's): until it is, nothing starts, so the app never starts on stale connection details.
+	confirmed func(*corev1.Secret) bool
+	// started is told each time a process starts serving, with the template hash it runs.
+	started chan<- string
+
+	cmd      *exec.Cmd
+	exited   chan error
+	running  string // hash of the template the process runs
+	ready    bool
+	restarts int
+}
+
+const podSyncPeriod = 250 * time.Millisecond
+
+// run keeps the process in line with the Deployment until ctx ends, then stops it.
+func (p *localPod) run(ctx context.Context) {
+	defer p.stop()
+	for {
+		if err := p.sync(ctx); err != nil && ctx.Err() == nil {
+			p.logf("%v", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-p.exited:
+			p.logf("the app exited (%v); restarting it", err)
+			p.cmd, p.running = nil, ""
+			p.restarts++
+			p.setStatus(ctx, false)
+			select { // back off as a kubelet does for a crashing container, up to 10 s
+			case <-ctx.Done():
+				return
+			case <-time.After(min(time.Duration(p.restarts)*time.Second, 10*time.Second)):
+			}
+		case <-time.After(podSyncPeriod):
+		}
+	}
+}
+
+// sync starts or replaces the process when the template changed, and reports its readiness.
+func (p *localPod) sync(ctx context.Context) error {
+	var dep appsv1.Deployment
+	if err := p.k8s.Get(ctx, p.key, &dep); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	tmpl, _ := json.Marshal(dep.Spec.Template)
+	sum := sha256.Sum256(tmpl)
+	hash := hex.EncodeToString(sum[:8])
+	if hash != p.running {
+		env, args, err := p.resolve(ctx, &dep)
+		if err != nil {
+			return err
+		}
+		p.stop()
+		if err := p.start(env, args); err != nil {
+			return err
+		}
+		p.running, p.ready = hash, false
+		p.logf("started the app for pod template %s (pid %d)", hash, p.cmd.Process.Pid)
+	}
+	ready := p.probe(ctx)
+	if ready != p.ready {
+		p.ready = ready
+		if ready && p.started != nil {
+			select {
+			case p.started <- p.running:
+			default:
+			}
+		}
+	}
+	return p.setStatus(ctx, ready)
+}
+
+// resolve returns the container's environment with Secret references read, and its arguments with
+// make dev's addresses. It fails while the app's Secret is missing, not confirmed for this run, or not
+// the one the template was written for.
+func (p *localPod) resolve(ctx context.Context, dep *appsv1.Deployment) ([]string, []string, error) {
+	var c *corev1.Container
+	for i := range dep.Spec.Template.Spec.Containers {
+		if dep.Spec.Template.Spec.Containers[i].Name == "app" {
+			c = &dep.Spec.Template.Spec.Containers[i]
+		}
+	}
+	if c == nil {
+		return nil, nil, errors.New(`the Deployment has no container "app"`)
+	}
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for _, e := range c.Env {
+		if e.ValueFrom == nil {
+			env = append(env, e.Name+"="+e.Value)
+			continue
+		}
+		ref := e.ValueFrom.SecretKeyRef
+		if ref == nil {
+			return nil, nil, fmt.Errorf("env %s: only values and Secret references are supported here", e.Name)
+		}
+		var s corev1.Secret
+		if err := p.k8s.Get(ctx, types.NamespacedName{Namespace: dep.Namespace, Name: ref.Name}, &s); err != nil {
+			return nil, nil, fmt.Errorf("env %s: waiting for Secret %s: %w", e.Name, ref.Name, err)
+		}
+		if want := dep.Spec.Template.Annotations[controller.AnnotationAppSecretHash]; ref.Name == dep.Name+"-app-db" &&
+			(want != controller.SecretHash(&s) || !p.confirmed(&s)) {
+			return nil, nil, fmt.Errorf("waiting for the operator to confirm Secret %s for this run", ref.Name)
+		}
+		env = append(env, e.Name+"="+string(s.Data[ref.Key]))
+	}
+	var args []string
+	for _, a := range c.Args {
+		if !strings.HasPrefix(a, "--http-addr=") && !strings.HasPrefix(a, "--metrics-addr=") {
+			args = append(args, a)
+		}
+	}
+	// The metrics listener stays off: its fixed port would clash with whatever else runs here.
+	args = append(args, "--http-addr="+p.httpAddr, "--metrics-addr=", "--dev-host-suffix=.localhost", "--insecure-cookies")
+	return env, args, nil
+}
+
+func (p *localPod) start(env, args []string) error {
+	logFile, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(p.binary, args...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // never outlive make dev
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("starting %s: %w", p.binary, err)
+	}
+	p.cmd, p.exited = cmd, make(chan error, 1)
+	go func() { p.exited <- cmd.Wait(); logFile.Close() }()
+	return nil
+}
+
+// stop ends the process as a kubelet does: SIGTERM, then SIGKILL after a grace period.
+func (p *localPod) stop() {
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+	p.cmd, p.running = nil, ""
+}
+
+// probe is the container's readiness probe.
+func (p *localPod) probe(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.httpAddr+"/readyz", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	res.Body.Close()
+	return res.StatusCode == http.StatusOK
+}
+
+// setStatus writes what a Deployment controller would from this one pod, and says who runs it.
+func (p *localPod) setStatus(ctx context.Context, ready bool) error {
+	var dep appsv1.Deployment
+	if err := p.k8s.Get(ctx, p.key, &dep); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	n := int32(0)
+	if ready {
+		n = 1
+	}
+	want := appsv1.DeploymentStatus{ObservedGeneration: dep.Generation, Replicas: 1, UpdatedReplicas: 1,
+		ReadyReplicas: n, AvailableReplicas: n, UnavailableReplicas: 1 - n}
+	runBy := "make dev on this machine (log: " + p.logPath + ")"
+	if dep.Annotations[controller.AnnotationRunBy] != runBy {
+		patch := client.MergeFrom(dep.DeepCopy())
+		if dep.Annotations == nil {
+			dep.Annotations = map[string]string{}
+		}
+		dep.Annotations[controller.AnnotationRunBy] = runBy
+		if err := p.k8s.Patch(ctx, &dep, patch); err != nil {
+			return fmt.Errorf("annotating Deployment %s: %w", p.key.Name, err)
+		}
+	}
+	if got := dep.Status; got.ObservedGeneration == want.ObservedGeneration && got.Replicas == want.Replicas &&
+		got.UpdatedReplicas == want.UpdatedReplicas && got.ReadyReplicas == want.ReadyReplicas &&
+		got.AvailableReplicas == want.AvailableReplicas && got.UnavailableReplicas == want.UnavailableReplicas {
+		return nil
+	}
+	patch := client.MergeFrom(dep.DeepCopy())
+	dep.Status = want
+	if err := p.k8s.Status().Patch(ctx, &dep, patch); err != nil {
+		return fmt.Errorf("reporting the app's readiness in Deployment %s: %w", p.key.Name, err)
+	}
+	return nil
+}
+
+func (p *localPod) logf(format string, args ...any) {
+	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "make dev: %s %s\n", time.Now().Format(time.RFC3339), fmt.Sprintf(format, args...))
+}
