@@ -7,53 +7,26 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"tenantry.dev/tenantry/internal/registry"
 )
 
-// Tenant is one customer as the registry (tenantry.tenants) describes it.
-type Tenant struct {
-	Schema        string
-	Role          string
-	Namespace     string
-	Name          string
-	DisplayName   string
-	State         string // active, suspended or provisioning
-	SchemaVersion int64
-	Hosts         []string
-	Branding      Branding
-	Settings      Settings
-}
+// Tenant is one customer as the registry (tenantry.tenants) describes it. The registry's contract,
+// this type among it, has one home: internal/registry, which the operator imports too.
+type Tenant = registry.Tenant
+
+// Branding is how pages look for a tenant.
+type Branding = registry.Branding
+
+// Settings are a tenant's business rules.
+type Settings = registry.Settings
 
 // Tenant states.
 const (
-	StateActive       = "active"
-	StateSuspended    = "suspended"
-	StateProvisioning = "provisioning"
+	StateActive       = registry.StateActive
+	StateSuspended    = registry.StateSuspended
+	StateProvisioning = registry.StateProvisioning
 )
-
-// Branding is how pages look for a tenant.
-type Branding struct {
-	PrimaryColor string `json:"primaryColor,omitempty"`
-	LogoURL      string `json:"logoURL,omitempty"`
-}
-
-// Settings are a tenant's business rules.
-type Settings struct {
-	Currency          string `json:"currency,omitempty"`
-	ApprovalThreshold *int64 `json:"approvalThreshold,omitempty"`
-}
-
-// CurrencyOrDefault is the tenant's currency, USD when unset.
-func (s Settings) CurrencyOrDefault() string {
-	if s.Currency == "" {
-		return "USD"
-	}
-	return s.Currency
-}
-
-// NeedsApproval reports whether an expense of this amount waits for an admin.
-func (s Settings) NeedsApproval(amountMinor int64) bool {
-	return s.ApprovalThreshold != nil && amountMinor > *s.ApprovalThreshold
-}
 
 // Roles of users.
 const (

@@ -13,8 +13,12 @@ import (
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/app/password"
 	"tenantry.dev/tenantry/internal/pgcluster"
+	"tenantry.dev/tenantry/internal/registry"
 	"tenantry.dev/tenantry/internal/tenantdb"
 )
+
+// Namespace is the namespace of every test tenant and app.
+const Namespace = "test"
 
 // Env is a database with a registry and an app login role.
 type Env struct {
@@ -32,20 +36,22 @@ func NewEnv(ctx context.Context, cluster *pgcluster.Throwaway) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{AdminURL: adminURL}
-	if e.Admin, err = tenantdb.Open(adminURL, tenantdb.Options{}); err != nil {
-		return nil, err
-	}
 	u, err := url.Parse(adminURL)
 	if err != nil {
 		return nil, err
 	}
-	e.AppRole = "app_" + strings.TrimPrefix(u.Path, "/")
-	if err := e.Admin.EnsureAppRole(ctx, e.AppRole, "app-password"); err != nil {
-		return nil, err
-	}
+	database := strings.TrimPrefix(u.Path, "/")
+	e := &Env{AdminURL: adminURL, AppRole: registry.AppRoleName(database, Namespace, "app")}
 	u.User = url.UserPassword(e.AppRole, "app-password")
 	e.AppURL = u.String()
+	// As the operator: admin work on the admin's login, work inside tenant schemas on the app's.
+	if e.Admin, err = tenantdb.Open(adminURL, tenantdb.Options{TenantURI: e.AppURL}); err != nil {
+		return nil, err
+	}
+	role := tenantdb.Role{Name: e.AppRole, Mark: tenantdb.OwnerMark("app", database, Namespace, "app")}
+	if err := e.Admin.EnsureAppRole(ctx, role, "app-password"); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -87,24 +93,29 @@ func (e *Env) Provision(ctx context.Context, t Tenant) (*Provisioned, error) {
 		t.AdminPassword = "password-of-" + t.Name
 	}
 	if t.State == "" {
-		t.State = tenantdb.StateActive
+		t.State = registry.StateActive
 	}
-	// The schema of a test tenant carries the database's name: roles are shared by the whole cluster.
-	u, _ := url.Parse(e.AdminURL)
-	schema := tenantdb.SchemaName(strings.TrimPrefix(u.Path, "/") + "-" + t.Name)
+	db := e.Admin.Database()
+	name := registry.TenantName(db, Namespace, t.Name)
 	reg := tenantdb.Registration{
-		Schema: schema, Role: schema, Namespace: "test", Name: t.Name, UID: t.Name, DisplayName: t.DisplayName,
-		Branding: map[string]string{"primaryColor": t.PrimaryColor},
-		Settings: map[string]any{"currency": t.Currency, "approvalThreshold": t.Threshold},
-		State:    tenantdb.StateProvisioning, Hosts: t.Hosts,
+		Schema: name, Role: name, Namespace: Namespace, Name: t.Name, UID: t.Name, DisplayName: t.DisplayName,
+		Branding: registry.Branding{PrimaryColor: t.PrimaryColor},
+		Settings: registry.Settings{Currency: t.Currency, ApprovalThreshold: t.Threshold},
+		State:    registry.StateProvisioning, Hosts: t.Hosts,
 	}
-	if err := e.Admin.Register(ctx, reg); err != nil {
+	id, err := e.Admin.Register(ctx, reg)
+	if err != nil {
 		return nil, err
 	}
-	if err := e.Admin.EnsureSchema(ctx, schema, schema); err != nil {
+	schema := id.Schema
+	role := tenantdb.Role{Name: id.Role, Mark: tenantdb.OwnerMark("tenant", db, Namespace, t.Name)}
+	if err := e.Admin.EnsureSchema(ctx, schema, role); err != nil {
 		return nil, err
 	}
-	version, err := e.Admin.Migrate(ctx, schema, schema, migrations.FS())
+	if err := e.Admin.GrantTenant(ctx, id.Role, e.AppRole); err != nil {
+		return nil, err
+	}
+	version, err := e.Admin.Migrate(ctx, schema, id.Role, migrations.FS())
 	if err != nil {
 		return nil, err
 	}
@@ -112,10 +123,7 @@ func (e *Env) Provision(ctx context.Context, t Tenant) (*Provisioned, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := e.Admin.EnsureAdmin(ctx, schema, t.AdminEmail, hash); err != nil {
-		return nil, err
-	}
-	if err := e.Admin.GrantTenant(ctx, schema, e.AppRole); err != nil {
+	if _, err := e.Admin.EnsureAdmin(ctx, schema, id.Role, t.AdminEmail, hash); err != nil {
 		return nil, err
 	}
 	if err := e.Admin.SetState(ctx, schema, t.State, version); err != nil {

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"tenantry.dev/tenantry/app"
-	"tenantry.dev/tenantry/internal/tenantdb"
+	"tenantry.dev/tenantry/internal/registry"
 )
 
 // The Host header picks the tenant: case, port and a trailing dot do not matter; an unknown host gets
@@ -68,9 +68,9 @@ func TestServer_unavailableTenants(t *testing.T) {
 		}
 	}
 	version := latest()
-	check(tenantdb.StateSuspended, version, "suspended")
-	check(tenantdb.StateProvisioning, 0, "being set up")
-	check(tenantdb.StateActive, version-1, "upgrading")
+	check(registry.StateSuspended, version, "suspended")
+	check(registry.StateProvisioning, 0, "being set up")
+	check(registry.StateActive, version-1, "upgrading")
 }
 
 // A session or token of one tenant means nothing on another tenant's host, and ids of one tenant's
@@ -334,11 +334,11 @@ func TestRegistry_listen(t *testing.T) {
 	c, err := h.env.Provision(context.Background(), apptestTenant("initech", "initech.test"))
 	must(t, err)
 	waitFor(t, "a new tenant to be served", func() bool { return h.do(req{host: "initech.test", path: "/login"}).status == http.StatusOK })
-	must(t, h.env.Admin.SetState(context.Background(), c.Schema, tenantdb.StateSuspended, latest()))
+	must(t, h.env.Admin.SetState(context.Background(), c.Schema, registry.StateSuspended, latest()))
 	waitFor(t, "a suspension to take effect", func() bool {
 		return h.do(req{host: "initech.test", path: "/login"}).status == http.StatusServiceUnavailable
 	})
-	must(t, h.env.Admin.Unregister(context.Background(), c.Schema, "test", "initech"))
+	must(t, h.env.Admin.Unregister(context.Background(), "test", "initech"))
 	waitFor(t, "a removed tenant to go", func() bool { return h.do(req{host: "initech.test", path: "/login"}).status == http.StatusNotFound })
 
 	// Cut the listener's connection, change the registry while it is away: it catches up on reconnect.

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -15,10 +14,8 @@ import (
 	"github.com/jackc/pgxlisten"
 
 	"tenantry.dev/tenantry/app"
+	"tenantry.dev/tenantry/internal/registry"
 )
-
-// NotifyChannel is where the operator announces a changed tenant (payload: its schema).
-const NotifyChannel = "tenantry_tenants"
 
 // Registry holds every tenant of the registry in memory, by host, kept current by LISTEN/NOTIFY. A
 // lookup costs no database work.
@@ -83,39 +80,16 @@ func (r *Registry) Len() int {
 // Loaded is closed once the registry has been read in full.
 func (r *Registry) Loaded() <-chan struct{} { return r.loaded }
 
-const selectTenants = `
-SELECT t.schema_name, t.role_name, t.namespace, t.name, t.display_name, t.state, t.schema_version,
-       t.branding, t.settings,
-       coalesce((SELECT array_agg(h.host ORDER BY h.host) FROM tenantry.tenant_hosts h
-                 WHERE h.schema_name = t.schema_name), '{}')
-FROM tenantry.tenants t`
-
-func scanTenant(row pgx.CollectableRow) (*app.Tenant, error) {
-	t := &app.Tenant{}
-	var branding, settings []byte
-	if err := row.Scan(&t.Schema, &t.Role, &t.Namespace, &t.Name, &t.DisplayName, &t.State, &t.SchemaVersion,
-		&branding, &settings, &t.Hosts); err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(branding, &t.Branding); err != nil {
-		return nil, fmt.Errorf("tenant %s: branding: %w", t.Schema, err)
-	}
-	if err := json.Unmarshal(settings, &t.Settings); err != nil {
-		return nil, fmt.Errorf("tenant %s: settings: %w", t.Schema, err)
-	}
-	return t, nil
-}
-
 // Sync replaces the registry with every tenant of the database. On failure the registry keeps what it
 // held: a tenant known before an outage stays known through it.
 func (r *Registry) Sync(ctx context.Context, q Querier) error {
 	r.reading.Lock()
 	defer r.reading.Unlock()
-	rows, err := q.Query(ctx, selectTenants)
+	rows, err := q.Query(ctx, registry.SelectServed)
 	if err != nil {
 		return fmt.Errorf("reading the tenant registry: %w", err)
 	}
-	tenants, err := pgx.CollectRows(rows, scanTenant)
+	tenants, err := pgx.CollectRows(rows, registry.ScanTenant)
 	if err != nil {
 		return fmt.Errorf("reading the tenant registry: %w", err)
 	}
@@ -142,11 +116,11 @@ func (r *Registry) Syncs() int64 { return r.syncs.Load() }
 func (r *Registry) Refresh(ctx context.Context, q Querier, schema string) error {
 	r.reading.Lock()
 	defer r.reading.Unlock()
-	rows, err := q.Query(ctx, selectTenants+" WHERE t.schema_name = $1", schema)
+	rows, err := q.Query(ctx, registry.SelectServed+" AND t.schema_name = $1", schema)
 	if err != nil {
 		return fmt.Errorf("reading tenant %s: %w", schema, err)
 	}
-	tenants, err := pgx.CollectRows(rows, scanTenant)
+	tenants, err := pgx.CollectRows(rows, registry.ScanTenant)
 	if err != nil {
 		return fmt.Errorf("reading tenant %s: %w", schema, err)
 	}
@@ -191,7 +165,7 @@ func (r *Registry) Run(ctx context.Context, connect func(context.Context) (*pgx.
 			}
 		},
 	}
-	l.Handle(NotifyChannel, &listenHandler{r: r, log: log, stale: stale})
+	l.Handle(registry.NotifyChannel, &listenHandler{r: r, log: log, stale: stale})
 	return l.Listen(ctx)
 }
 

@@ -12,7 +12,7 @@ import (
 	"tenantry.dev/tenantry/app/apptest"
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/app/postgres"
-	"tenantry.dev/tenantry/internal/tenantdb"
+	"tenantry.dev/tenantry/internal/registry"
 )
 
 // A refresh that fails is not left until the next reconnect: the registry is read again, with backoff,
@@ -50,7 +50,7 @@ func TestRegistry_Run_failedRefreshIsRetried(t *testing.T) {
 	if _, err := admin.Exec(ctx, "REVOKE SELECT ON tenantry.tenants FROM "+role); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Admin.SetState(ctx, p.Schema, tenantdb.StateSuspended, migrations.Latest); err != nil {
+	if err := env.Admin.SetState(ctx, p.Schema, registry.StateSuspended, migrations.Latest); err != nil {
 		t.Fatal(err)
 	}
 	// The notification's refresh fails, and so do the re-reads while the right is missing.

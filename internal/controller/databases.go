@@ -23,9 +23,9 @@ type Databases struct {
 	// Reader reads the database Secrets (an uncached client).
 	Reader client.Reader
 
-	mu   sync.Mutex
-	dbs  map[types.NamespacedName]*appDB
-	uris map[types.NamespacedName]cachedURI
+	mu    sync.Mutex
+	dbs   map[types.NamespacedName]*appDB
+	cache map[types.NamespacedName]cachedURI
 }
 
 type appDB struct {
@@ -36,60 +36,85 @@ type appDB struct {
 // URI reads an ExpenseApp's admin connection string from its Secret. A missing Secret or key is a wait
 // error, with a message that says what to fix.
 func (d *Databases) URI(ctx context.Context, app *tenantryv1.ExpenseApp) (string, error) {
+	c, err := d.uris(ctx, app)
+	return c.uri, err
+}
+
+// uris reads an ExpenseApp's admin connection string, and the app login's from the app's Secret (empty
+// while that Secret does not exist yet).
+func (d *Databases) uris(ctx context.Context, app *tenantryv1.ExpenseApp) (cachedURI, error) {
 	ref := app.Spec.Database.SecretRef
 	name := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
 	// A fleet migration asks once per tenant; a few seconds' memory saves as many API round trips, and a
 	// rotated connection string is still picked up within secretTTL.
 	d.mu.Lock()
-	if c, ok := d.uris[name]; ok && time.Since(c.at) < secretTTL && c.ref == ref {
+	if c, ok := d.cache[name]; ok && time.Since(c.at) < secretTTL && c.ref == ref {
 		d.mu.Unlock()
-		return c.uri, nil
+		return c, nil
 	}
 	d.mu.Unlock()
 	key := app.DatabaseSecretKey()
 	var secret corev1.Secret
 	if err := d.Reader.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: ref.Name}, &secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return "", waitErr(tenantryv1.ReasonSecretNotFound, 10*time.Second,
+			return cachedURI{}, waitErr(tenantryv1.ReasonSecretNotFound, 10*time.Second,
 				"Secret %s/%s named by ExpenseApp %s (spec.database.secretRef) does not exist",
 				app.Namespace, ref.Name, app.Name)
 		}
-		return "", retryErr(tenantryv1.ReasonSecretNotFound, err)
+		return cachedURI{}, retryErr(tenantryv1.ReasonSecretNotFound, err)
 	}
-	uri := string(secret.Data[key])
-	if uri == "" {
-		return "", waitErr(tenantryv1.ReasonInvalidSecret, 10*time.Second,
+	c := cachedURI{ref: ref, uri: string(secret.Data[key]), at: time.Now()}
+	if c.uri == "" {
+		return cachedURI{}, waitErr(tenantryv1.ReasonInvalidSecret, 10*time.Second,
 			"Secret %s/%s has no key %q holding the database connection string", app.Namespace, ref.Name, key)
 	}
-	d.mu.Lock()
-	if d.uris == nil {
-		d.uris = map[types.NamespacedName]cachedURI{}
+	var appSecret corev1.Secret
+	err := d.Reader.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: appSecretName(app)}, &appSecret)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return cachedURI{}, retryErr(tenantryv1.ReasonProgressing, fmt.Errorf("reading Secret %s: %w", appSecretName(app), err))
 	}
-	d.uris[name] = cachedURI{ref: ref, uri: uri, at: time.Now()}
+	c.appURI = string(appSecret.Data["uri"])
+	if c.appURI == "" {
+		return c, nil // not remembered: the app's Secret is about to be created
+	}
+	d.mu.Lock()
+	if d.cache == nil {
+		d.cache = map[types.NamespacedName]cachedURI{}
+	}
+	d.cache[name] = c
 	d.mu.Unlock()
-	return uri, nil
+	return c, nil
+}
+
+// Reread makes the next call read an ExpenseApp's Secrets again: its app Secret was just written.
+func (d *Databases) Reread(app types.NamespacedName) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.cache, app)
 }
 
 // secretTTL is how long a database Secret's connection string is reused before it is read again.
 const secretTTL = 5 * time.Second
 
 type cachedURI struct {
-	ref tenantryv1.SecretKeyRef
-	uri string
-	at  time.Time
+	ref    tenantryv1.SecretKeyRef
+	uri    string // the admin's
+	appURI string // the app login's, for work inside tenant schemas
+	at     time.Time
 }
 
 // For returns the database of an ExpenseApp, opened anew when its connection string changed. A
 // connection string that does not parse is a stall error.
 func (d *Databases) For(ctx context.Context, app *tenantryv1.ExpenseApp) (*tenantdb.DB, error) {
-	uri, err := d.URI(ctx, app)
+	c, err := d.uris(ctx, app)
 	if err != nil {
 		return nil, err
 	}
+	uri := c.uri
 	ref := app.Spec.Database.SecretRef
 	key := app.DatabaseSecretKey()
-	opts := tenantdb.Options{MaxConcurrentMigrations: app.Spec.Migrations.MaxConcurrent}
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d", uri, opts.MaxConcurrentMigrations))
+	opts := tenantdb.Options{MaxConcurrentMigrations: app.Spec.Migrations.MaxConcurrent, TenantURI: c.appURI}
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d", uri, c.appURI, opts.MaxConcurrentMigrations))
 
 	name := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
 	d.mu.Lock()
@@ -121,7 +146,7 @@ func (d *Databases) Forget(name types.NamespacedName) {
 		cur.db.Close()
 		delete(d.dbs, name)
 	}
-	delete(d.uris, name)
+	delete(d.cache, name)
 }
 
 // Close closes every database.

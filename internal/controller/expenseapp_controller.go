@@ -31,6 +31,7 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/password"
+	"tenantry.dev/tenantry/internal/registry"
 	"tenantry.dev/tenantry/internal/tenantdb"
 )
 
@@ -110,7 +111,7 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}
 	fleet := r.reconcileFleetStatus(app, tenants, target)
-	secret, err := r.reconcileDatabase(ctx, app)
+	secret, err := r.reconcileDatabase(ctx, app, tenants)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -163,14 +164,18 @@ func (r *ExpenseAppReconciler) reconcileFleetStatus(app *tenantryv1.ExpenseApp, 
 	return v
 }
 
+// appSecretSuffix names the Secret holding the app's own connection string: <app>-app-db.
+const appSecretSuffix = "-app-db"
+
 // appSecretName is the Secret holding the app's own connection string.
-func appSecretName(app *tenantryv1.ExpenseApp) string { return app.Name + "-app-db" }
+func appSecretName(app *tenantryv1.ExpenseApp) string { return app.Name + appSecretSuffix }
 
 // reconcileDatabase gives the app a login role of its own and a Secret with its connection string, so the
 // admin connection string never reaches the app's pods. The Secret's connection string follows the
 // admin one (the same server, port and database; the app's own user and password). It sends SQL only
 // when the Secret is new or out of date, or the spec changed. It returns the Secret as it now is.
-func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, app *tenantryv1.ExpenseApp) (*corev1.Secret, error) {
+func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, app *tenantryv1.ExpenseApp,
+	tenants []tenantryv1.Tenant) (*corev1.Secret, error) {
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: appSecretName(app)}, secret)
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -182,16 +187,20 @@ func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, app *tenan
 		setAppCondition(app, tenantryv1.ConditionDatabaseReady, metav1.ConditionFalse, se.reason, se.Error())
 		return nil, err
 	}
+	db, err := r.Databases.For(ctx, app)
+	if err != nil {
+		return fail(err)
+	}
 	adminURI, err := r.Databases.URI(ctx, app)
 	if err != nil {
 		return fail(err)
 	}
-	role := tenantdb.AppRoleName(app.Namespace, app.Name)
+	role := appRole(db, app)
 	pass := string(secret.Data["password"])
 	if pass == "" {
 		pass = password.Generate(32)
 	}
-	appURI, err := withUser(adminURI, role, pass)
+	appURI, err := withUser(adminURI, role.Name, pass)
 	if err != nil {
 		return fail(stallErr(tenantryv1.ReasonInvalidDatabase, time.Minute, err))
 	}
@@ -199,16 +208,24 @@ func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, app *tenan
 		meta.IsStatusConditionTrue(app.Status.Conditions, tenantryv1.ConditionDatabaseReady) {
 		return secret, nil
 	}
-	db, err := r.Databases.For(ctx, app)
-	if err != nil {
-		return fail(err)
+	var ownership *tenantdb.OwnershipError
+	if err := db.EnsureAppRole(ctx, role, pass); errors.As(err, &ownership) {
+		return fail(stallErr(tenantryv1.ReasonInvalidDatabase, 5*time.Minute,
+			fmt.Errorf("%w: give the ExpenseApp another name, or point it at another database", err)))
+	} else if err != nil {
+		return fail(retryErr(tenantryv1.ReasonDatabaseError, err))
 	}
-	if err := db.EnsureAppRole(ctx, role, pass); err != nil {
+	// A new login (or one an earlier release named differently) may act as every tenant already served.
+	names := make([]string, len(tenants))
+	for i := range tenants {
+		names[i] = tenants[i].Name
+	}
+	if err := db.GrantTenants(ctx, app.Namespace, names, role.Name); err != nil {
 		return fail(retryErr(tenantryv1.ReasonDatabaseError, err))
 	}
 	secret.ObjectMeta = metav1.ObjectMeta{Name: appSecretName(app), Namespace: app.Namespace,
 		ResourceVersion: secret.ResourceVersion, Labels: map[string]string{LabelManagedBy: ManagedBy}}
-	secret.Data = map[string][]byte{"uri": []byte(appURI), "username": []byte(role), "password": []byte(pass)}
+	secret.Data = map[string][]byte{"uri": []byte(appURI), "username": []byte(role.Name), "password": []byte(pass)}
 	if err := controllerutil.SetControllerReference(app, secret, r.Scheme); err != nil {
 		return fail(err)
 	}
@@ -221,8 +238,9 @@ func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, app *tenan
 		return fail(retryErr(tenantryv1.ReasonProgressing, fmt.Errorf("writing Secret %s: %w", secret.Name, err)))
 	}
 	waitForCache(ctx, r.Client, secret)
+	r.Databases.Reread(types.NamespacedName{Namespace: app.Namespace, Name: app.Name})
 	setAppCondition(app, tenantryv1.ConditionDatabaseReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
-		fmt.Sprintf("The app logs in as %q (Secret %s)", role, secret.Name))
+		fmt.Sprintf("The app logs in as %q (Secret %s)", role.Name, secret.Name))
 	return secret, nil
 }
 
@@ -241,12 +259,28 @@ func SecretHash(s *corev1.Secret) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// withUser returns a postgres:// URL with its user and password replaced.
+// appRole is the app's login role of an ExpenseApp: its name derived from the ExpenseApp's identity,
+// and the mark that says it is this ExpenseApp's.
+func appRole(db *tenantdb.DB, app *tenantryv1.ExpenseApp) tenantdb.Role {
+	return tenantdb.Role{Name: registry.AppRoleName(db.Database(), app.Namespace, app.Name),
+		Mark: tenantdb.OwnerMark("app", db.Database(), app.Namespace, app.Name)}
+}
+
+// withUser returns a postgres:// URL with its user and password replaced. Credentials given as query
+// parameters are dropped too: the admin's must never reach the app's Secret.
 func withUser(uri, user, pass string) (string, error) {
 	u, err := url.Parse(uri)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return "", errors.New("the database connection string must be a postgres:// URL to derive the app's login from it")
 	}
+	q := u.Query()
+	for key := range q {
+		switch strings.ToLower(key) {
+		case "user", "password", "passfile", "sslpassword":
+			q.Del(key)
+		}
+	}
+	u.RawQuery = q.Encode()
 	u.User = url.UserPassword(user, pass)
 	return u.String(), nil
 }

@@ -22,7 +22,7 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/migrations"
-	"tenantry.dev/tenantry/internal/tenantdb"
+	"tenantry.dev/tenantry/internal/registry"
 )
 
 func (f *fixture) getApp() *tenantryv1.ExpenseApp {
@@ -98,7 +98,7 @@ func TestExpenseAppReconciler_install(t *testing.T) {
 	// The app's own login: a Secret with a connection string for a role that is not the admin's.
 	sec := &corev1.Secret{}
 	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses-app-db"}, sec))
-	role := tenantdb.AppRoleName(f.ns, "expenses")
+	role := registry.AppRoleName(f.database, f.ns, "expenses")
 	if string(sec.Data["username"]) != role || !strings.Contains(string(sec.Data["uri"]), role+":") {
 		t.Fatalf("app Secret = %s", sec.Data["uri"])
 	}
@@ -110,14 +110,14 @@ func TestExpenseAppReconciler_install(t *testing.T) {
 	conn, err := pgx.Connect(ctx, string(sec.Data["uri"]))
 	must(t, err)
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `SELECT count(*) FROM tenant_inst.users`); err == nil {
+	if _, err := conn.Exec(ctx, `SELECT count(*) FROM `+f.q("inst")+`.users`); err == nil {
 		t.Fatal("the app role reads tenant data without SET ROLE")
 	}
 	tx, err := conn.Begin(ctx)
 	must(t, err)
-	_, err = tx.Exec(ctx, `SET LOCAL ROLE tenant_inst`)
+	_, err = tx.Exec(ctx, `SET LOCAL ROLE `+f.q("inst"))
 	must(t, err)
-	_, err = tx.Exec(ctx, `SELECT count(*) FROM tenant_inst.users`)
+	_, err = tx.Exec(ctx, `SELECT count(*) FROM `+f.q("inst")+`.users`)
 	must(t, err)
 	must(t, tx.Rollback(ctx))
 
@@ -261,7 +261,7 @@ func TestExpenseAppReconciler_deletionWaitsForTenants(t *testing.T) {
 		t.Fatal("the ExpenseApp was not deleted once its last Tenant went")
 	}
 	// Retain: the tenant's schema outlived both.
-	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_stay'`); n != 1 {
+	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, f.schema("stay")); n != 1 {
 		t.Fatal("the retained schema is gone")
 	}
 }
@@ -319,10 +319,10 @@ DO $$ BEGIN IF current_schema() LIKE '%bad%' THEN RAISE EXCEPTION 'cannot migrat
 		t.Fatalf("the failed tenant's message does not carry the migration's error: %q", c.Message)
 	}
 	for _, n := range []string{"bad1", "bad2"} {
-		if v := f.count(fmt.Sprintf(`SELECT max(version_id) FROM tenant_%s.goose_db_version`, n)); v != int(old) {
+		if v := f.count(`SELECT max(version_id) FROM ` + f.q(n) + `.goose_db_version`); v != int(old) {
 			t.Fatalf("%s is at version %d after a failed migration, want the last good %d", n, v, old)
 		}
-		if n := f.count(`SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 AND column_name = 'receipt_url'`, "tenant_"+n); n != 0 {
+		if n := f.count(`SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 AND column_name = 'receipt_url'`, f.schema(n)); n != 0 {
 			t.Fatal("the failed migration left its column behind")
 		}
 	}
@@ -343,7 +343,7 @@ CREATE INDEX expenses_receipt_idx ON expenses (receipt_url);
 		return a.Status.TenantsAtTarget == int32(len(names)) && a.Status.TargetSchemaVersion == old+1
 	})
 	for _, n := range names {
-		if v := f.count(fmt.Sprintf(`SELECT max(version_id) FROM tenant_%s.goose_db_version`, n)); v != int(old+1) {
+		if v := f.count(`SELECT max(version_id) FROM ` + f.q(n) + `.goose_db_version`); v != int(old+1) {
 			t.Fatalf("%s at version %d, want %d", n, v, old+1)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -25,6 +26,7 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/internal/pgcluster"
+	"tenantry.dev/tenantry/internal/registry"
 )
 
 // The suite runs the operator against a real API server (envtest) and a real PostgreSQL cluster.
@@ -111,12 +113,21 @@ func EnvtestAssets(root string) (string, error) {
 
 // fixture is one test's namespace with an ExpenseApp on a database of its own.
 type fixture struct {
-	t   *testing.T
-	ns  string
-	app *tenantryv1.ExpenseApp
-	url string
-	db  *pgxpool.Pool // superuser connection to the app's database, to look at what the operator did
+	t        *testing.T
+	ns       string
+	app      *tenantryv1.ExpenseApp
+	url      string
+	database string
+	db       *pgxpool.Pool // superuser connection to the app's database, to look at what the operator did
 }
+
+// schema is the schema (and role) name a tenant of this fixture derives.
+func (f *fixture) schema(tenant string) string {
+	return registry.TenantName(f.database, f.ns, tenant)
+}
+
+// q is that name quoted, to write it into SQL.
+func (f *fixture) q(tenant string) string { return pgx.Identifier{f.schema(tenant)}.Sanitize() }
 
 var nsSeq atomic.Int64
 
@@ -137,6 +148,7 @@ func newFixture(t *testing.T) *fixture {
 	if f.db, err = pgxpool.New(ctx, f.url); err != nil {
 		t.Fatal(err)
 	}
+	f.database = f.db.Config().ConnConfig.Database
 	t.Cleanup(f.db.Close)
 	f.createSecret("db", f.url)
 	f.app = &tenantryv1.ExpenseApp{

@@ -29,6 +29,7 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/password"
+	"tenantry.dev/tenantry/internal/registry"
 	"tenantry.dev/tenantry/internal/tenantdb"
 )
 
@@ -120,20 +121,27 @@ func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Te
 	if err := db.EnsureRegistry(ctx); err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	// A tenant whose spec was registered already (a release with new migrations) skips to migrating.
-	if t.Status.ObservedGeneration != t.Generation || t.Status.Schema == "" ||
+	// Every write below acts on the schema and role the registry records for this tenant's identity,
+	// never on status.schema, which anyone allowed to write status could have changed. A tenant whose
+	// spec was registered already (a release with new migrations) only looks them up.
+	id, registered, err := db.Lookup(ctx, t.Namespace, t.Name)
+	if err != nil {
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	if !registered || t.Status.ObservedGeneration != t.Generation ||
 		!meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionRegistered) {
-		if err := r.reconcileRegistration(ctx, t, db); err != nil {
+		if id, err = r.reconcileRegistration(ctx, t, db); err != nil {
 			return err
 		}
 	}
-	if err := r.reconcileSchema(ctx, t, app, db); err != nil {
+	t.Status.Schema = id.Schema
+	if err := r.reconcileSchema(ctx, t, app, db, id); err != nil {
 		return err
 	}
-	if err := r.reconcileAdmin(ctx, t, app, db, adminSecret); err != nil {
+	if err := r.reconcileAdmin(ctx, t, app, db, id, adminSecret); err != nil {
 		return err
 	}
-	if err := r.reconcileState(ctx, t, db); err != nil {
+	if err := r.reconcileState(ctx, t, db, id); err != nil {
 		return err
 	}
 	return r.reconcileIngress(ctx, t, app)
@@ -150,25 +158,22 @@ func (r *TenantReconciler) upToDate(t *tenantryv1.Tenant) bool {
 func registryState(t *tenantryv1.Tenant, version int64) string {
 	switch {
 	case version == 0:
-		return tenantdb.StateProvisioning
+		return registry.StateProvisioning
 	case t.Spec.Suspend:
-		return tenantdb.StateSuspended
+		return registry.StateSuspended
 	default:
-		return tenantdb.StateActive
+		return registry.StateActive
 	}
 }
 
 // reconcileRegistration claims the tenant's schema name and hosts in the registry and writes its
-// display name, branding and settings. It runs before any DDL, so a tenant that conflicts with another
-// creates nothing.
-func (r *TenantReconciler) reconcileRegistration(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB) error {
-	schema := t.Status.Schema
-	if schema == "" {
-		schema = tenantdb.SchemaName(t.Name)
-	}
-	err := db.Register(ctx, tenantdb.Registration{
-		Schema:        schema,
-		Role:          tenantdb.RoleName(schema),
+// display name, branding and settings, and returns the schema and role recorded for the tenant. It runs
+// before any DDL, so a tenant that conflicts with another creates nothing.
+func (r *TenantReconciler) reconcileRegistration(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB) (tenantdb.Identity, error) {
+	name := registry.TenantName(db.Database(), t.Namespace, t.Name)
+	id, err := db.Register(ctx, tenantdb.Registration{
+		Schema:        name,
+		Role:          name,
 		Namespace:     t.Namespace,
 		Name:          t.Name,
 		UID:           string(t.UID),
@@ -185,32 +190,34 @@ func (r *TenantReconciler) reconcileRegistration(ctx context.Context, t *tenantr
 	case errors.As(err, &hc):
 		setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionFalse, tenantryv1.ReasonHostConflict,
 			hc.Error()+"; choose another host or remove it from that tenant")
-		return stallErr(tenantryv1.ReasonHostConflict, 5*time.Minute,
+		return id, stallErr(tenantryv1.ReasonHostConflict, 5*time.Minute,
 			fmt.Errorf("%s; choose another host or remove it from that tenant", hc.Error()))
 	case errors.As(err, &sc):
-		setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionFalse, tenantryv1.ReasonSchemaConflict, sc.Error())
-		return stallErr(tenantryv1.ReasonSchemaConflict, 5*time.Minute,
-			fmt.Errorf("%s; give this Tenant another name", sc.Error()))
+		return id, r.schemaConflict(t, sc)
 	case err != nil:
-		return retryErr(tenantryv1.ReasonDatabaseError, err)
+		return id, retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	t.Status.Schema = schema
 	setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 		fmt.Sprintf("Registered with hosts %v", t.Spec.Hosts))
-	return nil
+	return id, nil
+}
+
+// schemaConflict stalls a tenant whose schema or role belongs to someone else.
+func (r *TenantReconciler) schemaConflict(t *tenantryv1.Tenant, err error) error {
+	setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionFalse, tenantryv1.ReasonSchemaConflict, err.Error())
+	return stallErr(tenantryv1.ReasonSchemaConflict, 5*time.Minute, fmt.Errorf("%w; give this Tenant another name", err))
 }
 
 // reconcileSchema creates the role and schema and applies pending migrations.
-func (r *TenantReconciler) reconcileSchema(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp, db *tenantdb.DB) error {
-	schema := t.Status.Schema
-	role := tenantdb.RoleName(schema)
+func (r *TenantReconciler) reconcileSchema(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp,
+	db *tenantdb.DB, id tenantdb.Identity) error {
 	fsys, target := r.Release.Get()
 	if t.Status.SchemaVersion >= target &&
 		meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionMigrationsApplied) {
 		return nil
 	}
 	if !meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionSchemaReady) {
-		if err := r.ensureSchema(ctx, t, db); err != nil {
+		if err := r.ensureSchema(ctx, t, db, id); err != nil {
 			return err
 		}
 	}
@@ -227,7 +234,7 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, t *tenantryv1.Te
 		defer r.Fleet.release(app)
 	}
 	start := time.Now()
-	version, err := db.Migrate(ctx, schema, role, fsys)
+	version, err := db.Migrate(ctx, id.Schema, id.Role, fsys)
 	migrationSeconds.Observe(time.Since(start).Seconds())
 	if version > t.Status.SchemaVersion || (err == nil && version != t.Status.SchemaVersion) {
 		t.Status.SchemaVersion = version
@@ -239,6 +246,10 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, t *tenantryv1.Te
 		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonMigrationFailed, msg)
 		return stallErr(tenantryv1.ReasonMigrationFailed, 2*time.Minute, errors.New(msg))
 	}
+	if errors.Is(err, tenantdb.ErrNoTenantLogin) {
+		return waitErr(tenantryv1.ReasonMigrationQueued, 5*time.Second,
+			"waiting for the login of ExpenseApp %s (Secret %s), on which migrations run", app.Name, appSecretName(app))
+	}
 	if err != nil {
 		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError, err.Error())
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
@@ -249,23 +260,32 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, t *tenantryv1.Te
 }
 
 // ensureSchema creates the tenant's role and schema and lets the app's login role act as the tenant.
-func (r *TenantReconciler) ensureSchema(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB) error {
-	schema := t.Status.Schema
-	role := tenantdb.RoleName(schema)
-	if err := db.EnsureSchema(ctx, schema, role); err != nil {
+func (r *TenantReconciler) ensureSchema(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB, id tenantdb.Identity) error {
+	role := tenantdb.Role{Name: id.Role, Mark: tenantdb.OwnerMark("tenant", db.Database(), t.Namespace, t.Name),
+		// A role named before names were derived from the whole identity is taken because the registry
+		// records it for this very tenant.
+		Legacy: id.Role != registry.TenantName(db.Database(), t.Namespace, t.Name)}
+	var ownership *tenantdb.OwnershipError
+	if err := db.EnsureSchema(ctx, id.Schema, role); errors.As(err, &ownership) {
+		setCondition(t, tenantryv1.ConditionSchemaReady, metav1.ConditionFalse, tenantryv1.ReasonSchemaConflict, err.Error())
+		return r.schemaConflict(t, err)
+	} else if err != nil {
 		setCondition(t, tenantryv1.ConditionSchemaReady, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError, err.Error())
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
 	// The app's login role may act as the tenant, and only as the tenants of its ExpenseApp.
-	appRole := tenantdb.AppRoleName(t.Namespace, t.Spec.AppRef.Name)
-	if err := db.EnsureAppRoleOnce(ctx, appRole); err != nil {
+	app := &tenantryv1.ExpenseApp{ObjectMeta: metav1.ObjectMeta{Namespace: t.Namespace, Name: t.Spec.AppRef.Name}}
+	appRole := appRole(db, app)
+	if err := db.EnsureAppRoleOnce(ctx, appRole); errors.As(err, &ownership) {
+		return stallErr(tenantryv1.ReasonInvalidDatabase, 5*time.Minute, err)
+	} else if err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	if err := db.GrantTenant(ctx, role, appRole); err != nil {
+	if err := db.GrantTenant(ctx, id.Role, appRole.Name); err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
 	setCondition(t, tenantryv1.ConditionSchemaReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
-		fmt.Sprintf("Schema %q owned by role %q", schema, role))
+		fmt.Sprintf("Schema %q owned by role %q", id.Schema, id.Role))
 	return nil
 }
 
@@ -289,7 +309,7 @@ const generatedPasswordLength = 20
 // Secret gets a new password, and the admin user in the schema is set to it: deleting the Secret is how
 // a lost admin password is reset. Once the admin is confirmed (AdminReady), the password is theirs.
 func (r *TenantReconciler) reconcileAdmin(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp,
-	db *tenantdb.DB, secret *corev1.Secret) error {
+	db *tenantdb.DB, id tenantdb.Identity, secret *corev1.Secret) error {
 	name := t.Name + tenantryv1.AdminSecretSuffix
 	if secret != nil && meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionAdminReady) {
 		t.Status.AdminSecretName = name
@@ -316,7 +336,7 @@ func (r *TenantReconciler) reconcileAdmin(ctx context.Context, t *tenantryv1.Ten
 	}
 	// Until the admin is confirmed, the Secret's password is the one that counts, also when a Secret
 	// turns out to exist already (created by an earlier attempt that the cache had not shown yet).
-	if _, err := db.EnsureAdmin(ctx, t.Status.Schema, email, hash); err != nil {
+	if _, err := db.EnsureAdmin(ctx, id.Schema, id.Role, email, hash); err != nil {
 		setCondition(t, tenantryv1.ConditionAdminReady, metav1.ConditionFalse, tenantryv1.ReasonAdminFailed, err.Error())
 		return retryErr(tenantryv1.ReasonAdminFailed, err)
 	}
@@ -342,8 +362,8 @@ func (r *TenantReconciler) reconcileAdmin(ctx context.Context, t *tenantryv1.Ten
 }
 
 // reconcileState tells the app the tenant is live (or suspended) at its schema version.
-func (r *TenantReconciler) reconcileState(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB) error {
-	if err := db.SetState(ctx, t.Status.Schema, registryState(t, t.Status.SchemaVersion), t.Status.SchemaVersion); err != nil {
+func (r *TenantReconciler) reconcileState(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB, id tenantdb.Identity) error {
+	if err := db.SetState(ctx, id.Schema, registryState(t, t.Status.SchemaVersion), t.Status.SchemaVersion); err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
 	return nil
@@ -373,25 +393,24 @@ func (r *TenantReconciler) reconcileIngress(ctx context.Context, t *tenantryv1.T
 	return nil
 }
 
-// reconcileDelete removes the tenant from the registry, and with deletionPolicy Delete drops its schema
-// and role, then lets the Tenant go. Its Ingress and admin Secret go by garbage collection.
+// reconcileDelete takes the tenant out of the registry's service and every app login's reach, and with
+// deletionPolicy Delete drops its schema and role, then lets the Tenant go. With Retain the registry
+// keeps recording who owns the schema and role. Its Ingress and admin Secret go by garbage collection.
 func (r *TenantReconciler) reconcileDelete(ctx context.Context, t *tenantryv1.Tenant) error {
 	if !controllerutil.ContainsFinalizer(t, tenantryv1.TenantFinalizer) {
 		return nil
 	}
-	if t.Status.Schema != "" {
-		app := &tenantryv1.ExpenseApp{}
-		err := r.Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: t.Spec.AppRef.Name}, app)
-		switch {
-		case apierrors.IsNotFound(err):
-			// No app, no database to reach: the registry and schema went, or stay, with it.
-			logf.FromContext(ctx).Info("ExpenseApp is gone; nothing to clean up in the database", "app", t.Spec.AppRef.Name)
-		case err != nil:
-			return retryErr(tenantryv1.ReasonDeletionBlocked, err)
-		default:
-			if err := r.deleteFromDatabase(ctx, t, app); err != nil {
-				return err
-			}
+	app := &tenantryv1.ExpenseApp{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: t.Spec.AppRef.Name}, app)
+	switch {
+	case apierrors.IsNotFound(err):
+		// No app, no database to reach: the registry and schema went, or stay, with it.
+		logf.FromContext(ctx).Info("ExpenseApp is gone; nothing to clean up in the database", "app", t.Spec.AppRef.Name)
+	case err != nil:
+		return retryErr(tenantryv1.ReasonDeletionBlocked, fmt.Errorf("reading ExpenseApp %s: %w", t.Spec.AppRef.Name, err))
+	default:
+		if err := r.deleteFromDatabase(ctx, t, app); err != nil {
+			return err
 		}
 	}
 	patch := client.MergeFrom(t.DeepCopy())
@@ -412,13 +431,28 @@ func (r *TenantReconciler) deleteFromDatabase(ctx context.Context, t *tenantryv1
 	if err := db.EnsureRegistry(ctx); err != nil {
 		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 	}
-	if err := db.Unregister(ctx, t.Status.Schema, t.Namespace, t.Name); err != nil {
+	// What to retire or drop is what the registry records for this identity, never status.schema.
+	id, registered, err := db.Lookup(ctx, t.Namespace, t.Name)
+	if err != nil {
 		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 	}
-	if t.Spec.DeletionPolicy == tenantryv1.DeletionPolicyDelete {
-		if err := db.DropSchema(ctx, t.Status.Schema, tenantdb.RoleName(t.Status.Schema)); err != nil {
-			return retryErr(tenantryv1.ReasonDeletionBlocked, err)
-		}
+	if !registered {
+		return nil
+	}
+	if err := db.Retire(ctx, t.Namespace, t.Name); err != nil {
+		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
+	}
+	if err := db.RevokeMembers(ctx, id.Role); err != nil {
+		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
+	}
+	if t.Spec.DeletionPolicy != tenantryv1.DeletionPolicyDelete {
+		return nil
+	}
+	if err := db.DropSchema(ctx, id.Schema, id.Role); err != nil {
+		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
+	}
+	if err := db.Unregister(ctx, t.Namespace, t.Name); err != nil {
+		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 	}
 	return nil
 }
@@ -508,6 +542,8 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// and changes with every tenant: following it would requeue the whole fleet on each change.
 		Watches(&tenantryv1.ExpenseApp{}, handler.EnqueueRequestsFromMapFunc(r.tenantsOfApp),
 			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, rolloutResumed))).
+		// The app's login, on which migrations run: a tenant waiting for it goes on when it appears.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tenantsOfAppSecret)).
 		// A Tenant that lets go of hosts (deleted, or hosts changed) may unblock one waiting for them.
 		Watches(&tenantryv1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.tenantsWithHostConflicts),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -517,6 +553,27 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 func (r *TenantReconciler) tenantsOfApp(ctx context.Context, o client.Object) []reconcile.Request {
 	return r.listRequests(ctx, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexAppRef: o.GetName()})
+}
+
+// tenantsOfAppSecret maps an ExpenseApp's login Secret to the app's Tenants that are not Ready: the
+// ones that may be waiting for it.
+func (r *TenantReconciler) tenantsOfAppSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	owner := metav1.GetControllerOf(o)
+	if owner == nil || owner.Kind != "ExpenseApp" || o.GetName() != owner.Name+appSecretSuffix {
+		return nil
+	}
+	var list tenantryv1.TenantList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexAppRef: owner.Name}); err != nil {
+		logf.FromContext(ctx).Error(err, "listing tenants to enqueue")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, t := range list.Items {
+		if !meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&t)})
+		}
+	}
+	return reqs
 }
 
 func (r *TenantReconciler) tenantsWithHostConflicts(ctx context.Context, o client.Object) []reconcile.Request {

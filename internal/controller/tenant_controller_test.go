@@ -19,7 +19,7 @@ import (
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/app/password"
-	"tenantry.dev/tenantry/internal/tenantdb"
+	"tenantry.dev/tenantry/internal/registry"
 )
 
 // registryRow is what the registry holds for a tenant.
@@ -53,7 +53,7 @@ func TestTenantReconciler_provision(t *testing.T) {
 	tn := f.waitReady("acme")
 
 	st := tn.Status
-	if st.Schema != "tenant_acme" || st.SchemaVersion != migrations.Latest || st.URL != "http://acme.example.com/" ||
+	if st.Schema != f.schema("acme") || st.SchemaVersion != migrations.Latest || st.URL != "http://acme.example.com/" ||
 		st.AdminSecretName != "acme-admin" {
 		t.Fatalf("status = %+v", st)
 	}
@@ -71,15 +71,15 @@ func TestTenantReconciler_provision(t *testing.T) {
 
 	// Database: a NOLOGIN role owning the schema, every migration applied, the registry row.
 	if n := f.count(`SELECT count(*) FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner
-		WHERE n.nspname = 'tenant_acme' AND r.rolname = 'tenant_acme' AND NOT r.rolcanlogin`); n != 1 {
-		t.Fatal("schema tenant_acme is not owned by a NOLOGIN role tenant_acme")
+		WHERE n.nspname = $1 AND r.rolname = $1 AND NOT r.rolcanlogin`, f.schema("acme")); n != 1 {
+		t.Fatalf("schema %s is not owned by a NOLOGIN role of the same name", f.schema("acme"))
 	}
-	if n := f.count(`SELECT count(*) FROM tenant_acme.goose_db_version WHERE version_id > 0`); n != int(migrations.Latest) {
+	if n := f.count(`SELECT count(*) FROM ` + f.q("acme") + `.goose_db_version WHERE version_id > 0`); n != int(migrations.Latest) {
 		t.Fatalf("%d migrations recorded, want %d", n, migrations.Latest)
 	}
-	reg, err := f.registry("tenant_acme")
+	reg, err := f.registry(f.schema("acme"))
 	must(t, err)
-	if reg.State != tenantdb.StateActive || reg.DisplayName != "Tenant acme" || reg.Version != migrations.Latest ||
+	if reg.State != registry.StateActive || reg.DisplayName != "Tenant acme" || reg.Version != migrations.Latest ||
 		reg.Branding["primaryColor"] != "#0b5fff" || reg.Settings["currency"] != "EUR" ||
 		reg.Settings["approvalThreshold"] != float64(50000) ||
 		strings.Join(reg.Hosts, ",") != "acme.example.com,expenses.acme.com" {
@@ -108,7 +108,7 @@ func TestTenantReconciler_provision(t *testing.T) {
 		t.Fatalf("admin secret = %v", sec.Data)
 	}
 	var hash, role string
-	must(t, f.db.QueryRow(ctx, `SELECT password_hash, role FROM tenant_acme.users WHERE email = $1`,
+	must(t, f.db.QueryRow(ctx, `SELECT password_hash, role FROM `+f.q("acme")+`.users WHERE email = $1`,
 		"finance@acme.example.com").Scan(&hash, &role))
 	if ok, err := password.Check(string(sec.Data["password"]), hash); !ok || err != nil || role != "admin" {
 		t.Fatalf("admin password from the Secret does not match the user (ok=%v err=%v role=%s)", ok, err, role)
@@ -169,9 +169,9 @@ func TestTenantReconciler_updateSpec(t *testing.T) {
 	if tn.Status.URL != "http://new.upd.com/" {
 		t.Fatalf("url = %q", tn.Status.URL)
 	}
-	reg, err := f.registry("tenant_upd")
+	reg, err := f.registry(f.schema("upd"))
 	must(t, err)
-	if reg.State != tenantdb.StateSuspended || reg.DisplayName != "Updated Ltd" || reg.Branding["primaryColor"] != "#112233" ||
+	if reg.State != registry.StateSuspended || reg.DisplayName != "Updated Ltd" || reg.Branding["primaryColor"] != "#112233" ||
 		reg.Settings["currency"] != "JPY" || strings.Join(reg.Hosts, ",") != "new.upd.com,upd.example.com" {
 		t.Fatalf("registry row = %+v", reg)
 	}
@@ -189,7 +189,7 @@ func TestTenantReconciler_updateSpec(t *testing.T) {
 	tn.Spec.Suspend = false
 	must(t, k8s.Patch(ctx, tn, patch))
 	f.waitReady("upd")
-	if reg, _ := f.registry("tenant_upd"); reg.State != tenantdb.StateActive {
+	if reg, _ := f.registry(f.schema("upd")); reg.State != registry.StateActive {
 		t.Fatalf("state after unsuspend = %q", reg.State)
 	}
 }
@@ -220,7 +220,7 @@ func TestTenantReconciler_hostConflict(t *testing.T) {
 	}
 	l := f.waitCondition(loser, tenantryv1.ConditionStalled, metav1.ConditionTrue, tenantryv1.ReasonHostConflict)
 	ready := findCondition(l, tenantryv1.ConditionReady)
-	want := fmt.Sprintf(`host "shared.example.com" is already served by tenant %s/%s`, f.ns, winner)
+	want := fmt.Sprintf(`host "shared.example.com" is already served by tenant %s;`, winner)
 	if !strings.Contains(ready.Message, want) {
 		t.Fatalf("Ready message %q does not contain %q", ready.Message, want)
 	}
@@ -319,10 +319,10 @@ func TestTenantReconciler_databaseOutage(t *testing.T) {
 	f.waitReady("out2")
 	f.waitReady("out1")
 
-	if n := f.count(`SELECT count(*) FROM tenant_out2.goose_db_version WHERE version_id > 0`); n != int(migrations.Latest) {
+	if n := f.count(`SELECT count(*) FROM `+f.q("out2")+`.goose_db_version WHERE version_id > 0`); n != int(migrations.Latest) {
 		t.Fatalf("%d migration records, want %d (each applied once)", n, migrations.Latest)
 	}
-	if n := f.count(`SELECT count(*) FROM tenant_out2.users`); n != 1 {
+	if n := f.count(`SELECT count(*) FROM `+f.q("out2")+`.users`); n != 1 {
 		t.Fatalf("%d users, want the one admin", n)
 	}
 	if n := f.count(`SELECT count(*) FROM tenantry.tenants WHERE namespace = $1`, f.ns); n != 2 {
@@ -342,7 +342,7 @@ func TestTenantReconciler_deletionPolicy(t *testing.T) {
 	if keep := f.get("keep"); keep.Spec.DeletionPolicy != tenantryv1.DeletionPolicyRetain {
 		t.Fatalf("default deletionPolicy = %q, want Retain", keep.Spec.DeletionPolicy)
 	}
-	_, err := f.db.Exec(ctx, `INSERT INTO tenant_keep.departments (name) VALUES ('Research')`)
+	_, err := f.db.Exec(ctx, `INSERT INTO `+f.q("keep")+`.departments (name) VALUES ('Research')`)
 	must(t, err)
 
 	for _, name := range []string{"keep", "drop"} {
@@ -357,31 +357,36 @@ func TestTenantReconciler_deletionPolicy(t *testing.T) {
 			t.Fatalf("Tenant %s not deleted: %v", name, err)
 		}
 	}
-	// Retain: out of the registry and routing; schema, data and role stay.
-	if _, err := f.registry("tenant_keep"); err != pgx.ErrNoRows {
-		t.Fatalf("registry row of a deleted tenant: %v", err)
+	// Retain: out of service and routing, its row kept as the record of who owns schema and role; the
+	// schema, data and role stay, and no login but the operator's may act as the role.
+	if reg, err := f.registry(f.schema("keep")); err != nil || reg.State != registry.StateRetained || len(reg.Hosts) != 0 {
+		t.Fatalf("registry row of a retained tenant: %+v, %v; want state retained, no hosts", reg, err)
 	}
-	if n := f.count(`SELECT count(*) FROM tenant_keep.departments`); n != 1 {
+	if n := f.count(`SELECT count(*) FROM ` + f.q("keep") + `.departments`); n != 1 {
 		t.Fatal("Retain lost the tenant's data")
 	}
-	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname = 'tenant_keep'`); n != 1 {
+	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname = $1`, f.schema("keep")); n != 1 {
 		t.Fatal("Retain dropped the tenant's role")
 	}
+	if n := f.count(`SELECT count(*) FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
+		WHERE r.rolname = $1 AND m.rolname <> current_user`, f.schema("keep")); n != 0 {
+		t.Fatalf("%d logins may still act as the retained tenant's role", n)
+	}
 	// Delete: schema, role and registry row are gone.
-	if _, err := f.registry("tenant_drop"); err != pgx.ErrNoRows {
+	if _, err := f.registry(f.schema("drop")); err != pgx.ErrNoRows {
 		t.Fatalf("registry row of a deleted tenant: %v", err)
 	}
-	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_drop'`); n != 0 {
+	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, f.schema("drop")); n != 0 {
 		t.Fatal("Delete kept the schema")
 	}
-	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname = 'tenant_drop'`); n != 0 {
+	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname = $1`, f.schema("drop")); n != 0 {
 		t.Fatal("Delete kept the role")
 	}
 
 	// Creating the retained tenant again brings its data back.
 	must(t, k8s.Create(ctx, f.tenant("keep", "keep.example.com")))
 	f.waitReady("keep")
-	if n := f.count(`SELECT count(*) FROM tenant_keep.departments`); n != 1 {
+	if n := f.count(`SELECT count(*) FROM ` + f.q("keep") + `.departments`); n != 1 {
 		t.Fatal("re-created tenant does not see its retained data")
 	}
 }
@@ -395,7 +400,7 @@ func TestTenantReconciler_longName(t *testing.T) {
 	long.Spec.DisplayName = ""
 	must(t, k8s.Create(ctx, long))
 	tn := f.waitReady(name)
-	if tn.Status.Schema != tenantdb.SchemaName(name) || len(tn.Status.Schema) > 63 {
+	if tn.Status.Schema != f.schema(name) || len(tn.Status.Schema) > 63 {
 		t.Fatalf("schema = %q", tn.Status.Schema)
 	}
 	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, tn.Status.Schema); n != 1 {
@@ -443,7 +448,7 @@ func TestTenantReconciler_adminSecretReset(t *testing.T) {
 		t.Fatal("the new Secret has the old password")
 	}
 	var hash string
-	must(t, f.db.QueryRow(ctx, `SELECT password_hash FROM tenant_reset.users WHERE email = $1`, "finance@reset.example.com").Scan(&hash))
+	must(t, f.db.QueryRow(ctx, `SELECT password_hash FROM `+f.q("reset")+`.users WHERE email = $1`, "finance@reset.example.com").Scan(&hash))
 	if ok, _ := password.Check(string(fresh.Data["password"]), hash); !ok {
 		t.Fatal("the new Secret's password does not sign the admin in")
 	}

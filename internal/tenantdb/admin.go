@@ -11,14 +11,30 @@ import (
 // a new user, or the existing user of that email made admin again, reactivated and given the hash. The
 // operator calls it while it establishes the login of the admin Secret, never after. It reports whether
 // it wrote anything.
-func (db *DB) EnsureAdmin(ctx context.Context, schema, email, passwordHash string) (bool, error) {
+//
+// It runs on the app's login, switched to the tenant role for the one transaction: a trigger the tenant
+// role may have put on its users table runs with no more than that.
+func (db *DB) EnsureAdmin(ctx context.Context, schema, role, email, passwordHash string) (bool, error) {
+	pool, err := db.tenantPool()
+	if err != nil {
+		return false, err
+	}
 	users := pgx.Identifier{schema, "users"}.Sanitize()
-	tag, err := db.pool.Exec(ctx, `INSERT INTO `+users+` AS u (email, name, role, password_hash)
+	var written int64
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)",
+			role, pgx.Identifier{schema}.Sanitize()); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO `+users+` AS u (email, name, role, password_hash)
 VALUES ($1, 'Administrator', 'admin', $2)
 ON CONFLICT ((lower(email))) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'admin', active = true`,
-		email, passwordHash)
+			email, passwordHash)
+		written = tag.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("creating admin user in schema %q: %w", schema, err)
 	}
-	return tag.RowsAffected() > 0, nil
+	return written > 0, nil
 }

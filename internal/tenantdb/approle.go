@@ -8,40 +8,34 @@ import (
 )
 
 // EnsureAppRole creates or updates the app's login role: it owns nothing, inherits nothing (NOINHERIT:
-// it holds a tenant's privileges only after SET ROLE to it) and may read the registry. An empty password
-// leaves the password as it is.
-func (db *DB) EnsureAppRole(ctx context.Context, role, password string) error {
+// it holds a tenant's privileges only after SET ROLE to it) and may read the registry. A role of that
+// name that belongs to someone else is an *OwnershipError. An empty password leaves the password as it
+// is.
+func (db *DB) EnsureAppRole(ctx context.Context, role Role, password string) error {
 	if err := db.EnsureRegistry(ctx); err != nil {
 		return err
 	}
-	q := pgx.Identifier{role}.Sanitize()
-	var exists bool
-	if err := db.pool.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)", role).Scan(&exists); err != nil {
-		return fmt.Errorf("looking up role %q: %w", role, err)
+	if err := db.ensureRole(ctx, role, "LOGIN NOINHERIT"); err != nil {
+		return err
 	}
-	if !exists {
-		if _, err := db.pool.Exec(ctx, "CREATE ROLE "+q+" LOGIN NOINHERIT"); err != nil && !isCode(err, codeDuplicateObject, codeUniqueViolation) {
-			return fmt.Errorf("creating app role %q: %w", role, err)
-		}
-	}
+	q := pgx.Identifier{role.Name}.Sanitize()
 	if password != "" {
 		// ALTER ROLE takes no bound parameters: the password goes in as a quoted literal.
-		lit := "'" + escapeLiteral(password) + "'"
-		if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" LOGIN NOINHERIT PASSWORD "+lit); err != nil {
-			return fmt.Errorf("setting the password of app role %q: %w", role, err)
+		if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" LOGIN NOINHERIT PASSWORD "+quoteLiteral(password)); err != nil {
+			return fmt.Errorf("setting the password of app role %q: %w", role.Name, err)
 		}
 	}
 	if _, err := db.pool.Exec(ctx, "GRANT USAGE ON SCHEMA tenantry TO "+q+
 		"; GRANT SELECT ON tenantry.tenants, tenantry.tenant_hosts TO "+q); err != nil {
-		return fmt.Errorf("letting app role %q read the registry: %w", role, err)
+		return fmt.Errorf("letting app role %q read the registry: %w", role.Name, err)
 	}
 	return nil
 }
 
 // EnsureAppRoleOnce is EnsureAppRole without a password, done once per DB and role.
-func (db *DB) EnsureAppRoleOnce(ctx context.Context, role string) error {
+func (db *DB) EnsureAppRoleOnce(ctx context.Context, role Role) error {
 	db.mu.Lock()
-	done := db.appRoles[role]
+	done := db.appRoles[role.Name]
 	db.mu.Unlock()
 	if done {
 		return nil
@@ -53,8 +47,28 @@ func (db *DB) EnsureAppRoleOnce(ctx context.Context, role string) error {
 	if db.appRoles == nil {
 		db.appRoles = map[string]bool{}
 	}
-	db.appRoles[role] = true
+	db.appRoles[role.Name] = true
 	db.mu.Unlock()
+	return nil
+}
+
+// GrantTenants lets the app role act as every live tenant of the namespace with one of the names given,
+// as the registry records them: what a new or renamed app login needs for the tenants it serves.
+func (db *DB) GrantTenants(ctx context.Context, namespace string, names []string, appRole string) error {
+	rows, err := db.pool.Query(ctx, `SELECT role_name FROM tenantry.tenants
+WHERE namespace = $1 AND name = ANY($2) AND state <> 'retained'`, namespace, names)
+	if err != nil {
+		return fmt.Errorf("listing the tenant roles for app role %q: %w", appRole, err)
+	}
+	roles, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("listing the tenant roles for app role %q: %w", appRole, err)
+	}
+	for _, r := range roles {
+		if err := db.GrantTenant(ctx, r, appRole); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -64,15 +78,4 @@ func (db *DB) GrantTenant(ctx context.Context, tenantRole, appRole string) error
 		return fmt.Errorf("granting tenant role %q to app role %q: %w", tenantRole, appRole, err)
 	}
 	return nil
-}
-
-func escapeLiteral(s string) string {
-	out := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\'' {
-			out = append(out, '\'')
-		}
-		out = append(out, s[i])
-	}
-	return string(out)
 }

@@ -14,12 +14,18 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// DB is the operator's handle on one shared database.
+// DB is the operator's handle on one shared database. It holds two kinds of connection, and keeps them
+// apart (privilege separation):
+//   - pool logs in with the admin connection string. It runs only role, schema, grant and registry
+//     statements: nothing it runs executes code a tenant role could have planted.
+//   - tenant logs in as the app's own login, which can do no more than the app can, and switches to one
+//     tenant's role for each piece of work inside that tenant's schema (migrations, the admin user). A
+//     trigger, function or view a tenant role planted runs there with no more than the app's rights.
 type DB struct {
 	pool *pgxpool.Pool
-	// migrations has connections of its own: each is switched to one tenant's role and search_path for
-	// a goose run, so none of them may serve anything else. Its size bounds concurrent migrations.
-	migrations *pgxpool.Pool
+	// tenant is nil until Options.TenantURI is given. Its size bounds concurrent migrations.
+	tenant   *pgxpool.Pool
+	database string
 
 	statements atomic.Int64
 
@@ -34,6 +40,9 @@ type Options struct {
 	MaxConns int32
 	// MaxConcurrentMigrations bounds the tenant schemas migrated at once (default 8).
 	MaxConcurrentMigrations int32
+	// TenantURI is the app login's connection string, on which work inside tenant schemas runs. Without
+	// it, Migrate and EnsureAdmin fail.
+	TenantURI string
 }
 
 // Open returns a DB for an admin connection string. It connects lazily.
@@ -49,11 +58,32 @@ func Open(uri string, opts Options) (*DB, error) {
 	if db.pool, err = db.newPool(uri, opts.MaxConns); err != nil {
 		return nil, err
 	}
-	if db.migrations, err = db.newPool(uri, opts.MaxConcurrentMigrations); err != nil {
-		db.pool.Close()
-		return nil, err
+	cfg := db.pool.Config().ConnConfig
+	db.database = cfg.Database
+	if db.database == "" {
+		db.database = cfg.User // as libpq: the database defaults to the user's name
+	}
+	if opts.TenantURI != "" {
+		if db.tenant, err = db.newPool(opts.TenantURI, opts.MaxConcurrentMigrations); err != nil {
+			db.pool.Close()
+			return nil, err
+		}
 	}
 	return db, nil
+}
+
+// Database is the name of the database, part of every tenant's identity.
+func (db *DB) Database() string { return db.database }
+
+// ErrNoTenantLogin says that work inside a tenant schema needs the app's login (Options.TenantURI).
+var ErrNoTenantLogin = errors.New("no login for work inside tenant schemas: the app's login is not known yet")
+
+// tenantPool is the pool for work inside tenant schemas.
+func (db *DB) tenantPool() (*pgxpool.Pool, error) {
+	if db.tenant == nil {
+		return nil, ErrNoTenantLogin
+	}
+	return db.tenant, nil
 }
 
 func (db *DB) newPool(uri string, maxConns int32) (*pgxpool.Pool, error) {
@@ -78,7 +108,9 @@ func (db *DB) newPool(uri string, maxConns int32) (*pgxpool.Pool, error) {
 // Close closes every connection.
 func (db *DB) Close() {
 	db.pool.Close()
-	db.migrations.Close()
+	if db.tenant != nil {
+		db.tenant.Close()
+	}
 }
 
 // Statements is the number of SQL statements this DB has sent since it was opened.

@@ -7,43 +7,9 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+
+	"tenantry.dev/tenantry/internal/registry"
 )
-
-// NotifyChannel is the LISTEN/NOTIFY channel on which the registry announces a changed tenant; the
-// payload is the tenant's schema name.
-const NotifyChannel = "tenantry_tenants"
-
-// Tenant states in the registry.
-const (
-	StateProvisioning = "provisioning" // schema not yet migrated: the app answers 503
-	StateActive       = "active"
-	StateSuspended    = "suspended"
-)
-
-// registryDDL creates the control schema. Hosts have a table of their own whose primary key is the
-// race-free arbiter of which tenant holds a host.
-const registryDDL = `
-CREATE SCHEMA IF NOT EXISTS tenantry;
-CREATE TABLE IF NOT EXISTS tenantry.tenants (
-    schema_name    text        PRIMARY KEY,
-    role_name      text        NOT NULL,
-    namespace      text        NOT NULL,
-    name           text        NOT NULL,
-    uid            text        NOT NULL,
-    display_name   text        NOT NULL,
-    branding       jsonb       NOT NULL DEFAULT '{}',
-    settings       jsonb       NOT NULL DEFAULT '{}',
-    state          text        NOT NULL CHECK (state IN ('provisioning', 'active', 'suspended')),
-    schema_version bigint      NOT NULL DEFAULT 0,
-    updated_at     timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (namespace, name)
-);
-CREATE TABLE IF NOT EXISTS tenantry.tenant_hosts (
-    host        text PRIMARY KEY,
-    schema_name text NOT NULL REFERENCES tenantry.tenants ON DELETE CASCADE
-);
-CREATE INDEX IF NOT EXISTS tenant_hosts_schema_name_idx ON tenantry.tenant_hosts (schema_name);
-`
 
 // registryLock serialises creating the registry: CREATE ... IF NOT EXISTS is not safe against itself.
 const registryLock = int64(0x74656e616e747279) // "tenantry"
@@ -59,7 +25,7 @@ func (db *DB) EnsureRegistry(ctx context.Context) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", registryLock); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, registryDDL)
+		_, err := tx.Exec(ctx, registry.DDL)
 		return err
 	})
 	if err != nil {
@@ -69,7 +35,8 @@ func (db *DB) EnsureRegistry(ctx context.Context) error {
 	return nil
 }
 
-// Registration is a tenant's row in the registry.
+// Registration is a tenant's row in the registry. Schema and Role are the names derived from the
+// tenant's identity (registry.TenantName); a tenant already registered keeps the names it has.
 type Registration struct {
 	Schema        string
 	Role          string
@@ -84,65 +51,71 @@ type Registration struct {
 	Hosts         []string
 }
 
-// HostConflictError says a host is held by another tenant.
+// Identity is what the registry records for a tenant: the schema and role that belong to it.
+type Identity struct {
+	Schema, Role string
+}
+
+// HostConflictError says a host is held by another tenant. Its message names that tenant only when it
+// is in the same namespace: who else a cluster serves is not for every namespace to learn.
 type HostConflictError struct {
 	Host            string
 	HolderNamespace string
 	HolderName      string
+	namespace       string // of the tenant that asked
 }
 
 func (e *HostConflictError) Error() string {
-	return fmt.Sprintf("host %q is already served by tenant %s/%s", e.Host, e.HolderNamespace, e.HolderName)
+	if e.HolderNamespace == e.namespace {
+		return fmt.Sprintf("host %q is already served by tenant %s", e.Host, e.HolderName)
+	}
+	return fmt.Sprintf("host %q is already served by a tenant in another namespace", e.Host)
 }
 
-// SchemaConflictError says the schema a tenant derives is registered to another tenant.
+// SchemaConflictError says the schema or role a tenant derives is recorded for another identity.
 type SchemaConflictError struct {
-	Schema          string
-	HolderNamespace string
-	HolderName      string
+	Schema string
 }
 
 func (e *SchemaConflictError) Error() string {
-	return fmt.Sprintf("schema %q already belongs to tenant %s/%s", e.Schema, e.HolderNamespace, e.HolderName)
+	return fmt.Sprintf("schema or role %q is recorded for another tenant", e.Schema)
 }
 
-// Register writes a tenant's row and hosts in one transaction and notifies the app. It claims the
-// schema and the hosts: when either is held by another tenant it changes nothing and returns a
-// *SchemaConflictError or *HostConflictError. The unique keys decide, so two concurrent claims of one
-// host cannot both win.
-func (db *DB) Register(ctx context.Context, r Registration) error {
+// Register writes a tenant's row and hosts in one transaction and notifies the app, and returns the
+// schema and role recorded for the tenant's identity (namespace and name): the ones of its existing
+// row, which a tenant keeps for life (also across a Retain and a return), else the derived ones in r.
+// A schema or role recorded for another identity is never taken: that is a *SchemaConflictError. A
+// host held by another tenant is a *HostConflictError. Either way nothing is written; the unique keys
+// decide, so two concurrent claims cannot both win.
+func (db *DB) Register(ctx context.Context, r Registration) (Identity, error) {
 	branding, err := json.Marshal(r.Branding)
 	if err != nil {
-		return fmt.Errorf("encoding branding: %w", err)
+		return Identity{}, fmt.Errorf("encoding branding: %w", err)
 	}
 	settings, err := json.Marshal(r.Settings)
 	if err != nil {
-		return fmt.Errorf("encoding settings: %w", err)
+		return Identity{}, fmt.Errorf("encoding settings: %w", err)
 	}
+	var id Identity
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		var ns, name string
 		err := tx.QueryRow(ctx, `
 INSERT INTO tenantry.tenants AS t
     (schema_name, role_name, namespace, name, uid, display_name, branding, settings, state, schema_version)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-ON CONFLICT (schema_name) DO UPDATE
+ON CONFLICT (namespace, name) DO UPDATE
 SET uid = EXCLUDED.uid, display_name = EXCLUDED.display_name, branding = EXCLUDED.branding,
     settings = EXCLUDED.settings,
     -- A caller that has not seen the schema migrated yet does not take a live tenant offline.
-    state = CASE WHEN EXCLUDED.state = 'provisioning' AND t.schema_version > 0 THEN t.state ELSE EXCLUDED.state END,
+    state = CASE WHEN EXCLUDED.state = 'provisioning' AND t.schema_version > 0 THEN
+                 CASE WHEN t.state = 'retained' THEN 'provisioning' ELSE t.state END
+            ELSE EXCLUDED.state END,
     schema_version = greatest(t.schema_version, EXCLUDED.schema_version),
     updated_at = now()
-WHERE t.namespace = EXCLUDED.namespace AND t.name = EXCLUDED.name
-RETURNING namespace, name`,
+RETURNING schema_name, role_name`,
 			r.Schema, r.Role, r.Namespace, r.Name, r.UID, r.DisplayName, branding, settings, r.State, r.SchemaVersion,
-		).Scan(&ns, &name)
-		if errors.Is(err, pgx.ErrNoRows) {
-			conflict := &SchemaConflictError{Schema: r.Schema}
-			if err := tx.QueryRow(ctx, `SELECT namespace, name FROM tenantry.tenants WHERE schema_name = $1`,
-				r.Schema).Scan(&conflict.HolderNamespace, &conflict.HolderName); err != nil {
-				return fmt.Errorf("looking up the holder of schema %q: %w", r.Schema, err)
-			}
-			return conflict
+		).Scan(&id.Schema, &id.Role)
+		if isCode(err, codeUniqueViolation) {
+			return &SchemaConflictError{Schema: r.Schema}
 		}
 		if err != nil {
 			return fmt.Errorf("writing registry row: %w", err)
@@ -154,31 +127,45 @@ WITH released AS (
 )
 INSERT INTO tenantry.tenant_hosts (host, schema_name)
 SELECT unnest($2::text[]), $1
-ON CONFLICT (host) DO NOTHING`, r.Schema, r.Hosts); err != nil {
+ON CONFLICT (host) DO NOTHING`, id.Schema, r.Hosts); err != nil {
 			return fmt.Errorf("claiming hosts: %w", err)
 		}
-		conflict := &HostConflictError{}
+		conflict := &HostConflictError{namespace: r.Namespace}
 		err = tx.QueryRow(ctx, `
 SELECT h.host, t.namespace, t.name
 FROM tenantry.tenant_hosts h JOIN tenantry.tenants t USING (schema_name)
 WHERE h.host = ANY($1) AND h.schema_name <> $2
 ORDER BY array_position($1, h.host)
-LIMIT 1`, r.Hosts, r.Schema).Scan(&conflict.Host, &conflict.HolderNamespace, &conflict.HolderName)
+LIMIT 1`, r.Hosts, id.Schema).Scan(&conflict.Host, &conflict.HolderNamespace, &conflict.HolderName)
 		if err == nil {
 			return conflict
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("checking hosts: %w", err)
 		}
-		_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", NotifyChannel, r.Schema)
+		_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", registry.NotifyChannel, id.Schema)
 		return err
 	})
 	var hc *HostConflictError
 	var sc *SchemaConflictError
 	if err != nil && !errors.As(err, &hc) && !errors.As(err, &sc) {
-		return fmt.Errorf("registering tenant %s/%s: %w", r.Namespace, r.Name, err)
+		return Identity{}, fmt.Errorf("registering tenant %s/%s: %w", r.Namespace, r.Name, err)
 	}
-	return err
+	return id, err
+}
+
+// Lookup returns the schema and role recorded for a tenant's identity, and false when it has no row.
+func (db *DB) Lookup(ctx context.Context, namespace, name string) (Identity, bool, error) {
+	var id Identity
+	err := db.pool.QueryRow(ctx, `SELECT schema_name, role_name FROM tenantry.tenants WHERE namespace = $1 AND name = $2`,
+		namespace, name).Scan(&id.Schema, &id.Role)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Identity{}, false, nil
+	}
+	if err != nil {
+		return Identity{}, false, fmt.Errorf("looking up tenant %s/%s in the registry: %w", namespace, name, err)
+	}
+	return id, true, nil
 }
 
 // SetState records a tenant's state and schema version and notifies the app.
@@ -189,22 +176,39 @@ WITH updated AS (
     WHERE schema_name = $1
     RETURNING schema_name
 )
-SELECT pg_notify($4, schema_name) FROM updated`, schema, state, version, NotifyChannel)
+SELECT pg_notify($4, schema_name) FROM updated`, schema, state, version, registry.NotifyChannel)
 	if err != nil {
 		return fmt.Errorf("setting tenant %q %s at version %d: %w", schema, state, version, err)
 	}
 	return nil
 }
 
-// Unregister removes a tenant (and so its hosts) from the registry and notifies the app. Only the row of
-// the named Tenant is removed, never another tenant's that derives the same schema.
-func (db *DB) Unregister(ctx context.Context, schema, namespace, name string) error {
+// Retire takes a tenant deleted with deletionPolicy Retain out of service: its hosts are released, its
+// row stays as the record of who owns the schema and role (state retained), and the app is notified.
+func (db *DB) Retire(ctx context.Context, namespace, name string) error {
+	_, err := db.pool.Exec(ctx, `
+WITH retired AS (
+    UPDATE tenantry.tenants SET state = 'retained', updated_at = now()
+    WHERE namespace = $1 AND name = $2
+    RETURNING schema_name
+), released AS (
+    DELETE FROM tenantry.tenant_hosts WHERE schema_name IN (SELECT schema_name FROM retired)
+)
+SELECT pg_notify($3, schema_name) FROM retired`, namespace, name, registry.NotifyChannel)
+	if err != nil {
+		return fmt.Errorf("retiring tenant %s/%s in the registry: %w", namespace, name, err)
+	}
+	return nil
+}
+
+// Unregister removes a tenant (and so its hosts) from the registry and notifies the app.
+func (db *DB) Unregister(ctx context.Context, namespace, name string) error {
 	_, err := db.pool.Exec(ctx, `
 WITH deleted AS (
-    DELETE FROM tenantry.tenants WHERE schema_name = $1 AND namespace = $2 AND name = $3
+    DELETE FROM tenantry.tenants WHERE namespace = $1 AND name = $2
     RETURNING schema_name
 )
-SELECT pg_notify($4, schema_name) FROM deleted`, schema, namespace, name, NotifyChannel)
+SELECT pg_notify($3, schema_name) FROM deleted`, namespace, name, registry.NotifyChannel)
 	if err != nil {
 		return fmt.Errorf("removing tenant %s/%s from the registry: %w", namespace, name, err)
 	}

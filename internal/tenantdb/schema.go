@@ -16,47 +16,119 @@ const (
 	codeDependentObjects = "2BP01"
 )
 
-// EnsureSchema creates a tenant's NOLOGIN role and the schema it owns, and makes the operator's own
-// role a member so it can act as the tenant (migrations run as the tenant role, so the tenant owns
-// every table). It sends one query when both exist already, and fails when the schema exists but is
-// owned by someone else: that schema is not the tenant's to take.
-func (db *DB) EnsureSchema(ctx context.Context, schema, role string) error {
-	var roleExists, member bool
-	var owner *string
+// OwnerMark is what the operator writes as the comment of every role it creates (COMMENT ON ROLE, which
+// PostgreSQL keeps server-wide, like the role itself): the identity the role belongs to. A role whose
+// mark names another identity, or a role of a derived name that has no mark, is someone else's, and the
+// operator never takes it.
+func OwnerMark(kind, database, namespace, name string) string {
+	return fmt.Sprintf("tenantry %s %s/%s/%s", kind, database, namespace, name)
+}
+
+// OwnershipError says a schema or role exists that belongs to someone else. Its message names nobody.
+type OwnershipError struct {
+	What string // "role" or "schema"
+	Name string
+}
+
+func (e *OwnershipError) Error() string {
+	return fmt.Sprintf("%s %q exists and belongs to someone else; it is not this tenant's to take", e.What, e.Name)
+}
+
+// Role describes a role the operator wants: its name and the owner mark it must carry. Legacy is set
+// for a name an earlier release derived without a mark: such a role is taken, and marked, only because
+// the registry already records it for this very tenant.
+type Role struct {
+	Name   string
+	Mark   string
+	Legacy bool
+}
+
+// ensureRole creates a role with attrs and marks it, or checks that the existing one carries the mark.
+func (db *DB) ensureRole(ctx context.Context, r Role, attrs string) error {
+	var exists bool
+	var mark *string
 	err := db.pool.QueryRow(ctx, `
-SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $2),
-       (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1),
+SELECT count(*) > 0, max(shobj_description(oid, 'pg_authid')) FROM pg_roles WHERE rolname = $1`, r.Name).Scan(&exists, &mark)
+	if err != nil {
+		return fmt.Errorf("looking up role %q: %w", r.Name, err)
+	}
+	q := pgx.Identifier{r.Name}.Sanitize()
+	switch {
+	case exists && mark != nil && *mark == r.Mark:
+		return nil
+	case exists && (mark != nil || !r.Legacy):
+		return &OwnershipError{What: "role", Name: r.Name}
+	case !exists:
+		if _, err := db.pool.Exec(ctx, "CREATE ROLE "+q+" "+attrs); err != nil {
+			if isCode(err, codeDuplicateObject, codeUniqueViolation) {
+				return db.ensureRole(ctx, r, attrs) // created at this moment by another reconcile: check it
+			}
+			return fmt.Errorf("creating role %q: %w", r.Name, err)
+		}
+	}
+	if _, err := db.pool.Exec(ctx, "COMMENT ON ROLE "+q+" IS "+quoteLiteral(r.Mark)); err != nil {
+		return fmt.Errorf("marking role %q as Tenantry's: %w", r.Name, err)
+	}
+	return nil
+}
+
+// EnsureSchema creates a tenant's NOLOGIN role and the schema it owns, and makes the operator's own
+// role a member (which CREATE SCHEMA ... AUTHORIZATION and, later, DROP SCHEMA need). It sends one query
+// when both exist already and are the tenant's. A role or schema that belongs to someone else is an
+// *OwnershipError, and nothing is changed.
+func (db *DB) EnsureSchema(ctx context.Context, schema string, role Role) error {
+	var owner *string
+	var member bool
+	err := db.pool.QueryRow(ctx, `
+SELECT (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1),
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-         OR EXISTS (SELECT FROM pg_roles WHERE rolname = $2 AND pg_has_role(current_user, oid, 'MEMBER'))`,
-		schema, role).Scan(&roleExists, &owner, &member)
+         OR EXISTS (SELECT FROM pg_roles WHERE rolname = $2 AND pg_has_role(current_user, oid, 'MEMBER')
+                    AND shobj_description(oid, 'pg_authid') = $3)`,
+		schema, role.Name, role.Mark).Scan(&owner, &member)
 	if err != nil {
 		return fmt.Errorf("looking up schema %q: %w", schema, err)
 	}
-	quotedRole := pgx.Identifier{role}.Sanitize()
-	if owner != nil {
-		if *owner != quotedRole && *owner != role {
-			return fmt.Errorf("schema %q exists and is owned by %s, not by the tenant role %q", schema, *owner, role)
-		}
-		if member {
-			return nil
-		}
+	quotedRole := pgx.Identifier{role.Name}.Sanitize()
+	if owner != nil && *owner != quotedRole && *owner != role.Name {
+		return &OwnershipError{What: "schema", Name: schema}
 	}
-	if !roleExists {
-		_, err := db.pool.Exec(ctx, "CREATE ROLE "+quotedRole+" NOLOGIN")
-		if err != nil && !isCode(err, codeDuplicateObject, codeUniqueViolation) {
-			return fmt.Errorf("creating role %q: %w", role, err)
-		}
+	if owner != nil && member {
+		return nil
 	}
-	if !member {
-		if _, err := db.pool.Exec(ctx, "GRANT "+quotedRole+" TO CURRENT_USER"); err != nil {
-			return fmt.Errorf("granting role %q to the operator's role: %w", role, err)
-		}
+	if err := db.ensureRole(ctx, role, "NOLOGIN"); err != nil {
+		return err
+	}
+	if _, err := db.pool.Exec(ctx, "GRANT "+quotedRole+" TO CURRENT_USER"); err != nil {
+		return fmt.Errorf("granting role %q to the operator's role: %w", role.Name, err)
 	}
 	if owner == nil {
 		_, err := db.pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()+
 			" AUTHORIZATION "+quotedRole)
 		if err != nil && !isCode(err, codeDuplicateObject, codeUniqueViolation) {
 			return fmt.Errorf("creating schema %q: %w", schema, err)
+		}
+	}
+	return nil
+}
+
+// RevokeMembers takes every login's membership in a tenant role away, but the operator's own: no app
+// may act as the tenant any more. Deleting a tenant does this whatever its deletionPolicy, so a
+// retained schema is reachable by nobody until its owner returns.
+func (db *DB) RevokeMembers(ctx context.Context, role string) error {
+	rows, err := db.pool.Query(ctx, `
+SELECT m.rolname FROM pg_auth_members a
+JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
+WHERE r.rolname = $1 AND m.rolname <> current_user`, role)
+	if err != nil {
+		return fmt.Errorf("listing the members of role %q: %w", role, err)
+	}
+	members, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("listing the members of role %q: %w", role, err)
+	}
+	for _, m := range members {
+		if _, err := db.pool.Exec(ctx, "REVOKE "+pgx.Identifier{role}.Sanitize()+" FROM "+pgx.Identifier{m}.Sanitize()); err != nil {
+			return fmt.Errorf("revoking role %q from %q: %w", role, m, err)
 		}
 	}
 	return nil
@@ -86,4 +158,18 @@ func isCode(err error, codes ...string) bool {
 		}
 	}
 	return false
+}
+
+// quoteLiteral quotes a string as an SQL literal, for the statements that take no bound parameters
+// (COMMENT, ALTER ROLE ... PASSWORD).
+func quoteLiteral(s string) string {
+	out := make([]byte, 0, len(s)+2)
+	out = append(out, '\'')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			out = append(out, '\'')
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '\''))
 }

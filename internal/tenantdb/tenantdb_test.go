@@ -14,50 +14,28 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/internal/registry"
 )
 
-func TestSchemaName(t *testing.T) {
-	long := strings.Repeat("a", 190) + "-tail"
-	tests := []struct {
-		tenant string
-		want   string
-	}{
-		{"acme", "tenant_acme"},
-		{"acme-corp", "tenant_acme_corp"},
-		{"acme.corp", "tenant_acme_corp_" + SchemaName("acme.corp")[len("tenant_acme_corp_"):]},
-	}
-	for _, tt := range tests {
-		if got := SchemaName(tt.tenant); got != tt.want {
-			t.Errorf("SchemaName(%q) = %q, want %q", tt.tenant, got, tt.want)
-		}
-	}
-	// '.' and '-' must not collide, however the name is spelled.
-	if SchemaName("acme.corp") == SchemaName("acme-corp") {
-		t.Errorf("acme.corp and acme-corp share schema %q", SchemaName("acme.corp"))
-	}
-	got := SchemaName(long)
-	if len(got) > 63 {
-		t.Errorf("SchemaName(200 chars) = %q, %d bytes; want at most 63", got, len(got))
-	}
-	if got != SchemaName(long) {
-		t.Error("SchemaName is not stable")
-	}
-	other := strings.Repeat("a", 190) + "-tall"
-	if SchemaName(other) == got {
-		t.Errorf("two long names sharing a prefix got the same schema %q", got)
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
 func register(db *DB, schema, ns, name string, hosts ...string) error {
-	return db.Register(context.Background(), Registration{
+	_, err := db.Register(context.Background(), Registration{
 		Schema: schema, Role: schema, Namespace: ns, Name: name, UID: name + "-uid", DisplayName: name,
-		Branding: map[string]string{}, Settings: map[string]string{}, State: StateActive, Hosts: hosts,
+		Branding: map[string]string{}, Settings: map[string]string{}, State: registry.StateActive, Hosts: hosts,
 	})
+	return err
 }
 
 func TestDB_Register(t *testing.T) {
-	db, _ := openTestDB(t)
+	db, _ := openTestDB(t, Options{})
 	ctx := context.Background()
+	must(t, db.EnsureRegistry(ctx))
 	if err := register(db, "tenant_a", "ns", "a", "a.example.com", "shared.example.com"); err != nil {
 		t.Fatal(err)
 	}
@@ -65,18 +43,30 @@ func TestDB_Register(t *testing.T) {
 	// its registration is written.
 	err := register(db, "tenant_b", "ns", "b", "b.example.com", "shared.example.com")
 	var hc *HostConflictError
-	if !errors.As(err, &hc) || hc.Host != "shared.example.com" || hc.HolderName != "a" || hc.HolderNamespace != "ns" {
+	if !errors.As(err, &hc) || hc.Host != "shared.example.com" || hc.HolderName != "a" || hc.HolderNamespace != "ns" ||
+		!strings.Contains(hc.Error(), "tenant a") {
 		t.Fatalf("Register(b) = %v, want a host conflict on shared.example.com held by ns/a", err)
+	}
+	// A tenant of another namespace learns that the host is taken, not by whom.
+	err = register(db, "tenant_c", "elsewhere", "c", "shared.example.com")
+	if !errors.As(err, &hc) || strings.Contains(err.Error(), "ns") || strings.Contains(err.Error(), "tenant a") {
+		t.Fatalf("Register(elsewhere/c) = %v, want a host conflict that names no other namespace", err)
 	}
 	var n int
 	if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM tenantry.tenants WHERE schema_name = 'tenant_b'").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("tenant_b rows = %d (%v); a conflicting registration must write nothing", n, err)
 	}
-	// A tenant of another namespace deriving the same schema is refused.
+	// Another identity asking for a recorded schema is refused, and told nothing of its holder.
 	err = register(db, "tenant_a", "other", "a", "x.example.com")
 	var sc *SchemaConflictError
-	if !errors.As(err, &sc) || sc.HolderNamespace != "ns" {
-		t.Fatalf("Register(other/a) = %v, want a schema conflict with ns/a", err)
+	if !errors.As(err, &sc) || strings.Contains(err.Error(), "ns") {
+		t.Fatalf("Register(other/a) = %v, want a schema conflict that names no other namespace", err)
+	}
+	// A registered identity keeps its recorded names whatever a later call derives.
+	id, err := db.Register(ctx, Registration{Schema: "tenant_new_name", Role: "tenant_new_name", Namespace: "ns",
+		Name: "a", UID: "a-uid", DisplayName: "a", State: registry.StateActive, Hosts: []string{"a.example.com"}})
+	if err != nil || id.Schema != "tenant_a" || id.Role != "tenant_a" {
+		t.Fatalf("Register(ns/a) again = %+v, %v; want its recorded schema and role tenant_a", id, err)
 	}
 	// Changing hosts releases the old ones, after which b can take it.
 	if err := register(db, "tenant_a", "ns", "a", "a.example.com"); err != nil {
@@ -89,7 +79,7 @@ func TestDB_Register(t *testing.T) {
 	if strings.Join(hosts, ",") != "b.example.com,shared.example.com" {
 		t.Fatalf("hosts of b = %v", hosts)
 	}
-	if err := db.Unregister(ctx, "tenant_b", "ns", "b"); err != nil {
+	if err := db.Unregister(ctx, "ns", "b"); err != nil {
 		t.Fatal(err)
 	}
 	if hosts := hostsOf(t, db, "tenant_b"); len(hosts) != 0 {
@@ -99,7 +89,8 @@ func TestDB_Register(t *testing.T) {
 
 // Two tenants claiming one host at the same moment: the unique key lets exactly one win, every time.
 func TestDB_Register_race(t *testing.T) {
-	db, _ := openTestDB(t)
+	db, _ := openTestDB(t, Options{})
+	must(t, db.EnsureRegistry(context.Background()))
 	for i := range 20 {
 		host := fmt.Sprintf("race-%d.example.com", i)
 		var wg sync.WaitGroup
@@ -141,12 +132,10 @@ func hostsOf(t *testing.T, db *DB, schema string) []string {
 }
 
 func TestDB_EnsureSchemaAndMigrate(t *testing.T) {
-	db, _ := openTestDB(t)
+	db, _ := openTestDB(t, Options{})
 	ctx := context.Background()
 	schema := "tenant_mig_" + fmt.Sprint(len(t.Name()))
-	if err := db.EnsureSchema(ctx, schema, schema); err != nil {
-		t.Fatal(err)
-	}
+	role := newTenantSchema(t, db, schema)
 	v, err := db.Migrate(ctx, schema, schema, migrations.FS())
 	if err != nil || v != migrations.Latest {
 		t.Fatalf("Migrate = %d, %v; want %d", v, err, migrations.Latest)
@@ -166,7 +155,7 @@ func TestDB_EnsureSchemaAndMigrate(t *testing.T) {
 	if v, err := db.Migrate(ctx, schema, schema, migrations.FS()); err != nil || v != migrations.Latest {
 		t.Fatalf("second Migrate = %d, %v", v, err)
 	}
-	if err := db.EnsureSchema(ctx, schema, schema); err != nil {
+	if err := db.EnsureSchema(ctx, schema, role); err != nil {
 		t.Fatal(err)
 	}
 	var applied int
@@ -180,12 +169,10 @@ func TestDB_EnsureSchemaAndMigrate(t *testing.T) {
 // A failing migration leaves the schema at the last good version, and after the fix the next run
 // continues from there.
 func TestDB_Migrate_failureKeepsLastGoodVersion(t *testing.T) {
-	db, _ := openTestDB(t)
+	db, _ := openTestDB(t, Options{})
 	ctx := context.Background()
 	schema := "tenant_broken"
-	if err := db.EnsureSchema(ctx, schema, schema); err != nil {
-		t.Fatal(err)
-	}
+	newTenantSchema(t, db, schema)
 	fsys := fstest.MapFS{
 		"00001_a.sql": {Data: []byte("-- +goose Up\nCREATE TABLE a (id int);\n")},
 		"00002_b.sql": {Data: []byte("-- +goose Up\nCREATE TABLE b (id int);\nINSERT INTO nowhere VALUES (1);\n")},
@@ -223,12 +210,10 @@ func exists(t *testing.T, db *DB, schema, table string) bool {
 
 // One tenant's role cannot read another tenant's schema.
 func TestDB_tenantIsolation(t *testing.T) {
-	db, _ := openTestDB(t)
+	db, _ := openTestDB(t, Options{})
 	ctx := context.Background()
 	for _, s := range []string{"tenant_iso_a", "tenant_iso_b"} {
-		if err := db.EnsureSchema(ctx, s, s); err != nil {
-			t.Fatal(err)
-		}
+		newTenantSchema(t, db, s)
 		if _, err := db.Migrate(ctx, s, s, migrations.FS()); err != nil {
 			t.Fatal(err)
 		}
@@ -253,11 +238,9 @@ func TestDB_tenantIsolation(t *testing.T) {
 }
 
 func TestDB_DropSchema(t *testing.T) {
-	db, _ := openTestDB(t)
+	db, _ := openTestDB(t, Options{})
 	ctx := context.Background()
-	if err := db.EnsureSchema(ctx, "tenant_drop", "tenant_drop"); err != nil {
-		t.Fatal(err)
-	}
+	newTenantSchema(t, db, "tenant_drop")
 	if err := db.DropSchema(ctx, "tenant_drop", "tenant_drop"); err != nil {
 		t.Fatal(err)
 	}
@@ -275,23 +258,13 @@ func TestDB_DropSchema(t *testing.T) {
 
 // No more schemas migrate at once than MaxConcurrentMigrations, however many callers ask.
 func TestDB_Migrate_maxConcurrent(t *testing.T) {
-	url, err := cluster.NewDatabase(context.Background(), "tenantdb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := Open(url, Options{MaxConcurrentMigrations: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db, _ := openTestDB(t, Options{MaxConcurrentMigrations: 2})
 	ctx := context.Background()
 	slow := fstest.MapFS{"00001_slow.sql": {Data: []byte("-- +goose Up\nSELECT pg_sleep(0.3);\nCREATE TABLE done (id int);\n")}}
 	var schemas []string
 	for i := range 6 {
 		s := fmt.Sprintf("tenant_mc%d", i)
-		if err := db.EnsureSchema(ctx, s, s); err != nil {
-			t.Fatal(err)
-		}
+		newTenantSchema(t, db, s)
 		schemas = append(schemas, s)
 	}
 	stop := make(chan struct{})

@@ -1,0 +1,126 @@
+// Package registry is the contract between the operator and the app: the control schema's tables, the
+// channel on which changes are announced, the tenant states, the row type with its branding and
+// settings, and the rules that derive a tenant's schema and role names from its identity. The operator
+// (internal/tenantdb) writes the registry and the app (app/postgres) reads it; both import this package
+// and neither keeps a copy.
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// NotifyChannel is the LISTEN/NOTIFY channel on which the operator announces a changed tenant; the
+// payload is the tenant's schema name.
+const NotifyChannel = "tenantry_tenants"
+
+// Tenant states in the registry.
+const (
+	// StateProvisioning: schema not yet migrated; the app answers 503.
+	StateProvisioning = "provisioning"
+	StateActive       = "active"
+	StateSuspended    = "suspended"
+	// StateRetained: the Tenant was deleted with deletionPolicy Retain. The row keeps recording who owns
+	// the schema and role; the tenant has no hosts, and no app login may act as its role until a Tenant
+	// of the same identity returns.
+	StateRetained = "retained"
+)
+
+// DDL creates the control schema, and brings one created by an earlier release up to date. Hosts have
+// a table of their own whose primary key is the race-free arbiter of which tenant holds a host. A row
+// records the owner of its schema and role: the Tenant's namespace and name (its identity within the
+// database) and its UID (for audit).
+const DDL = `
+CREATE SCHEMA IF NOT EXISTS tenantry;
+CREATE TABLE IF NOT EXISTS tenantry.tenants (
+    schema_name    text        PRIMARY KEY,
+    role_name      text        NOT NULL,
+    namespace      text        NOT NULL,
+    name           text        NOT NULL,
+    uid            text        NOT NULL,
+    display_name   text        NOT NULL,
+    branding       jsonb       NOT NULL DEFAULT '{}',
+    settings       jsonb       NOT NULL DEFAULT '{}',
+    state          text        NOT NULL,
+    schema_version bigint      NOT NULL DEFAULT 0,
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (namespace, name)
+);
+ALTER TABLE tenantry.tenants DROP CONSTRAINT IF EXISTS tenants_state_check;
+ALTER TABLE tenantry.tenants ADD CONSTRAINT tenants_state_check
+    CHECK (state IN ('provisioning', 'active', 'suspended', 'retained'));
+CREATE UNIQUE INDEX IF NOT EXISTS tenants_role_name_key ON tenantry.tenants (role_name);
+CREATE TABLE IF NOT EXISTS tenantry.tenant_hosts (
+    host        text PRIMARY KEY,
+    schema_name text NOT NULL REFERENCES tenantry.tenants ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS tenant_hosts_schema_name_idx ON tenantry.tenant_hosts (schema_name);
+`
+
+// Tenant is one customer as the registry describes it.
+type Tenant struct {
+	Schema        string
+	Role          string
+	Namespace     string
+	Name          string
+	DisplayName   string
+	State         string
+	SchemaVersion int64
+	Hosts         []string
+	Branding      Branding
+	Settings      Settings
+}
+
+// Branding is how pages look for a tenant.
+type Branding struct {
+	PrimaryColor string `json:"primaryColor,omitempty"`
+	LogoURL      string `json:"logoURL,omitempty"`
+}
+
+// Settings are a tenant's business rules.
+type Settings struct {
+	Currency          string `json:"currency,omitempty"`
+	ApprovalThreshold *int64 `json:"approvalThreshold,omitempty"`
+}
+
+// CurrencyOrDefault is the tenant's currency, USD when unset.
+func (s Settings) CurrencyOrDefault() string {
+	if s.Currency == "" {
+		return "USD"
+	}
+	return s.Currency
+}
+
+// NeedsApproval reports whether an expense of this amount waits for an admin.
+func (s Settings) NeedsApproval(amountMinor int64) bool {
+	return s.ApprovalThreshold != nil && amountMinor > *s.ApprovalThreshold
+}
+
+// SelectServed reads the tenants the app serves (every state but retained), with their hosts. Append
+// " AND t.schema_name = $1" for one tenant. ScanTenant reads its rows.
+const SelectServed = `
+SELECT t.schema_name, t.role_name, t.namespace, t.name, t.display_name, t.state, t.schema_version,
+       t.branding, t.settings,
+       coalesce((SELECT array_agg(h.host ORDER BY h.host) FROM tenantry.tenant_hosts h
+                 WHERE h.schema_name = t.schema_name), '{}')
+FROM tenantry.tenants t
+WHERE t.state <> 'retained'`
+
+// ScanTenant reads one row of SelectServed.
+func ScanTenant(row pgx.CollectableRow) (*Tenant, error) {
+	t := &Tenant{}
+	var branding, settings []byte
+	if err := row.Scan(&t.Schema, &t.Role, &t.Namespace, &t.Name, &t.DisplayName, &t.State, &t.SchemaVersion,
+		&branding, &settings, &t.Hosts); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(branding, &t.Branding); err != nil {
+		return nil, fmt.Errorf("tenant %s: branding: %w", t.Schema, err)
+	}
+	if err := json.Unmarshal(settings, &t.Settings); err != nil {
+		return nil, fmt.Errorf("tenant %s: settings: %w", t.Schema, err)
+	}
+	return t, nil
+}
