@@ -319,10 +319,10 @@ func TestTenantReconciler_databaseOutage(t *testing.T) {
 	f.waitReady("out2")
 	f.waitReady("out1")
 
-	if n := f.count(`SELECT count(*) FROM `+f.q("out2")+`.goose_db_version WHERE version_id > 0`); n != int(migrations.Latest) {
+	if n := f.count(`SELECT count(*) FROM ` + f.q("out2") + `.goose_db_version WHERE version_id > 0`); n != int(migrations.Latest) {
 		t.Fatalf("%d migration records, want %d (each applied once)", n, migrations.Latest)
 	}
-	if n := f.count(`SELECT count(*) FROM `+f.q("out2")+`.users`); n != 1 {
+	if n := f.count(`SELECT count(*) FROM ` + f.q("out2") + `.users`); n != 1 {
 		t.Fatalf("%d users, want the one admin", n)
 	}
 	if n := f.count(`SELECT count(*) FROM tenantry.tenants WHERE namespace = $1`, f.ns); n != 2 {
