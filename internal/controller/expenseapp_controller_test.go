@@ -291,7 +291,7 @@ func TestFleetMigration(t *testing.T) {
 	broken := releaseWith(t, `-- +goose Up
 ALTER TABLE expenses ADD COLUMN receipt_url text;
 CREATE INDEX expenses_receipt_idx ON expenses (receipt_url);
-DO $$ BEGIN IF current_schema() LIKE '%bad%' THEN RAISE EXCEPTION 'cannot migrate %', current_schema(); END IF; END $$;
+DO $$ BEGIN IF current_schema() LIKE 'tenant_bad%' THEN RAISE EXCEPTION 'cannot migrate %', current_schema(); END IF; END $$;
 `)
 	must(t, release.Set(broken))
 	f.setImage("tenantry:v2")

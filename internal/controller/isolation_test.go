@@ -1,0 +1,300 @@
+package controller
+
+// The adversarial suite: each test plays someone who holds one credential (rights in one namespace,
+// the right to write Tenant status, the app's database login) and tries to reach another tenant's data
+// or the operator's privileges through the operator. See docs/security.md.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/migrations"
+)
+
+// sibling is another namespace with an ExpenseApp "expenses" on the same database as f: someone with
+// rights in a namespace of their own, pointing an app at a database they know.
+func (f *fixture) sibling() *fixture {
+	f.t.Helper()
+	ctx := context.Background()
+	s := &fixture{t: f.t, ns: f.ns + "-x", url: f.url, database: f.database, db: f.db}
+	must(f.t, k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.ns}}))
+	s.createSecret("db", f.url)
+	s.app = &tenantryv1.ExpenseApp{
+		ObjectMeta: metav1.ObjectMeta{Name: "expenses", Namespace: s.ns},
+		Spec:       tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "db"}}},
+	}
+	must(f.t, k8s.Create(ctx, s.app))
+	return s
+}
+
+// appLogin connects with the app's own login of the fixture's ExpenseApp, from its Secret: what a
+// compromised app pod holds.
+func (f *fixture) appLogin(database string) *pgx.Conn {
+	f.t.Helper()
+	sec := &corev1.Secret{}
+	must(f.t, eventually(20*time.Second, func() error {
+		return k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: "expenses-app-db"}, sec)
+	}))
+	cfg, err := pgx.ParseConfig(string(sec.Data["uri"]))
+	must(f.t, err)
+	if database != "" {
+		cfg.Database = database
+	}
+	conn, err := pgx.ConnectConfig(context.Background(), cfg)
+	must(f.t, err)
+	f.t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// deleteTenant deletes a Tenant and waits until it is gone.
+func (f *fixture) deleteTenant(name string) {
+	f.t.Helper()
+	ctx := context.Background()
+	must(f.t, k8s.Delete(ctx, f.get(name)))
+	if err := eventually(20*time.Second, func() error {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: name}, &tenantryv1.Tenant{}); apierrors.IsNotFound(err) {
+			return nil
+		}
+		return errNotYet
+	}); err != nil {
+		f.t.Fatalf("Tenant %s/%s not deleted", f.ns, name)
+	}
+}
+
+// setRole tries SET ROLE on conn and returns the error.
+func setRole(conn *pgx.Conn, role string) error {
+	_, err := conn.Exec(context.Background(), "SET ROLE "+pgx.Identifier{role}.Sanitize())
+	if err == nil {
+		_, _ = conn.Exec(context.Background(), "RESET ROLE")
+	}
+	return err
+}
+
+func isPermissionDenied(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42501"
+}
+
+// A Tenant deleted with Retain, then one of the same name in another namespace on the same database:
+// the newcomer gets a schema of its own and never sees, or writes into, the retained one. The owner's
+// return in its own namespace brings the data back; the newcomer's Delete drops only its own.
+func TestIsolation_sameNameInTwoNamespaces(t *testing.T) {
+	owner := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, owner.tenant("acme", "acme.example.com")))
+	owner.waitReady("acme")
+	_, err := owner.db.Exec(ctx, `INSERT INTO `+owner.q("acme")+`.departments (name) VALUES ('Secret projects')`)
+	must(t, err)
+	owner.deleteTenant("acme") // Retain
+
+	mallory := owner.sibling()
+	evil := mallory.tenant("acme", "acme.example.com")
+	evil.Spec.Admin.Email = "mallory@evil.example"
+	evil.Spec.DeletionPolicy = tenantryv1.DeletionPolicyDelete
+	must(t, k8s.Create(ctx, evil))
+	got := mallory.waitReady("acme")
+	if got.Status.Schema == owner.schema("acme") {
+		t.Fatalf("the other namespace's acme took the retained schema %s", got.Status.Schema)
+	}
+	if n := owner.count(`SELECT count(*) FROM `+owner.q("acme")+`.users WHERE email = $1`, "mallory@evil.example"); n != 0 {
+		t.Fatal("the newcomer's admin was written into the retained tenant's users")
+	}
+	if n := owner.count(`SELECT count(*) FROM ` + mallory.q("acme") + `.departments`); n != 0 {
+		t.Fatal("the newcomer sees departments it never made")
+	}
+	// Its app login cannot act as the retained tenant; neither can the owner's own app login any more.
+	if err := setRole(mallory.appLogin(""), owner.schema("acme")); !isPermissionDenied(err) {
+		t.Fatalf("the other namespace's app login: SET ROLE to the retained tenant = %v, want permission denied", err)
+	}
+	if err := setRole(owner.appLogin(""), owner.schema("acme")); !isPermissionDenied(err) {
+		t.Fatalf("a retained tenant's role is still reachable by its app login: %v", err)
+	}
+
+	// The owner returns in its own namespace: its data is back. The host is held by the newcomer now.
+	mallory.deleteTenant("acme") // Delete: drops the newcomer's schema only
+	must(t, k8s.Create(ctx, owner.tenant("acme", "acme.example.com")))
+	back := owner.waitReady("acme")
+	if back.Status.Schema != owner.schema("acme") {
+		t.Fatalf("the returning owner got schema %s, want its retained %s", back.Status.Schema, owner.schema("acme"))
+	}
+	if n := owner.count(`SELECT count(*) FROM ` + owner.q("acme") + `.departments`); n != 1 {
+		t.Fatal("the returning owner does not see its retained data")
+	}
+	if n := owner.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, mallory.schema("acme")); n != 0 {
+		t.Fatal("the newcomer's Delete left its own schema")
+	}
+}
+
+// The same namespace and name on two databases of one server get different roles, and the app login of
+// one cannot act as the tenant of the other, although it can connect to that database.
+func TestIsolation_twoDatabasesOnOneServer(t *testing.T) {
+	a, b := newFixture(t), newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, a.tenant("globex", "globex-a.example.com")))
+	must(t, k8s.Create(ctx, b.tenant("globex", "globex-b.example.com")))
+	ta, tb := a.waitReady("globex"), b.waitReady("globex")
+	if ta.Status.Schema == tb.Status.Schema {
+		t.Fatalf("both databases' globex use role %s", ta.Status.Schema)
+	}
+	conn := b.appLogin(a.database) // B's app login, connected to A's database
+	if err := setRole(conn, ta.Status.Schema); !isPermissionDenied(err) {
+		t.Fatalf("B's app login: SET ROLE to A's globex = %v, want permission denied", err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT count(*) FROM `+a.q("globex")+`.users`); !isPermissionDenied(err) {
+		t.Fatalf("B's app login reading A's globex: %v, want permission denied", err)
+	}
+}
+
+// Two ExpenseApps on one database, in two namespaces: app A's login cannot act as app B's tenants.
+func TestIsolation_appLoginCannotReachAnotherApp(t *testing.T) {
+	a := newFixture(t)
+	b := a.sibling()
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, a.tenant("ta", "ta.example.com")))
+	must(t, k8s.Create(ctx, b.tenant("tb", "tb.example.com")))
+	a.waitReady("ta")
+	b.waitReady("tb")
+	if err := setRole(a.appLogin(""), b.schema("tb")); !isPermissionDenied(err) {
+		t.Fatalf("app A's login: SET ROLE to app B's tenant = %v, want permission denied", err)
+	}
+	if err := setRole(a.appLogin(""), a.schema("ta")); err != nil {
+		t.Fatalf("app A's login cannot act as its own tenant: %v", err)
+	}
+}
+
+// Someone who may write Tenant status points their Tenant at another tenant's schema. The operator acts
+// on the schema the registry records for the Tenant's identity: the admin reset writes into the
+// attacker's own schema, status is put right, and a Delete drops only the attacker's schema.
+func TestIsolation_statusTampering(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("victim", "victim.example.com")))
+	evil := f.tenant("mallory", "mallory.example.com")
+	evil.Spec.Admin.Email = "mallory@evil.example"
+	evil.Spec.DeletionPolicy = tenantryv1.DeletionPolicyDelete
+	must(t, k8s.Create(ctx, evil))
+	f.waitReady("victim")
+	f.waitReady("mallory")
+	tamper := func() {
+		t.Helper()
+		m := f.get("mallory")
+		patch := client.MergeFrom(m.DeepCopy())
+		m.Status.Schema = f.schema("victim")
+		must(t, k8s.Status().Patch(ctx, m, patch))
+	}
+
+	tamper()
+	old := &corev1.Secret{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "mallory-admin"}, old))
+	must(t, k8s.Delete(ctx, old)) // an admin reset: the operator writes the admin row
+	must(t, eventually(20*time.Second, func() error {
+		s := &corev1.Secret{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "mallory-admin"}, s); err != nil || s.UID == old.UID {
+			return errNotYet
+		}
+		if f.get("mallory").Status.Schema != f.schema("mallory") {
+			return errNotYet
+		}
+		return nil
+	}))
+	if n := f.count(`SELECT count(*) FROM `+f.q("victim")+`.users WHERE email = $1`, "mallory@evil.example"); n != 0 {
+		t.Fatal("the admin reset wrote the attacker's admin into the victim's schema")
+	}
+	if n := f.count(`SELECT count(*) FROM `+f.q("mallory")+`.users WHERE email = $1`, "mallory@evil.example"); n != 1 {
+		t.Fatal("the admin reset did not write the attacker's own schema")
+	}
+
+	tamper()
+	f.deleteTenant("mallory")
+	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, f.schema("victim")); n != 1 {
+		t.Fatal("deleting the attacker's Tenant dropped the victim's schema")
+	}
+	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, f.schema("mallory")); n != 0 {
+		t.Fatal("deleting the attacker's Tenant did not drop its own schema")
+	}
+}
+
+// With only the app's database login (a compromised app pod), someone plants a trigger on a tenant's
+// users table that tries to create roles, directly and after RESET ROLE, and logs who it ran as. An
+// admin reset and a data migration fire it. It runs as the tenant role on the app's login, never as the
+// operator's admin login, and creates nothing.
+func TestIsolation_plantedTriggerGainsNothing(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("trap", "trap.example.com")))
+	f.waitReady("trap")
+	appConn := f.appLogin("")
+	var appUser string
+	must(t, appConn.QueryRow(ctx, "SELECT current_user").Scan(&appUser))
+	pwned := strings.ReplaceAll(f.ns, "-", "_") + "_pwned"
+	tx, err := appConn.Begin(ctx)
+	must(t, err)
+	_, err = tx.Exec(ctx, "SET LOCAL ROLE "+f.q("trap")+"; SET LOCAL search_path = "+f.q("trap"))
+	must(t, err)
+	_, err = tx.Exec(ctx, fmt.Sprintf(`
+CREATE TABLE trap_log (fired_by text, session_as text, ran_as text, created text);
+CREATE FUNCTION trap() RETURNS trigger LANGUAGE plpgsql AS $f$
+DECLARE created text := 'nothing';
+BEGIN
+    BEGIN EXECUTE 'CREATE ROLE %[1]s_a SUPERUSER'; created := 'role a'; EXCEPTION WHEN others THEN NULL; END;
+    BEGIN RESET ROLE; EXECUTE 'CREATE ROLE %[1]s_b SUPERUSER'; created := created || ', role b';
+    EXCEPTION WHEN others THEN NULL; END;
+    INSERT INTO trap_log VALUES (TG_OP, session_user, current_user, created);
+    RETURN NEW;
+END $f$;
+CREATE TRIGGER trap BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION trap();`, pwned))
+	must(t, err)
+	must(t, tx.Commit(ctx))
+
+	// Fired by an admin reset.
+	old := &corev1.Secret{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "trap-admin"}, old))
+	must(t, k8s.Delete(ctx, old))
+	must(t, eventually(20*time.Second, func() error {
+		if f.count(`SELECT count(*) FROM `+f.q("trap")+`.trap_log`) == 0 {
+			return errNotYet
+		}
+		return nil
+	}))
+	// Fired by a data migration of a new release.
+	defer func() { must(t, release.Set(migrations.FS())) }()
+	must(t, release.Set(releaseWith(t, "-- +goose Up\nUPDATE users SET name = name || '';\n")))
+	pokeAll(t, f, []string{"trap"})
+	must(t, eventually(30*time.Second, func() error {
+		if f.get("trap").Status.SchemaVersion != migrations.Latest+1 {
+			return errNotYet
+		}
+		return nil
+	}))
+
+	rows, err := f.db.Query(ctx, `SELECT fired_by, session_as, ran_as, created FROM `+f.q("trap")+`.trap_log`)
+	must(t, err)
+	logged, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct{ Op, Session, Ran, Created string }])
+	must(t, err)
+	if len(logged) < 2 {
+		t.Fatalf("the trigger fired %d times, want at least twice (admin reset and migration): %+v", len(logged), logged)
+	}
+	for _, l := range logged {
+		if l.Session != appUser {
+			t.Errorf("the trigger ran on the login %q, want the app's %q: %+v", l.Session, appUser, l)
+		}
+		if l.Created != "nothing" {
+			t.Errorf("the planted trigger created %s: %+v", l.Created, l)
+		}
+	}
+	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname LIKE $1`, pwned+"%"); n != 0 {
+		t.Fatalf("%d roles created by the planted trigger", n)
+	}
+}
