@@ -73,12 +73,14 @@ type TenantSpec struct {
 	DisplayName string `json:"displayName,omitempty"`
 
 	// hosts are the DNS names the tenant is served on; the first is its primary host, used in its URL.
-	// Lower-case names only, no scheme, port, path or wildcard. A host can belong to one tenant only.
+	// Lower-case names only, no scheme, port, path or wildcard, and no IP address (the last label is
+	// not all digits). A host can belong to one tenant only.
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=32
 	// +listType=set
 	// +kubebuilder:validation:items:MaxLength=253
 	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`
+	// +kubebuilder:validation:XValidation:rule="self.all(h, !h.matches('(^|[.])[0-9]+$'))",message="a host is a DNS name, not an IP address: its last label cannot be all digits"
 	Hosts []string `json:"hosts"`
 
 	// branding is how the app presents itself to this tenant's users.

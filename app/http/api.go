@@ -266,6 +266,7 @@ func (s *Server) apiCreateUser(w http.ResponseWriter, r *http.Request, tx *postg
 	if err := decode(r, &in); err != nil {
 		return nil, err
 	}
+	in.PasswordHash = passwordHashOf(r)
 	nu, err := tx.CreateUser(r.Context(), in)
 	if err != nil {
 		return nil, err

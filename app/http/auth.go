@@ -1,6 +1,7 @@
 package http
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -29,11 +30,6 @@ type redirect string
 func (to redirect) write(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, string(to), http.StatusSeeOther)
 }
-
-// written means the handler streamed its answer itself (CSV export).
-type written struct{}
-
-func (written) write(http.ResponseWriter, *http.Request) {}
 
 // formError re-shows a form with the error's message; the transaction is rolled back.
 type formError struct {
@@ -85,24 +81,35 @@ func adminOnly(h handler) handler {
 	}
 }
 
+// credentials says whether a request carries a session or token to check.
+func (s *Server) credentials(r *http.Request, api bool) bool {
+	_, hasBearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	_, err := r.Cookie(s.cookieName())
+	return (api && hasBearer) || err == nil
+}
+
+// caller is the signed-in user of a request: by API token (API routes), else by session cookie.
+func (s *Server) caller(ctx context.Context, tx *postgres.Tx, r *http.Request, api bool) (*app.User, error) {
+	if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); api && ok {
+		return tx.TokenUser(ctx, strings.TrimSpace(bearer))
+	}
+	cookie, err := r.Cookie(s.cookieName())
+	if err != nil {
+		return nil, app.Errorf(app.EUNAUTHORIZED, "Sign in first.")
+	}
+	return tx.SessionUser(ctx, cookie.Value)
+}
+
 func (s *Server) authenticated(h handler, adminRequired, api bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		t := tenantOf(r)
-		bearer, hasBearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		cookie, _ := r.Cookie(s.cookieName())
-		if (!api || !hasBearer) && cookie == nil {
+		if !s.credentials(r, api) {
 			s.unauthenticated(w, r, api)
 			return
 		}
 		var resp response
 		err := s.cfg.DB.InTenant(r.Context(), t, func(tx *postgres.Tx) error {
-			var u *app.User
-			var err error
-			if api && hasBearer {
-				u, err = tx.TokenUser(r.Context(), strings.TrimSpace(bearer))
-			} else {
-				u, err = tx.SessionUser(r.Context(), cookie.Value)
-			}
+			u, err := s.caller(r.Context(), tx, r, api)
 			if err != nil {
 				return err
 			}
@@ -144,27 +151,49 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 	(&view{Page: "login", Title: "Sign in", Data: map[string]string{"Next": safeNext(r.FormValue("next"))}}).write(w, r)
 }
 
-// login signs a user in. Attempts are limited per client address and per email, within the tenant.
+// login signs a user in. Attempts are limited per client address and per address and email, within the
+// tenant.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	t := tenantOf(r)
 	email, pass := strings.TrimSpace(r.FormValue("email")), r.FormValue("password")
 	next := safeNext(r.FormValue("next"))
 	again := &view{Page: "login", Title: "Sign in", Data: map[string]string{"Next": next, "Email": email}}
-	if !s.limiter.allow(t.Schema+"|ip|"+clientIP(r)) || !s.limiter.allow(t.Schema+"|email|"+strings.ToLower(email)) {
+	// Per client address, and per address and email: a flood from one address cannot lock a person out
+	// from everywhere else, and behind trusted proxies the address is the client's, not the ingress's.
+	ip := s.clientIP(r)
+	if !s.limiter.allow(t.Schema+"|ip|"+ip) || !s.limiter.allow(t.Schema+"|email|"+ip+"|"+strings.ToLower(email)) {
 		w.Header().Set("Retry-After", "60")
 		again.Error, again.status = "Too many sign-in attempts. Wait a minute and try again.", http.StatusTooManyRequests
 		again.write(w, r)
 		return
 	}
-	var token string
+	// Two short transactions with the password check between them: argon2id never runs while a pooled
+	// connection is held, so a flood of sign-ins cannot take the connections other requests need.
+	var u *app.User
+	var hash, token string
 	err := s.cfg.DB.InTenant(r.Context(), t, func(tx *postgres.Tx) error {
-		u, err := tx.Authenticate(r.Context(), email, pass)
-		if err != nil {
-			return err
+		var err error
+		u, hash, err = tx.Credentials(r.Context(), email)
+		if app.ErrorCode(err) == app.EUNAUTHORIZED {
+			u, err = nil, nil
 		}
-		token, err = tx.CreateSession(r.Context(), u.ID, s.cfg.SessionTTL)
 		return err
 	})
+	if err == nil {
+		var rehash string
+		if rehash, err = postgres.CheckPassword(u, hash, pass); err == nil {
+			err = s.cfg.DB.InTenant(r.Context(), t, func(tx *postgres.Tx) error {
+				if rehash != "" {
+					if err := tx.SetPasswordHash(r.Context(), u.ID, rehash); err != nil {
+						return err
+					}
+				}
+				var err error
+				token, err = tx.CreateSession(r.Context(), u.ID, s.cfg.SessionTTL)
+				return err
+			})
+		}
+	}
 	if err != nil {
 		if app.ErrorCode(err) == app.EINTERNAL {
 			s.fail(w, r, err)
@@ -196,9 +225,15 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 
-// safeNext keeps a post-sign-in redirect on this host.
+// safeNext keeps a post-sign-in redirect on this host: a path, and nothing a browser could read as
+// another host. Browsers drop tabs and newlines from URLs and read a backslash as '/', so "/<tab>/evil.com"
+// and "/<backslash>evil.com" are "//evil.com" to them; any control character, space or backslash is refused.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") ||
+		strings.ContainsFunc(next, func(c rune) bool { return c <= ' ' || c == 0x7f || c == '\\' }) {
+		return "/"
+	}
+	if u, err := url.Parse(next); err != nil || u.Host != "" || u.Scheme != "" {
 		return "/"
 	}
 	return next

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -33,6 +34,7 @@ type harness struct {
 	db     *postgres.DB
 	reg    *postgres.Registry
 	srv    *httptest.Server
+	app    *apphttp.Server
 	a, b   *apptest.Provisioned
 	client *http.Client
 }
@@ -42,6 +44,8 @@ type options struct {
 	secure  bool                 // Secure cookies
 	cluster *pgcluster.Throwaway // the server to use, when not the package's shared one
 	listen  bool                 // keep the registry current with Registry.Run, as the app does
+	pool    postgres.Options     // the app's pool (default 8 connections in 2 shards)
+	proxies []netip.Prefix       // trusted proxies
 }
 
 func newHarness(t *testing.T, opts options) *harness {
@@ -81,7 +85,10 @@ func newHarness(t *testing.T, opts options) *harness {
 		u.Host = fmt.Sprintf("127.0.0.1:%d", b.Port)
 		appURL = u.String()
 	}
-	if h.db, err = postgres.Open(appURL, postgres.Options{MaxConns: 8, Shards: 2}); err != nil {
+	if opts.pool.MaxConns == 0 {
+		opts.pool = postgres.Options{MaxConns: 8, Shards: 2}
+	}
+	if h.db, err = postgres.Open(appURL, opts.pool); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.db.Close)
@@ -103,7 +110,8 @@ func newHarness(t *testing.T, opts options) *harness {
 		h.sync()
 	}
 	srv := apphttp.New(apphttp.Config{DB: h.db, Registry: h.reg, SchemaVersion: migrations.Latest, SecureCookies: opts.secure,
-		Log: discardLog()})
+		Log: discardLog(), TrustedProxies: opts.proxies})
+	h.app = srv
 	h.srv = httptest.NewServer(srv)
 	t.Cleanup(h.srv.Close)
 	h.client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

@@ -79,7 +79,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			route = "unmatched"
 		}
 		elapsed := time.Since(start)
-		s.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
+		s.metrics.requests.WithLabelValues(route, methodLabel(r.Method), strconv.Itoa(sw.status)).Inc()
 		s.metrics.duration.WithLabelValues(route).Observe(elapsed.Seconds())
 		if route != "GET /healthz" && route != "GET /readyz" {
 			s.cfg.Log.Info("request", "method", r.Method, "host", r.Host, "path", r.URL.Path, "route", route,

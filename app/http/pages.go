@@ -54,20 +54,33 @@ func (s *Server) expensesCSV(w http.ResponseWriter, r *http.Request, tx *postgre
 		return nil, err
 	}
 	cur := tx.Tenant.Settings.CurrencyOrDefault()
-	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="expenses-%s.csv"`, time.Now().Format("2006-01-02")))
-	cw := csv.NewWriter(w)
-	_ = cw.Write([]string{"id", "date", "description", "note", "department", "account", "amount", "currency", "status", "recorded_by", "rejection_reason"})
+	// The rows are read inside the transaction and written after it: a slow reader never holds a
+	// pooled connection.
+	out := csvFile{name: fmt.Sprintf("expenses-%s.csv", time.Now().Format("2006-01-02")), rows: [][]string{{"id", "date",
+		"description", "note", "department", "account", "amount", "currency", "status", "recorded_by", "rejection_reason"}}}
 	err = tx.EachExpense(r.Context(), f, func(e *app.Expense) error {
-		return cw.Write([]string{strconv.FormatInt(e.ID, 10), e.SpentOn.Format("2006-01-02"), csvSafe(e.Description),
+		out.rows = append(out.rows, []string{strconv.FormatInt(e.ID, 10), e.SpentOn.Format("2006-01-02"), csvSafe(e.Description),
 			csvSafe(e.Note), csvSafe(e.DepartmentName), csvSafe(e.AccountName),
-			app.FormatAmount(e.AmountMinor, cur), cur, e.Status, e.CreatedByEmail, csvSafe(e.RejectionReason)})
+			app.FormatAmount(e.AmountMinor, cur), cur, e.Status, csvSafe(e.CreatedByEmail), csvSafe(e.RejectionReason)})
+		return nil
 	})
-	cw.Flush()
 	if err != nil {
 		return nil, err
 	}
-	return written{}, cw.Error()
+	return out, nil
+}
+
+// csvFile is a CSV download, written once the transaction has committed.
+type csvFile struct {
+	name string
+	rows [][]string
+}
+
+func (f csvFile) write(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename=%q`, f.name))
+	cw := csv.NewWriter(w)
+	_ = cw.WriteAll(f.rows)
 }
 
 // csvSafe defuses cells a spreadsheet would run as a formula.
@@ -300,7 +313,7 @@ func (s *Server) usersPage(w http.ResponseWriter, r *http.Request, tx *postgres.
 
 func userInput(r *http.Request) (postgres.UserInput, error) {
 	in := postgres.UserInput{Email: r.FormValue("email"), Name: r.FormValue("name"), Role: r.FormValue("role"),
-		Password: r.FormValue("password")}
+		Password: r.FormValue("password"), PasswordHash: passwordHashOf(r)}
 	dept, err := formInt(r, "department")
 	if dept > 0 {
 		in.DepartmentID = &dept

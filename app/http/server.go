@@ -7,8 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -29,6 +29,9 @@ type Config struct {
 	SessionTTL time.Duration
 	// DevHostSuffix, when set (make dev sets ".localhost"), also serves each tenant at <name><suffix>.
 	DevHostSuffix string
+	// TrustedProxies are the addresses of proxies (the ingress controller) whose X-Forwarded-For names
+	// the client; requests from anywhere else are taken to come from their peer address.
+	TrustedProxies []netip.Prefix
 }
 
 // Server is the app's HTTP handler.
@@ -84,7 +87,7 @@ func (s *Server) routes() http.Handler {
 	t.HandleFunc("GET /accounts", s.admin(s.accountsPage))
 	t.HandleFunc("POST /accounts", s.admin(s.createAccountForm))
 	t.HandleFunc("GET /users", s.admin(s.usersPage))
-	t.HandleFunc("POST /users", s.admin(s.createUserForm))
+	t.HandleFunc("POST /users", s.hashingPassword(s.admin(s.createUserForm), false))
 	t.HandleFunc("POST /users/{id}", s.admin(s.updateUserForm))
 	t.HandleFunc("GET /tokens", s.page(s.tokensPage))
 	t.HandleFunc("POST /tokens", s.page(s.createTokenForm))
@@ -106,7 +109,7 @@ func (s *Server) routes() http.Handler {
 	t.HandleFunc("POST /api/v1/expenses/{id}/approve", s.api(s.apiDecide(true)))
 	t.HandleFunc("POST /api/v1/expenses/{id}/reject", s.api(s.apiDecide(false)))
 	t.HandleFunc("GET /api/v1/users", s.api(adminOnly(s.apiUsers)))
-	t.HandleFunc("POST /api/v1/users", s.api(adminOnly(s.apiCreateUser)))
+	t.HandleFunc("POST /api/v1/users", s.hashingPassword(s.api(adminOnly(s.apiCreateUser)), true))
 	t.HandleFunc("PATCH /api/v1/users/{id}", s.api(adminOnly(s.apiUpdateUser)))
 	t.HandleFunc("POST /api/v1/tokens", s.api(s.apiCreateToken))
 	t.HandleFunc("DELETE /api/v1/tokens/{id}", s.api(s.apiRevokeToken))
@@ -125,7 +128,7 @@ func (s *Server) routes() http.Handler {
 		}
 		t.ServeHTTP(w, r)
 	})
-	mux.Handle("/", s.withTenant(csrf.Handler(tenantRoutes)))
+	mux.Handle("/", s.withTenant(csrf.Handler(validText(tenantRoutes))))
 	return s.observe(mux)
 }
 
@@ -251,13 +254,4 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write([]byte("ok\n"))
-}
-
-// clientIP is the peer address, the key of sign-in rate limits.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }

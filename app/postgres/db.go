@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,6 +28,10 @@ import (
 // tenants, that is what keeps one tenant of many as fast as one alone.
 type DB struct {
 	shards []*pgxpool.Pool
+	// tenantConns bounds the connections one tenant holds at once; slots holds each tenant's tokens.
+	tenantConns int
+	mu          sync.Mutex
+	slots       map[string]chan struct{}
 }
 
 // Options tune the app's pool.
@@ -36,7 +41,13 @@ type Options struct {
 	// Shards splits them into pools with an affinity for tenants (default 1: one pool). Behind PgBouncer
 	// it brings nothing: PgBouncer hands out server connections without regard to the tenant.
 	Shards int
+	// MaxTenantConns bounds the connections one tenant may hold at once, so that one tenant's burst
+	// (or a slow client) cannot take every connection its neighbours need (default: half of a shard's).
+	MaxTenantConns int
 }
+
+// tenantWait is how long a request waits for one of its tenant's connection slots before a 503.
+const tenantWait = 5 * time.Second
 
 // Open connects to the database (lazily). Statements are sent unnamed (QueryExecModeExec): PgBouncer in
 // transaction mode may hand the next transaction another server connection, where a named prepared
@@ -46,7 +57,10 @@ func Open(url string, opts Options) (*DB, error) {
 		opts.MaxConns = 20
 	}
 	opts.Shards = max(1, min(opts.Shards, int(opts.MaxConns)))
-	db := &DB{}
+	db := &DB{tenantConns: opts.MaxTenantConns, slots: map[string]chan struct{}{}}
+	if db.tenantConns <= 0 {
+		db.tenantConns = max(1, int(opts.MaxConns)/opts.Shards/2)
+	}
 	for i := range opts.Shards {
 		cfg, err := pgxpool.ParseConfig(url)
 		if err != nil {
@@ -116,6 +130,11 @@ type Tx struct {
 // When the database cannot be reached, the error is an app.EUNAVAILABLE: the tenant exists, and the
 // request can be tried again, which a 503 says and a 500 or 404 would not.
 func (db *DB) InTenant(ctx context.Context, t *app.Tenant, fn func(tx *Tx) error) error {
+	release, err := db.acquireSlot(ctx, t)
+	if err != nil {
+		return err
+	}
+	defer release()
 	return unavailable(pgx.BeginFunc(ctx, db.poolFor(t.Schema), func(tx pgx.Tx) error {
 		// set_config(..., true) is SET LOCAL with the names as bound values rather than spliced SQL.
 		if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)",
@@ -124,6 +143,32 @@ func (db *DB) InTenant(ctx context.Context, t *app.Tenant, fn func(tx *Tx) error
 		}
 		return fn(&Tx{Tx: tx, Tenant: t})
 	}))
+}
+
+// acquireSlot takes one of the tenant's connection slots, waiting at most tenantWait.
+func (db *DB) acquireSlot(ctx context.Context, t *app.Tenant) (func(), error) {
+	db.mu.Lock()
+	slot, ok := db.slots[t.Schema]
+	if !ok {
+		slot = make(chan struct{}, db.tenantConns)
+		db.slots[t.Schema] = slot
+	}
+	db.mu.Unlock()
+	select {
+	case slot <- struct{}{}:
+		return func() { <-slot }, nil
+	default:
+	}
+	wait := time.NewTimer(tenantWait)
+	defer wait.Stop()
+	select {
+	case slot <- struct{}{}:
+		return func() { <-slot }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-wait.C:
+		return nil, app.Errorf(app.EUNAVAILABLE, "%s is busier than its share of the service allows. Try again in a few seconds.", t.DisplayName)
+	}
 }
 
 // unavailable turns an error that means "the database is away" (no connection, a connection lost, the

@@ -22,35 +22,49 @@ func scanUser(row pgx.CollectableRow) (*app.User, error) {
 	return u, row.Scan(&u.ID, &u.Email, &u.Name, &u.Role, &u.Active, &u.DepartmentID, &u.CreatedAt)
 }
 
-// Authenticate checks an email and password. Any mismatch, unknown email or inactive user gives the same
-// error, so the answer tells nothing about which accounts exist. A hash with outdated parameters is
-// replaced by a fresh one.
-func (tx *Tx) Authenticate(ctx context.Context, email, plain string) (*app.User, error) {
+// Credentials returns the user of an email with their password hash, for a sign-in. The hash is
+// checked after the transaction, by CheckPassword: argon2id takes tens of milliseconds and a lot of
+// memory, and must not hold a pooled connection while it runs. An unknown email is app.EUNAUTHORIZED.
+func (tx *Tx) Credentials(ctx context.Context, email string) (*app.User, string, error) {
 	var hash string
 	u := &app.User{}
 	err := tx.QueryRow(ctx, `SELECT `+userColumns+`, password_hash FROM users WHERE lower(email) = lower($1)`, email).
 		Scan(&u.ID, &u.Email, &u.Name, &u.Role, &u.Active, &u.DepartmentID, &u.CreatedAt, &hash)
-	bad := app.Errorf(app.EUNAUTHORIZED, "Wrong email or password.")
 	if errors.Is(err, pgx.ErrNoRows) {
-		// Spend the time a real check would, so timing does not reveal unknown emails either.
-		_, _ = password.Check(plain, dummyHash)
-		return nil, bad
+		return nil, "", wrongLogin
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	return u, hash, nil
+}
+
+var wrongLogin = app.Errorf(app.EUNAUTHORIZED, "Wrong email or password.")
+
+// CheckPassword checks a sign-in against what Credentials returned (u nil: no such user, which takes
+// the time a real check would, so timing does not reveal unknown emails). It returns a fresh hash when
+// the stored one should be replaced (older parameters), to be saved with SetPasswordHash.
+func CheckPassword(u *app.User, hash, plain string) (rehash string, err error) {
+	if u == nil {
+		_, _ = password.Check(plain, dummyHash)
+		return "", wrongLogin
 	}
 	ok, err := password.Check(plain, hash)
 	if err != nil || !ok || !u.Active {
-		return nil, bad
+		return "", wrongLogin
 	}
 	if password.NeedsRehash(hash) {
 		if fresh, err := password.Hash(plain); err == nil {
-			if _, err := tx.Exec(ctx, `UPDATE users SET password_hash = $2 WHERE id = $1`, u.ID, fresh); err != nil {
-				return nil, err
-			}
+			return fresh, nil
 		}
 	}
-	return u, nil
+	return "", nil
+}
+
+// SetPasswordHash stores a user's new password hash.
+func (tx *Tx) SetPasswordHash(ctx context.Context, id int64, hash string) error {
+	_, err := tx.Exec(ctx, `UPDATE users SET password_hash = $2 WHERE id = $1`, id, hash)
+	return err
 }
 
 var dummyHash, _ = password.Hash("not a password anybody has")
@@ -74,6 +88,8 @@ type UserInput struct {
 	Name         string `json:"name"`
 	Role         string `json:"role"`
 	Password     string `json:"password,omitempty"`
+	// PasswordHash is Password hashed (HashPassword), before the transaction that creates the user.
+	PasswordHash string `json:"-"`
 	DepartmentID *int64 `json:"departmentId,omitempty"`
 	Active       *bool  `json:"active,omitempty"`
 }
@@ -93,17 +109,17 @@ func (in *UserInput) validate(creating bool) error {
 	return nil
 }
 
-// CreateUser adds a user.
+// CreateUser adds a user with the password hash in.PasswordHash (hashed before the transaction: see
+// Credentials).
 func (tx *Tx) CreateUser(ctx context.Context, in UserInput) (*app.User, error) {
 	if err := in.validate(true); err != nil {
 		return nil, err
 	}
-	hash, err := password.Hash(in.Password)
-	if err != nil {
-		return nil, err
+	if in.PasswordHash == "" {
+		return nil, errors.New("creating a user: the password was not hashed before the transaction")
 	}
 	rows, _ := tx.Query(ctx, `INSERT INTO users (email, name, role, password_hash, department_id)
-VALUES ($1, $2, $3, $4, $5) RETURNING `+userColumns, in.Email, in.Name, in.Role, hash, in.DepartmentID)
+VALUES ($1, $2, $3, $4, $5) RETURNING `+userColumns, in.Email, in.Name, in.Role, in.PasswordHash, in.DepartmentID)
 	u, err := pgx.CollectExactlyOneRow(rows, scanUser)
 	return u, constraint(err, map[string]string{"users_email_key": "A user with that email exists."})
 }

@@ -26,14 +26,22 @@ func main() {
 		dbURL       = flag.String("database-url", os.Getenv("DATABASE_URL"), "The app's connection string (may go through PgBouncer in transaction mode).")
 		listenURL   = flag.String("listen-database-url", os.Getenv("LISTEN_DATABASE_URL"), "A direct connection string for LISTEN/NOTIFY; defaults to -database-url.")
 		maxConns    = flag.Int("max-conns", 20, "Database connections in the pool.")
+		tenantConns = flag.Int("max-tenant-conns", 0, "Connections one tenant may hold at once (0: half of a pool shard's), so that no tenant starves the others.")
 		shards      = flag.Int("pool-shards", 4, "Split the pool into shards that each serve a fixed share of the tenants (1: one pool; use 1 behind PgBouncer).")
 		insecure    = flag.Bool("insecure-cookies", os.Getenv("INSECURE_COOKIES") == "true", "Send the session cookie over plain HTTP too (local development only).")
 		devSuffix   = flag.String("dev-host-suffix", os.Getenv("DEV_HOST_SUFFIX"), "Also serve each tenant at <tenant name><suffix>, e.g. .localhost (local development only).")
+		proxies     = flag.String("trusted-proxies", os.Getenv("TRUSTED_PROXIES"), "Comma-separated CIDRs of proxies (the ingress controller) whose X-Forwarded-For names the client.")
 	)
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
-	opts := postgres.Options{MaxConns: int32(*maxConns), Shards: *shards}
-	cfg := apphttp.Config{Log: log, SchemaVersion: migrations.Latest, SecureCookies: !*insecure, DevHostSuffix: *devSuffix}
+	opts := postgres.Options{MaxConns: int32(*maxConns), Shards: *shards, MaxTenantConns: *tenantConns}
+	trusted, err := apphttp.ParseCIDRs(*proxies)
+	if err != nil {
+		log.Error("--trusted-proxies: not a list of CIDRs", "error", err)
+		os.Exit(2)
+	}
+	cfg := apphttp.Config{Log: log, SchemaVersion: migrations.Latest, SecureCookies: !*insecure, DevHostSuffix: *devSuffix,
+		TrustedProxies: trusted}
 	if err := run(cfg, *addr, *metricsAddr, *dbURL, *listenURL, opts); err != nil {
 		log.Error("app stopped", "error", err)
 		os.Exit(1)

@@ -29,6 +29,8 @@ func TestTenantValidation(t *testing.T) {
 		{"malformed host", func(t *tenantryv1.Tenant) { t.Spec.Hosts = []string{"acme..example.com"} }, "spec.hosts[0]"},
 		{"host label ending in a dash", func(t *tenantryv1.Tenant) { t.Spec.Hosts = []string{"acme-.example.com"} }, "spec.hosts[0]"},
 		{"duplicate hosts", func(t *tenantryv1.Tenant) { t.Spec.Hosts = []string{"a.example.com", "a.example.com"} }, "Duplicate value"},
+		{"IPv4 address as host", func(t *tenantryv1.Tenant) { t.Spec.Hosts = []string{"a.example.com", "10.0.0.1"} }, "not an IP address"},
+		{"numeric top-level label", func(t *tenantryv1.Tenant) { t.Spec.Hosts = []string{"acme.123"} }, "not an IP address"},
 		{"empty host list", func(t *tenantryv1.Tenant) { t.Spec.Hosts = []string{} }, "spec.hosts"},
 		{"colour not #rrggbb", func(t *tenantryv1.Tenant) { t.Spec.Branding.PrimaryColor = "blue" }, "spec.branding.primaryColor"},
 		{"short colour", func(t *tenantryv1.Tenant) { t.Spec.Branding.PrimaryColor = "#fff" }, "spec.branding.primaryColor"},

@@ -1,0 +1,239 @@
+package http_test
+
+// Hostile input: what a tenant's user, or anyone on the internet, may send. See docs/security.md.
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"tenantry.dev/tenantry/app/postgres"
+)
+
+// Sign-in never sends the browser to another host, however the target is spelled.
+func TestServer_login_noOpenRedirect(t *testing.T) {
+	h := newHarness(t, options{})
+	for _, next := range []string{"//evil.com", "/\t/evil.com", "/\n/evil.com", "/\\evil.com", "/ /evil.com",
+		"https://evil.com", "/\x7f/evil.com", "\\\\evil.com"} {
+		r := h.do(req{method: "POST", host: "acme.test", path: "/login", form: url.Values{
+			"email": {h.a.AdminEmail}, "password": {h.a.AdminPassword}, "next": {next}}})
+		if r.status != http.StatusSeeOther || r.header.Get("Location") != "/" {
+			t.Errorf("next=%q: %d to %q, want 303 to /", next, r.status, r.header.Get("Location"))
+		}
+		page := h.do(req{host: "acme.test", path: "/login?next=" + url.QueryEscape(next)})
+		if strings.Contains(page.body, "evil.com") {
+			t.Errorf("the sign-in page carries next=%q on", next)
+		}
+	}
+	// A path of this host stays.
+	r := h.do(req{method: "POST", host: "acme.test", path: "/login", form: url.Values{
+		"email": {h.a.AdminEmail}, "password": {h.a.AdminPassword}, "next": {"/expenses?month=2026-01"}}})
+	if r.header.Get("Location") != "/expenses?month=2026-01" {
+		t.Errorf("a local next became %q", r.header.Get("Location"))
+	}
+}
+
+// Text PostgreSQL cannot store (a NUL, invalid UTF-8) gets a 400 that says so, in forms, JSON and query
+// strings alike, never a 500.
+func TestServer_invalidTextIs400(t *testing.T) {
+	h := newHarness(t, options{})
+	sa := h.loginA()
+	cases := []req{
+		{method: "POST", path: "/login", form: url.Values{"email": {"admin\x00@acme.test"}, "password": {"x"}}},
+		{method: "POST", path: "/login", form: url.Values{"email": {"admin\xff@acme.test"}, "password": {"x"}}},
+		{method: "POST", path: "/api/v1/departments", session: sa, json: `{"name":"R\u0000D"}`},
+		{method: "POST", path: "/api/v1/departments", session: sa, json: "{\"name\":\"R\xffD\"}"},
+		{method: "POST", path: "/departments", session: sa, form: url.Values{"name": {"R\x00D"}}},
+		{path: "/api/v1/expenses?q=%00", session: sa},
+		{path: "/expenses?q=%ff", session: sa},
+	}
+	for _, c := range cases {
+		c.host = "acme.test"
+		if c.method == "POST" && c.form != nil {
+			c.header = map[string]string{"Origin": "http://acme.test"}
+		}
+		r := h.do(c)
+		if r.status != http.StatusBadRequest || !strings.Contains(r.body, "UTF-8") {
+			t.Errorf("%s %s (%q%s): %d %s, want 400 naming the problem", c.method, c.path, c.form, c.json, r.status, r.body)
+		}
+	}
+}
+
+// A user whose email starts like a formula shows in the CSV export defused.
+func TestServer_expensesCSV_formulaInEmail(t *testing.T) {
+	h := newHarness(t, options{})
+	sa := h.loginA()
+	budget := setupBudget(h, "acme.test", sa, 1_000_000, 500_000)
+	evil := "=hyperlink(1)@acme.test"
+	h.api(http.StatusCreated, req{method: "POST", host: "acme.test", path: "/api/v1/users", session: sa,
+		json: fmt.Sprintf(`{"email":%q,"name":"Eve","role":"admin","password":"correct horse battery"}`, evil)})
+	se := h.login("acme.test", evil, "correct horse battery")
+	h.api(http.StatusCreated, req{method: "POST", host: "acme.test", path: "/api/v1/expenses", session: se,
+		json: fmt.Sprintf(`{"budgetId":%d,"spentOn":%q,"description":"Lunch","amountMinor":1000}`, budget, time.Now().Format("2006-01-02"))})
+	body := h.api(http.StatusOK, req{host: "acme.test", path: "/expenses.csv", session: sa})
+	rows, err := csv.NewReader(strings.NewReader(body)).ReadAll()
+	must(t, err)
+	col := -1
+	for i, name := range rows[0] {
+		if name == "recorded_by" {
+			col = i
+		}
+	}
+	if len(rows) != 2 || col < 0 || rows[1][col] != "'"+evil {
+		t.Fatalf("recorded_by of the formula-like email: %q, want %q", rows, "'"+evil)
+	}
+}
+
+// Whatever method a client sends, the metrics label takes one of a few values.
+func TestServer_metrics_methodLabelBounded(t *testing.T) {
+	h := newHarness(t, options{})
+	for i := range 5 {
+		h.do(req{method: fmt.Sprintf("EVIL%d", i), host: "acme.test", path: "/login"})
+	}
+	rec := httptest.NewRecorder()
+	h.app.Metrics().Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if strings.Contains(rec.Body.String(), "EVIL") || !strings.Contains(rec.Body.String(), `method="other"`) {
+		t.Fatalf("metrics carry a client's method names:\n%s", rec.Body.String())
+	}
+}
+
+// Behind a trusted proxy, sign-in limits apply per client (X-Forwarded-For), so one client's failures
+// lock out neither the other clients nor, from elsewhere, the person whose email it tries. From an
+// untrusted peer, X-Forwarded-For is ignored.
+func TestServer_login_limitsPerClientBehindProxy(t *testing.T) {
+	h := newHarness(t, options{proxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	try := func(client, pw string) int {
+		return h.do(req{method: "POST", host: "acme.test", path: "/login", form: url.Values{
+			"email": {h.a.AdminEmail}, "password": {pw}}, header: map[string]string{"X-Forwarded-For": "203.0.113.9, " + client}}).status
+	}
+	limited := false
+	for range 15 {
+		if try("198.51.100.1", "wrong") == http.StatusTooManyRequests {
+			limited = true
+		}
+	}
+	if !limited {
+		t.Fatal("15 wrong passwords from one client were never limited")
+	}
+	if got := try("198.51.100.2", h.a.AdminPassword); got != http.StatusSeeOther {
+		t.Fatalf("the admin signing in from another client after the flood: %d, want 303", got)
+	}
+
+	// Without trusted proxies, the header is the client's word only: the peer address counts.
+	u := newHarness(t, options{})
+	for i := range 15 {
+		u.do(req{method: "POST", host: "acme.test", path: "/login", form: url.Values{"email": {"x@acme.test"}, "password": {"x"}},
+			header: map[string]string{"X-Forwarded-For": fmt.Sprintf("198.51.100.%d", i)}})
+	}
+	r := u.do(req{method: "POST", host: "acme.test", path: "/login", form: url.Values{"email": {"y@acme.test"}, "password": {"y"}},
+		header: map[string]string{"X-Forwarded-For": "198.51.100.99"}})
+	if r.status != http.StatusTooManyRequests {
+		t.Fatalf("an untrusted X-Forwarded-For escaped the limit: %d", r.status)
+	}
+}
+
+// One tenant's slow CSV reader and sign-in flood do not take the connections another tenant needs:
+// the export is written after its transaction, argon2id runs outside any, and each tenant holds at most
+// its share of the pool.
+func TestServer_noisyTenantDoesNotStarveOthers(t *testing.T) {
+	h := newHarness(t, options{pool: postgres.Options{MaxConns: 2, Shards: 1}})
+	ctx := context.Background()
+	sa := h.loginA()
+	budget := setupBudget(h, "acme.test", sa, 1_000_000_000, 500_000_000)
+	// Enough expenses that the export fills every socket buffer while its reader stalls.
+	admin, err := pgx.Connect(ctx, h.env.AdminURL)
+	must(t, err)
+	defer admin.Close(ctx)
+	_, err = admin.Exec(ctx, fmt.Sprintf(`INSERT INTO %s.expenses (budget_id, spent_on, description, note, amount_minor, created_by)
+		SELECT %d, current_date, 'Expense number ' || i || repeat(' padding', 20), repeat('note ', 20), 1, 1
+		FROM generate_series(1, 60000) i`, pgx.Identifier{h.a.Schema}.Sanitize(), budget))
+	must(t, err)
+
+	// Two slow readers, as many as the pool has connections: each takes the headers and one byte, then
+	// stops reading.
+	var stalled []io.ReadCloser
+	for range 2 {
+		hr, _ := http.NewRequest("GET", h.srv.URL+"/expenses.csv", nil)
+		hr.Host = "acme.test"
+		hr.AddCookie(&http.Cookie{Name: "tenantry_session", Value: sa})
+		res, err := http.DefaultClient.Do(hr)
+		must(t, err)
+		defer res.Body.Close()
+		// The first stalled reader must not hold the tenant's one connection slot: the second is served.
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("export %d while another reader stalls: %d", len(stalled)+1, res.StatusCode)
+		}
+		if _, err := io.ReadFull(res.Body, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		stalled = append(stalled, res.Body)
+	}
+
+	// The sign-in flood.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r, _ := http.NewRequest("POST", h.srv.URL+"/login", strings.NewReader("email=x%40acme.test&password=wrong"))
+				r.Host = "acme.test"
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				r.Header.Set("X-Forwarded-For", "x") // ignored: no trusted proxies
+				if res, err := c.Do(r); err == nil {
+					_, _ = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+				}
+			}
+		}()
+	}
+	sb := h.loginB()
+	var worst time.Duration
+	patient := &http.Client{Timeout: 10 * time.Second}
+	for range 30 {
+		start := time.Now()
+		r, _ := http.NewRequest("GET", h.srv.URL+"/api/v1/me", nil)
+		r.Host = "globex.test"
+		r.AddCookie(&http.Cookie{Name: "tenantry_session", Value: sb})
+		res, err := patient.Do(r)
+		if err != nil {
+			t.Fatalf("tenant B during A's flood: %v", err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("tenant B during A's flood: %d", res.StatusCode)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("tenant B's slowest request during A's slow export and sign-in flood: %s", worst)
+	if worst > 3*time.Second {
+		t.Fatalf("tenant B waited %s for a connection: A's noise starved it", worst)
+	}
+	// The stalled export still arrives whole once read.
+	rest, err := io.ReadAll(stalled[0])
+	must(t, err)
+	if n := strings.Count(string(rest), "\n"); n < 60000 {
+		t.Fatalf("the export has %d lines, want every expense", n)
+	}
+}
