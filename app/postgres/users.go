@@ -84,10 +84,10 @@ func (tx *Tx) Users(ctx context.Context) ([]*app.User, error) {
 
 // UserInput is what an admin enters for a user.
 type UserInput struct {
-	Email        string `json:"email"`
-	Name         string `json:"name"`
-	Role         string `json:"role"`
-	Password     string `json:"password,omitempty"`
+	Email    string `json:"email"`
+	Name     string `json:"name"`
+	Role     string `json:"role"`
+	Password string `json:"password,omitempty"`
 	// PasswordHash is Password hashed (HashPassword), before the transaction that creates the user.
 	PasswordHash string `json:"-"`
 	DepartmentID *int64 `json:"departmentId,omitempty"`
