@@ -5,11 +5,11 @@ import (
 	"flag"
 	"io/fs"
 	"os"
+	"strings"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"tenantry.dev/tenantry/internal/controller"
 )
@@ -23,8 +23,14 @@ func main() {
 		burst                  int
 		migrationsDir          string
 		pprofAddr              string
+		secureMetrics          bool
+		watchNamespaces        string
 	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of the Prometheus metrics endpoint; 0 disables it.")
+	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers the API server authenticates "+
+		"and authorizes (get on the non-resource URL /metrics); false serves plain HTTP to anyone who can reach it.")
+	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches every "+
+		"namespace. With a list, RoleBindings in those namespaces are all the operator needs.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so only one of several replicas reconciles.")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 8, "Tenants reconciled at once.")
@@ -42,8 +48,8 @@ func main() {
 	controller.TuneRESTConfig(cfg, float32(qps), burst)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 controller.NewScheme(),
-		Cache:                  controller.CacheOptions(),
-		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+		Cache:                  controller.CacheOptions(splitList(watchNamespaces)...),
+		Metrics:                controller.MetricsOptions(metricsAddr, secureMetrics),
 		HealthProbeBindAddress: probeAddr,
 		PprofBindAddress:       pprofAddr,
 		LeaderElection:         leaderElect,
@@ -76,4 +82,15 @@ func main() {
 		log.Error(err, "running the manager")
 		os.Exit(1)
 	}
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

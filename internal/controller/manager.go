@@ -16,6 +16,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/migrations"
@@ -29,17 +31,36 @@ func NewScheme() *runtime.Scheme {
 	return s
 }
 
-// CacheOptions keeps the operator's informers to what it needs: of Secrets, only those it created
-// itself (the database Secrets are read uncached, when due), so memory does not grow with every Secret
-// of the cluster; and no object's managedFields.
-func CacheOptions() cache.Options {
+// CacheOptions keeps the operator's informers to what it needs: only the namespaces given (all when
+// none), of Secrets only those it created itself (the database Secrets are read uncached, when due), so
+// memory does not grow with every Secret of the cluster; and no object's managedFields.
+func CacheOptions(namespaces ...string) cache.Options {
+	var only map[string]cache.Config
+	if len(namespaces) > 0 {
+		only = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			only[ns] = cache.Config{}
+		}
+	}
 	return cache.Options{
+		DefaultNamespaces: only,
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy})},
 		},
 		// managedFields are often the largest part of an object, and nothing here reads them.
 		DefaultTransform: cache.TransformStripManagedFields(),
 	}
+}
+
+// MetricsOptions serves the operator's metrics on addr. Secure, as kubebuilder scaffolds it: over HTTPS,
+// and only to callers the API server authenticates (TokenReview) and authorizes for get on the
+// non-resource URL /metrics (SubjectAccessReview); the metrics-reader ClusterRole grants that.
+func MetricsOptions(addr string, secure bool) metricsserver.Options {
+	opts := metricsserver.Options{BindAddress: addr, SecureServing: secure}
+	if secure {
+		opts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	return opts
 }
 
 // Config is what the operator's controllers need to be set up.

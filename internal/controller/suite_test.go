@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -31,10 +32,11 @@ import (
 
 // The suite runs the operator against a real API server (envtest) and a real PostgreSQL cluster.
 var (
-	k8s       client.Client // uncached, so tests see what the API server has
-	pg        *pgcluster.Throwaway
-	databases *Databases
-	release   *Release // the operator's migrations: a test may stage a new release
+	k8s        client.Client // uncached, so tests see what the API server has
+	pg         *pgcluster.Throwaway
+	databases  *Databases
+	release    *Release     // the operator's migrations: a test may stage a new release
+	restConfig *rest.Config // the API server's admin
 )
 
 func TestMain(m *testing.M) {
@@ -56,6 +58,7 @@ func runSuite(m *testing.M) int {
 		BinaryAssetsDirectory: assets,
 	}
 	cfg, err := env.Start()
+	restConfig = cfg
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting envtest:", err)
 		return 1
