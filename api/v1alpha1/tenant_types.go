@@ -9,8 +9,9 @@ import (
 type DeletionPolicy string
 
 const (
-	// DeletionPolicyRetain removes the tenant from the registry and from routing, and keeps its schema,
-	// data and role. Creating a Tenant of the same name again brings the data back.
+	// DeletionPolicyRetain takes the tenant out of service and routing and keeps its schema, data and
+	// role; no app login may act as the role any more, and the registry keeps recording whose they are.
+	// Creating a Tenant of the same name in the same namespace again brings the data back.
 	DeletionPolicyRetain DeletionPolicy = "Retain"
 	// DeletionPolicyDelete drops the tenant's schema (with all its data), its role and its registry row.
 	DeletionPolicyDelete DeletionPolicy = "Delete"
@@ -99,7 +100,8 @@ type TenantSpec struct {
 	Suspend bool `json:"suspend,omitempty"`
 
 	// deletionPolicy says what deleting the Tenant does to its data: Retain (default) keeps the schema,
-	// data and role; Delete drops them.
+	// data and role, reachable by nobody until a Tenant of the same name returns in this namespace;
+	// Delete drops them.
 	// +kubebuilder:default=Retain
 	// +optional
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
@@ -118,7 +120,9 @@ type TenantStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// schema is the PostgreSQL schema holding the tenant's data. Chosen once, never changed.
+	// schema is the PostgreSQL schema holding the tenant's data, derived once from the tenant's identity
+	// (database, namespace, name) and never changed. Output only: the operator acts on the schema its
+	// registry records for the Tenant, never on this field.
 	// +optional
 	Schema string `json:"schema,omitempty"`
 
