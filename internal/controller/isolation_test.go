@@ -21,6 +21,7 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/internal/registry"
 )
 
 // sibling is another namespace with an ExpenseApp "expenses" on the same database as f: someone with
@@ -296,5 +297,53 @@ CREATE TRIGGER trap BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTI
 	}
 	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname LIKE $1`, pwned+"%"); n != 0 {
 		t.Fatalf("%d roles created by the planted trigger", n)
+	}
+}
+
+// An installation from before names carried the whole identity: a live tenant keeps its schema and role
+// ("tenant_<name>"), because its registry row says it is the same namespace and name, and the role gets
+// its owner mark. The same legacy row does not hand the schema to a Tenant of that name elsewhere.
+func TestIsolation_legacyNamesAdoptedOnlyByTheirOwner(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	legacy := "tenant_" + strings.ReplaceAll(f.ns, "-", "_") + "_old"
+	if len(legacy) > 63 {
+		legacy = legacy[len(legacy)-63:]
+	}
+	q := pgx.Identifier{legacy}.Sanitize()
+	_, err := f.db.Exec(ctx, registry.DDL+`; CREATE ROLE `+q+` NOLOGIN; CREATE SCHEMA `+q+` AUTHORIZATION `+q)
+	must(t, err)
+	_, err = f.db.Exec(ctx, `INSERT INTO tenantry.tenants (schema_name, role_name, namespace, name, uid, display_name, state)
+VALUES ($1, $1, $2, 'old', 'uid-of-old', 'Old', 'active')`, legacy, f.ns)
+	must(t, err)
+	must(t, k8s.Create(ctx, f.tenant("old", "old.example.com")))
+	if got := f.waitReady("old"); got.Status.Schema != legacy {
+		t.Fatalf("the legacy tenant moved to schema %s, want its own %s", got.Status.Schema, legacy)
+	}
+	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname = $1 AND shobj_description(oid, 'pg_authid') LIKE 'tenantry tenant %'`, legacy); n != 1 {
+		t.Fatal("the adopted legacy role carries no owner mark")
+	}
+	other := f.sibling()
+	must(t, k8s.Create(ctx, other.tenant("old", "old-elsewhere.example.com")))
+	if got := other.waitReady("old"); got.Status.Schema == legacy {
+		t.Fatal("a Tenant of the same name in another namespace took the legacy schema")
+	}
+}
+
+// A role of a derived name that exists without Tenantry's mark (someone with CREATEROLE made it first,
+// to get into the tenant) is not taken: the Tenant stalls, and nothing is granted to the app.
+func TestIsolation_foreignRoleNotAdopted(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	q := f.q("squat")
+	_, err := f.db.Exec(ctx, `CREATE ROLE `+q+` NOLOGIN`)
+	must(t, err)
+	must(t, k8s.Create(ctx, f.tenant("squat", "squat.example.com")))
+	got := f.waitCondition("squat", tenantryv1.ConditionStalled, metav1.ConditionTrue, tenantryv1.ReasonSchemaConflict)
+	if c := findCondition(got, tenantryv1.ConditionReady); !strings.Contains(c.Message, "belongs to someone else") {
+		t.Fatalf("Ready message %q does not say the role is someone else's", c.Message)
+	}
+	if n := f.count(`SELECT count(*) FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid WHERE r.rolname = $1`, f.schema("squat")); n != 0 {
+		t.Fatalf("%d memberships granted in a role that is not the operator's", n)
 	}
 }

@@ -78,13 +78,13 @@ SELECT count(*) > 0, max(shobj_description(oid, 'pg_authid')) FROM pg_roles WHER
 // *OwnershipError, and nothing is changed.
 func (db *DB) EnsureSchema(ctx context.Context, schema string, role Role) error {
 	var owner *string
-	var member bool
+	var ready bool
 	err := db.pool.QueryRow(ctx, `
 SELECT (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1),
-       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-         OR EXISTS (SELECT FROM pg_roles WHERE rolname = $2 AND pg_has_role(current_user, oid, 'MEMBER')
-                    AND shobj_description(oid, 'pg_authid') = $3)`,
-		schema, role.Name, role.Mark).Scan(&owner, &member)
+       EXISTS (SELECT FROM pg_roles WHERE rolname = $2 AND shobj_description(oid, 'pg_authid') = $3
+               AND (pg_has_role(current_user, oid, 'MEMBER')
+                    OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)))`,
+		schema, role.Name, role.Mark).Scan(&owner, &ready)
 	if err != nil {
 		return fmt.Errorf("looking up schema %q: %w", schema, err)
 	}
@@ -92,8 +92,8 @@ SELECT (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1),
 	if owner != nil && *owner != quotedRole && *owner != role.Name {
 		return &OwnershipError{What: "schema", Name: schema}
 	}
-	if owner != nil && member {
-		return nil
+	if owner != nil && ready {
+		return nil // the schema, owned by the tenant's marked role, which the operator may act as
 	}
 	if err := db.ensureRole(ctx, role, "NOLOGIN"); err != nil {
 		return err
