@@ -57,6 +57,21 @@ CREATE TABLE IF NOT EXISTS tenantry.tenant_hosts (
     schema_name text NOT NULL REFERENCES tenantry.tenants ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS tenant_hosts_schema_name_idx ON tenantry.tenant_hosts (schema_name);
+-- A migration records its schema's new version in the same transaction, as the tenant role it runs
+-- as: this function lets the current role (SET ROLE) record its own row's version, only upwards, and
+-- nothing else. Tenant roles reach it through USAGE on the schema; the tables stay closed to them.
+CREATE OR REPLACE FUNCTION tenantry.record_schema_version(version bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE changed text;
+BEGIN
+    UPDATE tenantry.tenants SET schema_version = version, updated_at = now()
+    WHERE role_name = current_setting('role') AND schema_version < version
+    RETURNING schema_name INTO changed;
+    IF changed IS NOT NULL THEN
+        PERFORM pg_notify('` + NotifyChannel + `', changed);
+    END IF;
+END $f$;
+GRANT USAGE ON SCHEMA tenantry TO PUBLIC;
 `
 
 // Tenant is one customer as the registry describes it.

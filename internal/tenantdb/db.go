@@ -55,7 +55,7 @@ func Open(uri string, opts Options) (*DB, error) {
 	}
 	db := &DB{}
 	var err error
-	if db.pool, err = db.newPool(uri, opts.MaxConns); err != nil {
+	if db.pool, err = db.newPool(uri, opts.MaxConns, pgx.QueryExecModeCacheStatement); err != nil {
 		return nil, err
 	}
 	cfg := db.pool.Config().ConnConfig
@@ -64,7 +64,8 @@ func Open(uri string, opts Options) (*DB, error) {
 		db.database = cfg.User // as libpq: the database defaults to the user's name
 	}
 	if opts.TenantURI != "" {
-		if db.tenant, err = db.newPool(opts.TenantURI, opts.MaxConcurrentMigrations); err != nil {
+		// Unnamed statements: a migration's statements are sent once per schema, in one pipelined batch.
+		if db.tenant, err = db.newPool(opts.TenantURI, opts.MaxConcurrentMigrations, pgx.QueryExecModeExec); err != nil {
 			db.pool.Close()
 			return nil, err
 		}
@@ -86,7 +87,7 @@ func (db *DB) tenantPool() (*pgxpool.Pool, error) {
 	return db.tenant, nil
 }
 
-func (db *DB) newPool(uri string, maxConns int32) (*pgxpool.Pool, error) {
+func (db *DB) newPool(uri string, maxConns int32, mode pgx.QueryExecMode) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(uri)
 	if err != nil {
 		// pgx's message may quote the string, password and all: say only what is wrong.
@@ -98,6 +99,7 @@ func (db *DB) newPool(uri string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg.HealthCheckPeriod = 15 * time.Second
 	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	cfg.ConnConfig.Tracer = (*statementCounter)(&db.statements)
+	cfg.ConnConfig.DefaultQueryExecMode = mode
 	if cfg.ConnConfig.RuntimeParams == nil {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
@@ -128,3 +130,14 @@ func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ p
 }
 
 func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// Statements of a batch count one each, as they would sent alone.
+func (c *statementCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+
+func (c *statementCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {
+	(*atomic.Int64)(c).Add(1)
+}
+
+func (c *statementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}

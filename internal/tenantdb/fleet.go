@@ -1,0 +1,140 @@
+package tenantdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// FleetMember is a tenant's row as a fleet migration reads it.
+type FleetMember struct {
+	Namespace, Name string
+	Identity
+	Version int64
+}
+
+// Fleet returns the schema version of every migrated tenant of a namespace, from the registry, in one
+// query. Retained tenants and tenants not yet migrated at all (being onboarded) are left out.
+func (db *DB) Fleet(ctx context.Context, namespace string) ([]FleetMember, error) {
+	rows, err := db.pool.Query(ctx, `SELECT namespace, name, schema_name, role_name, schema_version
+FROM tenantry.tenants WHERE namespace = $1 AND state <> 'retained' AND schema_version > 0`, namespace)
+	if err != nil {
+		return nil, fmt.Errorf("reading the fleet's schema versions: %w", err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (FleetMember, error) {
+		var m FleetMember
+		err := row.Scan(&m.Namespace, &m.Name, &m.Schema, &m.Role, &m.Version)
+		return m, err
+	})
+}
+
+// ApplyPlan migrates one schema from version from along the steps given, in one transaction sent in one
+// round trip: the schema's advisory lock, a switch to the tenant role and schema (on the app's login:
+// see DB), a check that the schema is still at from, every statement and goose version row of the
+// steps, and the registry's record of the new version. Either all of it commits or none: the app never
+// sees a schema ahead of, or behind, its registry row. A schema found at another version than from is
+// a *VersionMovedError (someone else migrated it): nothing is applied. A statement that fails is a
+// *MigrationError; an error reaching the database is returned as it is (IsTransient tells).
+func (db *DB) ApplyPlan(ctx context.Context, id Identity, from int64, steps []PlanStep) (int64, error) {
+	if len(steps) == 0 {
+		return from, nil
+	}
+	pool, err := db.tenantPool()
+	if err != nil {
+		return from, err
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return from, err
+	}
+	defer conn.Release()
+	// The tenant pool sends unnamed statements (QueryExecModeExec): the whole batch goes out in one
+	// round trip, with no round trip first to prepare statements this connection has not seen.
+	b := &pgx.Batch{}
+	var origins []int // the step each queued statement belongs to (-1: none), to say which one failed
+	queue := func(step int, sql string, args ...any) {
+		b.Queue(sql, args...)
+		origins = append(origins, step)
+	}
+	queue(-1, "BEGIN")
+	queue(-1, "SELECT pg_advisory_xact_lock($1)", LockID(id.Schema))
+	queue(-1, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)", id.Role, pgx.Identifier{id.Schema}.Sanitize())
+	// Division by zero when the schema is not at from: the transaction aborts before any DDL.
+	queue(-1, "SELECT 1 / (CASE WHEN max(version_id) = $1 THEN 1 ELSE 0 END) FROM "+VersionTable+" WHERE is_applied", from)
+	for i, s := range steps {
+		for _, stmt := range s.Statements {
+			queue(i, stmt)
+		}
+		queue(i, s.VersionSQL, s.VersionArgs...)
+	}
+	target := steps[len(steps)-1].Version
+	queue(-1, "SELECT tenantry.record_schema_version($1)", target)
+	queue(-1, "COMMIT")
+
+	results := conn.SendBatch(ctx, b)
+	var failed error
+	for i := range b.Len() {
+		if _, err := results.Exec(); err != nil {
+			failed = classify(err, id.Schema, from, i, origins, steps)
+			break
+		}
+	}
+	closeErr := results.Close()
+	if failed == nil && closeErr != nil {
+		failed = closeErr
+	}
+	if failed != nil {
+		// The server skipped the rest and left the transaction aborted: end it before the connection
+		// goes back to the pool. A connection that cannot even do that is closed instead.
+		if _, err := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
+			_ = conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+		return from, failed
+	}
+	return target, nil
+}
+
+// VersionMovedError says a schema was not at the version a plan started from.
+type VersionMovedError struct{ Schema string }
+
+func (e *VersionMovedError) Error() string {
+	return fmt.Sprintf("schema %q is no longer at the version the migration started from", e.Schema)
+}
+
+func classify(err error, schema string, from int64, i int, origins []int, steps []PlanStep) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	if i == 3 && pgErr.Code == "22012" { // division_by_zero: the version check
+		return &VersionMovedError{Schema: schema}
+	}
+	if i < len(origins) && origins[i] >= 0 && !IsTransient(err) {
+		s := steps[origins[i]]
+		return &MigrationError{Schema: schema, Version: s.Version, Source: s.Source, Err: err}
+	}
+	return err
+}
+
+// IsTransient reports whether an error is the database being away or restarting (no connection, a lost
+// one, a shutdown, too many connections): worth trying again, and no fault of a migration.
+func IsTransient(err error) bool {
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.SafeToRetry(err), pgconn.Timeout(err):
+		return true
+	case errors.As(err, &pgErr):
+		switch pgErr.Code {
+		case "57P01", "57P02", "57P03", "53300", "40001", "40P01":
+			return true
+		}
+		return len(pgErr.Code) == 5 && pgErr.Code[:2] == "08"
+	}
+	return errors.Is(err, context.DeadlineExceeded)
+}
