@@ -16,6 +16,9 @@ const (
 	wait
 	// stall: the spec or the data is wrong and retrying will not help until a person changes something.
 	stall
+	// pending: routine work elsewhere (a fleet rollout) will bring this object along; look again later
+	// and change no condition meanwhile: a Ready object stays Ready.
+	pending
 )
 
 // stepError is a failed step with the condition reason and message a person reads in status.
@@ -35,6 +38,10 @@ func retryErr(reason string, err error) error {
 
 func waitErr(reason string, after time.Duration, format string, args ...any) error {
 	return &stepError{kind: wait, reason: reason, err: fmt.Errorf(format, args...), after: after}
+}
+
+func pendingErr(after time.Duration, format string, args ...any) error {
+	return &stepError{kind: pending, reason: "", err: fmt.Errorf(format, args...), after: after}
 }
 
 func stallErr(reason string, after time.Duration, err error) error {

@@ -58,6 +58,7 @@ type ExpenseAppReconciler struct {
 	Scheme    *runtime.Scheme
 	Databases *Databases
 	Release   *Release
+	Rollouts  *Rollouts
 	Recorder  events.EventRecorder
 }
 
@@ -110,28 +111,22 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
 		}
 	}
-	fleet := r.reconcileFleetStatus(app, tenants, target)
 	secret, err := r.reconcileDatabase(ctx, app, tenants)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	// The fleet's verdict waits until the Deployment and Service are in place: a rollout in progress
+	// keeps the app serving with the image it runs.
+	fleetErr := r.reconcileFleet(ctx, app, tenants, target)
 	if err := r.reconcileDeployment(ctx, app, target, SecretHash(secret)); err != nil {
 		return ctrl.Result{}, err
 	}
 	if err := r.reconcileService(ctx, app); err != nil {
 		return ctrl.Result{}, err
 	}
-	if halted, msg := fleet.halted(app, target); halted {
-		setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionFalse, tenantryv1.ReasonRolloutHalted, msg)
-		return ctrl.Result{}, stallErr(tenantryv1.ReasonRolloutHalted, 30*time.Second, errors.New(msg))
+	if fleetErr != nil {
+		return ctrl.Result{}, fleetErr
 	}
-	if int(app.Status.TenantsAtTarget) < len(tenants) {
-		msg := fmt.Sprintf("%s tenants at schema version %d", app.Status.Migration, target)
-		setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionFalse, tenantryv1.ReasonProgressing, msg)
-		return ctrl.Result{}, waitErr(tenantryv1.ReasonProgressing, 5*time.Second, "%s", msg)
-	}
-	setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
-		fmt.Sprintf("Every tenant is at schema version %d", target))
 	return r.rolloutDone(ctx, app)
 }
 
@@ -142,26 +137,66 @@ func (r *ExpenseAppReconciler) tenants(ctx context.Context, app *tenantryv1.Expe
 	return list.Items, err
 }
 
-// reconcileFleetStatus counts the app's tenants into its status and returns the count.
-func (r *ExpenseAppReconciler) reconcileFleetStatus(app *tenantryv1.ExpenseApp, tenants []tenantryv1.Tenant, target int64) fleetView {
-	v := viewFleet(tenants, target)
+// reconcileFleet moves the app's tenants to the release's schema version and counts them into its
+// status. Tenants behind the release are migrated by a rollout from the database (see Rollouts), which
+// this starts when needed; a fleet already at the target sends no SQL. It returns nil once every tenant
+// is at the target, a wait while the fleet is on its way (the status is patched about once a second),
+// and a stall when the rollout halted.
+func (r *ExpenseAppReconciler) reconcileFleet(ctx context.Context, app *tenantryv1.ExpenseApp, tenants []tenantryv1.Tenant,
+	target int64) error {
+	key := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
+	view, ran := r.Rollouts.View(key, r.Release.Plan())
+	behind := false
+	names := make([]string, 0, len(tenants))
+	for _, t := range tenants {
+		names = append(names, t.Name)
+		behind = behind || (t.Status.SchemaVersion > 0 && t.Status.SchemaVersion < target)
+	}
+	if behind || ran {
+		db, err := r.Databases.For(ctx, app)
+		if err != nil {
+			return err
+		}
+		view = r.Rollouts.Ensure(app, db, r.Release.Plan(), names)
+	}
+	atTarget, failed := fleetStatus(tenants, view, target)
 	ready := 0
 	for _, t := range tenants {
 		if meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) {
 			ready++
 		}
 	}
-	app.Status.Tenants, app.Status.ReadyTenants, app.Status.TenantsAtTarget = int32(v.total), int32(ready), int32(v.atTarget)
+	app.Status.Tenants, app.Status.ReadyTenants, app.Status.TenantsAtTarget = int32(len(tenants)), int32(ready), int32(atTarget)
 	app.Status.TargetSchemaVersion = target
-	app.Status.Migration = fmt.Sprintf("%d/%d", v.atTarget, v.total)
-	app.Status.FailedTenants = v.failed[:min(len(v.failed), 20)]
-	if len(app.Status.FailedTenants) == 0 {
-		app.Status.FailedTenants = nil
+	app.Status.Migration = fmt.Sprintf("%d/%d", atTarget, len(tenants))
+	app.Status.FailedTenants = nil
+	if len(failed) > 0 {
+		app.Status.FailedTenants = failed[:min(len(failed), 20)]
 	}
-	for state, n := range map[string]int{"total": v.total, "ready": ready, "at_target": v.atTarget, "failed": len(v.failed)} {
+	for state, n := range map[string]int{"total": len(tenants), "ready": ready, "at_target": atTarget, "failed": len(failed)} {
 		tenantsByState.WithLabelValues(app.Namespace, app.Name, state).Set(float64(n))
 	}
-	return v
+	switch {
+	case view.err != nil:
+		msg := fmt.Sprintf("cannot read the fleet's schema versions: %v", view.err)
+		setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError, msg)
+		return retryErr(tenantryv1.ReasonDatabaseError, errors.New(msg))
+	case view.halted || len(failed) > int(app.Spec.Migrations.MaxFailures):
+		msg := haltMessage(app, target, failed)
+		setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionFalse, tenantryv1.ReasonRolloutHalted, msg)
+		return stallErr(tenantryv1.ReasonRolloutHalted, 30*time.Second, errors.New(msg))
+	case atTarget < len(tenants):
+		msg := fmt.Sprintf("%s tenants at schema version %d", app.Status.Migration, target)
+		setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionFalse, tenantryv1.ReasonProgressing, msg)
+		after := 5 * time.Second // tenants still onboarding: their own events bring this back sooner
+		if view.running {
+			after = time.Second
+		}
+		return waitErr(tenantryv1.ReasonProgressing, after, "%s", msg)
+	}
+	setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+		fmt.Sprintf("Every tenant is at schema version %d", target))
+	return nil
 }
 
 // appSecretSuffix names the Secret holding the app's own connection string: <app>-app-db.
@@ -427,6 +462,7 @@ func (r *ExpenseAppReconciler) reconcileDelete(ctx context.Context, app *tenantr
 			"%d Tenant(s) still use this ExpenseApp (%s): delete them first; each one's deletionPolicy decides what "+
 				"happens to its data", len(tenants), strings.Join(names, ", "))
 	}
+	r.Rollouts.Forget(types.NamespacedName{Namespace: app.Namespace, Name: app.Name})
 	r.Databases.Forget(types.NamespacedName{Namespace: app.Namespace, Name: app.Name})
 	patch := client.MergeFrom(app.DeepCopy())
 	controllerutil.RemoveFinalizer(app, tenantryv1.ExpenseAppFinalizer)

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 )
@@ -37,33 +36,25 @@ func fleetTenant(name string, version int64, failed bool) tenantryv1.Tenant {
 	return t
 }
 
-func TestFleet_acquire(t *testing.T) {
-	app := &tenantryv1.ExpenseApp{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "app"}}
-	app.Spec.Migrations = tenantryv1.MigrationsSpec{Canary: 1, MaxFailures: 1}
-	behind := []tenantryv1.Tenant{fleetTenant("a", 2, false), fleetTenant("b", 2, false), fleetTenant("c", 2, false)}
-	tests := []struct {
-		name     string
-		tenants  []tenantryv1.Tenant
-		inFlight int
-		want     string // "" allowed, else part of the error
-	}{
-		{"first tenant is the canary", behind, 0, ""},
-		{"others wait for the canary", behind, 1, "canary"},
-		{"after the canary, everyone", []tenantryv1.Tenant{fleetTenant("a", 3, false), fleetTenant("b", 2, false), fleetTenant("c", 2, false)}, 5, ""},
-		{"failures within the budget", []tenantryv1.Tenant{fleetTenant("a", 3, false), fleetTenant("b", 2, true), fleetTenant("c", 2, false)}, 0, ""},
-		{"failures over the budget halt", []tenantryv1.Tenant{fleetTenant("a", 3, false), fleetTenant("b", 2, false), fleetTenant("c", 2, true), fleetTenant("d", 2, true)}, 0, "halted: 2 tenant(s) failed (c, d)"},
-		{"a failed tenant may retry in a halt", []tenantryv1.Tenant{fleetTenant("a", 3, false), fleetTenant("b", 2, true), fleetTenant("c", 2, true)}, 0, ""},
+// The fleet's counts: a tenant is at the target by its status or by what the rollout did since; a
+// failed one is named, whether the rollout or an earlier attempt recorded the failure.
+func TestFleetStatus(t *testing.T) {
+	tenants := []tenantryv1.Tenant{fleetTenant("a", 3, false), fleetTenant("b", 2, false), fleetTenant("c", 2, false),
+		fleetTenant("d", 2, true), fleetTenant("e", 0, false)}
+	view := rolloutView{versions: map[string]int64{"a": 3, "b": 3, "c": 2, "d": 2}, failed: []string{"c"}}
+	atTarget, failed := fleetStatus(tenants, view, 3)
+	if atTarget != 2 || strings.Join(failed, ",") != "c" {
+		t.Fatalf("fleetStatus = %d at target, failed %v; want 2 (a by status, b by the rollout) and [c]", atTarget, failed)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := &Fleet{inFlight: map[types.NamespacedName]int{{Namespace: "ns", Name: "app"}: tt.inFlight}}
-			err := f.acquire(app, &tt.tenants[1], tt.tenants, 3)
-			switch {
-			case tt.want == "" && err != nil:
-				t.Fatalf("acquire: %v, want allowed", err)
-			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
-				t.Fatalf("acquire: %v, want an error with %q", err, tt.want)
-			}
-		})
+	// Without a rollout, a failure recorded in status still counts.
+	atTarget, failed = fleetStatus(tenants, rolloutView{}, 3)
+	if atTarget != 1 || strings.Join(failed, ",") != "d" {
+		t.Fatalf("fleetStatus without a rollout = %d, %v; want 1 and [d]", atTarget, failed)
+	}
+	app := &tenantryv1.ExpenseApp{}
+	app.Spec.Migrations.MaxFailures = 0
+	if msg := haltMessage(app, 3, []string{"c", "d"}); !strings.Contains(msg, "2 tenant(s) failed (c, d)") ||
+		!strings.Contains(msg, "budget of 0") {
+		t.Fatalf("halt message %q", msg)
 	}
 }

@@ -83,6 +83,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		return nil, err
 	}
 	dbs := &Databases{Reader: mgr.GetAPIReader()}
+	rollouts := NewRollouts()
 	if err := metrics.Registry.Register(statementsCollector{dbs}); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if !errors.As(err, &are) {
@@ -95,14 +96,14 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		Databases:               dbs,
 		Release:                 release,
 		MaxConcurrentReconciles: cfg.MaxConcurrentReconciles,
-		Fleet:                   &Fleet{},
+		Rollouts:                rollouts,
 		Recorder:                mgr.GetEventRecorder("tenantry-tenant"),
 	}
 	if err := tenants.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Tenant controller: %w", err)
 	}
 	apps := &ExpenseAppReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Databases: dbs, Release: release,
-		Recorder: mgr.GetEventRecorder("tenantry-expenseapp")}
+		Rollouts: rollouts, Recorder: mgr.GetEventRecorder("tenantry-expenseapp")}
 	if err := apps.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ExpenseApp controller: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/internal/tenantdb"
 )
 
 // Release is the set of tenant schema migrations this operator brings and the version they end at: the
@@ -14,6 +15,7 @@ type Release struct {
 	mu     sync.RWMutex
 	fsys   fs.FS
 	target int64
+	plan   *tenantdb.Plan
 }
 
 // NewRelease reads the migrations of fsys.
@@ -35,15 +37,27 @@ func (r *Release) Target() int64 {
 	return t
 }
 
+// Plan is the release's migrations parsed for a fleet rollout.
+func (r *Release) Plan() *tenantdb.Plan {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.plan
+}
+
 // Set replaces the migrations: an operator restarted with a new release does this once at start; tests
-// do it to stage a release without a restart.
+// do it to stage a release without a restart. Every migration must run in a transaction (no
+// "-- +goose NO TRANSACTION"): a fleet migrates each schema in one.
 func (r *Release) Set(fsys fs.FS) error {
 	target, err := migrations.LatestIn(fsys)
 	if err != nil {
 		return fmt.Errorf("reading migrations: %w", err)
 	}
+	plan, err := tenantdb.NewPlan(fsys)
+	if err != nil {
+		return fmt.Errorf("reading migrations: %w", err)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.fsys, r.target = fsys, target
+	r.fsys, r.target, r.plan = fsys, target, plan
 	return nil
 }

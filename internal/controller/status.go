@@ -24,7 +24,8 @@ import (
 // applyOutcome sets the kstatus conditions from a reconcile's outcome: success is Ready with the
 // message given and no Reconciling or Stalled; a stall is Stalled and not Ready; anything else is
 // Reconciling and not Ready. observedGeneration moves only when the outcome is final for this
-// generation (success or stall). It returns the classified error, nil on success.
+// generation (success or stall). A pending outcome changes nothing. It returns the classified error, nil
+// on success.
 func applyOutcome(conds *[]metav1.Condition, observed *int64, generation int64, err error, readyMsg string) *stepError {
 	set := func(typ string, status metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(conds, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg,
@@ -38,6 +39,9 @@ func applyOutcome(conds *[]metav1.Condition, observed *int64, generation int64, 
 		return nil
 	}
 	se := asStepError(err, tenantryv1.ReasonDatabaseError)
+	if se.kind == pending {
+		return se
+	}
 	if se.kind == stall {
 		meta.RemoveStatusCondition(conds, tenantryv1.ConditionReconciling)
 		set(tenantryv1.ConditionStalled, metav1.ConditionTrue, se.reason, se.Error())

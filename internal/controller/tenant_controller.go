@@ -26,6 +26,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/password"
@@ -56,8 +57,8 @@ type TenantReconciler struct {
 	Release *Release
 	// MaxConcurrentReconciles bounds the Tenants reconciled at once.
 	MaxConcurrentReconciles int
-	// Fleet paces migrations of existing tenants.
-	Fleet *Fleet
+	// Rollouts migrate existing tenants to a new release; a Tenant follows what its app's rollout did.
+	Rollouts *Rollouts
 	// Recorder emits events.
 	Recorder events.EventRecorder
 }
@@ -113,6 +114,14 @@ func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Te
 	if r.upToDate(t) && adminSecret != nil {
 		return r.reconcileIngress(ctx, t, app)
 	}
+	// A Ready tenant behind a new release: the ExpenseApp's rollout migrates it; this only reflects
+	// what the rollout did, without SQL and without taking the tenant through Reconciling.
+	if readyAtGeneration(t) && adminSecret != nil && t.Status.SchemaVersion > 0 {
+		if err := r.followRollout(t, app, t.Status.SchemaVersion); err != nil {
+			return err
+		}
+		return r.reconcileIngress(ctx, t, app)
+	}
 
 	db, err := r.Databases.For(ctx, app)
 	if err != nil {
@@ -149,9 +158,42 @@ func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Te
 
 // upToDate: the tenant was Ready for this very spec and its schema is at the target version.
 func (r *TenantReconciler) upToDate(t *tenantryv1.Tenant) bool {
+	return readyAtGeneration(t) && t.Status.SchemaVersion >= r.Release.Target()
+}
+
+// readyAtGeneration: the tenant was Ready for this very spec.
+func readyAtGeneration(t *tenantryv1.Tenant) bool {
 	return t.Status.ObservedGeneration == t.Generation &&
-		meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) &&
-		t.Status.SchemaVersion >= r.Release.Target()
+		meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady)
+}
+
+// rolloutPoll is how often a tenant waiting for its app's rollout looks at it again (it is also told
+// when its own schema is done).
+const rolloutPoll = 2 * time.Second
+
+// followRollout reflects what the app's rollout did to a tenant whose schema was at version from: the
+// new version once it is migrated, a stall with the error once its migration failed, and, while it
+// waits its turn, a pending outcome for a Ready tenant (no condition changes) or a wait for another.
+func (r *TenantReconciler) followRollout(t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp, from int64) error {
+	target := r.Release.Target()
+	version, failure, _ := r.Rollouts.Tenant(types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, t.Name)
+	version = max(version, from)
+	switch {
+	case version >= target:
+		t.Status.SchemaVersion = version
+		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+			fmt.Sprintf("Schema at version %d", version))
+		return nil
+	case failure != nil:
+		msg := fmt.Sprintf("%s; the schema stays at version %d. Fix the migration and the operator retries", failure, version)
+		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonMigrationFailed, msg)
+		return stallErr(tenantryv1.ReasonMigrationFailed, 2*time.Minute, errors.New(msg))
+	case readyAtGeneration(t):
+		return pendingErr(rolloutPoll, "waiting for ExpenseApp %s's rollout to schema version %d", app.Name, target)
+	default:
+		return waitErr(tenantryv1.ReasonMigrationQueued, rolloutPoll,
+			"waiting for ExpenseApp %s's rollout to migrate the schema to version %d", app.Name, target)
+	}
 }
 
 // registryState is the state the app should see for the tenant.
@@ -169,7 +211,7 @@ func registryState(t *tenantryv1.Tenant, version int64) string {
 // reconcileRegistration claims the tenant's schema name and hosts in the registry and writes its
 // display name, branding and settings, and returns the schema and role recorded for the tenant. It runs
 // before any DDL, so a tenant that conflicts with another creates nothing.
-func (r *TenantReconciler) reconcileRegistration(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB) (tenantdb.Identity, error) {
+func (r *TenantReconciler) reconcileRegistration(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB) (tenantdb.FleetMember, error) {
 	name := registry.TenantName(db.Database(), t.Namespace, t.Name)
 	id, err := db.Register(ctx, tenantdb.Registration{
 		Schema:        name,
@@ -210,7 +252,7 @@ func (r *TenantReconciler) schemaConflict(t *tenantryv1.Tenant, err error) error
 
 // reconcileSchema creates the role and schema and applies pending migrations.
 func (r *TenantReconciler) reconcileSchema(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp,
-	db *tenantdb.DB, id tenantdb.Identity) error {
+	db *tenantdb.DB, id tenantdb.FleetMember) error {
 	fsys, target := r.Release.Get()
 	if t.Status.SchemaVersion >= target &&
 		meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionMigrationsApplied) {
@@ -221,17 +263,9 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, t *tenantryv1.Te
 			return err
 		}
 	}
-	// An existing tenant moves to a new schema version at the fleet's pace.
-	if t.Status.SchemaVersion > 0 {
-		var tenants tenantryv1.TenantList
-		if err := r.List(ctx, &tenants, client.InNamespace(t.Namespace), client.MatchingFields{indexAppRef: app.Name},
-			client.UnsafeDisableDeepCopy); err != nil {
-			return retryErr(tenantryv1.ReasonMigrationQueued, err)
-		}
-		if err := r.Fleet.acquire(app, t, tenants.Items, target); err != nil {
-			return err
-		}
-		defer r.Fleet.release(app)
+	// An existing tenant moves to a new release with its app's rollout; a new one migrates here.
+	if id.Version > 0 {
+		return r.migrateExisting(ctx, t, app, db, id)
 	}
 	start := time.Now()
 	version, err := db.Migrate(ctx, id.Schema, id.Role, fsys)
@@ -259,8 +293,36 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, t *tenantryv1.Te
 	return nil
 }
 
+// migrateExisting brings a tenant whose schema was migrated before to the release's version: it follows
+// its app's rollout, or, when no rollout has the tenant (one that came back from Retain after its app's
+// rollout, say), migrates it here the way the rollout does.
+func (r *TenantReconciler) migrateExisting(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp,
+	db *tenantdb.DB, id tenantdb.FleetMember) error {
+	target := r.Release.Target()
+	if _, _, known := r.Rollouts.Tenant(types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, t.Name); known || id.Version >= target {
+		return r.followRollout(t, app, id.Version)
+	}
+	began := time.Now()
+	version, err := db.ApplyPlan(ctx, id.Identity, id.Version, r.Release.Plan().From(id.Version))
+	migrationSeconds.Observe(time.Since(began).Seconds())
+	var me *tenantdb.MigrationError
+	switch {
+	case errors.As(err, &me):
+		migrationFailures.Inc()
+		msg := fmt.Sprintf("%s; the schema stays at version %d. Fix the migration and the operator retries", me.Error(), id.Version)
+		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonMigrationFailed, msg)
+		return stallErr(tenantryv1.ReasonMigrationFailed, 2*time.Minute, errors.New(msg))
+	case err != nil: // the database away, or the schema moved meanwhile: look again
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	t.Status.SchemaVersion = version
+	setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+		fmt.Sprintf("Schema at version %d", version))
+	return nil
+}
+
 // ensureSchema creates the tenant's role and schema and lets the app's login role act as the tenant.
-func (r *TenantReconciler) ensureSchema(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB, id tenantdb.Identity) error {
+func (r *TenantReconciler) ensureSchema(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB, id tenantdb.FleetMember) error {
 	role := tenantdb.Role{Name: id.Role, Mark: tenantdb.OwnerMark("tenant", db.Database(), t.Namespace, t.Name),
 		// A role named before names were derived from the whole identity is taken because the registry
 		// records it for this very tenant.
@@ -309,7 +371,7 @@ const generatedPasswordLength = 20
 // Secret gets a new password, and the admin user in the schema is set to it: deleting the Secret is how
 // a lost admin password is reset. Once the admin is confirmed (AdminReady), the password is theirs.
 func (r *TenantReconciler) reconcileAdmin(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp,
-	db *tenantdb.DB, id tenantdb.Identity, secret *corev1.Secret) error {
+	db *tenantdb.DB, id tenantdb.FleetMember, secret *corev1.Secret) error {
 	name := t.Name + tenantryv1.AdminSecretSuffix
 	if secret != nil && meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionAdminReady) {
 		t.Status.AdminSecretName = name
@@ -362,7 +424,7 @@ func (r *TenantReconciler) reconcileAdmin(ctx context.Context, t *tenantryv1.Ten
 }
 
 // reconcileState tells the app the tenant is live (or suspended) at its schema version.
-func (r *TenantReconciler) reconcileState(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB, id tenantdb.Identity) error {
+func (r *TenantReconciler) reconcileState(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB, id tenantdb.FleetMember) error {
 	if err := db.SetState(ctx, id.Schema, registryState(t, t.Status.SchemaVersion), t.Status.SchemaVersion); err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
@@ -541,7 +603,9 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// The app's spec (ingress settings) and its appearance matter to its tenants; its status does not,
 		// and changes with every tenant: following it would requeue the whole fleet on each change.
 		Watches(&tenantryv1.ExpenseApp{}, handler.EnqueueRequestsFromMapFunc(r.tenantsOfApp),
-			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, rolloutResumed))).
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A tenant whose migration in its app's rollout finished, or failed.
+		WatchesRawSource(source.Channel(r.Rollouts.Changed, &handler.EnqueueRequestForObject{})).
 		// The app's login, on which migrations run: a tenant waiting for it goes on when it appears.
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tenantsOfAppSecret)).
 		// A Tenant that lets go of hosts (deleted, or hosts changed) may unblock one waiting for them.

@@ -82,21 +82,21 @@ func (e *SchemaConflictError) Error() string {
 }
 
 // Register writes a tenant's row and hosts in one transaction and notifies the app, and returns the
-// schema and role recorded for the tenant's identity (namespace and name): the ones of its existing
+// schema, role and schema version recorded for the tenant's identity (namespace and name): the ones of its existing
 // row, which a tenant keeps for life (also across a Retain and a return), else the derived ones in r.
 // A schema or role recorded for another identity is never taken: that is a *SchemaConflictError. A
 // host held by another tenant is a *HostConflictError. Either way nothing is written; the unique keys
 // decide, so two concurrent claims cannot both win.
-func (db *DB) Register(ctx context.Context, r Registration) (Identity, error) {
+func (db *DB) Register(ctx context.Context, r Registration) (FleetMember, error) {
 	branding, err := json.Marshal(r.Branding)
 	if err != nil {
-		return Identity{}, fmt.Errorf("encoding branding: %w", err)
+		return FleetMember{}, fmt.Errorf("encoding branding: %w", err)
 	}
 	settings, err := json.Marshal(r.Settings)
 	if err != nil {
-		return Identity{}, fmt.Errorf("encoding settings: %w", err)
+		return FleetMember{}, fmt.Errorf("encoding settings: %w", err)
 	}
-	var id Identity
+	id := FleetMember{Namespace: r.Namespace, Name: r.Name}
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `
 INSERT INTO tenantry.tenants AS t
@@ -111,9 +111,9 @@ SET uid = EXCLUDED.uid, display_name = EXCLUDED.display_name, branding = EXCLUDE
             ELSE EXCLUDED.state END,
     schema_version = greatest(t.schema_version, EXCLUDED.schema_version),
     updated_at = now()
-RETURNING schema_name, role_name`,
+RETURNING schema_name, role_name, schema_version`,
 			r.Schema, r.Role, r.Namespace, r.Name, r.UID, r.DisplayName, branding, settings, r.State, r.SchemaVersion,
-		).Scan(&id.Schema, &id.Role)
+		).Scan(&id.Schema, &id.Role, &id.Version)
 		if isCode(err, codeUniqueViolation) {
 			return &SchemaConflictError{Schema: r.Schema}
 		}
@@ -149,23 +149,24 @@ LIMIT 1`, r.Hosts, id.Schema).Scan(&conflict.Host, &conflict.HolderNamespace, &c
 	var hc *HostConflictError
 	var sc *SchemaConflictError
 	if err != nil && !errors.As(err, &hc) && !errors.As(err, &sc) {
-		return Identity{}, fmt.Errorf("registering tenant %s/%s: %w", r.Namespace, r.Name, err)
+		return FleetMember{}, fmt.Errorf("registering tenant %s/%s: %w", r.Namespace, r.Name, err)
 	}
 	return id, err
 }
 
-// Lookup returns the schema and role recorded for a tenant's identity, and false when it has no row.
-func (db *DB) Lookup(ctx context.Context, namespace, name string) (Identity, bool, error) {
-	var id Identity
-	err := db.pool.QueryRow(ctx, `SELECT schema_name, role_name FROM tenantry.tenants WHERE namespace = $1 AND name = $2`,
-		namespace, name).Scan(&id.Schema, &id.Role)
+// Lookup returns the schema, role and schema version recorded for a tenant's identity, and false when
+// it has no row.
+func (db *DB) Lookup(ctx context.Context, namespace, name string) (FleetMember, bool, error) {
+	m := FleetMember{Namespace: namespace, Name: name}
+	err := db.pool.QueryRow(ctx, `SELECT schema_name, role_name, schema_version FROM tenantry.tenants
+WHERE namespace = $1 AND name = $2`, namespace, name).Scan(&m.Schema, &m.Role, &m.Version)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Identity{}, false, nil
+		return m, false, nil
 	}
 	if err != nil {
-		return Identity{}, false, fmt.Errorf("looking up tenant %s/%s in the registry: %w", namespace, name, err)
+		return m, false, fmt.Errorf("looking up tenant %s/%s in the registry: %w", namespace, name, err)
 	}
-	return id, true, nil
+	return m, true, nil
 }
 
 // SetState records a tenant's state and schema version and notifies the app.

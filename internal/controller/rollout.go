@@ -1,0 +1,331 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/internal/tenantdb"
+)
+
+// Rollouts move each ExpenseApp's fleet to the release's schema version from the database, not through
+// each Tenant: one query reads every schema's version from the registry, then a pool of
+// spec.migrations.maxConcurrent connections migrates the schemas behind, the canary tenants first and
+// alone, each schema in one pipelined transaction that also records its new version in the registry
+// (tenantdb.ApplyPlan). Once more tenants have failed than the failure budget, the rollout halts. The
+// Tenants catch up afterwards, at their own pace, from what the rollout recorded here; the ExpenseApp
+// reports its counts about once a second.
+//
+// A rollout is a goroutine of the operator that runs it: only the leader reconciles, so only the leader
+// migrates, and a leader that goes takes its rollout with it. Its successor starts again from the
+// registry, where every schema is at either its old version or its new one, never between.
+type Rollouts struct {
+	// Changed receives a Tenant whose migration finished or failed, so it reflects that soon; the Tenant
+	// controller watches it. A full channel drops the event: the Tenant also looks again on its own.
+	Changed chan event.GenericEvent
+
+	mu   sync.Mutex
+	runs map[types.NamespacedName]*rollout
+}
+
+// NewRollouts returns Rollouts with a channel for the Tenant controller.
+func NewRollouts() *Rollouts {
+	return &Rollouts{Changed: make(chan event.GenericEvent, 4096), runs: map[types.NamespacedName]*rollout{}}
+}
+
+// rollout is one run of one release's plan over one ExpenseApp's fleet.
+type rollout struct {
+	plan   *tenantdb.Plan
+	target int64
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu       sync.Mutex
+	versions map[string]int64 // tenant name → its schema version, as read and as migrated
+	failed   map[string]error // tenant name → why its migration failed
+	inFlight int
+	halted   bool
+	err      error // the rollout could not run at all (e.g. reading the registry failed)
+}
+
+// rolloutView is what an ExpenseApp reconcile reads of its rollout.
+type rolloutView struct {
+	running  bool
+	halted   bool
+	versions map[string]int64
+	failed   []string // sorted
+	err      error
+}
+
+// Ensure starts a rollout of plan for app's tenants unless one of that plan runs or has run: a new
+// plan (a new release, or a fixed migration) replaces the run of an old one, and starts where the
+// registry says each schema is. A run that could not read the registry is started again.
+func (rs *Rollouts) Ensure(app *tenantryv1.ExpenseApp, db *tenantdb.DB, plan *tenantdb.Plan, tenants []string) rolloutView {
+	key := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	run := rs.runs[key]
+	if run != nil && (run.plan != plan || run.failedToStart()) {
+		run.cancel()
+		<-run.done
+		run = nil
+	}
+	if run == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		run = &rollout{plan: plan, target: plan.Target(), cancel: cancel, done: make(chan struct{}),
+			versions: map[string]int64{}, failed: map[string]error{}}
+		rs.runs[key] = run
+		opts := app.Spec.Migrations
+		go func() {
+			defer close(run.done)
+			run.run(ctx, rs, app.Namespace, db, tenants, max(int(opts.MaxConcurrent), 1), max(int(opts.Canary), 1),
+				int(opts.MaxFailures))
+		}()
+	}
+	return run.view()
+}
+
+// View returns what the rollout of an ExpenseApp has done, and whether one of plan has run. A rollout of
+// another plan is not this release's: its view is empty.
+func (rs *Rollouts) View(app types.NamespacedName, plan *tenantdb.Plan) (rolloutView, bool) {
+	rs.mu.Lock()
+	run := rs.runs[app]
+	rs.mu.Unlock()
+	if run == nil || run.plan != plan {
+		return rolloutView{}, false
+	}
+	return run.view(), true
+}
+
+// Tenant returns what the rollout of app knows of a tenant: its schema version and, if its migration
+// failed, why. known is false when no rollout has seen the tenant.
+func (rs *Rollouts) Tenant(app types.NamespacedName, name string) (version int64, failure error, known bool) {
+	rs.mu.Lock()
+	run := rs.runs[app]
+	rs.mu.Unlock()
+	if run == nil {
+		return 0, nil, false
+	}
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	version, known = run.versions[name]
+	return version, run.failed[name], known
+}
+
+// Forget stops and drops the rollout of an ExpenseApp that is gone.
+func (rs *Rollouts) Forget(app types.NamespacedName) {
+	rs.mu.Lock()
+	run := rs.runs[app]
+	delete(rs.runs, app)
+	rs.mu.Unlock()
+	if run != nil {
+		run.cancel()
+		<-run.done
+	}
+}
+
+func (r *rollout) failedToStart() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err != nil
+}
+
+func (r *rollout) view() rolloutView {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v := rolloutView{halted: r.halted, err: r.err, versions: make(map[string]int64, len(r.versions))}
+	select {
+	case <-r.done:
+	default:
+		v.running = true
+	}
+	for n, ver := range r.versions {
+		v.versions[n] = ver
+	}
+	for n := range r.failed {
+		v.failed = append(v.failed, n)
+	}
+	sort.Strings(v.failed)
+	return v
+}
+
+// Backoff of a schema whose migration met a transient error (the database restarting, say).
+const (
+	transientFirstDelay = 250 * time.Millisecond
+	transientMaxDelay   = 5 * time.Second
+)
+
+func (r *rollout) run(ctx context.Context, rs *Rollouts, namespace string, db *tenantdb.DB, tenants []string,
+	workers, canary, budget int) {
+	log := logf.FromContext(ctx).WithValues("namespace", namespace, "target", r.target)
+	ours := make(map[string]bool, len(tenants))
+	for _, n := range tenants {
+		ours[n] = true
+	}
+	var fleet []tenantdb.FleetMember
+	for delay := transientFirstDelay; ; delay = min(2*delay, transientMaxDelay) {
+		var err error
+		if fleet, err = db.Fleet(ctx, namespace); err == nil {
+			break
+		}
+		if !tenantdb.IsTransient(err) || ctx.Err() != nil {
+			r.mu.Lock()
+			r.err = err
+			r.mu.Unlock()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+	var behind []tenantdb.FleetMember
+	r.mu.Lock()
+	for _, m := range fleet {
+		if !ours[m.Name] {
+			continue // a tenant of another ExpenseApp on the same database
+		}
+		r.versions[m.Name] = m.Version
+		if m.Version < r.target {
+			behind = append(behind, m)
+		}
+	}
+	r.mu.Unlock()
+	sort.Slice(behind, func(i, j int) bool { return behind[i].Name < behind[j].Name })
+	start := time.Now()
+	log.Info("fleet migration starting", "behind", len(behind))
+
+	// The canary tenants alone, one after the other; then the rest on every worker.
+	n := min(canary, len(behind))
+	for _, m := range behind[:n] {
+		if !r.migrate(ctx, rs, db, m, budget) {
+			break
+		}
+	}
+	queue := make(chan tenantdb.FleetMember)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range queue {
+				r.migrate(ctx, rs, db, m, budget)
+			}
+		}()
+	}
+	for _, m := range behind[n:] {
+		if r.stopped(ctx) {
+			break
+		}
+		queue <- m
+	}
+	close(queue)
+	wg.Wait()
+	log.Info("fleet migration ended", "migrated", len(behind)-len(r.view().failed), "failed", len(r.view().failed),
+		"halted", r.view().halted, "seconds", time.Since(start).Seconds())
+}
+
+// stopped reports whether the rollout must schedule no more tenants: cancelled, or halted.
+func (r *rollout) stopped(ctx context.Context) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return ctx.Err() != nil || r.halted
+}
+
+// migrate brings one schema to the target, retrying transient errors, and reports whether the rollout
+// may go on (false once it halted).
+func (r *rollout) migrate(ctx context.Context, rs *Rollouts, db *tenantdb.DB, m tenantdb.FleetMember, budget int) bool {
+	if r.stopped(ctx) {
+		return false
+	}
+	from := m.Version
+	var err error
+	for delay := transientFirstDelay; ; delay = min(2*delay, transientMaxDelay) {
+		began := time.Now()
+		var version int64
+		version, err = db.ApplyPlan(ctx, m.Identity, from, r.plan.From(from))
+		migrationSeconds.Observe(time.Since(began).Seconds())
+		var moved *tenantdb.VersionMovedError
+		switch {
+		case err == nil:
+			from = version
+		case errors.As(err, &moved):
+			// Someone else (an earlier leader, a Tenant's own reconcile) migrated it meanwhile.
+			if now, ok, lerr := db.Lookup(ctx, m.Namespace, m.Name); lerr == nil && ok {
+				m, from = now, now.Version
+				if from >= r.target {
+					err = nil
+					break
+				}
+				continue
+			}
+		case tenantdb.IsTransient(err) && ctx.Err() == nil:
+			select {
+			case <-ctx.Done():
+				return false
+			case <-time.After(delay):
+			}
+			continue
+		}
+		break
+	}
+	r.mu.Lock()
+	halt := false
+	if err == nil || from >= r.target {
+		r.versions[m.Name] = from
+		delete(r.failed, m.Name)
+	} else if ctx.Err() == nil {
+		migrationFailures.Inc()
+		r.failed[m.Name] = err
+		halt = len(r.failed) > budget
+		r.halted = r.halted || halt
+	}
+	r.mu.Unlock()
+	select {
+	case rs.Changed <- event.GenericEvent{Object: &tenantryv1.Tenant{ObjectMeta: metav1.ObjectMeta{Namespace: m.Namespace, Name: m.Name}}}:
+	default:
+	}
+	return !halt && ctx.Err() == nil
+}
+
+// fleetStatus counts an ExpenseApp's tenants at the target, from the Tenants' status and what its
+// rollout has done since, and names the failed ones.
+func fleetStatus(tenants []tenantryv1.Tenant, view rolloutView, target int64) (atTarget int, failed []string) {
+	failedSet := map[string]bool{}
+	for _, n := range view.failed {
+		failedSet[n] = true
+	}
+	for _, t := range tenants {
+		v := max(t.Status.SchemaVersion, view.versions[t.Name])
+		switch {
+		case v >= target:
+			atTarget++
+		case failedSet[t.Name] || migrationFailed(&t) && view.versions[t.Name] == 0:
+			failed = append(failed, t.Name)
+		}
+	}
+	sort.Strings(failed)
+	return atTarget, failed
+}
+
+// haltMessage says why a rollout halted and what to do.
+func haltMessage(app *tenantryv1.ExpenseApp, target int64, failed []string) string {
+	names := failed
+	if len(names) > 5 {
+		names = append(names[:5:5], fmt.Sprintf("and %d more", len(failed)-5))
+	}
+	return fmt.Sprintf("Migration to schema version %d halted: %d tenant(s) failed (%s), more than the budget of %d "+
+		"(spec.migrations.maxFailures). Each failed Tenant's MigrationsApplied condition has the error; fix the migration and "+
+		"the rollout resumes", target, len(failed), strings.Join(names, ", "), app.Spec.Migrations.MaxFailures)
+}
