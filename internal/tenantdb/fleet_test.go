@@ -37,7 +37,7 @@ func TestDB_ApplyPlan(t *testing.T) {
 		t.Fatalf("plan = %+v", plan)
 	}
 
-	got, err := db.ApplyPlan(ctx, id, 1, plan.From(1))
+	got, err := db.ApplyPlan(ctx, id.Identity, 1, plan.From(1))
 	if err != nil || got != 2 {
 		t.Fatalf("ApplyPlan = %d, %v; want 2", got, err)
 	}
@@ -55,7 +55,7 @@ func TestDB_ApplyPlan(t *testing.T) {
 	}
 
 	// Applied again from 1: the schema moved on, nothing happens.
-	if _, err := db.ApplyPlan(ctx, id, 1, plan.From(1)); !errors.As(err, new(*VersionMovedError)) {
+	if _, err := db.ApplyPlan(ctx, id.Identity, 1, plan.From(1)); !errors.As(err, new(*VersionMovedError)) {
 		t.Fatalf("ApplyPlan from a stale version = %v, want a VersionMovedError", err)
 	}
 
@@ -65,7 +65,7 @@ func TestDB_ApplyPlan(t *testing.T) {
 		"00003_c.sql": {Data: []byte("-- +goose Up\nCREATE TABLE c (id int);\nINSERT INTO nowhere VALUES (1);\n")},
 	})
 	must(t, err)
-	_, err = db.ApplyPlan(ctx, id, 2, bad.From(2))
+	_, err = db.ApplyPlan(ctx, id.Identity, 2, bad.From(2))
 	var me *MigrationError
 	if !errors.As(err, &me) || me.Version != 3 {
 		t.Fatalf("ApplyPlan of a failing migration = %v, want a MigrationError for version 3", err)
@@ -78,7 +78,7 @@ func TestDB_ApplyPlan(t *testing.T) {
 		t.Fatalf("registry version %d after a failed plan, want 2", version)
 	}
 	// The connection went back to the pool usable.
-	if got, err := db.ApplyPlan(ctx, id, 2, nil); err != nil || got != 2 {
+	if got, err := db.ApplyPlan(ctx, id.Identity, 2, nil); err != nil || got != 2 {
 		t.Fatalf("empty ApplyPlan = %d, %v", got, err)
 	}
 }
