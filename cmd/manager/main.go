@@ -6,6 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"time"
+
+	"k8s.io/utils/ptr"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -25,6 +28,8 @@ func main() {
 		pprofAddr              string
 		secureMetrics          bool
 		watchNamespaces        string
+		leaseNamespace         string
+		leaseDuration          time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers the API server authenticates "+
@@ -32,7 +37,11 @@ func main() {
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches every "+
 		"namespace. With a list, RoleBindings in those namespaces are all the operator needs.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
-	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so only one of several replicas reconciles.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so only one of several replicas reconciles (and migrates).")
+	flag.StringVar(&leaseNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; in a cluster, "+
+		"the operator's own namespace by default.")
+	flag.DurationVar(&leaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a leader's Lease lasts "+
+		"without renewal; a successor takes over after it. Renewal is due at two thirds of it.")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 8, "Tenants reconciled at once.")
 	flag.Float64Var(&qps, "kube-api-qps", 200, "Queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
@@ -47,13 +56,17 @@ func main() {
 	cfg := ctrl.GetConfigOrDie()
 	controller.TuneRESTConfig(cfg, float32(qps), burst)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 controller.NewScheme(),
-		Cache:                  controller.CacheOptions(splitList(watchNamespaces)...),
-		Metrics:                controller.MetricsOptions(metricsAddr, secureMetrics),
-		HealthProbeBindAddress: probeAddr,
-		PprofBindAddress:       pprofAddr,
-		LeaderElection:         leaderElect,
-		LeaderElectionID:       "tenantry.dev",
+		Scheme:                  controller.NewScheme(),
+		Cache:                   controller.CacheOptions(splitList(watchNamespaces)...),
+		Metrics:                 controller.MetricsOptions(metricsAddr, secureMetrics),
+		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
+		LeaderElection:          leaderElect,
+		LeaderElectionID:        "tenantry.dev",
+		LeaderElectionNamespace: leaseNamespace,
+		LeaseDuration:           &leaseDuration,
+		RenewDeadline:           ptr.To(leaseDuration * 2 / 3),
+		RetryPeriod:             ptr.To(leaseDuration / 5),
 	})
 	if err != nil {
 		log.Error(err, "creating the manager")

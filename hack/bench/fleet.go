@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/watch"
+	"github.com/jackc/pgx/v5"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
@@ -28,8 +28,10 @@ CREATE INDEX expenses_receipt_url_idx ON expenses (receipt_url);
 `
 
 // fleet onboards n tenants, then restarts the operator with one more migration (a new release) and
-// measures until every tenant is at the new version; beside it, psql applies the same migration to as
-// many schemas of the same shape in one session.
+// measures the release time: from the new operator's start until every schema is at the new version
+// in the registry and the ExpenseApp counts them all there (which is when it rolls the image). Then how
+// long the Tenants' statuses take to follow, what the rollout cost the API server and the database, and
+// beside it, psql applying the same migration to as many schemas of the same shape in one session.
 func fleet(ctx context.Context, n int) error {
 	dir, err := os.MkdirTemp("", "tenantry-fleet-")
 	if err != nil {
@@ -53,56 +55,94 @@ func fleet(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
+	db, err := pgx.Connect(ctx, s.dbURLs[ns])
+	if err != nil {
+		return err
+	}
+	defer db.Close(ctx)
+	rw, err := s.watchReady(ctx, ns)
+	if err != nil {
+		return err
+	}
+	defer rw.stop()
 
 	// The new release: the operator restarts with one more migration.
 	next := migrations.Latest + 1
 	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d_receipts.sql", next)), []byte(newMigration), 0o644); err != nil {
 		return err
 	}
-	w, err := s.k8s.Watch(ctx, &tenantryv1.TenantList{}, client.InNamespace(ns))
-	if err != nil {
-		return err
-	}
-	defer w.Stop()
+	rw.expectVersion(next)
+	s.stopOperator()
 	start := time.Now()
-	if err := s.restartOperator(); err != nil {
+	if err := s.startOperator(); err != nil {
 		return err
 	}
 	if out := os.Getenv("BENCH_PROFILE"); out != "" {
 		go s.profile(out, 8)
 	}
-	var first time.Duration
-	at := map[string]bool{}
-	deadline := time.After(5 * time.Minute)
-	for len(at) < n {
-		select {
-		case ev := <-w.ResultChan():
-			if t, ok := ev.Object.(*tenantryv1.Tenant); ok && ev.Type != watch.Deleted && t.Status.SchemaVersion >= next {
-				if first == 0 {
-					first = time.Since(start)
-				}
-				at[t.Name] = true
+	var schemasDone, appDone time.Duration
+	for schemasDone == 0 || appDone == 0 {
+		if time.Since(start) > 5*time.Minute {
+			return fmt.Errorf("the release did not finish within 5 minutes (schemas %s, app %s)", schemasDone, appDone)
+		}
+		if schemasDone == 0 {
+			var migrated int
+			if err := db.QueryRow(ctx, `SELECT count(*) FROM tenantry.tenants WHERE schema_version >= $1`, next).Scan(&migrated); err != nil {
+				return err
 			}
-		case <-deadline:
-			return fmt.Errorf("%d of %d tenants migrated after 5 minutes", len(at), n)
+			if migrated == n {
+				schemasDone = time.Since(start)
+			}
+		}
+		if appDone == 0 {
+			app := &tenantryv1.ExpenseApp{}
+			if err := s.k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "expenses"}, app); err != nil {
+				return err
+			}
+			if app.Status.TargetSchemaVersion == next && app.Status.TenantsAtTarget == int32(n) {
+				appDone = time.Since(start)
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	release := max(schemasDone, appDone)
+	statusesAt, err := rw.waitVersion(ctx, n, 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	statuses := max(0, statusesAt.Sub(start)-release)
+	m, err := s.operatorMetrics()
+	if err != nil {
+		return err
+	}
+	cpu, rss, err := s.usage()
+	if err != nil {
+		return err
+	}
+	requests := 0.0
+	for k, v := range m {
+		if strings.HasPrefix(k, "rest_client_requests_total{") {
+			requests += v
 		}
 	}
-	total := time.Since(start)
-	fmt.Fprintf(os.Stderr, "bench: first tenant migrated %.2f s after the restart\n", first.Seconds())
-	if m, err := s.operatorMetrics(); err == nil {
-		for _, k := range []string{"tenantry_migration_duration_seconds_sum", "tenantry_migration_duration_seconds_count",
-			`controller_runtime_reconcile_time_seconds_sum{controller="tenant"}`, `controller_runtime_reconcile_time_seconds_count{controller="tenant"}`,
-			`controller_runtime_reconcile_total{controller="tenant",result="requeue_after"}`, `controller_runtime_reconcile_total{controller="tenant",result="success"}`,
-			`controller_runtime_reconcile_total{controller="tenant",result="error"}`} {
-			fmt.Fprintf(os.Stderr, "bench: %s = %g\n", k, m[k])
+	statements := m["tenantry_database_statements_total"]
+	fmt.Fprintf(os.Stderr, "bench: schemas at the new version %.2f s, ExpenseApp counting them %.2f s after the start\n",
+		schemasDone.Seconds(), appDone.Seconds())
+	if log, err := os.ReadFile(filepath.Join(s.dir, "operator.log")); err == nil {
+		for _, line := range strings.Split(string(log), "\n") {
+			if strings.Contains(line, "fleet migration") || strings.Contains(line, "Starting workers") {
+				fmt.Fprintln(os.Stderr, "bench: operator:", line)
+			}
 		}
 	}
+
 	fmt.Printf("## Fleet migration (%s)\n\n", time.Now().UTC().Format("2006-01-02"))
-	fmt.Println("| tenants | operator: restart to all migrated | per tenant | psql, one session | per schema | ratio |")
-	fmt.Println("|---:|---:|---:|---:|---:|---:|")
-	fmt.Printf("| %d | %.2f s | %.2f ms | %.2f s | %.2f ms | %.2f× |\n\n", n, total.Seconds(),
-		float64(total.Microseconds())/1000/float64(n), floor.Seconds(), float64(floor.Microseconds())/1000/float64(n),
-		total.Seconds()/floor.Seconds())
+	fmt.Println("| tenants | release | psql, one session | ratio | statuses after the release | API requests per tenant | statements per schema | operator CPU | operator peak RSS |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Printf("| %d | %.2f s | %.2f s | %.2f× | %.2f s | %.1f | %.1f | %.1f s | %d MiB |\n\n", n, release.Seconds(), floor.Seconds(),
+		release.Seconds()/floor.Seconds(), statuses.Seconds(), requests/float64(n), statements/float64(n), cpu.Seconds(), rss>>20)
+	fmt.Printf("fleet: %d tenants, release %.2f s, psql floor %.2f s, ratio %.2fx, statuses %.1f s\n", n, release.Seconds(),
+		floor.Seconds(), release.Seconds()/floor.Seconds(), statuses.Seconds())
 	return nil
 }
 

@@ -17,6 +17,9 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 func main() {
@@ -33,6 +36,7 @@ func main() {
 		}
 		sizes = append(sizes, n)
 	}
+	ctrllog.SetLogger(logr.Discard()) // the informers' logs are not the benchmark's
 	ctx := context.Background()
 	var err error
 	switch os.Args[1] {

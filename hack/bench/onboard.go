@@ -14,10 +14,11 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
-	"sigs.k8s.io/controller-runtime/pkg/client"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/internal/controller"
 	"tenantry.dev/tenantry/app/migrations"
 )
 
@@ -80,42 +81,96 @@ func benchTenant(ns, name string) *tenantryv1.Tenant {
 	}
 }
 
-// readyWatcher records when each Tenant of a namespace is first seen Ready.
+// readyWatcher records when each Tenant of a namespace is first seen Ready, and when its status first
+// shows schema version atVersion (if set). It follows an informer, which lists and watches again by
+// itself whenever its watch ends: a raw watch of thousands of busy objects is closed by the API server
+// now and then, and a benchmark that waits on one waits forever.
 type readyWatcher struct {
-	mu    sync.Mutex
-	ready map[string]time.Time
-	ch    chan struct{}
-	stop  func()
+	mu        sync.Mutex
+	ready     map[string]time.Time
+	atVersion map[string]time.Time
+	version   int64
+	ch        chan struct{}
+	stop      func()
 }
 
 func (s *stack) watchReady(ctx context.Context, ns string) (*readyWatcher, error) {
-	w, err := s.k8s.Watch(ctx, &tenantryv1.TenantList{}, client.InNamespace(ns))
+	c, err := cache.New(s.cfg, cache.Options{Scheme: controller.NewScheme(), DefaultNamespaces: map[string]cache.Config{ns: {}}})
 	if err != nil {
 		return nil, err
 	}
-	rw := &readyWatcher{ready: map[string]time.Time{}, ch: make(chan struct{}, 1), stop: w.Stop}
-	go func() {
-		for ev := range w.ResultChan() {
-			t, ok := ev.Object.(*tenantryv1.Tenant)
-			if !ok || ev.Type == watch.Deleted {
-				continue
-			}
-			if meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) &&
-				t.Status.ObservedGeneration == t.Generation {
-				now := time.Now()
-				rw.mu.Lock()
-				if _, seen := rw.ready[t.Name]; !seen {
-					rw.ready[t.Name] = now
-				}
-				rw.mu.Unlock()
-				select {
-				case rw.ch <- struct{}{}:
-				default:
-				}
+	inf, err := c.GetInformer(ctx, &tenantryv1.Tenant{})
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	rw := &readyWatcher{ready: map[string]time.Time{}, atVersion: map[string]time.Time{}, ch: make(chan struct{}, 1), stop: cancel}
+	see := func(obj any) {
+		t, ok := obj.(*tenantryv1.Tenant)
+		if !ok {
+			return
+		}
+		now := time.Now()
+		rw.mu.Lock()
+		if _, seen := rw.ready[t.Name]; !seen && meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) &&
+			t.Status.ObservedGeneration == t.Generation {
+			rw.ready[t.Name] = now
+		}
+		if _, seen := rw.atVersion[t.Name]; !seen && rw.version > 0 && t.Status.SchemaVersion >= rw.version {
+			rw.atVersion[t.Name] = now
+		}
+		rw.mu.Unlock()
+		select {
+		case rw.ch <- struct{}{}:
+		default:
+		}
+	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: see, UpdateFunc: func(_, obj any) { see(obj) },
+	}); err != nil {
+		cancel()
+		return nil, err
+	}
+	go func() { _ = c.Start(cctx) }()
+	if !c.WaitForCacheSync(cctx) {
+		cancel()
+		return nil, fmt.Errorf("the Tenant informer did not sync")
+	}
+	return rw, nil
+}
+
+// expectVersion starts recording when each Tenant's status shows schema version v.
+func (rw *readyWatcher) expectVersion(v int64) {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	rw.version, rw.atVersion = v, map[string]time.Time{}
+}
+
+// waitVersion blocks until n Tenants show the expected version, and returns when the last one did.
+func (rw *readyWatcher) waitVersion(ctx context.Context, n int, timeout time.Duration) (time.Time, error) {
+	deadline := time.After(timeout)
+	for {
+		rw.mu.Lock()
+		done := len(rw.atVersion)
+		var last time.Time
+		for _, at := range rw.atVersion {
+			if at.After(last) {
+				last = at
 			}
 		}
-	}()
-	return rw, nil
+		rw.mu.Unlock()
+		if done >= n {
+			return last, nil
+		}
+		select {
+		case <-rw.ch:
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			return time.Time{}, fmt.Errorf("%d of %d tenants show schema version %d after %s", done, n, rw.version, timeout)
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		}
+	}
 }
 
 // wait blocks until every name is Ready and returns when each became so.

@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -25,11 +26,13 @@ type stack struct {
 	env         *envtest.Environment
 	pg          *pgcluster.Throwaway
 	k8s         client.WithWatch
+	cfg         *rest.Config
 	dir         string
 	operator    *exec.Cmd
 	args        []string // the operator's command line
 	metricsAddr string
 	pprofAddr   string
+	dbURLs      map[string]string // the database of each namespace's ExpenseApp
 }
 
 func startStack(ctx context.Context, concurrency int, extraArgs ...string) (*stack, error) {
@@ -52,6 +55,7 @@ func startStack(ctx context.Context, concurrency int, extraArgs ...string) (*sta
 		return nil, fmt.Errorf("starting envtest: %w", err)
 	}
 	cfg.QPS, cfg.Burst = -1, 0
+	s.cfg = cfg
 	kubeconfig := filepath.Join(s.dir, "kubeconfig")
 	if err := os.WriteFile(kubeconfig, s.env.KubeConfig, 0o600); err != nil {
 		return nil, err
@@ -78,7 +82,7 @@ func startStack(ctx context.Context, concurrency int, extraArgs ...string) (*sta
 		return nil, err
 	}
 	s.pprofAddr = fmt.Sprintf("127.0.0.1:%d", port)
-	s.args = append([]string{bin, "--kubeconfig=" + kubeconfig, "--metrics-bind-address=" + s.metricsAddr,
+	s.args = append([]string{bin, "--kubeconfig=" + kubeconfig, "--metrics-bind-address=" + s.metricsAddr, "--metrics-secure=false",
 		"--health-probe-bind-address=0", "--pprof-bind-address=" + s.pprofAddr, "--max-concurrent-reconciles=" + strconv.Itoa(concurrency)}, extraArgs...)
 	return s, s.startOperator()
 }
@@ -140,6 +144,10 @@ func (s *stack) newApp(ctx context.Context, ns string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if s.dbURLs == nil {
+		s.dbURLs = map[string]string{}
+	}
+	s.dbURLs[ns] = url
 	if err := s.k8s.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns}, StringData: map[string]string{"uri": url},
 	}); err != nil {

@@ -347,6 +347,20 @@ CREATE INDEX expenses_receipt_idx ON expenses (receipt_url);
 			t.Fatalf("%s at version %d, want %d", n, v, old+1)
 		}
 	}
+	// The canary (the first tenant behind, by name) went first: its migration's transaction began before
+	// any other's (goose's tstamp is the transaction's start).
+	var canaryDone, othersBegan time.Time
+	must(t, f.db.QueryRow(ctx, `SELECT tstamp FROM `+f.q("bad1")+`.goose_db_version WHERE version_id = $1`, old+1).Scan(&canaryDone))
+	for _, n := range names[:4] { // fa..fd
+		var began time.Time
+		must(t, f.db.QueryRow(ctx, `SELECT tstamp FROM `+f.q(n)+`.goose_db_version WHERE version_id = $1`, old+1).Scan(&began))
+		if othersBegan.IsZero() || began.Before(othersBegan) {
+			othersBegan = began
+		}
+	}
+	if !canaryDone.Before(othersBegan) {
+		t.Fatalf("the canary's migration (%s) did not come before the others' (%s)", canaryDone, othersBegan)
+	}
 	f.waitApp("the new image", func(a *tenantryv1.ExpenseApp) bool { return a.Status.Image == "tenantry:v2" })
 	f.markRolledOut()
 	f.waitApp("Ready", func(a *tenantryv1.ExpenseApp) bool {

@@ -30,9 +30,12 @@ import (
 // migrates, and a leader that goes takes its rollout with it. Its successor starts again from the
 // registry, where every schema is at either its old version or its new one, never between.
 type Rollouts struct {
-	// Changed receives a Tenant whose migration finished or failed, so it reflects that soon; the Tenant
-	// controller watches it. A full channel drops the event: the Tenant also looks again on its own.
+	// Changed receives, once a rollout ended, each Tenant whose migration finished or failed, so it
+	// reflects that soon; the Tenant controller watches it. (Tenants waiting also look again on their own.)
 	Changed chan event.GenericEvent
+	// Ended receives an ExpenseApp whose rollout ended (done, halted or failed to start), so that it
+	// reports that, and may roll its image, at once rather than at its next poll.
+	Ended chan event.GenericEvent
 
 	mu   sync.Mutex
 	runs map[types.NamespacedName]*rollout
@@ -40,7 +43,8 @@ type Rollouts struct {
 
 // NewRollouts returns Rollouts with a channel for the Tenant controller.
 func NewRollouts() *Rollouts {
-	return &Rollouts{Changed: make(chan event.GenericEvent, 4096), runs: map[types.NamespacedName]*rollout{}}
+	return &Rollouts{Changed: make(chan event.GenericEvent, 4096), Ended: make(chan event.GenericEvent, 64),
+		runs: map[types.NamespacedName]*rollout{}}
 }
 
 // rollout is one run of one release's plan over one ExpenseApp's fleet.
@@ -87,7 +91,14 @@ func (rs *Rollouts) Ensure(app *tenantryv1.ExpenseApp, db *tenantdb.DB, plan *te
 		rs.runs[key] = run
 		opts := app.Spec.Migrations
 		go func() {
-			defer close(run.done)
+			defer func() {
+				close(run.done)
+				select {
+				case rs.Ended <- event.GenericEvent{Object: &tenantryv1.ExpenseApp{ObjectMeta: metav1.ObjectMeta{
+					Namespace: key.Namespace, Name: key.Name}}}:
+				default:
+				}
+			}()
 			run.run(ctx, rs, app.Namespace, db, tenants, max(int(opts.MaxConcurrent), 1), max(int(opts.Canary), 1),
 				int(opts.MaxFailures))
 		}()
@@ -232,6 +243,7 @@ func (r *rollout) run(ctx context.Context, rs *Rollouts, namespace string, db *t
 	}
 	close(queue)
 	wg.Wait()
+	r.tell(ctx, rs, namespace)
 	log.Info("fleet migration ended", "migrated", len(behind)-len(r.view().failed), "failed", len(r.view().failed),
 		"halted", r.view().halted, "seconds", time.Since(start).Seconds())
 }
@@ -292,11 +304,32 @@ func (r *rollout) migrate(ctx context.Context, rs *Rollouts, db *tenantdb.DB, m 
 		r.halted = r.halted || halt
 	}
 	r.mu.Unlock()
-	select {
-	case rs.Changed <- event.GenericEvent{Object: &tenantryv1.Tenant{ObjectMeta: metav1.ObjectMeta{Namespace: m.Namespace, Name: m.Name}}}:
-	default:
-	}
 	return !halt && ctx.Err() == nil
+}
+
+// tell lets every Tenant the rollout touched reflect it. It runs once the rollout ended: status patches
+// during it would take the API server's CPU from the migration, which is what the release waits for.
+func (r *rollout) tell(ctx context.Context, rs *Rollouts, namespace string) {
+	r.mu.Lock()
+	names := make([]string, 0, len(r.versions))
+	for n, v := range r.versions {
+		if v >= r.target || r.failed[n] != nil {
+			names = append(names, n)
+		}
+	}
+	for n := range r.failed {
+		if _, ok := r.versions[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	r.mu.Unlock()
+	for _, n := range names {
+		select {
+		case rs.Changed <- event.GenericEvent{Object: &tenantryv1.Tenant{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: n}}}:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // fleetStatus counts an ExpenseApp's tenants at the target, from the Tenants' status and what its

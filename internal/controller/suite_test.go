@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -28,6 +27,7 @@ import (
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/internal/pgcluster"
 	"tenantry.dev/tenantry/internal/registry"
+	"tenantry.dev/tenantry/internal/testenv"
 )
 
 // The suite runs the operator against a real API server (envtest) and a real PostgreSQL cluster.
@@ -47,7 +47,7 @@ func runSuite(m *testing.M) int {
 	if os.Getenv("TENANTRY_TEST_VERBOSE") != "" {
 		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
 	}
-	assets, err := EnvtestAssets("../..")
+	assets, err := testenv.EnvtestAssets(filepath.Join("..", ".."))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -98,20 +98,6 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
-}
-
-// EnvtestAssets returns $KUBEBUILDER_ASSETS, or runs hack/envtest-assets.sh under root to get them.
-func EnvtestAssets(root string) (string, error) {
-	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
-		return d, nil
-	}
-	cmd := exec.Command(filepath.Join(root, "hack", "envtest-assets.sh"))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("getting envtest binaries (hack/envtest-assets.sh): %w", err)
-	}
-	return strings.TrimSpace(string(out)), nil
 }
 
 // fixture is one test's namespace with an ExpenseApp on a database of its own.

@@ -1,0 +1,266 @@
+// Package fault runs the operator as a process of its own, as a cluster does, and breaks it in the
+// middle of a fleet migration: SIGKILL, and a leader that dies while a second replica waits. Every time,
+// the rollout completes, no schema is migrated twice, and every Tenant ends at the new version.
+package fault
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/internal/controller"
+	"tenantry.dev/tenantry/internal/pgcluster"
+	"tenantry.dev/tenantry/internal/registry"
+	"tenantry.dev/tenantry/internal/testenv"
+)
+
+const ns = "fault"
+
+// stack is an API server, PostgreSQL, and operator processes started from one binary.
+type stack struct {
+	t          *testing.T
+	k8s        client.Client
+	kubeconfig string
+	binary     string
+	migrations string // the operator's --migrations-dir: a new release is a file written here
+	db         *pgx.Conn
+	database   string
+}
+
+func newStack(t *testing.T) *stack {
+	if testing.Short() {
+		t.Skip("starts an API server, PostgreSQL and operator processes")
+	}
+	root, _ := filepath.Abs(filepath.Join("..", ".."))
+	assets, err := testenv.EnvtestAssets(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true, BinaryAssetsDirectory: assets}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	pg, err := pgcluster.StartThrowaway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	dir := t.TempDir()
+	s := &stack{t: t, kubeconfig: filepath.Join(dir, "kubeconfig"), binary: filepath.Join(dir, "manager"),
+		migrations: filepath.Join(dir, "migrations")}
+	must(t, os.WriteFile(s.kubeconfig, env.KubeConfig, 0o600))
+	build := exec.Command("go", "build", "-o", s.binary, "./cmd/manager")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the operator: %v\n%s", err, out)
+	}
+	must(t, os.MkdirAll(s.migrations, 0o755))
+	must(t, fs.WalkDir(migrations.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(migrations.FS(), p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(s.migrations, p), b, 0o644)
+	}))
+	if s.k8s, err = client.New(cfg, client.Options{Scheme: controller.NewScheme()}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	url, err := pg.NewDatabase(ctx, "fault")
+	must(t, err)
+	if s.db, err = pgx.Connect(ctx, url); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.db.Close(ctx) })
+	s.database = s.db.Config().Database
+	must(t, s.k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	must(t, s.k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns},
+		StringData: map[string]string{"uri": url}}))
+	must(t, s.k8s.Create(ctx, &tenantryv1.ExpenseApp{ObjectMeta: metav1.ObjectMeta{Name: "expenses", Namespace: ns},
+		Spec: tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "db"}},
+			Migrations: tenantryv1.MigrationsSpec{MaxConcurrent: 2}}}))
+	return s
+}
+
+// operator is one operator process; its log is kept for the test to read.
+type operator struct {
+	cmd *exec.Cmd
+	log *bytes.Buffer
+}
+
+// start runs an operator with leader election (a Lease of three seconds, so that a successor takes over
+// quickly).
+func (s *stack) start() *operator {
+	s.t.Helper()
+	o := &operator{log: &bytes.Buffer{}}
+	o.cmd = exec.Command(s.binary, "--kubeconfig="+s.kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address=0",
+		"--leader-elect", "--leader-election-namespace=default", "--leader-election-lease-duration=3s",
+		"--migrations-dir="+s.migrations)
+	o.cmd.Stdout, o.cmd.Stderr = o.log, o.log
+	must(s.t, o.cmd.Start())
+	s.t.Cleanup(func() { _ = o.cmd.Process.Kill(); _, _ = o.cmd.Process.Wait() })
+	return o
+}
+
+// kill is SIGKILL: no chance to finish anything.
+func (o *operator) kill(t *testing.T) {
+	t.Helper()
+	must(t, o.cmd.Process.Signal(syscall.SIGKILL))
+	_, _ = o.cmd.Process.Wait()
+}
+
+// stop is a graceful stop, as a rolling update does.
+func (o *operator) stop(t *testing.T) {
+	t.Helper()
+	must(t, o.cmd.Process.Signal(syscall.SIGTERM))
+	_, _ = o.cmd.Process.Wait()
+}
+
+func (o *operator) said(what string) bool { return strings.Contains(o.log.String(), what) }
+
+// onboard creates n Tenants and waits until all are Ready.
+func (s *stack) onboard(n int) []string {
+	s.t.Helper()
+	ctx := context.Background()
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("f%02d", i)
+		must(s.t, s.k8s.Create(ctx, &tenantryv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: names[i], Namespace: ns},
+			Spec: tenantryv1.TenantSpec{AppRef: tenantryv1.AppRef{Name: "expenses"}, Hosts: []string{names[i] + ".example.com"},
+				Admin: tenantryv1.Admin{Email: "admin@" + names[i] + ".example.com"}}}))
+	}
+	s.waitFor("every Tenant Ready", 2*time.Minute, func() bool {
+		var list tenantryv1.TenantList
+		must(s.t, s.k8s.List(ctx, &list, client.InNamespace(ns)))
+		ready := 0
+		for _, t := range list.Items {
+			if meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) {
+				ready++
+			}
+		}
+		return ready == n
+	})
+	return names
+}
+
+// release writes a new migration, slow enough per schema that a fault lands mid-rollout.
+func (s *stack) release(version int64) {
+	s.t.Helper()
+	body := fmt.Sprintf("-- +goose Up\nALTER TABLE expenses ADD COLUMN note_%d text;\nSELECT pg_sleep(0.15);\n", version)
+	must(s.t, os.WriteFile(filepath.Join(s.migrations, fmt.Sprintf("%05d_fault.sql", version)), []byte(body), 0o644))
+}
+
+// migrated is how many schemas the registry records at version v or later.
+func (s *stack) migrated(v int64) int {
+	var n int
+	must(s.t, s.db.QueryRow(context.Background(), `SELECT count(*) FROM tenantry.tenants WHERE schema_version >= $1`, v).Scan(&n))
+	return n
+}
+
+func (s *stack) waitFor(what string, timeout time.Duration, ok func() bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// complete checks the end state: every schema at v with exactly one version row for it, and every
+// Tenant's status at v.
+func (s *stack) complete(names []string, v int64) {
+	s.t.Helper()
+	ctx := context.Background()
+	s.waitFor("every schema at the new version", time.Minute, func() bool { return s.migrated(v) == len(names) })
+	for _, n := range names {
+		schema := pgx.Identifier{registry.TenantName(s.database, ns, n)}.Sanitize()
+		var rows int
+		must(s.t, s.db.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.goose_db_version WHERE version_id = $1`, v).Scan(&rows))
+		if rows != 1 {
+			s.t.Errorf("%s: %d version rows for %d, want exactly one", n, rows, v)
+		}
+	}
+	s.waitFor("every Tenant's status at the new version", time.Minute, func() bool {
+		var list tenantryv1.TenantList
+		must(s.t, s.k8s.List(ctx, &list, client.InNamespace(ns)))
+		for _, t := range list.Items {
+			if t.Status.SchemaVersion != v {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestFleetMigration_faults(t *testing.T) {
+	s := newStack(t)
+	first := s.start()
+	names := s.onboard(30)
+	first.stop(t)
+
+	t.Run("SIGKILL mid-rollout", func(t *testing.T) {
+		v := migrations.Latest + 1
+		s.release(v)
+		op := s.start()
+		s.waitFor("the rollout under way", time.Minute, func() bool { return s.migrated(v) >= 3 })
+		op.kill(t)
+		if done := s.migrated(v); done == len(names) {
+			t.Fatal("the rollout finished before the kill: no fault was tested")
+		}
+		restarted := s.start()
+		s.complete(names, v)
+		restarted.stop(t)
+	})
+
+	t.Run("leader dies mid-rollout", func(t *testing.T) {
+		v := migrations.Latest + 2
+		s.release(v)
+		a, b := s.start(), s.start()
+		s.waitFor("the rollout under way", time.Minute, func() bool { return s.migrated(v) >= 3 })
+		leader, follower := a, b
+		if b.said("fleet migration starting") {
+			leader, follower = b, a
+		}
+		if !leader.said("fleet migration starting") || follower.said("fleet migration starting") {
+			t.Fatalf("want exactly one replica running the rollout; logs:\n--- a:\n%s\n--- b:\n%s", a.log, b.log)
+		}
+		leader.kill(t)
+		s.complete(names, v)
+		if !follower.said("fleet migration starting") {
+			t.Fatal("the follower finished the rollout without taking it over")
+		}
+		follower.stop(t)
+	})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
