@@ -18,8 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
-	"tenantry.dev/tenantry/internal/controller"
 	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/internal/controller"
 )
 
 const concurrency = 8
