@@ -66,6 +66,21 @@ func fleet(ctx context.Context, n int) error {
 	}
 	defer rw.stop()
 
+	// The rollout's pool: as many connections as the database has cores to run them, by default.
+	workers := 4
+	if v, err := strconv.Atoi(os.Getenv("BENCH_FLEET_CONCURRENT")); err == nil && v > 0 {
+		workers = v
+	}
+	app := &tenantryv1.ExpenseApp{}
+	if err := s.k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "expenses"}, app); err != nil {
+		return err
+	}
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Spec.Migrations.MaxConcurrent = int32(workers)
+	if err := s.k8s.Patch(ctx, app, patch); err != nil {
+		return err
+	}
+
 	// The new release: the operator restarts with one more migration.
 	next := migrations.Latest + 1
 	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d_receipts.sql", next)), []byte(newMigration), 0o644); err != nil {
@@ -126,8 +141,8 @@ func fleet(ctx context.Context, n int) error {
 		}
 	}
 	statements := m["tenantry_database_statements_total"]
-	fmt.Fprintf(os.Stderr, "bench: schemas at the new version %.2f s, ExpenseApp counting them %.2f s after the start\n",
-		schemasDone.Seconds(), appDone.Seconds())
+	fmt.Fprintf(os.Stderr, "bench: schemas at the new version %.2f s, ExpenseApp counting them %.2f s after the start (maxConcurrent %d)\n",
+		schemasDone.Seconds(), appDone.Seconds(), workers)
 	if log, err := os.ReadFile(filepath.Join(s.dir, "operator.log")); err == nil {
 		for _, line := range strings.Split(string(log), "\n") {
 			if strings.Contains(line, "fleet migration") || strings.Contains(line, "Starting workers") {

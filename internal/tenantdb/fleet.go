@@ -61,8 +61,8 @@ func (db *DB) ApplyPlan(ctx context.Context, id Identity, from int64, steps []Pl
 		origins = append(origins, step)
 	}
 	queue(-1, "BEGIN")
-	queue(-1, "SELECT pg_advisory_xact_lock($1)", LockID(id.Schema))
-	queue(-1, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)", id.Role, pgx.Identifier{id.Schema}.Sanitize())
+	queue(-1, "SELECT pg_advisory_xact_lock($1), set_config('role', $2, true), set_config('search_path', $3, true)",
+		LockID(id.Schema), id.Role, pgx.Identifier{id.Schema}.Sanitize())
 	// Division by zero when the schema is not at from: the transaction aborts before any DDL.
 	queue(-1, "SELECT 1 / (CASE WHEN max(version_id) = $1 THEN 1 ELSE 0 END) FROM "+VersionTable+" WHERE is_applied", from)
 	for i, s := range steps {
@@ -98,6 +98,9 @@ func (db *DB) ApplyPlan(ctx context.Context, id Identity, from int64, steps []Pl
 	return target, nil
 }
 
+// versionCheck is the place of the version check in ApplyPlan's batch.
+const versionCheck = 2
+
 // VersionMovedError says a schema was not at the version a plan started from.
 type VersionMovedError struct{ Schema string }
 
@@ -110,7 +113,7 @@ func classify(err error, schema string, from int64, i int, origins []int, steps 
 	if !errors.As(err, &pgErr) {
 		return err
 	}
-	if i == 3 && pgErr.Code == "22012" { // division_by_zero: the version check
+	if i == versionCheck && pgErr.Code == "22012" { // division_by_zero: the version check
 		return &VersionMovedError{Schema: schema}
 	}
 	if i < len(origins) && origins[i] >= 0 && !IsTransient(err) {
