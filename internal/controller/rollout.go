@@ -57,7 +57,6 @@ type rollout struct {
 	mu       sync.Mutex
 	versions map[string]int64 // tenant name → its schema version, as read and as migrated
 	failed   map[string]error // tenant name → why its migration failed
-	inFlight int
 	halted   bool
 	err      error // the rollout could not run at all (e.g. reading the registry failed)
 }

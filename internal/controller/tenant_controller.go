@@ -167,9 +167,10 @@ func readyAtGeneration(t *tenantryv1.Tenant) bool {
 		meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady)
 }
 
-// rolloutPoll is how often a tenant waiting for its app's rollout looks at it again (it is also told
-// when its own schema is done).
-const rolloutPoll = 2 * time.Second
+// rolloutPoll is how often a tenant waiting for its app's rollout looks at it again. It is told when
+// the rollout ends, so this is only a safety net, kept slow: thousands of tenants polling would take
+// the CPU the migration needs.
+const rolloutPoll = 15 * time.Second
 
 // followRollout reflects what the app's rollout did to a tenant whose schema was at version from: the
 // new version once it is migrated, a stall with the error once its migration failed, and, while it
