@@ -18,12 +18,14 @@ const (
 
 // Condition reasons.
 const (
-	ReasonSucceeded       = "Succeeded"
-	ReasonProgressing     = "Progressing"
-	ReasonAppNotFound     = "AppNotFound"
-	ReasonSecretNotFound  = "SecretNotFound"
-	ReasonInvalidSecret   = "InvalidSecret"
-	ReasonDatabaseError   = "DatabaseError"
+	ReasonSucceeded      = "Succeeded"
+	ReasonProgressing    = "Progressing"
+	ReasonAppNotFound    = "AppNotFound"
+	ReasonSecretNotFound = "SecretNotFound"
+	ReasonInvalidSecret  = "InvalidSecret"
+	ReasonDatabaseError  = "DatabaseError"
+	// ReasonAPIServerError: a request to the Kubernetes API server failed (a conflict, a timeout).
+	ReasonAPIServerError  = "APIServerError"
 	ReasonMigrationFailed = "MigrationFailed"
 	ReasonHostConflict    = "HostConflict"
 	ReasonSchemaConflict  = "SchemaConflict"

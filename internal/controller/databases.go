@@ -71,7 +71,7 @@ func (d *Databases) uris(ctx context.Context, app *tenantryv1.ExpenseApp) (cache
 	var appSecret corev1.Secret
 	err := d.Reader.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: appSecretName(app)}, &appSecret)
 	if err != nil && !apierrors.IsNotFound(err) {
-		return cachedURI{}, retryErr(tenantryv1.ReasonProgressing, fmt.Errorf("reading Secret %s: %w", appSecretName(app), err))
+		return cachedURI{}, retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("reading Secret %s: %w", appSecretName(app), err))
 	}
 	c.appURI = string(appSecret.Data["uri"])
 	if c.appURI == "" {

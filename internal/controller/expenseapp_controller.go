@@ -101,7 +101,7 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	target := r.Release.Target()
 	tenants, err := r.tenants(ctx, app)
 	if err != nil {
-		return ctrl.Result{}, retryErr(tenantryv1.ReasonProgressing, err)
+		return ctrl.Result{}, retryErr(tenantryv1.ReasonAPIServerError, err)
 	}
 	if !app.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.reconcileDelete(ctx, app, tenants)
@@ -216,7 +216,7 @@ func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, app *tenan
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: appSecretName(app)}, secret)
 	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, retryErr(tenantryv1.ReasonProgressing, fmt.Errorf("reading Secret %s: %w", appSecretName(app), err))
+		return nil, retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("reading Secret %s: %w", appSecretName(app), err))
 	}
 	exists := err == nil
 	fail := func(err error) (*corev1.Secret, error) {
@@ -272,7 +272,7 @@ func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, app *tenan
 		err = r.Create(ctx, secret)
 	}
 	if err != nil {
-		return fail(retryErr(tenantryv1.ReasonProgressing, fmt.Errorf("writing Secret %s: %w", secret.Name, err)))
+		return fail(retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("writing Secret %s: %w", secret.Name, err)))
 	}
 	waitForCache(ctx, r.Client, secret)
 	r.Databases.Reread(types.NamespacedName{Namespace: app.Namespace, Name: app.Name})
@@ -355,7 +355,7 @@ func (r *ExpenseAppReconciler) reconcileDeployment(ctx context.Context, app *ten
 	})
 	if err != nil {
 		setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionFalse, tenantryv1.ReasonProgressing, err.Error())
-		return retryErr(tenantryv1.ReasonProgressing, fmt.Errorf("writing Deployment %s: %w", app.Name, err))
+		return retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("writing Deployment %s: %w", app.Name, err))
 	}
 	app.Status.Image = currentImage(dep)
 	app.Status.ReadyReplicas = dep.Status.ReadyReplicas
@@ -366,7 +366,7 @@ func (r *ExpenseAppReconciler) reconcileDeployment(ctx context.Context, app *ten
 		pdb.Spec.Selector = dep.Spec.Selector
 		return controllerutil.SetControllerReference(app, pdb, r.Scheme)
 	}); err != nil {
-		return retryErr(tenantryv1.ReasonProgressing, fmt.Errorf("writing PodDisruptionBudget %s: %w", app.Name, err))
+		return retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("writing PodDisruptionBudget %s: %w", app.Name, err))
 	}
 	return nil
 }
@@ -416,7 +416,7 @@ func (r *ExpenseAppReconciler) reconcileService(ctx context.Context, app *tenant
 		return controllerutil.SetControllerReference(app, svc, r.Scheme)
 	})
 	if err != nil {
-		return retryErr(tenantryv1.ReasonProgressing, fmt.Errorf("writing Service %s: %w", app.Name, err))
+		return retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("writing Service %s: %w", app.Name, err))
 	}
 	return nil
 }
@@ -425,7 +425,7 @@ func (r *ExpenseAppReconciler) reconcileService(ctx context.Context, app *tenant
 func (r *ExpenseAppReconciler) rolloutDone(ctx context.Context, app *tenantryv1.ExpenseApp) (ctrl.Result, error) {
 	dep := &appsv1.Deployment{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, dep); err != nil {
-		return ctrl.Result{}, retryErr(tenantryv1.ReasonProgressing, err)
+		return ctrl.Result{}, retryErr(tenantryv1.ReasonAPIServerError, err)
 	}
 	want := ptr.Deref(app.Spec.Replicas, 1)
 	done := currentImage(dep) == app.Spec.Image && dep.Status.ObservedGeneration >= dep.Generation &&

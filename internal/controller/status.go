@@ -38,7 +38,8 @@ func applyOutcome(conds *[]metav1.Condition, observed *int64, generation int64, 
 		*observed = generation
 		return nil
 	}
-	se := asStepError(err, tenantryv1.ReasonDatabaseError)
+	// Database errors are classified where they happen; what is left is the API server's.
+	se := asStepError(err, tenantryv1.ReasonAPIServerError)
 	if se.kind == pending {
 		return se
 	}

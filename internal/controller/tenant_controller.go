@@ -109,7 +109,7 @@ func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Te
 
 	adminSecret, err := r.adminSecret(ctx, t)
 	if err != nil {
-		return retryErr(tenantryv1.ReasonAdminFailed, err)
+		return retryErr(tenantryv1.ReasonAPIServerError, err)
 	}
 	if r.upToDate(t) && adminSecret != nil {
 		return r.reconcileIngress(ctx, t, app)
