@@ -79,23 +79,20 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	before := app.DeepCopy()
 	defer func() {
-		if !app.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(app, tenantryv1.ExpenseAppFinalizer) {
-			return
-		}
-		se := applyOutcome(&app.Status.Conditions, &app.Status.ObservedGeneration, app.Generation, retErr,
-			fmt.Sprintf("Serving %d tenant(s) with %d ready replica(s) at schema version %d", app.Status.Tenants,
-				app.Status.ReadyReplicas, app.Status.TargetSchemaVersion))
-		recordTransitions(r.Recorder, app, before.Status.Conditions, app.Status.Conditions, true)
 		if before.Status.Image != "" && app.Status.Image != before.Status.Image && r.Recorder != nil {
 			r.Recorder.Eventf(app, nil, corev1.EventTypeNormal, "ImageRolled", "Rollout",
 				"Every tenant is at schema version %d: rolling the app from %s to %s", app.Status.TargetSchemaVersion,
 				before.Status.Image, app.Status.Image)
 		}
-		if err := patchStatus(ctx, r.Client, before, app, before.Status, app.Status); err != nil {
-			result, retErr = ctrl.Result{}, errors.Join(retErr, err)
-			return
-		}
-		result, retErr = outcomeResult(ctx, result, se)
+		result, retErr = summarize(ctx, r.Client, r.Recorder, summary{
+			obj: app, before: before, conditions: &app.Status.Conditions, beforeConditions: before.Status.Conditions,
+			observed: &app.Status.ObservedGeneration, oldStatus: before.Status, status: func() any { return app.Status },
+			finalizer: tenantryv1.ExpenseAppFinalizer, readyEvents: true,
+			readyMsg: func() string {
+				return fmt.Sprintf("Serving %d tenant(s) with %d ready replica(s) at schema version %d", app.Status.Tenants,
+					app.Status.ReadyReplicas, app.Status.TargetSchemaVersion)
+			},
+		}, result, retErr)
 	}()
 
 	target := r.Release.Target()
@@ -113,24 +110,30 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
 		}
 	}
-	secret, err := r.reconcileDatabase(ctx, app, tenants)
-	if err != nil {
-		return ctrl.Result{}, err
+	run := &appRun{app: app, tenants: tenants, target: target}
+	for _, step := range []appStep{r.reconcileDatabase, r.reconcileFleet, r.reconcileDeployment, r.reconcileService,
+		r.rolloutDone} {
+		if err := step(ctx, run); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
-	// The fleet's verdict waits until the Deployment and Service are in place: a rollout in progress
-	// keeps the app serving with the image it runs.
-	fleetErr := r.reconcileFleet(ctx, app, tenants, target)
-	if err := r.reconcileDeployment(ctx, app, target, SecretHash(secret)); err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.reconcileService(ctx, app); err != nil {
-		return ctrl.Result{}, err
-	}
-	if fleetErr != nil {
-		return ctrl.Result{}, fleetErr
-	}
-	return r.rolloutDone(ctx, app)
+	return run.result, nil
 }
+
+// appRun is one reconcile of an ExpenseApp: what its steps find and share.
+type appRun struct {
+	app     *tenantryv1.ExpenseApp
+	tenants []tenantryv1.Tenant
+	target  int64
+	secret  *corev1.Secret // the app's database Secret, as reconcileDatabase left it
+	// fleet is the fleet's verdict, given only once the Deployment and Service are in place: a rollout
+	// in progress keeps the app serving with the image it runs.
+	fleet  error
+	result ctrl.Result
+}
+
+// appStep is one step of an ExpenseApp's reconcile. Each checks for itself whether it has anything to do.
+type appStep func(ctx context.Context, run *appRun) error
 
 func (r *ExpenseAppReconciler) tenants(ctx context.Context, app *tenantryv1.ExpenseApp) ([]tenantryv1.Tenant, error) {
 	var list tenantryv1.TenantList
@@ -144,7 +147,13 @@ func (r *ExpenseAppReconciler) tenants(ctx context.Context, app *tenantryv1.Expe
 // this starts when needed; a fleet already at the target sends no SQL. It returns nil once every tenant
 // is at the target, a wait while the fleet is on its way (the status is patched about once a second),
 // and a stall when the rollout halted.
-func (r *ExpenseAppReconciler) reconcileFleet(ctx context.Context, app *tenantryv1.ExpenseApp, tenants []tenantryv1.Tenant,
+func (r *ExpenseAppReconciler) reconcileFleet(ctx context.Context, run *appRun) error {
+	run.fleet = r.fleet(ctx, run.app, run.tenants, run.target)
+	return nil
+}
+
+// fleet is reconcileFleet's work: it returns the fleet's verdict.
+func (r *ExpenseAppReconciler) fleet(ctx context.Context, app *tenantryv1.ExpenseApp, tenants []tenantryv1.Tenant,
 	target int64) error {
 	key := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
 	view, ran := r.Rollouts.View(key, r.Release.Plan())
@@ -211,7 +220,14 @@ func appSecretName(app *tenantryv1.ExpenseApp) string { return app.Name + appSec
 // admin connection string never reaches the app's pods. The Secret's connection string follows the
 // admin one (the same server, port and database; the app's own user and password). It sends SQL only
 // when the Secret is new or out of date, or the spec changed. It returns the Secret as it now is.
-func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, app *tenantryv1.ExpenseApp,
+func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, run *appRun) error {
+	var err error
+	run.secret, err = r.ensureAppLogin(ctx, run.app, run.tenants)
+	return err
+}
+
+// ensureAppLogin is reconcileDatabase's work; it returns the Secret as it now is.
+func (r *ExpenseAppReconciler) ensureAppLogin(ctx context.Context, app *tenantryv1.ExpenseApp,
 	tenants []tenantryv1.Tenant) (*corev1.Secret, error) {
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: appSecretName(app)}, secret)
@@ -330,7 +346,8 @@ func appLabels(app *tenantryv1.ExpenseApp) map[string]string {
 // reconcileDeployment keeps the app's Deployment. The image moves to spec.image only when every tenant
 // is at the schema version this release needs; until then the running image stays, and tenants already
 // migrated keep being served by it.
-func (r *ExpenseAppReconciler) reconcileDeployment(ctx context.Context, app *tenantryv1.ExpenseApp, target int64, secretHash string) error {
+func (r *ExpenseAppReconciler) reconcileDeployment(ctx context.Context, run *appRun) error {
+	app, target, secretHash := run.app, run.target, SecretHash(run.secret)
 	if app.Spec.Image == "" {
 		err := errors.New("spec.image is empty: set the app's image (the Tenantry image holds it as /app)")
 		setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionFalse, tenantryv1.ReasonNoImage, err.Error())
@@ -407,7 +424,8 @@ func appPodSpec(app *tenantryv1.ExpenseApp, image string) corev1.PodSpec {
 }
 
 // reconcileService keeps the Service tenant Ingresses point at: named after the app, port "http".
-func (r *ExpenseAppReconciler) reconcileService(ctx context.Context, app *tenantryv1.ExpenseApp) error {
+func (r *ExpenseAppReconciler) reconcileService(ctx context.Context, run *appRun) error {
+	app := run.app
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: app.Name, Namespace: app.Namespace}}
 	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, svc, func() error {
 		svc.Labels = mergeMaps(svc.Labels, appLabels(app))
@@ -421,11 +439,16 @@ func (r *ExpenseAppReconciler) reconcileService(ctx context.Context, app *tenant
 	return nil
 }
 
-// rolloutDone: Ready once the Deployment runs spec.image with every replica updated and available.
-func (r *ExpenseAppReconciler) rolloutDone(ctx context.Context, app *tenantryv1.ExpenseApp) (ctrl.Result, error) {
+// rolloutDone gives the fleet's verdict, then: Ready once the Deployment runs spec.image with every
+// replica updated and available.
+func (r *ExpenseAppReconciler) rolloutDone(ctx context.Context, run *appRun) error {
+	if run.fleet != nil {
+		return run.fleet
+	}
+	app := run.app
 	dep := &appsv1.Deployment{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, dep); err != nil {
-		return ctrl.Result{}, retryErr(tenantryv1.ReasonAPIServerError, err)
+		return retryErr(tenantryv1.ReasonAPIServerError, err)
 	}
 	want := ptr.Deref(app.Spec.Replicas, 1)
 	done := currentImage(dep) == app.Spec.Image && dep.Status.ObservedGeneration >= dep.Generation &&
@@ -433,11 +456,12 @@ func (r *ExpenseAppReconciler) rolloutDone(ctx context.Context, app *tenantryv1.
 	if !done {
 		msg := fmt.Sprintf("Deployment %s: %d of %d replicas updated and available", dep.Name, dep.Status.AvailableReplicas, want)
 		setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionFalse, tenantryv1.ReasonProgressing, msg)
-		return ctrl.Result{}, waitErr(tenantryv1.ReasonProgressing, 10*time.Second, "%s", msg)
+		return waitErr(tenantryv1.ReasonProgressing, 10*time.Second, "%s", msg)
 	}
 	setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 		fmt.Sprintf("Deployment %s runs %s on %d replica(s)%s", dep.Name, app.Spec.Image, want, runBy(dep)))
-	return ctrl.Result{RequeueAfter: appSecretRecheck}, nil
+	run.result = ctrl.Result{RequeueAfter: appSecretRecheck}
+	return nil
 }
 
 // AnnotationRunBy on a Deployment names what runs its pods when that is not a kubelet: `make dev`

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -16,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
@@ -68,6 +70,36 @@ func outcomeResult(ctx context.Context, result ctrl.Result, se *stepError) (ctrl
 	default:
 		return ctrl.Result{RequeueAfter: se.after}, nil
 	}
+}
+
+// summary is what summarize needs of a Tenant or an ExpenseApp.
+type summary struct {
+	obj, before      client.Object
+	conditions       *[]metav1.Condition
+	beforeConditions []metav1.Condition
+	observed         *int64
+	oldStatus        any        // before's status, compared with status() to skip an unchanged patch
+	status           func() any // obj's status as it is now
+	finalizer        string
+	readyMsg         func() string // the Ready message on success, from the status the steps left
+	readyEvents      bool          // emit an event when the object becomes Ready
+}
+
+// summarize is the end of every reconcile, Tenant and ExpenseApp alike: it sets Ready, Reconciling and
+// Stalled from the outcome, records events for the transitions, patches status when it changed, and
+// turns the outcome into what controller-runtime expects. An object deleted and let go has no status to
+// write.
+func summarize(ctx context.Context, c client.Client, rec events.EventRecorder, s summary, result ctrl.Result,
+	err error) (ctrl.Result, error) {
+	if !s.obj.GetDeletionTimestamp().IsZero() && !controllerutil.ContainsFinalizer(s.obj, s.finalizer) {
+		return result, err
+	}
+	se := applyOutcome(s.conditions, s.observed, s.obj.GetGeneration(), err, s.readyMsg())
+	recordTransitions(rec, s.obj, s.beforeConditions, *s.conditions, s.readyEvents)
+	if perr := patchStatus(ctx, c, s.before, s.obj, s.oldStatus, s.status()); perr != nil {
+		return ctrl.Result{}, errors.Join(err, perr)
+	}
+	return outcomeResult(ctx, result, se)
 }
 
 // patchStatus patches obj's status when it differs from before's, then waits for the cache to hold the

@@ -79,7 +79,14 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 	}
 	before := t.DeepCopy()
 	defer func() {
-		result, retErr = r.summarize(ctx, before, t, result, retErr)
+		result, retErr = summarize(ctx, r.Client, r.Recorder, summary{
+			obj: t, before: before, conditions: &t.Status.Conditions, beforeConditions: before.Status.Conditions,
+			observed: &t.Status.ObservedGeneration, oldStatus: before.Status, status: func() any { return t.Status },
+			finalizer: tenantryv1.TenantFinalizer, readyEvents: false,
+			readyMsg: func() string {
+				return fmt.Sprintf("Tenant is live at %s (schema %s, version %d)", t.Status.URL, t.Status.Schema, t.Status.SchemaVersion)
+			},
+		}, result, retErr)
 	}()
 
 	if !t.DeletionTimestamp.IsZero() {
@@ -95,70 +102,74 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 	return ctrl.Result{}, r.reconcileTenant(ctx, t)
 }
 
-// reconcileTenant runs the steps in order. A Ready tenant whose spec has not changed sends no SQL at all:
-// only its Kubernetes objects, read from the cache, are checked.
+// tenantRun is one reconcile of a Tenant: what its steps find and share.
+type tenantRun struct {
+	t           *tenantryv1.Tenant
+	app         *tenantryv1.ExpenseApp
+	adminSecret *corev1.Secret // nil when there is none
+	// db and id are looked up the first time a step needs the database, never before: a Ready tenant
+	// whose spec has not changed sends no SQL at all.
+	db *tenantdb.DB
+	id tenantdb.FleetMember
+}
+
+// tenantStep is one step of a Tenant's reconcile. Each checks for itself whether it has anything to do.
+type tenantStep func(ctx context.Context, run *tenantRun) error
+
+// reconcileTenant runs the steps in order, stopping at the first that fails or waits.
 func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Tenant) error {
-	app := &tenantryv1.ExpenseApp{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: t.Spec.AppRef.Name}, app); err != nil {
+	run := &tenantRun{t: t}
+	for _, step := range []tenantStep{r.reconcileApp, r.reconcileRegistration, r.reconcileSchema, r.reconcileAdmin,
+		r.reconcileState, r.reconcileIngress} {
+		if err := step(ctx, run); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reconcileApp finds the tenant's ExpenseApp and admin Secret, from the cache.
+func (r *TenantReconciler) reconcileApp(ctx context.Context, run *tenantRun) error {
+	t := run.t
+	run.app = &tenantryv1.ExpenseApp{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: t.Spec.AppRef.Name}, run.app); err != nil {
 		if apierrors.IsNotFound(err) {
 			return waitErr(tenantryv1.ReasonAppNotFound, time.Minute,
 				"ExpenseApp %q (spec.appRef) does not exist in namespace %s", t.Spec.AppRef.Name, t.Namespace)
 		}
-		return retryErr(tenantryv1.ReasonAppNotFound, err)
-	}
-
-	adminSecret, err := r.adminSecret(ctx, t)
-	if err != nil {
 		return retryErr(tenantryv1.ReasonAPIServerError, err)
 	}
-	if r.upToDate(t) && adminSecret != nil {
-		return r.reconcileIngress(ctx, t, app)
+	var err error
+	if run.adminSecret, err = r.adminSecret(ctx, t); err != nil {
+		return retryErr(tenantryv1.ReasonAPIServerError, err)
 	}
-	// A Ready tenant behind a new release: the ExpenseApp's rollout migrates it; this only reflects
-	// what the rollout did, without SQL and without taking the tenant through Reconciling.
-	if readyAtGeneration(t) && adminSecret != nil && t.Status.SchemaVersion > 0 {
-		if err := r.followRollout(t, app, t.Status.SchemaVersion); err != nil {
-			return err
-		}
-		return r.reconcileIngress(ctx, t, app)
-	}
+	return nil
+}
 
-	db, err := r.Databases.For(ctx, app)
+// database opens the app's database and looks up what the registry records for the tenant's identity,
+// once per reconcile. Every write acts on that schema and role, never on status.schema, which anyone
+// allowed to write status could have changed. A tenant the registry does not know is registered.
+func (r *TenantReconciler) database(ctx context.Context, run *tenantRun) error {
+	if run.db != nil {
+		return nil
+	}
+	db, err := r.Databases.For(ctx, run.app)
 	if err != nil {
 		return err
 	}
 	if err := db.EnsureRegistry(ctx); err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	// Every write below acts on the schema and role the registry records for this tenant's identity,
-	// never on status.schema, which anyone allowed to write status could have changed. A tenant whose
-	// spec was registered already (a release with new migrations) only looks them up.
-	id, registered, err := db.Lookup(ctx, t.Namespace, t.Name)
+	id, registered, err := db.Lookup(ctx, run.t.Namespace, run.t.Name)
 	if err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	if !registered || t.Status.ObservedGeneration != t.Generation ||
-		!meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionRegistered) {
-		if id, err = r.reconcileRegistration(ctx, t, db); err != nil {
-			return err
-		}
+	run.db, run.id = db, id
+	if !registered {
+		return r.register(ctx, run)
 	}
-	t.Status.Schema = id.Schema
-	if err := r.reconcileSchema(ctx, t, app, db, id); err != nil {
-		return err
-	}
-	if err := r.reconcileAdmin(ctx, t, app, db, id, adminSecret); err != nil {
-		return err
-	}
-	if err := r.reconcileState(ctx, t, db, id); err != nil {
-		return err
-	}
-	return r.reconcileIngress(ctx, t, app)
-}
-
-// upToDate: the tenant was Ready for this very spec and its schema is at the target version.
-func (r *TenantReconciler) upToDate(t *tenantryv1.Tenant) bool {
-	return readyAtGeneration(t) && t.Status.SchemaVersion >= r.Release.Target()
+	run.t.Status.Schema = id.Schema
+	return nil
 }
 
 // readyAtGeneration: the tenant was Ready for this very spec.
@@ -210,9 +221,22 @@ func registryState(t *tenantryv1.Tenant, version int64) string {
 }
 
 // reconcileRegistration claims the tenant's schema name and hosts in the registry and writes its
-// display name, branding and settings, and returns the schema and role recorded for the tenant. It runs
-// before any DDL, so a tenant that conflicts with another creates nothing.
-func (r *TenantReconciler) reconcileRegistration(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB) (tenantdb.FleetMember, error) {
+// display name, branding and settings, once per generation. It runs before any DDL, so a tenant that
+// conflicts with another creates nothing.
+func (r *TenantReconciler) reconcileRegistration(ctx context.Context, run *tenantRun) error {
+	t := run.t
+	if t.Status.ObservedGeneration == t.Generation && meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionRegistered) {
+		return nil
+	}
+	if err := r.database(ctx, run); err != nil {
+		return err
+	}
+	return r.register(ctx, run)
+}
+
+// register writes the tenant's registry row and records the schema and role it holds.
+func (r *TenantReconciler) register(ctx context.Context, run *tenantRun) error {
+	t, db := run.t, run.db
 	name := registry.TenantName(db.Database(), t.Namespace, t.Name)
 	id, err := db.Register(ctx, tenantdb.Registration{
 		Schema:        name,
@@ -233,16 +257,18 @@ func (r *TenantReconciler) reconcileRegistration(ctx context.Context, t *tenantr
 	case errors.As(err, &hc):
 		setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionFalse, tenantryv1.ReasonHostConflict,
 			hc.Error()+"; choose another host or remove it from that tenant")
-		return id, stallErr(tenantryv1.ReasonHostConflict, 5*time.Minute,
+		return stallErr(tenantryv1.ReasonHostConflict, 5*time.Minute,
 			fmt.Errorf("%s; choose another host or remove it from that tenant", hc.Error()))
 	case errors.As(err, &sc):
-		return id, r.schemaConflict(t, sc)
+		return r.schemaConflict(t, sc)
 	case err != nil:
-		return id, retryErr(tenantryv1.ReasonDatabaseError, err)
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
+	run.id = id
+	t.Status.Schema = id.Schema
 	setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 		fmt.Sprintf("Registered with hosts %v", t.Spec.Hosts))
-	return id, nil
+	return nil
 }
 
 // schemaConflict stalls a tenant whose schema or role belongs to someone else.
@@ -251,14 +277,22 @@ func (r *TenantReconciler) schemaConflict(t *tenantryv1.Tenant, err error) error
 	return stallErr(tenantryv1.ReasonSchemaConflict, 5*time.Minute, fmt.Errorf("%w; give this Tenant another name", err))
 }
 
-// reconcileSchema creates the role and schema and applies pending migrations.
-func (r *TenantReconciler) reconcileSchema(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp,
-	db *tenantdb.DB, id tenantdb.FleetMember) error {
+// reconcileSchema creates the role and schema and applies pending migrations. A Ready tenant behind a
+// new release follows its ExpenseApp's rollout, without SQL and without leaving Ready.
+func (r *TenantReconciler) reconcileSchema(ctx context.Context, run *tenantRun) error {
+	t, app := run.t, run.app
 	fsys, target := r.Release.Get()
-	if t.Status.SchemaVersion >= target &&
-		meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionMigrationsApplied) {
+	if t.Status.SchemaVersion >= target && meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionMigrationsApplied) &&
+		meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionSchemaReady) {
 		return nil
 	}
+	if readyAtGeneration(t) && run.adminSecret != nil && t.Status.SchemaVersion > 0 {
+		return r.followRollout(t, app, t.Status.SchemaVersion)
+	}
+	if err := r.database(ctx, run); err != nil {
+		return err
+	}
+	db, id := run.db, run.id
 	if !meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionSchemaReady) {
 		if err := r.ensureSchema(ctx, t, db, id); err != nil {
 			return err
@@ -371,13 +405,17 @@ const generatedPasswordLength = 20
 // reconcileAdmin makes sure the first admin exists and its Secret holds a working login. A missing
 // Secret gets a new password, and the admin user in the schema is set to it: deleting the Secret is how
 // a lost admin password is reset. Once the admin is confirmed (AdminReady), the password is theirs.
-func (r *TenantReconciler) reconcileAdmin(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp,
-	db *tenantdb.DB, id tenantdb.FleetMember, secret *corev1.Secret) error {
+func (r *TenantReconciler) reconcileAdmin(ctx context.Context, run *tenantRun) error {
+	t, app, secret := run.t, run.app, run.adminSecret
 	name := t.Name + tenantryv1.AdminSecretSuffix
 	if secret != nil && meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionAdminReady) {
 		t.Status.AdminSecretName = name
 		return nil
 	}
+	if err := r.database(ctx, run); err != nil {
+		return err
+	}
+	db, id := run.db, run.id
 	email := t.Spec.Admin.Email
 	plain := password.Generate(generatedPasswordLength)
 	if secret != nil {
@@ -424,9 +462,17 @@ func (r *TenantReconciler) reconcileAdmin(ctx context.Context, t *tenantryv1.Ten
 	return nil
 }
 
-// reconcileState tells the app the tenant is live (or suspended) at its schema version.
-func (r *TenantReconciler) reconcileState(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB, id tenantdb.FleetMember) error {
-	if err := db.SetState(ctx, id.Schema, registryState(t, t.Status.SchemaVersion), t.Status.SchemaVersion); err != nil {
+// reconcileState tells the app the tenant is live (or suspended) at its schema version. A tenant Ready at
+// this generation told it already (a rollout records new versions itself).
+func (r *TenantReconciler) reconcileState(ctx context.Context, run *tenantRun) error {
+	t := run.t
+	if readyAtGeneration(t) {
+		return nil
+	}
+	if err := r.database(ctx, run); err != nil {
+		return err
+	}
+	if err := run.db.SetState(ctx, run.id.Schema, registryState(t, t.Status.SchemaVersion), t.Status.SchemaVersion); err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
 	return nil
@@ -434,7 +480,8 @@ func (r *TenantReconciler) reconcileState(ctx context.Context, t *tenantryv1.Ten
 
 // reconcileIngress keeps the tenant's Ingress: one rule per host to the app's Service, TLS as the
 // ExpenseApp says. It writes only when something differs.
-func (r *TenantReconciler) reconcileIngress(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp) error {
+func (r *TenantReconciler) reconcileIngress(ctx context.Context, run *tenantRun) error {
+	t, app := run.t, run.app
 	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: t.Name, Namespace: t.Namespace}}
 	op, err := controllerutil.CreateOrUpdate(ctx, r.Client, ing, func() error {
 		desired := desiredIngress(t, app)
@@ -518,22 +565,6 @@ func (r *TenantReconciler) deleteFromDatabase(ctx context.Context, t *tenantryv1
 		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 	}
 	return nil
-}
-
-// summarize sets Ready, Reconciling and Stalled from the outcome, patches status when it changed, and
-// turns the outcome into a result for controller-runtime.
-func (r *TenantReconciler) summarize(ctx context.Context, before, t *tenantryv1.Tenant, result ctrl.Result,
-	err error) (ctrl.Result, error) {
-	if !t.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(t, tenantryv1.TenantFinalizer) {
-		return result, err // gone, or about to be: no status to write
-	}
-	se := applyOutcome(&t.Status.Conditions, &t.Status.ObservedGeneration, t.Generation, err,
-		fmt.Sprintf("Tenant is live at %s (schema %s, version %d)", t.Status.URL, t.Status.Schema, t.Status.SchemaVersion))
-	recordTransitions(r.Recorder, t, before.Status.Conditions, t.Status.Conditions, false)
-	if perr := patchStatus(ctx, r.Client, before, t, before.Status, t.Status); perr != nil {
-		return ctrl.Result{}, errors.Join(err, perr)
-	}
-	return outcomeResult(ctx, result, se)
 }
 
 func setCondition(t *tenantryv1.Tenant, typ string, status metav1.ConditionStatus, reason, msg string) {
