@@ -55,12 +55,9 @@ func (db *DB) EnsureAppRoleOnce(ctx context.Context, role Role) error {
 // GrantTenants lets the app role act as every live tenant of the namespace with one of the names given,
 // as the registry records them: what a new or renamed app login needs for the tenants it serves.
 func (db *DB) GrantTenants(ctx context.Context, namespace string, names []string, appRole string) error {
-	rows, err := db.pool.Query(ctx, `SELECT role_name FROM tenantry.tenants
+	rows, _ := db.pool.Query(ctx, `SELECT role_name FROM tenantry.tenants
 WHERE namespace = $1 AND name = ANY($2) AND state <> 'retained'`, namespace, names)
-	if err != nil {
-		return fmt.Errorf("listing the tenant roles for app role %q: %w", appRole, err)
-	}
-	roles, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	roles, err := pgx.CollectRows(rows, pgx.RowTo[string]) // a failed query's error comes back here
 	if err != nil {
 		return fmt.Errorf("listing the tenant roles for app role %q: %w", appRole, err)
 	}
