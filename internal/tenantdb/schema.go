@@ -59,13 +59,23 @@ SELECT count(*) > 0, max(shobj_description(oid, 'pg_authid')) FROM pg_roles WHER
 	case exists && (mark != nil || !r.Legacy):
 		return &OwnershipError{What: "role", Name: r.Name}
 	case !exists:
-		if _, err := db.pool.Exec(ctx, "CREATE ROLE "+q+" "+attrs); err != nil {
-			if isCode(err, codeDuplicateObject, codeUniqueViolation) {
-				return db.ensureRole(ctx, r, attrs) // created at this moment by another reconcile: check it
+		// Created and marked in one transaction: a role is never seen, by anyone, without its mark.
+		err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "CREATE ROLE "+q+" "+attrs); err != nil {
+				return err
 			}
+			_, err := tx.Exec(ctx, "COMMENT ON ROLE "+q+" IS "+quoteLiteral(r.Mark))
+			return err
+		})
+		if isCode(err, codeDuplicateObject, codeUniqueViolation) {
+			return db.ensureRole(ctx, r, attrs) // created at this moment by another reconcile: check it
+		}
+		if err != nil {
 			return fmt.Errorf("creating role %q: %w", r.Name, err)
 		}
+		return nil
 	}
+	// A legacy role, the tenant's by its registry row: mark it.
 	if _, err := db.pool.Exec(ctx, "COMMENT ON ROLE "+q+" IS "+quoteLiteral(r.Mark)); err != nil {
 		return fmt.Errorf("marking role %q as Tenantry's: %w", r.Name, err)
 	}
