@@ -15,6 +15,9 @@ func (db *DB) EnsureAppRole(ctx context.Context, role Role, password string) err
 	if err := db.EnsureRegistry(ctx); err != nil {
 		return err
 	}
+	// Concurrent GRANTs on the registry fail with "tuple concurrently updated": one at a time.
+	db.appRoleMu.Lock()
+	defer db.appRoleMu.Unlock()
 	if err := db.ensureRole(ctx, role, "LOGIN NOINHERIT"); err != nil {
 		return err
 	}
@@ -55,8 +58,10 @@ func (db *DB) EnsureAppRoleOnce(ctx context.Context, role Role) error {
 // GrantTenants lets the app role act as every live tenant of the namespace with one of the names given,
 // as the registry records them: what a new or renamed app login needs for the tenants it serves.
 func (db *DB) GrantTenants(ctx context.Context, namespace string, names []string, appRole string) error {
-	rows, _ := db.pool.Query(ctx, `SELECT role_name FROM tenantry.tenants
-WHERE namespace = $1 AND name = ANY($2) AND state <> 'retained'`, namespace, names)
+	// A tenant registered a moment ago may not have its role yet: its own reconcile grants it.
+	rows, _ := db.pool.Query(ctx, `SELECT role_name FROM tenantry.tenants t
+WHERE namespace = $1 AND name = ANY($2) AND state <> 'retained' AND EXISTS (SELECT FROM pg_roles WHERE rolname = t.role_name)`,
+		namespace, names)
 	roles, err := pgx.CollectRows(rows, pgx.RowTo[string]) // a failed query's error comes back here
 	if err != nil {
 		return fmt.Errorf("listing the tenant roles for app role %q: %w", appRole, err)

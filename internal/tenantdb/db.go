@@ -30,6 +30,7 @@ type DB struct {
 	statements atomic.Int64
 
 	mu         sync.Mutex
+	appRoleMu  sync.Mutex // serialises EnsureAppRole
 	registryOK bool
 	appRoles   map[string]bool // app roles known to exist
 }
