@@ -21,7 +21,6 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/migrations"
-	"tenantry.dev/tenantry/internal/registry"
 )
 
 // sibling is another namespace with an ExpenseApp "expenses" on the same database as f: someone with
@@ -311,7 +310,14 @@ func TestIsolation_legacyNamesAdoptedOnlyByTheirOwner(t *testing.T) {
 		legacy = legacy[len(legacy)-63:]
 	}
 	q := pgx.Identifier{legacy}.Sanitize()
-	_, err := f.db.Exec(ctx, registry.DDL+`; CREATE ROLE `+q+` NOLOGIN; CREATE SCHEMA `+q+` AUTHORIZATION `+q)
+	// The registry as the operator makes it (its ExpenseApp's reconcile does, under an advisory lock).
+	must(t, eventually(20*time.Second, func() error {
+		if f.count(`SELECT count(*) FROM pg_tables WHERE schemaname = 'tenantry' AND tablename = 'tenants'`) == 0 {
+			return errNotYet
+		}
+		return nil
+	}))
+	_, err := f.db.Exec(ctx, `CREATE ROLE `+q+` NOLOGIN; CREATE SCHEMA `+q+` AUTHORIZATION `+q)
 	must(t, err)
 	_, err = f.db.Exec(ctx, `INSERT INTO tenantry.tenants (schema_name, role_name, namespace, name, uid, display_name, state)
 VALUES ($1, $1, $2, 'old', 'uid-of-old', 'Old', 'active')`, legacy, f.ns)
