@@ -9,9 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
-	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tenantry.dev/tenantry/app"
+	"tenantry.dev/tenantry/internal/pgerr"
 )
 
 // DB is the app's connection pool: one pool, or several shards that each serve a fixed share of the
@@ -178,20 +176,7 @@ func unavailable(err error) error {
 	if err == nil || app.ErrorCode(err) != app.EINTERNAL {
 		return err
 	}
-	var connectErr *pgconn.ConnectError
-	var netErr net.Error
-	var pgErr *pgconn.PgError
-	away := errors.As(err, &connectErr) || errors.As(err, &netErr) || errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err)
-	if !away && errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "57P01", "57P02", "57P03", "53300": // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
-			away = true
-		default:
-			away = strings.HasPrefix(pgErr.Code, "08") // connection_exception
-		}
-	}
-	if !away {
+	if !pgerr.Away(err) {
 		return err
 	}
 	return &app.Error{Code: app.EUNAVAILABLE, Err: err,

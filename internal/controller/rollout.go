@@ -243,8 +243,9 @@ func (r *rollout) run(ctx context.Context, rs *Rollouts, namespace string, db *t
 	close(queue)
 	wg.Wait()
 	r.tell(ctx, rs, namespace)
-	log.Info("fleet migration ended", "migrated", len(behind)-len(r.view().failed), "failed", len(r.view().failed),
-		"halted", r.view().halted, "seconds", time.Since(start).Seconds())
+	v := r.view()
+	log.Info("fleet migration ended", "migrated", len(behind)-len(v.failed), "failed", len(v.failed),
+		"halted", v.halted, "seconds", time.Since(start).Seconds())
 }
 
 // stopped reports whether the rollout must schedule no more tenants: cancelled, or halted.

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"tenantry.dev/tenantry/internal/pgerr"
 )
 
 // FleetMember is a tenant's row as a fleet migration reads it.
@@ -123,21 +124,9 @@ func classify(err error, schema string, from int64, i int, origins []int, steps 
 	return err
 }
 
-// IsTransient reports whether an error is the database being away or restarting (no connection, a lost
-// one, a shutdown, too many connections): worth trying again, and no fault of a migration.
+// IsTransient reports whether an error is worth trying again and no fault of a migration: the database
+// away or restarting (pgerr.Away), or a serialization failure or deadlock.
 func IsTransient(err error) bool {
-	var connectErr *pgconn.ConnectError
-	var netErr net.Error
 	var pgErr *pgconn.PgError
-	switch {
-	case errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.SafeToRetry(err), pgconn.Timeout(err):
-		return true
-	case errors.As(err, &pgErr):
-		switch pgErr.Code {
-		case "57P01", "57P02", "57P03", "53300", "40001", "40P01":
-			return true
-		}
-		return len(pgErr.Code) == 5 && pgErr.Code[:2] == "08"
-	}
-	return errors.Is(err, context.DeadlineExceeded)
+	return pgerr.Away(err) || errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
 }
