@@ -294,7 +294,7 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, run *tenantRun) 
 	}
 	db, id := run.db, run.id
 	if !meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionSchemaReady) {
-		if err := r.ensureSchema(ctx, t, db, id); err != nil {
+		if err := r.ensureSchema(ctx, t, app, db, id); err != nil {
 			return err
 		}
 	}
@@ -357,7 +357,8 @@ func (r *TenantReconciler) migrateExisting(ctx context.Context, t *tenantryv1.Te
 }
 
 // ensureSchema creates the tenant's role and schema and lets the app's login role act as the tenant.
-func (r *TenantReconciler) ensureSchema(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB, id tenantdb.FleetMember) error {
+func (r *TenantReconciler) ensureSchema(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp,
+	db *tenantdb.DB, id tenantdb.FleetMember) error {
 	role := tenantdb.Role{Name: id.Role, Mark: tenantdb.OwnerMark("tenant", db.Database(), t.Namespace, t.Name),
 		// A role named before names were derived from the whole identity is taken because the registry
 		// records it for this very tenant.
@@ -371,7 +372,6 @@ func (r *TenantReconciler) ensureSchema(ctx context.Context, t *tenantryv1.Tenan
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
 	// The app's login role may act as the tenant, and only as the tenants of its ExpenseApp.
-	app := &tenantryv1.ExpenseApp{ObjectMeta: metav1.ObjectMeta{Namespace: t.Namespace, Name: t.Spec.AppRef.Name}}
 	appRole := appRole(db, app)
 	if err := db.EnsureAppRoleOnce(ctx, appRole); errors.As(err, &ownership) {
 		return stallErr(tenantryv1.ReasonInvalidDatabase, 5*time.Minute, err)
