@@ -141,11 +141,11 @@ func fleet(ctx context.Context, n int) error {
 		}
 	}
 	statements := m["tenantry_database_statements_total"]
-	fmt.Fprintf(os.Stderr, "bench: schemas at the new version %.2f s, ExpenseApp counting them %.2f s after the start (maxConcurrent %d)\n",
-		schemasDone.Seconds(), appDone.Seconds(), workers)
+	fmt.Fprintf(os.Stderr, "bench: operator started at %s; schemas at the new version %.2f s, ExpenseApp counting them %.2f s after the start (maxConcurrent %d)\n",
+		start.UTC().Format(time.RFC3339Nano), schemasDone.Seconds(), appDone.Seconds(), workers)
 	if log, err := os.ReadFile(filepath.Join(s.dir, "operator.log")); err == nil {
 		for _, line := range strings.Split(string(log), "\n") {
-			if strings.Contains(line, "fleet migration") || strings.Contains(line, "Starting workers") {
+			if strings.Contains(line, "fleet migration") || strings.Contains(line, "Starting") || strings.Contains(line, "Reconcil") {
 				fmt.Fprintln(os.Stderr, "bench: operator:", line)
 			}
 		}

@@ -83,7 +83,7 @@ func startStack(ctx context.Context, concurrency int, extraArgs ...string) (*sta
 	}
 	s.pprofAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	s.args = append([]string{bin, "--kubeconfig=" + kubeconfig, "--metrics-bind-address=" + s.metricsAddr, "--metrics-secure=false",
-		"--health-probe-bind-address=0", "--pprof-bind-address=" + s.pprofAddr, "--max-concurrent-reconciles=" + strconv.Itoa(concurrency)}, extraArgs...)
+		"--health-probe-bind-address=0", "--pprof-bind-address=" + s.pprofAddr, "--zap-time-encoding=rfc3339nano", "--max-concurrent-reconciles=" + strconv.Itoa(concurrency)}, extraArgs...)
 	return s, s.startOperator()
 }
 
