@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"tenantry.dev/tenantry/app/apptest"
 	"tenantry.dev/tenantry/app/postgres"
 )
 
@@ -235,5 +236,44 @@ func TestServer_noisyTenantDoesNotStarveOthers(t *testing.T) {
 	must(t, err)
 	if n := strings.Count(string(rest), "\n"); n < 60000 {
 		t.Fatalf("the export has %d lines, want every expense", n)
+	}
+}
+
+// scrape returns the app's metrics as Prometheus exposition text.
+func (h *harness) scrape() string {
+	rec := httptest.NewRecorder()
+	h.app.Metrics().Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
+}
+
+// Per-tenant counters take at most the configured number of tenants' labels, whatever hosts clients
+// send: the rest share "other", and unknown hosts count for no tenant.
+func TestServer_metrics_perTenantBounded(t *testing.T) {
+	h := newHarness(t, options{tenants: 1})
+	for range 3 {
+		h.do(req{method: "GET", host: "acme.test", path: "/login"})
+	}
+	h.do(req{method: "GET", host: "globex.test", path: "/login"})
+	for i := range 5 {
+		h.do(req{method: "GET", host: fmt.Sprintf("nobody%d.test", i), path: "/login"})
+	}
+	body := h.scrape()
+	for _, want := range []string{
+		`tenantry_app_tenant_requests_total{tenant="` + apptest.Namespace + `/acme"} 3`,
+		`tenantry_app_tenant_requests_total{tenant="other"} 1`,
+		`tenantry_app_tenants 2`,
+		`tenantry_app_database_up 1`,
+		`tenantry_app_db_pool_connections{state="max"} 8`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if strings.Contains(body, "nobody") || strings.Count(body, "tenantry_app_tenant_requests_total{") != 2 {
+		t.Fatalf("per-tenant metrics are not bounded:\n%s", body)
+	}
+	// Off by default: no per-tenant series at all.
+	if off := newHarness(t, options{}).scrape(); strings.Contains(off, "tenantry_app_tenant_requests_total") {
+		t.Fatal("per-tenant metrics without TenantMetrics")
 	}
 }

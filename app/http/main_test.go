@@ -46,6 +46,7 @@ type options struct {
 	listen  bool                 // keep the registry current with Registry.Run, as the app does
 	pool    postgres.Options     // the app's pool (default 8 connections in 2 shards)
 	proxies []netip.Prefix       // trusted proxies
+	tenants int                  // per-tenant metrics for up to this many tenants (Config.TenantMetrics)
 }
 
 func newHarness(t *testing.T, opts options) *harness {
@@ -110,7 +111,7 @@ func newHarness(t *testing.T, opts options) *harness {
 		h.sync()
 	}
 	srv := apphttp.New(apphttp.Config{DB: h.db, Registry: h.reg, SchemaVersion: migrations.Latest, SecureCookies: opts.secure,
-		Log: discardLog(), TrustedProxies: opts.proxies})
+		Log: discardLog(), TrustedProxies: opts.proxies, TenantMetrics: opts.tenants})
 	h.app = srv
 	h.srv = httptest.NewServer(srv)
 	t.Cleanup(h.srv.Close)

@@ -32,6 +32,9 @@ type Config struct {
 	// TrustedProxies are the addresses of proxies (the ingress controller) whose X-Forwarded-For names
 	// the client; requests from anywhere else are taken to come from their peer address.
 	TrustedProxies []netip.Prefix
+	// TenantMetrics, when above 0, counts requests and server errors per tenant for that many tenants
+	// (by namespace and name); the tenants beyond them are counted together as "other".
+	TenantMetrics int
 }
 
 // Server is the app's HTTP handler.
@@ -50,7 +53,8 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	s := &Server{cfg: cfg, limiter: newLoginLimiter(), metrics: NewMetrics()}
+	s := &Server{cfg: cfg, limiter: newLoginLimiter(), metrics: NewMetrics(cfg.TenantMetrics)}
+	s.metrics.watch(cfg.DB, cfg.Registry)
 	s.handler = s.routes()
 	return s
 }
@@ -123,8 +127,8 @@ func (s *Server) routes() http.Handler {
 	// Tell observe which tenant route matched: withTenant passes on a copy of the request, so the
 	// pattern the inner mux records would not reach it.
 	tenantRoutes := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if route, ok := r.Context().Value(routeKey).(*string); ok {
-			_, *route = t.Handler(r)
+		if info, ok := r.Context().Value(routeKey).(*requestInfo); ok {
+			_, info.route = t.Handler(r)
 		}
 		t.ServeHTTP(w, r)
 	})
@@ -181,6 +185,9 @@ func (s *Server) withTenant(next http.Handler) http.Handler {
 			if name, ok := strings.CutSuffix(postgres.NormalizeHost(r.Host), s.cfg.DevHostSuffix); ok {
 				t = s.cfg.Registry.LookupName(name)
 			}
+		}
+		if info, ok := r.Context().Value(routeKey).(*requestInfo); ok {
+			info.tenant = t
 		}
 		var unavailable string
 		switch {

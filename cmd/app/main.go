@@ -30,6 +30,7 @@ func main() {
 		shards      = flag.Int("pool-shards", 4, "Split the pool into shards that each serve a fixed share of the tenants (1: one pool; use 1 behind PgBouncer).")
 		insecure    = flag.Bool("insecure-cookies", os.Getenv("INSECURE_COOKIES") == "true", "Send the session cookie over plain HTTP too (local development only).")
 		devSuffix   = flag.String("dev-host-suffix", os.Getenv("DEV_HOST_SUFFIX"), "Also serve each tenant at <tenant name><suffix>, e.g. .localhost (local development only).")
+		tenantStats = flag.Int("tenant-metrics", 0, "Count requests and server errors per tenant for up to this many tenants (the rest as \"other\"); 0 leaves them out.")
 		proxies     = flag.String("trusted-proxies", os.Getenv("TRUSTED_PROXIES"), "Comma-separated CIDRs of proxies (the ingress controller) whose X-Forwarded-For names the client.")
 	)
 	flag.Parse()
@@ -41,7 +42,7 @@ func main() {
 		os.Exit(2)
 	}
 	cfg := apphttp.Config{Log: log, SchemaVersion: migrations.Latest, SecureCookies: !*insecure, DevHostSuffix: *devSuffix,
-		TrustedProxies: trusted}
+		TrustedProxies: trusted, TenantMetrics: *tenantStats}
 	if err := run(cfg, *addr, *metricsAddr, *dbURL, *listenURL, opts); err != nil {
 		log.Error("app stopped", "error", err)
 		os.Exit(1)

@@ -41,6 +41,8 @@ import (
 const (
 	appPort        = 8080
 	appMetricsPort = 9090
+	// MetricsPortName is the app's Prometheus port, on its pods and its Service.
+	MetricsPortName = "metrics"
 	// AnnotationSchemaVersion on the app's pod template records the schema version its image needs.
 	AnnotationSchemaVersion = "tenantry.dev/schema-version"
 	// AnnotationAppSecretHash on the app's pod template is a hash of the app's database Secret: when the
@@ -413,7 +415,7 @@ func appPodSpec(app *tenantryv1.ExpenseApp, image string) corev1.PodSpec {
 			Env: []corev1.EnvVar{{Name: "DATABASE_URL", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 				LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: "uri"}}}},
 			Ports: []corev1.ContainerPort{{Name: ServicePortName, ContainerPort: appPort},
-				{Name: "metrics", ContainerPort: appMetricsPort}},
+				{Name: MetricsPortName, ContainerPort: appMetricsPort}},
 			Resources:      app.Spec.Resources,
 			LivenessProbe:  probe("/healthz"),
 			ReadinessProbe: probe("/readyz"),
@@ -423,14 +425,16 @@ func appPodSpec(app *tenantryv1.ExpenseApp, image string) corev1.PodSpec {
 	}
 }
 
-// reconcileService keeps the Service tenant Ingresses point at: named after the app, port "http".
+// reconcileService keeps the Service tenant Ingresses point at: named after the app, port "http", and
+// port "metrics" for Prometheus (the ServiceMonitor in config/prometheus scrapes it).
 func (r *ExpenseAppReconciler) reconcileService(ctx context.Context, run *appRun) error {
 	app := run.app
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: app.Name, Namespace: app.Namespace}}
 	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, svc, func() error {
 		svc.Labels = mergeMaps(svc.Labels, appLabels(app))
 		svc.Spec.Selector = map[string]string{"app.kubernetes.io/name": "tenantry-app", "app.kubernetes.io/instance": app.Name}
-		svc.Spec.Ports = []corev1.ServicePort{{Name: ServicePortName, Port: 80, TargetPort: intstr.FromString(ServicePortName)}}
+		svc.Spec.Ports = []corev1.ServicePort{{Name: ServicePortName, Port: 80, TargetPort: intstr.FromString(ServicePortName)},
+			{Name: MetricsPortName, Port: appMetricsPort, TargetPort: intstr.FromString(MetricsPortName)}}
 		return controllerutil.SetControllerReference(app, svc, r.Scheme)
 	})
 	if err != nil {

@@ -133,8 +133,9 @@ func TestExpenseAppReconciler_install(t *testing.T) {
 	}
 	svc := &corev1.Service{}
 	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses"}, svc))
-	if svc.Spec.Ports[0].Name != "http" {
-		t.Fatalf("service ports = %+v", svc.Spec.Ports)
+	if len(svc.Spec.Ports) != 2 || svc.Spec.Ports[0].Name != "http" || svc.Spec.Ports[1].Name != "metrics" ||
+		svc.Spec.Ports[1].TargetPort.StrVal != "metrics" {
+		t.Fatalf("service ports = %+v, want http and metrics", svc.Spec.Ports)
 	}
 	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses"}, &policyv1.PodDisruptionBudget{}))
 
