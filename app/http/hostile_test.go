@@ -20,6 +20,7 @@ import (
 
 	"tenantry.dev/tenantry/app/apptest"
 	"tenantry.dev/tenantry/app/postgres"
+	"tenantry.dev/tenantry/internal/monitoring"
 )
 
 // Sign-in never sends the browser to another host, however the target is spelled.
@@ -275,5 +276,33 @@ func TestServer_metrics_perTenantBounded(t *testing.T) {
 	// Off by default: no per-tenant series at all.
 	if off := newHarness(t, options{}).scrape(); strings.Contains(off, "tenantry_app_tenant_requests_total") {
 		t.Fatal("per-tenant metrics without TenantMetrics")
+	}
+}
+
+// Every app metric that the shipped alerts and dashboard name (config/prometheus, config/grafana) is
+// on the app's live /metrics.
+func TestServer_metrics_monitoringNamesExist(t *testing.T) {
+	h := newHarness(t, options{tenants: 10})
+	h.do(req{method: "GET", host: "acme.test", path: "/login"})
+	families, err := monitoring.Scrape(strings.NewReader(h.scrape()))
+	must(t, err)
+	exprs, err := monitoring.Load("../..")
+	must(t, err)
+	checked := 0
+	for _, e := range exprs {
+		names, err := monitoring.MetricNames(e.Query)
+		must(t, err)
+		for _, n := range names {
+			if monitoring.Component(n) != "app" {
+				continue
+			}
+			checked++
+			if !monitoring.Exposed(families, n) {
+				t.Errorf("%s names %s, which the app does not expose", e.Where, n)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no app metric named in the rules or the dashboard")
 	}
 }

@@ -91,8 +91,9 @@ func (m *Metrics) countTenant(t *app.Tenant, status int) {
 	}
 	label := m.tenantLabel(t)
 	m.tenantRequests.WithLabelValues(label).Inc()
+	errors := m.tenantErrors.WithLabelValues(label) // exported from the tenant's first request, at 0
 	if status >= 500 {
-		m.tenantErrors.WithLabelValues(label).Inc()
+		errors.Inc()
 	}
 }
 

@@ -189,12 +189,18 @@ func (r *ExpenseAppReconciler) fleet(ctx context.Context, app *tenantryv1.Expens
 	for state, n := range map[string]int{"total": len(tenants), "ready": ready, "at_target": atTarget, "failed": len(failed)} {
 		tenantsByState.WithLabelValues(app.Namespace, app.Name, state).Set(float64(n))
 	}
+	halted := view.halted || len(failed) > int(app.Spec.Migrations.MaxFailures)
+	haltedValue := 0.0
+	if halted {
+		haltedValue = 1
+	}
+	rolloutHalted.WithLabelValues(app.Namespace, app.Name).Set(haltedValue)
 	switch {
 	case view.err != nil:
 		msg := fmt.Sprintf("cannot read the fleet's schema versions: %v", view.err)
 		setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError, msg)
 		return retryErr(tenantryv1.ReasonDatabaseError, errors.New(msg))
-	case view.halted || len(failed) > int(app.Spec.Migrations.MaxFailures):
+	case halted:
 		msg := haltMessage(app, target, failed)
 		setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionFalse, tenantryv1.ReasonRolloutHalted, msg)
 		return stallErr(tenantryv1.ReasonRolloutHalted, 30*time.Second, errors.New(msg))
@@ -494,6 +500,7 @@ func (r *ExpenseAppReconciler) reconcileDelete(ctx context.Context, app *tenantr
 	}
 	r.Rollouts.Forget(types.NamespacedName{Namespace: app.Namespace, Name: app.Name})
 	r.Databases.Forget(types.NamespacedName{Namespace: app.Namespace, Name: app.Name})
+	forgetAppMetrics(app.Namespace, app.Name)
 	patch := client.MergeFrom(app.DeepCopy())
 	controllerutil.RemoveFinalizer(app, tenantryv1.ExpenseAppFinalizer)
 	return client.IgnoreNotFound(r.Patch(ctx, app, patch))

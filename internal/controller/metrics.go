@@ -16,12 +16,22 @@ var (
 		Name: "tenantry_migration_failures_total", Help: "Tenant schema migrations that failed.",
 	})
 	tenantsByState = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tenantry_tenants", Help: "Tenants of an ExpenseApp by state (ready, migrating, failed, total).",
+		Name: "tenantry_tenants", Help: "Tenants of an ExpenseApp by state (total, ready, at_target, failed).",
 	}, []string{"namespace", "app", "state"})
+	rolloutHalted = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tenantry_rollout_halted", Help: "1 while an ExpenseApp's fleet rollout is halted by its failure budget.",
+	}, []string{"namespace", "app"})
 )
 
+// forgetAppMetrics drops the series of an ExpenseApp that is gone.
+func forgetAppMetrics(namespace, app string) {
+	labels := prometheus.Labels{"namespace": namespace, "app": app}
+	tenantsByState.DeletePartialMatch(labels)
+	rolloutHalted.DeletePartialMatch(labels)
+}
+
 func init() {
-	metrics.Registry.MustRegister(migrationSeconds, migrationFailures, tenantsByState)
+	metrics.Registry.MustRegister(migrationSeconds, migrationFailures, tenantsByState, rolloutHalted)
 }
 
 // statementsCollector exposes how many SQL statements the operator has sent, per ExpenseApp database.

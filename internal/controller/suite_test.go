@@ -22,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/internal/pgcluster"
@@ -37,6 +36,7 @@ var (
 	databases  *Databases
 	release    *Release     // the operator's migrations: a test may stage a new release
 	restConfig *rest.Config // the API server's admin
+	metricsURL string       // the suite's operator's /metrics (plain HTTP)
 )
 
 func TestMain(m *testing.M) {
@@ -71,10 +71,17 @@ func runSuite(m *testing.M) int {
 	}
 	defer pg.Close()
 
+	metricsPort, err := pgcluster.FreePort()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", metricsPort)
+	metricsURL = "http://" + metricsAddr + "/metrics"
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 NewScheme(),
 		Cache:                  CacheOptions(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
+		Metrics:                MetricsOptions(metricsAddr, false),
 		HealthProbeBindAddress: "0",
 	})
 	if err != nil {
