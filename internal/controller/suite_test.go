@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/internal/manifests"
 	"tenantry.dev/tenantry/internal/pgcluster"
 	"tenantry.dev/tenantry/internal/registry"
 	"tenantry.dev/tenantry/internal/testenv"
@@ -37,6 +38,7 @@ var (
 	release    *Release     // the operator's migrations: a test may stage a new release
 	restConfig *rest.Config // the API server's admin
 	metricsURL string       // the suite's operator's /metrics (plain HTTP)
+	asOperator *rest.Config // the API server as the operator's ServiceAccount
 )
 
 func TestMain(m *testing.M) {
@@ -71,6 +73,17 @@ func runSuite(m *testing.M) int {
 	}
 	defer pg.Close()
 
+	// The operator runs as the ServiceAccount config/default gives it, bound to exactly the Roles that
+	// ship: a permission it lacks fails these tests, as it would fail in a cluster.
+	if k8s, err = client.New(cfg, client.Options{Scheme: NewScheme()}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	asOperator, err = operatorIdentity(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "giving the operator its identity:", err)
+		return 1
+	}
 	metricsPort, err := pgcluster.FreePort()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -78,7 +91,7 @@ func runSuite(m *testing.M) int {
 	}
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", metricsPort)
 	metricsURL = "http://" + metricsAddr + "/metrics"
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgr, err := ctrl.NewManager(asOperator, ctrl.Options{
 		Scheme:                 NewScheme(),
 		Cache:                  CacheOptions(),
 		Metrics:                MetricsOptions(metricsAddr, false),
@@ -100,11 +113,24 @@ func runSuite(m *testing.M) int {
 	go func() { done <- mgr.Start(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	if k8s, err = client.New(cfg, client.Options{Scheme: NewScheme()}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	return m.Run()
+}
+
+// operatorIdentity applies the operator's namespace, ServiceAccount and RBAC as config/default renders
+// them, and returns cfg acting as that ServiceAccount.
+func operatorIdentity(cfg *rest.Config) (*rest.Config, error) {
+	objs, err := manifests.Kustomize(filepath.Join("..", "..", "config", "default"))
+	if err != nil {
+		return nil, err
+	}
+	id, err := manifests.OperatorIdentity(objs)
+	if err != nil {
+		return nil, err
+	}
+	if err := manifests.Apply(context.Background(), k8s, "tenantry-test", manifests.Select(objs, manifests.RBACKinds...)); err != nil {
+		return nil, err
+	}
+	return id.Impersonate(cfg), nil
 }
 
 // fixture is one test's namespace with an ExpenseApp on a database of its own.

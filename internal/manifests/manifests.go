@@ -1,0 +1,115 @@
+// Package manifests builds and applies the operator's install manifests as kustomize (config/) renders
+// them, so that tests and make dev run the operator under exactly the identity a cluster gives it: its
+// ServiceAccount, bound to the (Cluster)Roles that ship, and nothing more. (Envtest's own client is
+// cluster-admin, which would hide any permission the operator lacks.)
+package manifests
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+)
+
+// Kustomize builds a kustomization directory, as `kustomize build dir` does.
+func Kustomize(dir string) ([]*unstructured.Unstructured, error) {
+	resources, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
+	}
+	y, err := resources.AsYaml()
+	if err != nil {
+		return nil, err
+	}
+	return Decode(y)
+}
+
+// Decode splits a multi-document YAML stream into objects, skipping empty documents.
+func Decode(y []byte) ([]*unstructured.Unstructured, error) {
+	var objs []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(y), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			return objs, nil
+		} else if err != nil {
+			return nil, err
+		}
+		if len(u.Object) > 0 {
+			objs = append(objs, u)
+		}
+	}
+}
+
+// Select returns the objects of the kinds given, kind by kind in that order (so that a Namespace can
+// come before what lives in it).
+func Select(objs []*unstructured.Unstructured, kinds ...string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, k := range kinds {
+		for _, o := range objs {
+			if o.GetKind() == k {
+				out = append(out, o)
+			}
+		}
+	}
+	return out
+}
+
+// RBACKinds are the kinds that make up the operator's identity: where it runs, who it is, what it may
+// do; in the order to apply them.
+var RBACKinds = []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+// Apply creates or updates objs with server-side apply, as fieldOwner.
+func Apply(ctx context.Context, c client.Client, fieldOwner string, objs []*unstructured.Unstructured) error {
+	for _, o := range objs {
+		o = o.DeepCopy()
+		o.SetResourceVersion("")
+		if err := c.Patch(ctx, o, client.Apply, client.FieldOwner(fieldOwner), client.ForceOwnership); err != nil {
+			return fmt.Errorf("applying %s %s/%s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// Identity is the ServiceAccount the operator's pods run as.
+type Identity struct {
+	Namespace, ServiceAccount string
+}
+
+// UserName is the identity's name as the API server knows it.
+func (id Identity) UserName() string {
+	return fmt.Sprintf("system:serviceaccount:%s:%s", id.Namespace, id.ServiceAccount)
+}
+
+// Impersonate returns a copy of cfg whose requests act as the identity (cfg's user must be allowed to
+// impersonate, as envtest's admin is), with the groups a ServiceAccount token carries.
+func (id Identity) Impersonate(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.Impersonate = rest.ImpersonationConfig{UserName: id.UserName(),
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + id.Namespace, "system:authenticated"}}
+	return c
+}
+
+// OperatorIdentity finds the ServiceAccount of the operator's Deployment among objs.
+func OperatorIdentity(objs []*unstructured.Unstructured) (Identity, error) {
+	for _, o := range Select(objs, "Deployment") {
+		var dep appsv1.Deployment
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &dep); err != nil {
+			return Identity{}, err
+		}
+		if dep.Labels["app.kubernetes.io/component"] == "operator" && dep.Spec.Template.Spec.ServiceAccountName != "" {
+			return Identity{Namespace: dep.Namespace, ServiceAccount: dep.Spec.Template.Spec.ServiceAccountName}, nil
+		}
+	}
+	return Identity{}, errors.New("no operator Deployment (app.kubernetes.io/component: operator) with a serviceAccountName")
+}
