@@ -35,6 +35,7 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/internal/controller"
+	"tenantry.dev/tenantry/internal/manifests"
 	"tenantry.dev/tenantry/internal/pgcluster"
 )
 
@@ -136,8 +137,18 @@ func run() error {
 		return err
 	}
 
-	step("Starting the operator (log: %s)", filepath.Join(dir, "operator.log"))
-	stopOperator, err := startOperator(ctx, cfg, filepath.Join(dir, "operator.log"))
+	// The operator runs as the ServiceAccount config/default gives it, with exactly its RBAC: what works
+	// here works in a cluster.
+	install, err := manifests.Kustomize(filepath.Join("config", "default"))
+	if err != nil {
+		return err
+	}
+	id, err := manifests.ApplyIdentity(ctx, k8s, install)
+	if err != nil {
+		return fmt.Errorf("applying the operator's RBAC: %w", err)
+	}
+	step("Starting the operator as %s (log: %s)", id.UserName(), filepath.Join(dir, "operator.log"))
+	stopOperator, err := startOperator(ctx, id.Impersonate(cfg), filepath.Join(dir, "operator.log"))
 	if err != nil {
 		return err
 	}

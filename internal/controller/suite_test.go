@@ -123,11 +123,8 @@ func operatorIdentity(cfg *rest.Config) (*rest.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, err := manifests.OperatorIdentity(objs)
+	id, err := manifests.ApplyIdentity(context.Background(), k8s, objs)
 	if err != nil {
-		return nil, err
-	}
-	if err := manifests.Apply(context.Background(), k8s, "tenantry-test", manifests.Select(objs, manifests.RBACKinds...)); err != nil {
 		return nil, err
 	}
 	return id.Impersonate(cfg), nil

@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -112,4 +114,26 @@ func OperatorIdentity(objs []*unstructured.Unstructured) (Identity, error) {
 		}
 	}
 	return Identity{}, errors.New("no operator Deployment (app.kubernetes.io/component: operator) with a serviceAccountName")
+}
+
+// Kubeconfig returns a kubeconfig for cfg's server and credentials that acts as the identity, for an
+// operator that runs as a process of its own.
+func (id Identity) Kubeconfig(cfg *rest.Config) ([]byte, error) {
+	imp := id.Impersonate(cfg)
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: imp.Host, CertificateAuthorityData: imp.CAData}
+	kc.AuthInfos["operator"] = &clientcmdapi.AuthInfo{ClientCertificateData: imp.CertData, ClientKeyData: imp.KeyData,
+		Token: imp.BearerToken, Impersonate: imp.Impersonate.UserName, ImpersonateGroups: imp.Impersonate.Groups}
+	kc.Contexts["operator"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "operator"}
+	kc.CurrentContext = "operator"
+	return clientcmd.Write(*kc)
+}
+
+// ApplyIdentity applies the RBAC kinds of objs (see RBACKinds) and returns the operator's identity.
+func ApplyIdentity(ctx context.Context, c client.Client, objs []*unstructured.Unstructured) (Identity, error) {
+	id, err := OperatorIdentity(objs)
+	if err != nil {
+		return Identity{}, err
+	}
+	return id, Apply(ctx, c, "tenantry-install", Select(objs, RBACKinds...))
 }

@@ -26,6 +26,7 @@ import (
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/internal/controller"
+	"tenantry.dev/tenantry/internal/manifests"
 	"tenantry.dev/tenantry/internal/pgcluster"
 	"tenantry.dev/tenantry/internal/registry"
 	"tenantry.dev/tenantry/internal/testenv"
@@ -37,7 +38,8 @@ const ns = "fault"
 type stack struct {
 	t          *testing.T
 	k8s        client.Client
-	kubeconfig string
+	kubeconfig string // acting as identity
+	identity   manifests.Identity
 	binary     string
 	migrations string // the operator's --migrations-dir: a new release is a file written here
 	db         *pgx.Conn
@@ -68,7 +70,6 @@ func newStack(t *testing.T) *stack {
 	dir := t.TempDir()
 	s := &stack{t: t, kubeconfig: filepath.Join(dir, "kubeconfig"), binary: filepath.Join(dir, "manager"),
 		migrations: filepath.Join(dir, "migrations")}
-	must(t, os.WriteFile(s.kubeconfig, env.KubeConfig, 0o600))
 	build := exec.Command("go", "build", "-o", s.binary, "./cmd/manager")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
@@ -89,6 +90,15 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	// The operators run as the ServiceAccount config/default gives them, with exactly its RBAC, and
+	// elect their leader with a Lease in its namespace.
+	install, err := manifests.Kustomize(filepath.Join(root, "config", "default"))
+	must(t, err)
+	s.identity, err = manifests.ApplyIdentity(ctx, s.k8s, install)
+	must(t, err)
+	kubeconfig, err := s.identity.Kubeconfig(cfg)
+	must(t, err)
+	must(t, os.WriteFile(s.kubeconfig, kubeconfig, 0o600))
 	url, err := pg.NewDatabase(ctx, "fault")
 	must(t, err)
 	if s.db, err = pgx.Connect(ctx, url); err != nil {
@@ -117,7 +127,7 @@ func (s *stack) start() *operator {
 	s.t.Helper()
 	o := &operator{log: &bytes.Buffer{}}
 	o.cmd = exec.Command(s.binary, "--kubeconfig="+s.kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address=0",
-		"--leader-elect", "--leader-election-namespace=default", "--leader-election-lease-duration=3s",
+		"--leader-elect", "--leader-election-namespace="+s.identity.Namespace, "--leader-election-lease-duration=3s",
 		"--migrations-dir="+s.migrations)
 	o.cmd.Stdout, o.cmd.Stderr = o.log, o.log
 	must(s.t, o.cmd.Start())
