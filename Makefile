@@ -21,8 +21,13 @@ help: ## Show the targets.
 ##@ Development
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the CRDs and RBAC from the Go markers.
+manifests: $(CONTROLLER_GEN) ## Generate the CRDs and RBAC from the Go markers, and copy them (and the alerts and dashboard) into the chart.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
+	@rm -rf dist/chart/files/crds && mkdir -p dist/chart/files/crds
+	@cp config/crd/bases/*.yaml dist/chart/files/crds/
+	@cp config/rbac/role.yaml dist/chart/files/manager-role.yaml
+	@cp config/prometheus/rules.yaml dist/chart/files/alerts.yaml
+	@cp config/grafana/tenantry-dashboard.json dist/chart/files/tenantry-dashboard.json
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods.
@@ -92,6 +97,12 @@ docker-build: ## Build the image (needs a Docker engine).
 
 ##@ Deployment
 
+.PHONY: build-installer
+build-installer: manifests generate $(KUSTOMIZE) ## Write dist/install.yaml: CRDs, RBAC and the operator with image IMG, in one file.
+	mkdir -p dist
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default > dist/install.yaml
+
 .PHONY: install
 install: manifests $(KUSTOMIZE) ## Install the CRDs into the cluster of the current kubeconfig.
 	$(KUSTOMIZE) build config/crd | kubectl apply --server-side -f -
@@ -108,6 +119,21 @@ deploy: manifests $(KUSTOMIZE) ## Deploy the operator with image IMG.
 .PHONY: undeploy
 undeploy: $(KUSTOMIZE) ## Remove the operator.
 	$(KUSTOMIZE) build config/default | kubectl delete --ignore-not-found -f -
+
+##@ Helm
+
+HELM ?= helm
+HELM_NAMESPACE ?= tenantry-system
+HELM_RELEASE ?= tenantry
+
+.PHONY: helm-deploy
+helm-deploy: ## Install or upgrade the chart (dist/chart) with image IMG, with a helm binary of your own.
+	IMG="$(IMG)"; $(HELM) upgrade --install $(HELM_RELEASE) dist/chart --namespace $(HELM_NAMESPACE) --create-namespace \
+		--set manager.image.repository=$${IMG%:*} --set manager.image.tag=$${IMG##*:} --wait --timeout 5m
+
+.PHONY: helm-uninstall
+helm-uninstall: ## Uninstall the chart (the CRDs, and so every Tenant and ExpenseApp, stay).
+	$(HELM) uninstall $(HELM_RELEASE) --namespace $(HELM_NAMESPACE)
 
 $(CONTROLLER_GEN):
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)

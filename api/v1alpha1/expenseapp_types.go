@@ -75,7 +75,8 @@ type ExpenseAppSpec struct {
 	// database says how the operator reaches the shared database.
 	Database DatabaseSpec `json:"database"`
 
-	// image is the app's container image.
+	// image is the app's container image. Empty runs the operator's default app image (its
+	// --default-app-image flag; the Helm chart sets it to the app of the operator's own release).
 	// +optional
 	Image string `json:"image,omitempty"`
 

@@ -25,6 +25,7 @@ func main() {
 		qps                    float64
 		burst                  int
 		migrationsDir          string
+		defaultAppImage        string
 		pprofAddr              string
 		secureMetrics          bool
 		watchNamespaces        string
@@ -46,6 +47,7 @@ func main() {
 	flag.Float64Var(&qps, "kube-api-qps", 200, "Queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of Go's pprof profiles; 0 disables them.")
+	flag.StringVar(&defaultAppImage, "default-app-image", "", "The app image of an ExpenseApp that sets no spec.image (the chart sets the operator's own image, which holds the app).")
 	flag.StringVar(&migrationsDir, "migrations-dir", "", "Read tenant migrations from this directory instead of the embedded ones.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -76,7 +78,8 @@ func main() {
 	if migrationsDir != "" {
 		migrations = os.DirFS(migrationsDir)
 	}
-	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: concurrency, Migrations: migrations})
+	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: concurrency, Migrations: migrations,
+		DefaultAppImage: defaultAppImage})
 	if err != nil {
 		log.Error(err, "setting up controllers")
 		os.Exit(1)

@@ -63,7 +63,9 @@ type ExpenseAppReconciler struct {
 	Databases *Databases
 	Release   *Release
 	Rollouts  *Rollouts
-	Recorder  events.EventRecorder
+	// DefaultImage is the app image of an ExpenseApp without spec.image (--default-app-image).
+	DefaultImage string
+	Recorder     events.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=tenantry.dev,resources=expenseapps,verbs=get;list;watch;update;patch
@@ -356,13 +358,14 @@ func appLabels(app *tenantryv1.ExpenseApp) map[string]string {
 // migrated keep being served by it.
 func (r *ExpenseAppReconciler) reconcileDeployment(ctx context.Context, run *appRun) error {
 	app, target, secretHash := run.app, run.target, SecretHash(run.secret)
-	if app.Spec.Image == "" {
-		err := errors.New("spec.image is empty: set the app's image (the Tenantry image holds it as /app)")
+	image := r.image(app)
+	if image == "" {
+		err := errors.New("spec.image is empty and the operator has no --default-app-image: set the app's image " +
+			"(the Tenantry image holds it as /app)")
 		setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionFalse, tenantryv1.ReasonNoImage, err.Error())
 		return stallErr(tenantryv1.ReasonNoImage, time.Minute, err)
 	}
 	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: app.Name, Namespace: app.Namespace}}
-	image := app.Spec.Image
 	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, dep, func() error {
 		if running := currentImage(dep); running != "" && running != image && app.Status.TenantsAtTarget < app.Status.Tenants {
 			image = running // not yet: the new image needs every tenant at the target version
@@ -394,6 +397,14 @@ func (r *ExpenseAppReconciler) reconcileDeployment(ctx context.Context, run *app
 		return retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("writing PodDisruptionBudget %s: %w", app.Name, err))
 	}
 	return nil
+}
+
+// image is the app image an ExpenseApp asks for: its spec.image, else the operator's default.
+func (r *ExpenseAppReconciler) image(app *tenantryv1.ExpenseApp) string {
+	if app.Spec.Image != "" {
+		return app.Spec.Image
+	}
+	return r.DefaultImage
 }
 
 func currentImage(dep *appsv1.Deployment) string {
@@ -461,7 +472,7 @@ func (r *ExpenseAppReconciler) rolloutDone(ctx context.Context, run *appRun) err
 		return retryErr(tenantryv1.ReasonAPIServerError, err)
 	}
 	want := ptr.Deref(app.Spec.Replicas, 1)
-	done := currentImage(dep) == app.Spec.Image && dep.Status.ObservedGeneration >= dep.Generation &&
+	done := currentImage(dep) == r.image(app) && dep.Status.ObservedGeneration >= dep.Generation &&
 		dep.Status.UpdatedReplicas >= want && dep.Status.AvailableReplicas >= want
 	if !done {
 		msg := fmt.Sprintf("Deployment %s: %d of %d replicas updated and available", dep.Name, dep.Status.AvailableReplicas, want)
@@ -469,7 +480,7 @@ func (r *ExpenseAppReconciler) rolloutDone(ctx context.Context, run *appRun) err
 		return waitErr(tenantryv1.ReasonProgressing, 10*time.Second, "%s", msg)
 	}
 	setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
-		fmt.Sprintf("Deployment %s runs %s on %d replica(s)%s", dep.Name, app.Spec.Image, want, runBy(dep)))
+		fmt.Sprintf("Deployment %s runs %s on %d replica(s)%s", dep.Name, r.image(app), want, runBy(dep)))
 	run.result = ctrl.Result{RequeueAfter: appSecretRecheck}
 	return nil
 }

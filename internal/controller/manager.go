@@ -69,6 +69,8 @@ type Config struct {
 	// Migrations replaces the embedded tenant migrations (app/migrations), e.g. to try a release's
 	// migrations on a staging fleet before building it. Nil uses the embedded ones.
 	Migrations fs.FS
+	// DefaultAppImage is the app image of an ExpenseApp without spec.image.
+	DefaultAppImage string
 }
 
 // Setup registers every controller of the operator with mgr and returns the databases they share,
@@ -103,7 +105,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		return nil, fmt.Errorf("setting up the Tenant controller: %w", err)
 	}
 	apps := &ExpenseAppReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Databases: dbs, Release: release,
-		Rollouts: rollouts, Recorder: mgr.GetEventRecorder("tenantry-expenseapp")}
+		Rollouts: rollouts, DefaultImage: cfg.DefaultAppImage, Recorder: mgr.GetEventRecorder("tenantry-expenseapp")}
 	if err := apps.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ExpenseApp controller: %w", err)
 	}
