@@ -2,6 +2,7 @@
 package testenv
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,4 +24,24 @@ func EnvtestAssets(root string) (string, error) {
 		return "", fmt.Errorf("getting envtest binaries (hack/envtest-assets.sh): %w", err)
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+// ModuleDir returns the directory of a Go module version (module@version), from the module cache,
+// downloading it from the Go module proxy the first time: how tests reach files that a project ships
+// beside its Go code, such as the CRDs of the Prometheus Operator or the Gateway API.
+func ModuleDir(moduleAtVersion string) (string, error) {
+	cmd := exec.Command("go", "mod", "download", "-json", moduleAtVersion)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download %s: %w", moduleAtVersion, err)
+	}
+	var m struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &m); err != nil {
+		return "", err
+	}
+	if m.Error != "" || m.Dir == "" {
+		return "", fmt.Errorf("go mod download %s: %s", moduleAtVersion, m.Error)
+	}
+	return m.Dir, nil
 }
