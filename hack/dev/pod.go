@@ -5,11 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"time"
@@ -20,11 +18,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"tenantry.dev/tenantry/internal/controller"
+	"tenantry.dev/tenantry/internal/kubelet"
 )
 
 // localPod plays the kubelet for the app's Deployment, which envtest cannot run: it runs the
-// Deployment's "app" container as a process on this machine, exactly as the operator wrote it (command,
-// args and env, with Secret references resolved), except for what only a laptop needs: the binary is
+// Deployment's "app" container as a process on this machine (internal/kubelet), as the operator wrote it
+// (command, args and env, with Secret references resolved; as nobody when make dev runs as root, since
+// the pod must not run as root), except for what only a laptop needs: the binary is
 // this checkout's build of cmd/app, the addresses are make dev's, and tenants are also served at
 // <name>.localhost over plain HTTP. When the pod template changes (a new image, or the app's database
 // Secret changed and the operator rolled the Deployment), the process is replaced, as a rollout would.
@@ -42,9 +42,9 @@ type localPod struct {
 	// started is told each time a process starts serving, with the template hash it runs.
 	started chan<- string
 
-	cmd      *exec.Cmd
-	exited   chan error
-	running  string // hash of the template the process runs
+	proc     *kubelet.Process
+	exited   chan error // the process's end, once its log is closed
+	running  string     // hash of the template the process runs
 	ready    bool
 	restarts int
 }
@@ -63,7 +63,7 @@ func (p *localPod) run(ctx context.Context) {
 			return
 		case err := <-p.exited:
 			p.logf("the app exited (%v); restarting it", err)
-			p.cmd, p.running = nil, ""
+			p.proc, p.running = nil, ""
 			p.restarts++
 			p.setStatus(ctx, false)
 			select { // back off as a kubelet does for a crashing container, up to 10 s
@@ -86,16 +86,16 @@ func (p *localPod) sync(ctx context.Context) error {
 	sum := sha256.Sum256(tmpl)
 	hash := hex.EncodeToString(sum[:8])
 	if hash != p.running {
-		env, args, err := p.resolve(ctx, &dep)
+		c, args, err := p.resolve(ctx, &dep)
 		if err != nil {
 			return err
 		}
 		p.stop()
-		if err := p.start(env, args); err != nil {
+		if err := p.start(ctx, &dep, c, args); err != nil {
 			return err
 		}
 		p.running, p.ready = hash, false
-		p.logf("started the app for pod template %s (pid %d)", hash, p.cmd.Process.Pid)
+		p.logf("started the app for pod template %s (pid %d)", hash, p.proc.Cmd.Process.Pid)
 	}
 	ready := p.probe(ctx)
 	if ready != p.ready {
@@ -110,38 +110,20 @@ func (p *localPod) sync(ctx context.Context) error {
 	return p.setStatus(ctx, ready)
 }
 
-// resolve returns the container's environment with Secret references read, and its arguments with
-// make dev's addresses. It fails while the app's Secret is missing, not confirmed for this run, or not
-// the one the template was written for.
-func (p *localPod) resolve(ctx context.Context, dep *appsv1.Deployment) ([]string, []string, error) {
-	var c *corev1.Container
-	for i := range dep.Spec.Template.Spec.Containers {
-		if dep.Spec.Template.Spec.Containers[i].Name == "app" {
-			c = &dep.Spec.Template.Spec.Containers[i]
-		}
+// resolve returns the container and its arguments with make dev's addresses. It fails while the app's
+// Secret is missing, not confirmed for this run, or not the one the template was written for.
+func (p *localPod) resolve(ctx context.Context, dep *appsv1.Deployment) (*corev1.Container, []string, error) {
+	c, err := kubelet.Container(dep, "app")
+	if err != nil {
+		return nil, nil, err
 	}
-	if c == nil {
-		return nil, nil, errors.New(`the Deployment has no container "app"`)
+	var s corev1.Secret
+	name := dep.Name + "-app-db"
+	if err := p.k8s.Get(ctx, types.NamespacedName{Namespace: dep.Namespace, Name: name}, &s); err != nil {
+		return nil, nil, fmt.Errorf("waiting for Secret %s: %w", name, err)
 	}
-	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for _, e := range c.Env {
-		if e.ValueFrom == nil {
-			env = append(env, e.Name+"="+e.Value)
-			continue
-		}
-		ref := e.ValueFrom.SecretKeyRef
-		if ref == nil {
-			return nil, nil, fmt.Errorf("env %s: only values and Secret references are supported here", e.Name)
-		}
-		var s corev1.Secret
-		if err := p.k8s.Get(ctx, types.NamespacedName{Namespace: dep.Namespace, Name: ref.Name}, &s); err != nil {
-			return nil, nil, fmt.Errorf("env %s: waiting for Secret %s: %w", e.Name, ref.Name, err)
-		}
-		if want := dep.Spec.Template.Annotations[controller.AnnotationAppSecretHash]; ref.Name == dep.Name+"-app-db" &&
-			(want != controller.SecretHash(&s) || !p.confirmed(&s)) {
-			return nil, nil, fmt.Errorf("waiting for the operator to confirm Secret %s for this run", ref.Name)
-		}
-		env = append(env, e.Name+"="+string(s.Data[ref.Key]))
+	if dep.Spec.Template.Annotations[controller.AnnotationAppSecretHash] != controller.SecretHash(&s) || !p.confirmed(&s) {
+		return nil, nil, fmt.Errorf("waiting for the operator to confirm Secret %s for this run", name)
 	}
 	var args []string
 	for _, a := range c.Args {
@@ -151,39 +133,38 @@ func (p *localPod) resolve(ctx context.Context, dep *appsv1.Deployment) ([]strin
 	}
 	// The metrics listener stays off: its fixed port would clash with whatever else runs here.
 	args = append(args, "--http-addr="+p.httpAddr, "--metrics-addr=", "--dev-host-suffix=.localhost", "--insecure-cookies")
-	return env, args, nil
+	return c, args, nil
 }
 
-func (p *localPod) start(env, args []string) error {
+// start runs the container as the pod would (kubelet.Start), with make dev's arguments.
+func (p *localPod) start(ctx context.Context, dep *appsv1.Deployment, c *corev1.Container, args []string) error {
 	logFile, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(p.binary, args...)
-	cmd.Env, cmd.Stdout, cmd.Stderr = env, logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // never outlive make dev
-	if err := cmd.Start(); err != nil {
+	proc, err := kubelet.Start(ctx, p.k8s, dep, c, kubelet.Options{Binaries: map[string]string{"/app": p.binary}, Args: args, Log: logFile})
+	if err != nil {
 		logFile.Close()
-		return fmt.Errorf("starting %s: %w", p.binary, err)
+		return err
 	}
-	p.cmd, p.exited = cmd, make(chan error, 1)
-	go func() { p.exited <- cmd.Wait(); logFile.Close() }()
+	p.proc, p.exited = proc, make(chan error, 1)
+	go func() { p.exited <- <-proc.Exited; logFile.Close() }()
 	return nil
 }
 
 // stop ends the process as a kubelet does: SIGTERM, then SIGKILL after a grace period.
 func (p *localPod) stop() {
-	if p.cmd == nil {
+	if p.proc == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.proc.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
 	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
+		_ = p.proc.Cmd.Process.Kill()
 		<-p.exited
 	}
-	p.cmd, p.running = nil, ""
+	p.proc, p.running = nil, ""
 }
 
 // probe is the container's readiness probe.

@@ -15,7 +15,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -157,48 +159,14 @@ func TestChart_namespaceScopedOperator(t *testing.T) {
 	if len(manifests.Select(objs, "ClusterRoleBinding")) != 1 { // only metrics authentication
 		t.Fatalf("namespace-scoped chart binds %d ClusterRoles, want 1 (metrics auth)", len(manifests.Select(objs, "ClusterRoleBinding")))
 	}
-	id, err := manifests.ApplyIdentity(ctx, k8s, objs)
-	must(t, err)
-	asOperator := id.Impersonate(restConfig)
-
-	mgr, err := ctrl.NewManager(asOperator, ctrl.Options{Scheme: controller.NewScheme(),
-		Cache: controller.CacheOptions(watched), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		LeaderElection: true, LeaderElectionID: "tenantry.dev", LeaderElectionNamespace: id.Namespace})
-	must(t, err)
-	op, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: 2,
-		DefaultAppImage: "tenantry:test"})
-	must(t, err)
-	defer op.Close()
-	mctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("the operator stopped with %v", err)
-		}
-	}()
+	asOperator := startOperator(t, objs, watched)
 
 	url, err := pg.NewDatabase(ctx, "scoped")
 	must(t, err)
 	for _, ns := range []string{watched, other} {
-		must(t, k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns}, StringData: map[string]string{"uri": url}}))
-		must(t, k8s.Create(ctx, &tenantryv1.ExpenseApp{ObjectMeta: metav1.ObjectMeta{Name: "expenses", Namespace: ns},
-			Spec: tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "db"}}}}))
-		must(t, k8s.Create(ctx, &tenantryv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "acme", Namespace: ns},
-			Spec: tenantryv1.TenantSpec{AppRef: tenantryv1.AppRef{Name: "expenses"}, Hosts: []string{"acme." + ns + ".example.com"},
-				Admin: tenantryv1.Admin{Email: "admin@acme.example.com"}}}))
+		onboard(t, ns, url)
 	}
-	tenant := &tenantryv1.Tenant{}
-	must(t, eventually(60*time.Second, func() error {
-		must(t, k8s.Get(ctx, client.ObjectKey{Namespace: watched, Name: "acme"}, tenant))
-		if !meta.IsStatusConditionTrue(tenant.Status.Conditions, tenantryv1.ConditionReady) {
-			return fmt.Errorf("tenant in %s not Ready: %+v", watched, tenant.Status.Conditions)
-		}
-		return nil
-	}))
-	app := &tenantryv1.ExpenseApp{}
-	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: watched, Name: "expenses"}, app))
+	waitReady(t, watched, "acme")
 	dep := &unstructured.Unstructured{}
 	dep.SetAPIVersion("apps/v1")
 	dep.SetKind("Deployment")
@@ -208,6 +176,7 @@ func TestChart_namespaceScopedOperator(t *testing.T) {
 		t.Errorf("an ExpenseApp without spec.image runs %v, want the default app image", image)
 	}
 
+	tenant := &tenantryv1.Tenant{}
 	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: other, Name: "acme"}, tenant))
 	if len(tenant.Status.Conditions) > 0 || len(tenant.Finalizers) > 0 {
 		t.Errorf("the operator touched a Tenant outside its namespaces: %+v", tenant.Status)
@@ -223,6 +192,64 @@ func TestChart_namespaceScopedOperator(t *testing.T) {
 			t.Errorf("the namespace-scoped operator may %s: %v, want Forbidden", what, err)
 		}
 	}
+}
+
+// onboard gives namespace ns an ExpenseApp "expenses" on the database at url (no spec.image: the
+// operator's default) and a Tenant "acme" at acme.<ns>.example.com.
+func onboard(t *testing.T, ns, url string) {
+	t.Helper()
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns}, StringData: map[string]string{"uri": url}}))
+	must(t, k8s.Create(ctx, &tenantryv1.ExpenseApp{ObjectMeta: metav1.ObjectMeta{Name: "expenses", Namespace: ns},
+		Spec: tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "db"}}}}))
+	must(t, k8s.Create(ctx, &tenantryv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "acme", Namespace: ns},
+		Spec: tenantryv1.TenantSpec{AppRef: tenantryv1.AppRef{Name: "expenses"}, Hosts: []string{"acme." + ns + ".example.com"},
+			DisplayName: "Acme in " + ns, Admin: tenantryv1.Admin{Email: "admin@acme.example.com"}}}))
+}
+
+// waitReady waits for a Tenant to be Ready.
+func waitReady(t *testing.T, ns, name string) {
+	t.Helper()
+	tenant := &tenantryv1.Tenant{}
+	must(t, eventually(60*time.Second, func() error {
+		must(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, tenant))
+		if !meta.IsStatusConditionTrue(tenant.Status.Conditions, tenantryv1.ConditionReady) {
+			return fmt.Errorf("tenant %s/%s not Ready: %+v", ns, name, tenant.Status.Conditions)
+		}
+		return nil
+	}))
+}
+
+// startOperator runs the operator in this process as the ServiceAccount of the rendered chart objs,
+// with nothing but their RBAC applied, watching the namespaces given (none: every namespace), with
+// leader election in the release's namespace, until the test ends. It returns the operator's identity
+// as a client configuration.
+func startOperator(t *testing.T, objs []*unstructured.Unstructured, watch ...string) *rest.Config {
+	t.Helper()
+	ctx := context.Background()
+	id, err := manifests.ApplyIdentity(ctx, k8s, objs)
+	must(t, err)
+	asOperator := id.Impersonate(restConfig)
+	mgr, err := ctrl.NewManager(asOperator, ctrl.Options{Scheme: controller.NewScheme(),
+		Cache: controller.CacheOptions(watch...), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		LeaderElection: true, LeaderElectionID: "tenantry.dev", LeaderElectionNamespace: id.Namespace,
+		LeaderElectionReleaseOnCancel: true,
+		// Each test runs an operator of its own in this one process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
+	must(t, err)
+	op, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: 2, DefaultAppImage: "tenantry:test"})
+	must(t, err)
+	mctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(mctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("the operator stopped with %v", err)
+		}
+		op.Close()
+	})
+	return asOperator
 }
 
 func eventually(timeout time.Duration, fn func() error) error {
