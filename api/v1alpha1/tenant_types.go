@@ -137,6 +137,25 @@ type TenantStatus struct {
 	// adminSecretName is the Secret holding the first admin's email, password and url.
 	// +optional
 	AdminSecretName string `json:"adminSecretName,omitempty"`
+
+	// usage is what the tenant uses, for billing and capacity planning: measured in its schema once the
+	// tenant is Ready, and again every --usage-interval of the operator (30 minutes by default).
+	// +optional
+	Usage *TenantUsage `json:"usage,omitempty"`
+}
+
+// TenantUsage is a tenant's use of the app, as measured in its schema.
+type TenantUsage struct {
+	// users is the number of the tenant's user accounts, active or not.
+	Users int64 `json:"users"`
+	// activeUsers is the number of those that may sign in.
+	ActiveUsers int64 `json:"activeUsers"`
+	// expenses is the number of the tenant's expenses, in every state.
+	Expenses int64 `json:"expenses"`
+	// schemaBytes is the disk space of the tenant's schema: its tables, indexes and TOAST data.
+	SchemaBytes int64 `json:"schemaBytes"`
+	// measuredAt is when these figures were taken.
+	MeasuredAt metav1.Time `json:"measuredAt"`
 }
 
 // Tenant is one customer of the app: a schema with its migrations applied, a database role, host
@@ -150,6 +169,9 @@ type TenantStatus struct {
 // +kubebuilder:printcolumn:name="Version",type=integer,JSONPath=`.status.schemaVersion`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Status",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].message`
+// +kubebuilder:printcolumn:name="Users",type=integer,priority=1,JSONPath=`.status.usage.users`
+// +kubebuilder:printcolumn:name="Expenses",type=integer,priority=1,JSONPath=`.status.usage.expenses`
+// +kubebuilder:printcolumn:name="Size",type=integer,priority=1,JSONPath=`.status.usage.schemaBytes`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Tenant struct {
 	metav1.TypeMeta   `json:",inline"`

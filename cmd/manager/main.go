@@ -26,6 +26,7 @@ func main() {
 		burst                  int
 		migrationsDir          string
 		defaultAppImage        string
+		usageInterval          time.Duration
 		pprofAddr              string
 		secureMetrics          bool
 		watchNamespaces        string
@@ -48,6 +49,7 @@ func main() {
 	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of Go's pprof profiles; 0 disables them.")
 	flag.StringVar(&defaultAppImage, "default-app-image", "", "The app image of an ExpenseApp that sets no spec.image (the chart sets the operator's own image, which holds the app).")
+	flag.DurationVar(&usageInterval, "usage-interval", 30*time.Minute, "How often each Ready tenant's usage (users, expenses, schema size) is measured into its status; 0 never.")
 	flag.StringVar(&migrationsDir, "migrations-dir", "", "Read tenant migrations from this directory instead of the embedded ones.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -79,7 +81,7 @@ func main() {
 		migrations = os.DirFS(migrationsDir)
 	}
 	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: concurrency, Migrations: migrations,
-		DefaultAppImage: defaultAppImage})
+		DefaultAppImage: defaultAppImage, UsageInterval: usageInterval})
 	if err != nil {
 		log.Error(err, "setting up controllers")
 		os.Exit(1)

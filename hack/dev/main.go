@@ -234,7 +234,9 @@ func startOperator(ctx context.Context, cfg *ctrlConfig, logPath string) (func()
 	if err != nil {
 		return nil, err
 	}
-	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: 4})
+	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: 4,
+		// Usage shows up within seconds and follows what a developer does in the app.
+		UsageInterval: time.Minute, UsageFirstDelay: 5 * time.Second})
 	if err != nil {
 		return nil, err
 	}

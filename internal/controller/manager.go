@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -71,6 +72,9 @@ type Config struct {
 	Migrations fs.FS
 	// DefaultAppImage is the app image of an ExpenseApp without spec.image.
 	DefaultAppImage string
+	// UsageInterval is how often each Ready tenant's usage is measured into its status (0: never), and
+	// UsageFirstDelay bounds the wait for its first measurement (0: a minute).
+	UsageInterval, UsageFirstDelay time.Duration
 }
 
 // Setup registers every controller of the operator with mgr and returns the databases they share,
@@ -98,6 +102,8 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		Databases:               dbs,
 		Release:                 release,
 		MaxConcurrentReconciles: cfg.MaxConcurrentReconciles,
+		UsageInterval:           cfg.UsageInterval,
+		UsageFirstDelay:         cfg.UsageFirstDelay,
 		Rollouts:                rollouts,
 		Recorder:                mgr.GetEventRecorder("tenantry-tenant"),
 	}

@@ -101,7 +101,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "creating the manager:", err)
 		return 1
 	}
-	op, err := Setup(mgr, Config{MaxConcurrentReconciles: 4})
+	op, err := Setup(mgr, Config{MaxConcurrentReconciles: 4, UsageInterval: time.Hour, UsageFirstDelay: time.Second})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -57,6 +58,11 @@ type TenantReconciler struct {
 	Release *Release
 	// MaxConcurrentReconciles bounds the Tenants reconciled at once.
 	MaxConcurrentReconciles int
+	// UsageInterval is how often a Ready tenant's usage is measured into its status; 0 never.
+	UsageInterval time.Duration
+	// UsageFirstDelay bounds how long after becoming Ready a tenant is first measured (randomly within
+	// it, so that a thousand tenants onboarded at once are not measured at once); 0 is a minute.
+	UsageFirstDelay time.Duration
 	// Rollouts migrate existing tenants to a new release; a Tenant follows what its app's rollout did.
 	Rollouts *Rollouts
 	// Recorder emits events.
@@ -99,7 +105,7 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
 		}
 	}
-	return ctrl.Result{}, r.reconcileTenant(ctx, t)
+	return r.reconcileTenant(ctx, t)
 }
 
 // tenantRun is one reconcile of a Tenant: what its steps find and share.
@@ -111,21 +117,69 @@ type tenantRun struct {
 	// whose spec has not changed sends no SQL at all.
 	db *tenantdb.DB
 	id tenantdb.FleetMember
+	// wasReady: the tenant was Ready, at its generation, when this reconcile began.
+	wasReady bool
+	result   ctrl.Result
 }
 
 // tenantStep is one step of a Tenant's reconcile. Each checks for itself whether it has anything to do.
 type tenantStep func(ctx context.Context, run *tenantRun) error
 
 // reconcileTenant runs the steps in order, stopping at the first that fails or waits.
-func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Tenant) error {
-	run := &tenantRun{t: t}
+func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Tenant) (ctrl.Result, error) {
+	run := &tenantRun{t: t, wasReady: readyAtGeneration(t)}
 	for _, step := range []tenantStep{r.reconcileApp, r.reconcileRegistration, r.reconcileSchema, r.reconcileAdmin,
-		r.reconcileState, r.reconcileIngress} {
+		r.reconcileState, r.reconcileIngress, r.reconcileUsage} {
 		if err := step(ctx, run); err != nil {
-			return err
+			return ctrl.Result{}, err
 		}
 	}
+	return run.result, nil
+}
+
+// reconcileUsage measures what the tenant uses (tenantdb.Usage: one statement) into status.usage, every
+// UsageInterval. Onboarding never waits for it: a tenant is first measured on a reconcile after the
+// one that made it Ready, a moment later. A failed measurement keeps the last one and is tried again
+// at the next interval; it never makes the tenant less Ready.
+func (r *TenantReconciler) reconcileUsage(ctx context.Context, run *tenantRun) error {
+	t := run.t
+	if r.UsageInterval <= 0 {
+		return nil
+	}
+	if !run.wasReady {
+		first := r.UsageFirstDelay
+		if first <= 0 {
+			first = time.Minute
+		}
+		run.result.RequeueAfter = time.Second + jitter(first) // measured once the Ready status is written
+		return nil
+	}
+	if u := t.Status.Usage; u != nil {
+		if due := u.MeasuredAt.Add(r.UsageInterval); time.Now().Before(due) {
+			run.result.RequeueAfter = time.Until(due) + jitter(r.UsageInterval/10)
+			return nil
+		}
+	}
+	run.result.RequeueAfter = r.UsageInterval + jitter(r.UsageInterval/10)
+	if err := r.database(ctx, run); err != nil {
+		return nil // the database's absence shows in the conditions of the steps that need it
+	}
+	u, err := run.db.Usage(ctx, run.id.Schema)
+	if err != nil {
+		logf.FromContext(ctx).Info("cannot measure the tenant's usage; keeping the last measurement", "error", err.Error())
+		return nil
+	}
+	t.Status.Usage = &tenantryv1.TenantUsage{Users: u.Users, ActiveUsers: u.ActiveUsers, Expenses: u.Expenses,
+		SchemaBytes: u.SchemaBytes, MeasuredAt: metav1.Now()}
 	return nil
+}
+
+// jitter is a random duration up to d, which spreads thousands of tenants' periodic work over time.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(d)))
 }
 
 // reconcileApp finds the tenant's ExpenseApp and admin Secret, from the cache.

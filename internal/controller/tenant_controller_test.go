@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -115,12 +116,13 @@ func TestTenantReconciler_provision(t *testing.T) {
 	}
 }
 
-// A Ready tenant reconciled again sends no SQL and writes nothing to the API server.
+// A Ready tenant, once measured, reconciled again sends no SQL and writes nothing to the API server.
 func TestTenantReconciler_reconcileReadyIsNoop(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	must(t, k8s.Create(ctx, f.tenant("noop", "noop.example.com")))
-	before := f.waitReady("noop")
+	f.waitReady("noop")
+	before := f.waitUsage("noop")
 	app := types.NamespacedName{Namespace: f.ns, Name: "expenses"}
 	stmts := databases.Statements(app)
 	if stmts <= 0 {
@@ -454,5 +456,36 @@ func TestTenantReconciler_adminSecretReset(t *testing.T) {
 	}
 	if ok, _ := password.Check(string(old.Data["password"]), hash); ok {
 		t.Fatal("the old password still works")
+	}
+}
+
+// waitUsage waits for a tenant's first usage measurement.
+func (f *fixture) waitUsage(name string) *tenantryv1.Tenant {
+	f.t.Helper()
+	var tn *tenantryv1.Tenant
+	must(f.t, eventually(30*time.Second, func() error {
+		if tn = f.get(name); tn.Status.Usage == nil {
+			return errNotYet
+		}
+		return nil
+	}))
+	return tn
+}
+
+// A Ready tenant's usage (users, expenses, schema size) appears in its status after it is Ready, never
+// before: measuring is no part of onboarding.
+func TestTenantReconciler_usage(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("meter", "meter.example.com")))
+	ready := f.waitReady("meter")
+	tn := f.waitUsage("meter")
+	u := tn.Status.Usage
+	if u.Users != 1 || u.ActiveUsers != 1 || u.Expenses != 0 || u.SchemaBytes <= 0 || time.Since(u.MeasuredAt.Time) > time.Minute {
+		t.Fatalf("usage of a new tenant = %+v, want its admin, no expenses and a size", u)
+	}
+	readyAt := meta.FindStatusCondition(ready.Status.Conditions, tenantryv1.ConditionReady).LastTransitionTime
+	if u.MeasuredAt.Before(&readyAt) {
+		t.Fatalf("measured at %s, before the tenant was Ready at %s", u.MeasuredAt, readyAt)
 	}
 }

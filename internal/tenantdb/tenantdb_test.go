@@ -303,3 +303,38 @@ func TestDB_Migrate_maxConcurrent(t *testing.T) {
 		t.Fatalf("at most %d migrations ran at once, want exactly the limit of 2", got)
 	}
 }
+
+// Usage counts a schema's users (all and active) and expenses exactly, and measures its size.
+func TestDB_Usage(t *testing.T) {
+	db, adminURL := openTestDB(t, Options{})
+	ctx := context.Background()
+	schema := "tenant_usage"
+	newTenantSchema(t, db, schema)
+	if _, err := db.Migrate(ctx, schema, schema, migrations.FS()); err != nil {
+		t.Fatal(err)
+	}
+	empty, err := db.Usage(ctx, schema)
+	must(t, err)
+	if empty.Users != 0 || empty.Expenses != 0 || empty.SchemaBytes <= 0 {
+		t.Fatalf("usage of a new schema = %+v", empty)
+	}
+	conn, err := pgx.Connect(ctx, adminURL)
+	must(t, err)
+	defer conn.Close(ctx)
+	s := pgx.Identifier{schema}.Sanitize()
+	_, err = conn.Exec(ctx, `
+INSERT INTO `+s+`.users (email, role, password_hash, active) VALUES ('a@x', 'admin', 'h', true), ('b@x', 'member', 'h', false);
+INSERT INTO `+s+`.departments (name) VALUES ('Ops');
+INSERT INTO `+s+`.funding_accounts (name, total_minor) VALUES ('Main', 100000);
+INSERT INTO `+s+`.budgets (department_id, account_id, month, amount_minor)
+  SELECT d.id, a.id, date '2026-11-01', 50000 FROM `+s+`.departments d, `+s+`.funding_accounts a;
+INSERT INTO `+s+`.expenses (budget_id, spent_on, description, amount_minor, created_by)
+  SELECT b.id, date '2026-11-02', 'Taxi ' || i, 100 * i, u.id FROM `+s+`.budgets b, `+s+`.users u, generate_series(1, 3) i
+  WHERE u.email = 'a@x'`)
+	must(t, err)
+	u, err := db.Usage(ctx, schema)
+	must(t, err)
+	if u.Users != 2 || u.ActiveUsers != 1 || u.Expenses != 3 || u.SchemaBytes < empty.SchemaBytes {
+		t.Fatalf("usage = %+v, want 2 users (1 active), 3 expenses, at least %d bytes", u, empty.SchemaBytes)
+	}
+}
