@@ -30,12 +30,18 @@ const (
 	ReasonHostConflict    = "HostConflict"
 	ReasonSchemaConflict  = "SchemaConflict"
 	ReasonIngressFailed   = "IngressFailed"
-	ReasonAdminFailed     = "AdminFailed"
-	ReasonDeletionBlocked = "DeletionBlocked"
-	ReasonMigrationQueued = "MigrationQueued"
-	ReasonRolloutHalted   = "RolloutHalted"
-	ReasonNoImage         = "NoImage"
-	ReasonInvalidDatabase = "InvalidDatabaseURL"
+	// ReasonRouteFailed: writing or deleting the tenant's HTTPRoute (or a former route) failed.
+	ReasonRouteFailed = "RouteFailed"
+	// ReasonRouteNotAccepted: a Gateway refused the tenant's HTTPRoute; the message has its reason.
+	ReasonRouteNotAccepted = "RouteNotAccepted"
+	// ReasonGatewayAPIMissing: the app routes through the Gateway API, whose CRDs the cluster lacks.
+	ReasonGatewayAPIMissing = "GatewayAPIMissing"
+	ReasonAdminFailed       = "AdminFailed"
+	ReasonDeletionBlocked   = "DeletionBlocked"
+	ReasonMigrationQueued   = "MigrationQueued"
+	ReasonRolloutHalted     = "RolloutHalted"
+	ReasonNoImage           = "NoImage"
+	ReasonInvalidDatabase   = "InvalidDatabaseURL"
 )
 
 // ExpenseAppFinalizer keeps an ExpenseApp until no Tenant uses it: its Tenants need its database to be

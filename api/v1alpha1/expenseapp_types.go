@@ -48,6 +48,37 @@ type IngressSpec struct {
 	TLS IngressTLS `json:"tls,omitempty"`
 }
 
+// GatewayParentRef names a Gateway (or a listener of one) that tenant HTTPRoutes attach to.
+type GatewayParentRef struct {
+	// name of the Gateway.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// namespace of the Gateway; empty is the ExpenseApp's. The Gateway's listeners must allow routes
+	// from the ExpenseApp's namespace (allowedRoutes).
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// sectionName is the name of one listener of the Gateway; empty attaches to every listener that
+	// accepts the route.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	SectionName string `json:"sectionName,omitempty"`
+}
+
+// GatewaySpec routes tenants through the Gateway API: an HTTPRoute per Tenant instead of an Ingress.
+type GatewaySpec struct {
+	// parentRefs are the Gateways every tenant HTTPRoute attaches to.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	ParentRefs []GatewayParentRef `json:"parentRefs"`
+	// https says the Gateway's listeners terminate TLS for the tenants' hosts, so tenant URLs use
+	// https. (Certificates belong to the Gateway's listeners, not to the routes.)
+	// +optional
+	HTTPS bool `json:"https,omitempty"`
+}
+
 // MigrationsSpec bounds how tenant schemas are migrated.
 type MigrationsSpec struct {
 	// maxConcurrent is how many tenant schemas are migrated at once.
@@ -90,9 +121,16 @@ type ExpenseAppSpec struct {
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 
-	// ingress shapes the Ingress created for each Tenant.
+	// ingress shapes the Ingress created for each Tenant (unless gateway is set).
 	// +optional
 	Ingress IngressSpec `json:"ingress,omitempty"`
+
+	// gateway, when set, routes each Tenant through a Gateway API HTTPRoute attached to these Gateways
+	// instead of an Ingress, with the same hosts (the Gateway API CRDs must be installed). Setting or
+	// removing it moves every tenant from one to the other: the operator deletes the routes it no longer
+	// needs.
+	// +optional
+	Gateway *GatewaySpec `json:"gateway,omitempty"`
 
 	// migrations bounds how tenant schemas are migrated.
 	// +optional

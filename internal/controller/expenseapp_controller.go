@@ -450,7 +450,7 @@ func (r *ExpenseAppReconciler) reconcileService(ctx context.Context, run *appRun
 	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, svc, func() error {
 		svc.Labels = mergeMaps(svc.Labels, appLabels(app))
 		svc.Spec.Selector = map[string]string{"app.kubernetes.io/name": "tenantry-app", "app.kubernetes.io/instance": app.Name}
-		svc.Spec.Ports = []corev1.ServicePort{{Name: ServicePortName, Port: 80, TargetPort: intstr.FromString(ServicePortName)},
+		svc.Spec.Ports = []corev1.ServicePort{{Name: ServicePortName, Port: appServicePort, TargetPort: intstr.FromString(ServicePortName)},
 			{Name: MetricsPortName, Port: appMetricsPort, TargetPort: intstr.FromString(MetricsPortName)}}
 		return controllerutil.SetControllerReference(app, svc, r.Scheme)
 	})

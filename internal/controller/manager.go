@@ -20,6 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/migrations"
 )
@@ -29,6 +31,7 @@ func NewScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(tenantryv1.AddToScheme(s))
+	utilruntime.Must(gwapiv1.Install(s))
 	return s
 }
 

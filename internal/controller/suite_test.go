@@ -54,8 +54,18 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// The Gateway API's CRDs too, from the module whose Go types the operator uses.
+	gatewayAPI, err := testenv.ModuleDir(testenv.GatewayAPI)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	gwCRDs := filepath.Join(gatewayAPI, "config", "crd", "standard")
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases"),
+			filepath.Join(gwCRDs, "gateway.networking.k8s.io_gatewayclasses.yaml"),
+			filepath.Join(gwCRDs, "gateway.networking.k8s.io_gateways.yaml"),
+			filepath.Join(gwCRDs, "gateway.networking.k8s.io_httproutes.yaml")},
 		ErrorIfCRDPathMissing: true,
 		BinaryAssetsDirectory: assets,
 	}

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -28,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/password"
@@ -58,6 +60,8 @@ type TenantReconciler struct {
 	Release *Release
 	// MaxConcurrentReconciles bounds the Tenants reconciled at once.
 	MaxConcurrentReconciles int
+	// GatewayAPI says the cluster serves the Gateway API's HTTPRoute kind (found at setup).
+	GatewayAPI bool
 	// UsageInterval is how often a Ready tenant's usage is measured into its status; 0 never.
 	UsageInterval time.Duration
 	// UsageFirstDelay bounds how long after becoming Ready a tenant is first measured (randomly within
@@ -74,6 +78,7 @@ type TenantReconciler struct {
 // +kubebuilder:rbac:groups=tenantry.dev,resources=tenants/finalizers,verbs=update
 // +kubebuilder:rbac:groups=tenantry.dev,resources=expenseapps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -129,7 +134,7 @@ type tenantStep func(ctx context.Context, run *tenantRun) error
 func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Tenant) (ctrl.Result, error) {
 	run := &tenantRun{t: t, wasReady: readyAtGeneration(t)}
 	for _, step := range []tenantStep{r.reconcileApp, r.reconcileRegistration, r.reconcileSchema, r.reconcileAdmin,
-		r.reconcileState, r.reconcileIngress, r.reconcileUsage} {
+		r.reconcileState, r.reconcileRoute, r.reconcileUsage} {
 		if err := step(ctx, run); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -532,10 +537,60 @@ func (r *TenantReconciler) reconcileState(ctx context.Context, run *tenantRun) e
 	return nil
 }
 
-// reconcileIngress keeps the tenant's Ingress: one rule per host to the app's Service, TLS as the
-// ExpenseApp says. It writes only when something differs.
-func (r *TenantReconciler) reconcileIngress(ctx context.Context, run *tenantRun) error {
+// reconcileRoute routes the tenant's hosts to the app's Service: through an Ingress (one rule per host,
+// TLS as the app's spec.ingress asks), or, when the app sets spec.gateway, through a Gateway API
+// HTTPRoute on its Gateways. The route of the other kind, if the tenant had one, goes.
+func (r *TenantReconciler) reconcileRoute(ctx context.Context, run *tenantRun) error {
 	t, app := run.t, run.app
+	if app.Spec.Gateway == nil {
+		if err := r.reconcileIngress(ctx, t, app); err != nil {
+			return err
+		}
+		if r.GatewayAPI {
+			return r.deleteOwned(ctx, t, &gwapiv1.HTTPRoute{})
+		}
+		return nil
+	}
+	if !r.GatewayAPI {
+		msg := fmt.Sprintf("ExpenseApp %s routes through the Gateway API (spec.gateway), but the operator found no "+
+			"HTTPRoute kind (gateway.networking.k8s.io/v1) when it started: install the Gateway API CRDs, then restart the operator", app.Name)
+		setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionFalse, tenantryv1.ReasonGatewayAPIMissing, msg)
+		return stallErr(tenantryv1.ReasonGatewayAPIMissing, 5*time.Minute, errors.New(msg))
+	}
+	route := &gwapiv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: t.Name, Namespace: t.Namespace}}
+	op, err := controllerutil.CreateOrUpdate(ctx, r.Client, route, func() error {
+		desired := desiredHTTPRoute(t, app)
+		route.Labels = mergeMaps(route.Labels, desired.Labels)
+		route.Spec = desired.Spec
+		return controllerutil.SetControllerReference(t, route, r.Scheme)
+	})
+	if err != nil {
+		setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionFalse, tenantryv1.ReasonRouteFailed, err.Error())
+		return retryErr(tenantryv1.ReasonRouteFailed, fmt.Errorf("writing HTTPRoute %s: %w", t.Name, err))
+	}
+	if op != controllerutil.OperationResultNone {
+		waitForCache(ctx, r.Client, route)
+	}
+	if err := r.deleteOwned(ctx, t, &networkingv1.Ingress{}); err != nil {
+		return err
+	}
+	t.Status.URL = tenantURL(t, app)
+	if refused := routeRefusal(route); refused != "" {
+		setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionFalse, tenantryv1.ReasonRouteNotAccepted, refused)
+		return waitErr(tenantryv1.ReasonRouteNotAccepted, time.Minute, "%s", refused)
+	}
+	gateways := make([]string, 0, len(app.Spec.Gateway.ParentRefs))
+	for _, p := range app.Spec.Gateway.ParentRefs {
+		gateways = append(gateways, p.Name)
+	}
+	setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+		fmt.Sprintf("HTTPRoute %s attaches %d host(s) to Gateway %s for Service %s", t.Name, len(t.Spec.Hosts),
+			strings.Join(gateways, ", "), app.Name))
+	return nil
+}
+
+// reconcileIngress keeps the tenant's Ingress: one rule per host to the app's Service.
+func (r *TenantReconciler) reconcileIngress(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp) error {
 	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: t.Name, Namespace: t.Namespace}}
 	op, err := controllerutil.CreateOrUpdate(ctx, r.Client, ing, func() error {
 		desired := desiredIngress(t, app)
@@ -554,6 +609,21 @@ func (r *TenantReconciler) reconcileIngress(ctx context.Context, run *tenantRun)
 	t.Status.URL = tenantURL(t, app)
 	setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 		fmt.Sprintf("Ingress %s routes %d host(s) to Service %s", t.Name, len(t.Spec.Hosts), app.Name))
+	return nil
+}
+
+// deleteOwned deletes the tenant's object of obj's kind (named after the tenant), if the cache holds
+// one and the tenant controls it: never someone else's object of the same name.
+func (r *TenantReconciler) deleteOwned(ctx context.Context, t *tenantryv1.Tenant, obj client.Object) error {
+	if err := r.Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: t.Name}, obj); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(obj, t) {
+		return nil
+	}
+	if err := r.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
+		return retryErr(tenantryv1.ReasonRouteFailed, fmt.Errorf("deleting the tenant's former route %s: %w", t.Name, err))
+	}
 	return nil
 }
 
@@ -656,7 +726,7 @@ func mergeMaps(dst, src map[string]string) map[string]string {
 // tenantURL is the tenant's primary host, over https when the app's Ingresses terminate TLS.
 func tenantURL(t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp) string {
 	scheme := "http"
-	if app.Spec.Ingress.TLS.Enabled {
+	if app.Spec.Gateway != nil && app.Spec.Gateway.HTTPS || app.Spec.Gateway == nil && app.Spec.Ingress.TLS.Enabled {
 		scheme = "https"
 	}
 	return scheme + "://" + t.Spec.Hosts[0] + "/"
@@ -679,13 +749,19 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return err
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		// Spec changes, deletion and annotation changes (a manual nudge) call for a reconcile; the
 		// operator's own status patches do not.
 		For(&tenantryv1.Tenant{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
 			predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		Owns(&networkingv1.Ingress{}).
-		Owns(&corev1.Secret{}).
+		Owns(&corev1.Secret{})
+	// The Gateway API is optional: its routes are watched only where its CRDs are installed.
+	if _, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: gwapiv1.GroupName, Kind: "HTTPRoute"}, gwapiv1.GroupVersion.Version); err == nil {
+		r.GatewayAPI = true
+		b = b.Owns(&gwapiv1.HTTPRoute{})
+	}
+	return b.
 		// The app's spec (ingress settings) and its appearance matter to its tenants; its status does not,
 		// and changes with every tenant: following it would requeue the whole fleet on each change.
 		Watches(&tenantryv1.ExpenseApp{}, handler.EnqueueRequestsFromMapFunc(r.tenantsOfApp),

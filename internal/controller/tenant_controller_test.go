@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/migrations"
@@ -487,5 +488,67 @@ func TestTenantReconciler_usage(t *testing.T) {
 	readyAt := meta.FindStatusCondition(ready.Status.Conditions, tenantryv1.ConditionReady).LastTransitionTime
 	if u.MeasuredAt.Before(&readyAt) {
 		t.Fatalf("measured at %s, before the tenant was Ready at %s", u.MeasuredAt, readyAt)
+	}
+}
+
+// An ExpenseApp with spec.gateway routes each tenant through an HTTPRoute on its Gateways instead of an
+// Ingress, with the same hosts; a Gateway that refuses the route makes the tenant not Ready, saying why;
+// and taking spec.gateway away moves the tenant back to an Ingress, its HTTPRoute gone.
+func TestTenantReconciler_gatewayAPI(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	app := f.getApp()
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Spec.Gateway = &tenantryv1.GatewaySpec{HTTPS: true,
+		ParentRefs: []tenantryv1.GatewayParentRef{{Name: "shared", Namespace: "gateways", SectionName: "https"}}}
+	must(t, k8s.Patch(ctx, app, patch))
+	must(t, k8s.Create(ctx, f.tenant("gw", "gw.example.com", "www.gw.example.com")))
+	tn := f.waitReady("gw")
+	if tn.Status.URL != "https://gw.example.com/" {
+		t.Errorf("url = %q, want https (the Gateway terminates TLS)", tn.Status.URL)
+	}
+	route := &gwapiv1.HTTPRoute{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "gw"}, route))
+	if len(route.Spec.Hostnames) != 2 || route.Spec.Hostnames[0] != "gw.example.com" || len(route.Spec.ParentRefs) != 1 ||
+		route.Spec.ParentRefs[0].Name != "shared" || *route.Spec.ParentRefs[0].Namespace != "gateways" ||
+		*route.Spec.ParentRefs[0].SectionName != "https" || !metav1.IsControlledBy(route, tn) {
+		t.Fatalf("HTTPRoute = %+v", route.Spec)
+	}
+	backend := route.Spec.Rules[0].BackendRefs[0]
+	if backend.Name != "expenses" || *backend.Port != 80 {
+		t.Fatalf("HTTPRoute backend = %+v, want the app's Service, port 80", backend)
+	}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "gw"}, &networkingv1.Ingress{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("a tenant routed by a Gateway has an Ingress too: %v", err)
+	}
+
+	// The Gateway's controller refuses the route.
+	route.Status.Parents = []gwapiv1.RouteParentStatus{{ParentRef: route.Spec.ParentRefs[0], ControllerName: "example.com/gateway",
+		Conditions: []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionFalse, Reason: "NotAllowedByListeners",
+			Message: "listener https allows no routes from this namespace", ObservedGeneration: route.Generation,
+			LastTransitionTime: metav1.Now()}}}}
+	must(t, k8s.Status().Update(ctx, route))
+	tn = f.waitCondition("gw", tenantryv1.ConditionRouted, metav1.ConditionFalse, tenantryv1.ReasonRouteNotAccepted)
+	if c := findCondition(tn, tenantryv1.ConditionReady); c.Status != metav1.ConditionFalse ||
+		!strings.Contains(c.Message, "allows no routes from this namespace") {
+		t.Fatalf("Ready of a tenant whose route the Gateway refused: %+v", c)
+	}
+
+	// Back to Ingress.
+	app = f.getApp()
+	patch = client.MergeFrom(app.DeepCopy())
+	app.Spec.Gateway = nil
+	must(t, k8s.Patch(ctx, app, patch))
+	must(t, eventually(30*time.Second, func() error {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "gw"}, &networkingv1.Ingress{}); err != nil {
+			return err
+		}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "gw"}, &gwapiv1.HTTPRoute{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("the HTTPRoute is still there (%v)", err)
+		}
+		return nil
+	}))
+	if tn = f.waitReady("gw"); tn.Status.URL != "http://gw.example.com/" {
+		t.Errorf("url after moving to an Ingress without TLS = %q", tn.Status.URL)
 	}
 }

@@ -26,6 +26,10 @@ func EnvtestAssets(root string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
+// GatewayAPI is the Gateway API release whose Go types the operator writes (go.mod requires the same);
+// tests install its CRDs from it.
+const GatewayAPI = "sigs.k8s.io/gateway-api@v1.6.3"
+
 // ModuleDir returns the directory of a Go module version (module@version), from the module cache,
 // downloading it from the Go module proxy the first time: how tests reach files that a project ships
 // beside its Go code, such as the CRDs of the Prometheus Operator or the Gateway API.
