@@ -79,6 +79,39 @@ type GatewaySpec struct {
 	HTTPS bool `json:"https,omitempty"`
 }
 
+// NetworkPolicySpec restricts what reaches the app's pods and what they reach.
+type NetworkPolicySpec struct {
+	// enabled makes the operator keep a NetworkPolicy "<app>" for the app's pods: ingress only from the
+	// namespaces below, egress only to the database ports and DNS. (The cluster's network plugin must
+	// enforce NetworkPolicies.)
+	Enabled bool `json:"enabled"`
+	// ingressNamespaces are the namespaces whose pods may reach the app's HTTP port: the ingress
+	// controller's or the Gateway's.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=set
+	// +optional
+	IngressNamespaces []string `json:"ingressNamespaces,omitempty"`
+	// metricsNamespaces are the namespaces whose pods may scrape the app's metrics port (Prometheus's).
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=set
+	// +optional
+	MetricsNamespaces []string `json:"metricsNamespaces,omitempty"`
+	// databasePorts are the TCP ports the app may connect to: PostgreSQL's, or PgBouncer's.
+	// +kubebuilder:default={5432}
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=set
+	// +optional
+	DatabasePorts []int32 `json:"databasePorts,omitempty"`
+	// databaseCIDRs, when set, also restrict those connections to these addresses (the database
+	// servers'); empty allows the database ports on any address.
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="each of databaseCIDRs must be a CIDR, e.g. 10.0.0.0/16"
+	// +listType=set
+	// +optional
+	DatabaseCIDRs []string `json:"databaseCIDRs,omitempty"`
+}
+
 // MigrationsSpec bounds how tenant schemas are migrated.
 type MigrationsSpec struct {
 	// maxConcurrent is how many tenant schemas are migrated at once.
@@ -135,6 +168,11 @@ type ExpenseAppSpec struct {
 	// migrations bounds how tenant schemas are migrated.
 	// +optional
 	Migrations MigrationsSpec `json:"migrations,omitempty"`
+
+	// networkPolicy restricts the app's network traffic to what it needs.
+	// +kubebuilder:validation:XValidation:rule="!self.enabled || (has(self.ingressNamespaces) && size(self.ingressNamespaces) > 0)",message="networkPolicy.ingressNamespaces must name the ingress controller's or Gateway's namespace, or no request reaches the app"
+	// +optional
+	NetworkPolicy *NetworkPolicySpec `json:"networkPolicy,omitempty"`
 }
 
 // ExpenseAppStatus is the observed state of an installation of the app.

@@ -13,6 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -115,8 +116,9 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}
 	run := &appRun{app: app, tenants: tenants, target: target}
-	for _, step := range []appStep{r.reconcileDatabase, r.reconcileFleet, r.reconcileDeployment, r.reconcileService,
-		r.rolloutDone} {
+	// The NetworkPolicy comes before the Deployment: pods start fenced in.
+	for _, step := range []appStep{r.reconcileDatabase, r.reconcileFleet, r.reconcileNetworkPolicy, r.reconcileDeployment,
+		r.reconcileService, r.rolloutDone} {
 		if err := step(ctx, run); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -529,6 +531,7 @@ func (r *ExpenseAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&tenantryv1.ExpenseApp{}).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
+		Owns(&networkingv1.NetworkPolicy{}).
 		Owns(&corev1.Secret{}).
 		Watches(&tenantryv1.Tenant{}, tenantsToApp{}).
 		WatchesRawSource(source.Channel(r.Rollouts.Ended, &handler.EnqueueRequestForObject{})).

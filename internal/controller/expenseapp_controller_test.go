@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -391,4 +392,57 @@ func pokeAll(t *testing.T, f *fixture, names []string) {
 		tn.Annotations = map[string]string{"poke": time.Now().String()}
 		must(t, k8s.Patch(context.Background(), tn, patch))
 	}
+}
+
+// spec.networkPolicy: the app's pods accept HTTP only from the ingress namespaces and metrics only from
+// the metrics namespaces, and reach only the database ports (on its addresses) and DNS; turned off, the
+// policy goes. Settings that would let no request in, or name no address, are refused by the API server.
+func TestExpenseAppReconciler_networkPolicy(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	app := f.getApp()
+	refused := func(spec *tenantryv1.NetworkPolicySpec, want string) {
+		t.Helper()
+		bad := app.DeepCopy()
+		bad.Spec.NetworkPolicy = spec
+		if err := k8s.Patch(ctx, bad, client.MergeFrom(app)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("networkPolicy %+v: %v, want an error saying %q", spec, err, want)
+		}
+	}
+	refused(&tenantryv1.NetworkPolicySpec{Enabled: true}, "ingressNamespaces must name")
+	refused(&tenantryv1.NetworkPolicySpec{Enabled: true, IngressNamespaces: []string{"ingress-nginx"},
+		DatabaseCIDRs: []string{"10.0.0.300/8"}}, "must be a CIDR")
+
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Spec.NetworkPolicy = &tenantryv1.NetworkPolicySpec{Enabled: true, IngressNamespaces: []string{"ingress-nginx"},
+		MetricsNamespaces: []string{"monitoring"}, DatabaseCIDRs: []string{"10.10.0.0/16"}}
+	must(t, k8s.Patch(ctx, app, patch))
+	np := &networkingv1.NetworkPolicy{}
+	must(t, eventually(30*time.Second, func() error {
+		return k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses"}, np)
+	}))
+	s := np.Spec
+	if s.PodSelector.MatchLabels["app.kubernetes.io/instance"] != "expenses" || len(s.PolicyTypes) != 2 {
+		t.Fatalf("policy selects %v, types %v", s.PodSelector, s.PolicyTypes)
+	}
+	if len(s.Ingress) != 2 || s.Ingress[0].From[0].NamespaceSelector.MatchExpressions[0].Values[0] != "ingress-nginx" ||
+		s.Ingress[0].Ports[0].Port.IntVal != 8080 || s.Ingress[1].Ports[0].Port.IntVal != 9090 ||
+		s.Ingress[1].From[0].NamespaceSelector.MatchExpressions[0].Values[0] != "monitoring" {
+		t.Fatalf("ingress rules = %+v", s.Ingress)
+	}
+	if len(s.Egress) != 2 || s.Egress[0].Ports[0].Port.IntVal != 5432 || s.Egress[0].To[0].IPBlock.CIDR != "10.10.0.0/16" ||
+		s.Egress[1].Ports[0].Port.IntVal != 53 {
+		t.Fatalf("egress rules = %+v", s.Egress)
+	}
+
+	app = f.getApp()
+	patch = client.MergeFrom(app.DeepCopy())
+	app.Spec.NetworkPolicy = nil
+	must(t, k8s.Patch(ctx, app, patch))
+	must(t, eventually(30*time.Second, func() error {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses"}, &networkingv1.NetworkPolicy{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("the NetworkPolicy is still there (%v)", err)
+		}
+		return nil
+	}))
 }
