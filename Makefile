@@ -95,6 +95,10 @@ build: generate ## Build every binary into bin/ (static, with the Dockerfile's c
 docker-build: ## Build the image (needs a Docker engine).
 	docker build -t $(IMG) .
 
+.PHONY: docker-push
+docker-push: ## Push the image.
+	docker push $(IMG)
+
 ##@ Deployment
 
 .PHONY: build-installer

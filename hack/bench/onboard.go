@@ -268,7 +268,7 @@ func (s *stack) onboardBulk(ctx context.Context, ns string, n int) (time.Duratio
 	if err := <-errs; err != nil {
 		return 0, nil, err
 	}
-	ready, err := rw.wait(ctx, names, max(10*time.Minute, time.Duration(n)*100*time.Millisecond))
+	ready, err := rw.wait(ctx, names, max(10*time.Minute, time.Duration(n)*250*time.Millisecond))
 	if err != nil {
 		return 0, nil, err
 	}
