@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -88,7 +89,7 @@ func LockID(schema string) int64 {
 }
 
 // tenantConnector hands database/sql connections from the migration pool, each switched to one
-// tenant's role and schema.
+// tenant's role and schema, and switched back when database/sql lets go of it.
 type tenantConnector struct {
 	pool         *pgxpool.Pool
 	schema, role string
@@ -99,13 +100,28 @@ func (c *tenantConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, err = conn.(*stdlib.Conn).Conn().Exec(ctx, "SET search_path TO "+pgx.Identifier{c.schema}.Sanitize()+
+	tc := tenantConn{conn.(*stdlib.Conn)}
+	_, err = tc.Conn.Conn().Exec(ctx, "SET search_path TO "+pgx.Identifier{c.schema}.Sanitize()+
 		"; SET ROLE "+pgx.Identifier{c.role}.Sanitize())
 	if err != nil {
-		conn.Close()
+		tc.Close()
 		return nil, fmt.Errorf("switching to tenant %q: %w", c.schema, err)
 	}
-	return conn, nil
+	return tc, nil
+}
+
+// tenantConn is a pooled connection acting as a tenant. Closing it returns it to the pool as the app's
+// login again (RESET ROLE, RESET search_path), or, if that fails, closes it for good: the next user of
+// the pool never starts out as a tenant it did not choose.
+type tenantConn struct{ *stdlib.Conn }
+
+func (c tenantConn) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Conn.Conn().Exec(ctx, "RESET ROLE; RESET search_path"); err != nil {
+		_ = c.Conn.Conn().Close(ctx) // a closed connection is destroyed, not pooled
+	}
+	return c.Conn.Close()
 }
 
 func (c *tenantConnector) Driver() driver.Driver { return stdlib.GetDefaultDriver() }

@@ -338,3 +338,24 @@ INSERT INTO `+s+`.expenses (budget_id, spent_on, description, amount_minor, crea
 		t.Fatalf("usage = %+v, want 2 users (1 active), 3 expenses, at least %d bytes", u, empty.SchemaBytes)
 	}
 }
+
+// A migration's connection goes back to the pool as the app's login, not as the tenant it migrated: the
+// next user of that connection (another tenant's migration, a rollout) never starts out as someone else.
+func TestDB_Migrate_leavesNoTenantRoleInThePool(t *testing.T) {
+	db, _ := openTestDB(t, Options{MaxConcurrentMigrations: 1})
+	ctx := context.Background()
+	schema := "tenant_pooled"
+	newTenantSchema(t, db, schema)
+	if _, err := db.Migrate(ctx, schema, schema, migrations.FS()); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := db.tenantPool()
+	must(t, err)
+	for range pool.Stat().TotalConns() + 1 {
+		var user, path string
+		must(t, pool.QueryRow(ctx, "SELECT current_user, current_setting('search_path')").Scan(&user, &path))
+		if user != appRoleOf(db) || strings.Contains(path, schema) {
+			t.Fatalf("a pooled connection runs as %q with search_path %q after a migration", user, path)
+		}
+	}
+}
