@@ -269,8 +269,9 @@ func (r *ExpenseAppReconciler) ensureAppLogin(ctx context.Context, app *tenantry
 	if err != nil {
 		return fail(stallErr(tenantryv1.ReasonInvalidDatabase, time.Minute, err))
 	}
-	if exists && string(secret.Data["uri"]) == appURI && app.Status.ObservedGeneration == app.Generation &&
-		meta.IsStatusConditionTrue(app.Status.Conditions, tenantryv1.ConditionDatabaseReady) {
+	// Only the connection string (server, database, login name) decides the login: another change of the
+	// spec (replicas, maxConcurrent) must not re-grant thousands of tenants.
+	if exists && string(secret.Data["uri"]) == appURI && meta.IsStatusConditionTrue(app.Status.Conditions, tenantryv1.ConditionDatabaseReady) {
 		return secret, nil
 	}
 	var ownership *tenantdb.OwnershipError

@@ -18,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -445,4 +447,24 @@ func TestExpenseAppReconciler_networkPolicy(t *testing.T) {
 		}
 		return nil
 	}))
+}
+
+// A change of the spec that does not touch the database (replicas here) sends it no SQL: the app's login
+// and its grants to every tenant are redone only when its connection string changes.
+func TestExpenseAppReconciler_specChangeSendsNoSQL(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("quiet", "quiet.example.com")))
+	f.waitReady("quiet")
+	f.waitUsage("quiet")
+	app := f.waitApp("counting its tenant", func(a *tenantryv1.ExpenseApp) bool { return a.Status.Tenants == 1 })
+	key := types.NamespacedName{Namespace: f.ns, Name: "expenses"}
+	stmts := databases.Statements(key)
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Spec.Replicas = ptr.To(int32(3))
+	must(t, k8s.Patch(ctx, app, patch))
+	f.waitApp("the new generation observed", func(a *tenantryv1.ExpenseApp) bool { return a.Status.ObservedGeneration == a.Generation })
+	if got := databases.Statements(key); got != stmts {
+		t.Fatalf("changing replicas sent %d SQL statements, want 0", got-stmts)
+	}
 }

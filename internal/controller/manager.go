@@ -1,13 +1,16 @@
 package controller
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -117,6 +120,19 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		Rollouts: rollouts, DefaultImage: cfg.DefaultAppImage, Recorder: mgr.GetEventRecorder("tenantry-expenseapp")}
 	if err := apps.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ExpenseApp controller: %w", err)
+	}
+	// Every informer starts with the cache, all at once. Otherwise the Tenant informer (which the field
+	// indexes create before the start) is listed and synced first, and the controllers start theirs only
+	// then: with 10,000 tenants, one list after the other costs the start about a second.
+	informers := []client.Object{&tenantryv1.ExpenseApp{}, &corev1.Secret{}, &networkingv1.Ingress{},
+		&appsv1.Deployment{}, &corev1.Service{}, &networkingv1.NetworkPolicy{}}
+	if tenants.GatewayAPI {
+		informers = append(informers, &gwapiv1.HTTPRoute{})
+	}
+	for _, obj := range informers {
+		if _, err := mgr.GetCache().GetInformer(context.Background(), obj); err != nil {
+			return nil, fmt.Errorf("starting the informer of %T: %w", obj, err)
+		}
 	}
 	return &Operator{Databases: dbs, Release: release}, nil
 }
