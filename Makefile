@@ -86,6 +86,10 @@ dev-clean: ## Remove the state of make dev (.dev/), stopping its PostgreSQL if i
 
 ##@ Build
 
+.PHONY: citus
+citus: ## Build Citus 13.2.2 from ../shared/third_party into PostgreSQL 15, cached in ~/.cache/tenantry (root; build dependencies in hack/citus.sh).
+	@hack/citus.sh >/dev/null
+
 .PHONY: build
 build: generate ## Build every binary into bin/ (static, with the Dockerfile's commands).
 	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/manager ./cmd/manager
