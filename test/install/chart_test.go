@@ -209,3 +209,28 @@ func TestDist_upToDate(t *testing.T) {
 		}
 	}
 }
+
+// Values the chart cannot mean are refused by its schema, naming the value, before anything renders: a
+// misspelt key is not silently ignored.
+func TestChart_valuesSchema(t *testing.T) {
+	chrt, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		vals map[string]any
+		want string
+	}{
+		{map[string]any{"watchNamespace": []any{"team-a"}}, "watchNamespace"},
+		{map[string]any{"watchNamespaces": "team-a"}, "watchNamespaces"},
+		{map[string]any{"watchNamespaces": []any{"Team_A"}}, "watchNamespaces"},
+		{map[string]any{"manager": map[string]any{"replicas": -1}}, "replicas"},
+		{map[string]any{"networkPolicy": map[string]any{"postgresPorts": []any{70000}}}, "postgresPorts"},
+	} {
+		_, err := util.ToRenderValues(chrt, c.vals, common.ReleaseOptions{Name: releaseName, Namespace: releaseNamespace,
+			IsInstall: true}, common.DefaultCapabilities)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("values %v: %v, want an error naming %s", c.vals, err, c.want)
+		}
+	}
+}
