@@ -70,9 +70,7 @@ type Options struct {
 	Binaries map[string]string
 	// Args replaces the container's args (nil runs them as written).
 	Args []string
-	// ExtraEnv is added to the container's environment (PATH and HOME come from this process).
-	ExtraEnv []string
-	// Log receives the process's output.
+	// Log receives the process's output (nil discards it).
 	Log *os.File
 }
 
@@ -95,8 +93,10 @@ func Start(ctx context.Context, c client.Reader, dep *appsv1.Deployment, contain
 		args = append(append([]string{}, container.Command[1:]...), container.Args...)
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(append([]string{"PATH=" + os.Getenv("PATH"), "HOME=/"}, env...), opts.ExtraEnv...)
-	cmd.Stdout, cmd.Stderr = opts.Log, opts.Log
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=/"}, env...) // PATH from here, as an image sets its own
+	if opts.Log != nil { // else the output is discarded
+		cmd.Stdout, cmd.Stderr = opts.Log, opts.Log
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // never outlive the caller
 	if nonRoot(dep, container) && os.Geteuid() == 0 {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: nobody, Gid: nobody}
