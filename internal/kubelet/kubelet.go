@@ -94,7 +94,7 @@ func Start(ctx context.Context, c client.Reader, dep *appsv1.Deployment, contain
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=/"}, env...) // PATH from here, as an image sets its own
-	if opts.Log != nil { // else the output is discarded
+	if opts.Log != nil {                                                      // else the output is discarded
 		cmd.Stdout, cmd.Stderr = opts.Log, opts.Log
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // never outlive the caller
