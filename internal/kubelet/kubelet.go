@@ -93,8 +93,9 @@ func Start(ctx context.Context, c client.Reader, dep *appsv1.Deployment, contain
 		args = append(append([]string{}, container.Command[1:]...), container.Args...)
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=/"}, env...) // PATH from here, as an image sets its own
-	if opts.Log != nil {                                                      // else the output is discarded
+	// PATH comes from here, as an image sets its own; without a log, the output is discarded.
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=/"}, env...)
+	if opts.Log != nil {
 		cmd.Stdout, cmd.Stderr = opts.Log, opts.Log
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // never outlive the caller
