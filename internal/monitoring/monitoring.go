@@ -132,6 +132,36 @@ func Scrape(r io.Reader) (map[string]*dto.MetricFamily, error) {
 	return p.TextToMetricFamilies(r)
 }
 
+// Unexposed checks the metrics that the rules and dashboard under root name for one component (see
+// Component) against a scrape of it: it returns each one missing, as "<where> names <metric>", and how
+// many it checked (0 means the files name none of that component's metrics, itself worth failing on).
+func Unexposed(root, component string, scrape io.Reader) (missing []string, checked int, err error) {
+	families, err := Scrape(scrape)
+	if err != nil {
+		return nil, 0, err
+	}
+	exprs, err := Load(root)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, e := range exprs {
+		names, err := MetricNames(e.Query)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%s: %w", e.Where, err)
+		}
+		for _, n := range names {
+			if Component(n) != component {
+				continue
+			}
+			checked++
+			if !Exposed(families, n) {
+				missing = append(missing, e.Where+" names "+n)
+			}
+		}
+	}
+	return missing, checked, nil
+}
+
 // Exposed says whether families (a scrape, by family name) hold name: the family itself, or a
 // histogram's or summary's _bucket, _sum or _count series.
 func Exposed(families map[string]*dto.MetricFamily, name string) bool {
