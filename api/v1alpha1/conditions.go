@@ -14,6 +14,7 @@ const (
 	ConditionDatabaseReady     = "DatabaseReady"
 	ConditionDeployed          = "Deployed"
 	ConditionFleetMigrated     = "FleetMigrated"
+	ConditionShardsReady       = "ShardsReady"
 )
 
 // Condition reasons.
@@ -42,6 +43,14 @@ const (
 	ReasonRolloutHalted     = "RolloutHalted"
 	ReasonNoImage           = "NoImage"
 	ReasonInvalidDatabase   = "InvalidDatabaseURL"
+	// ReasonShardNotFound: a Tenant names (spec.shard) a shard its ExpenseApp does not have.
+	ReasonShardNotFound = "ShardNotFound"
+	// ReasonShardInUse: a shard was removed from the ExpenseApp's spec.shards while tenants remain on it.
+	ReasonShardInUse = "ShardInUse"
+	// ReasonShardUnreachable: the operator cannot reach one of the ExpenseApp's shards.
+	ReasonShardUnreachable = "ShardUnreachable"
+	// ReasonMoveUnsupported: a placed Tenant's spec.shard names another shard than the one that holds it.
+	ReasonMoveUnsupported = "MoveUnsupported"
 )
 
 // ExpenseAppFinalizer keeps an ExpenseApp until no Tenant uses it: its Tenants need its database to be

@@ -24,6 +24,43 @@ type DatabaseSpec struct {
 	SecretRef SecretKeyRef `json:"secretRef"`
 }
 
+// HomeShard is the name of the shard that spec.database is: the home database, which holds the registry
+// and routing of every tenant, and tenants too.
+const HomeShard = "home"
+
+// ShardSpec is one more PostgreSQL database that holds tenant schemas.
+type ShardSpec struct {
+	// name of the shard, as Tenants' spec.shard and status.shard say it. "home" is spec.database's.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=40
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+	// secretRef names a Secret whose key (default "uri") holds an admin connection string of the shard's
+	// database, as spec.database's does (e.g. a CloudNativePG cluster's superuser Secret). It may be
+	// another database of the same server or another server.
+	SecretRef SecretKeyRef `json:"secretRef"`
+}
+
+// PlacementPolicy chooses the shard of a Tenant that names none.
+// +kubebuilder:validation:Enum=LeastTenants;Home
+type PlacementPolicy string
+
+const (
+	// PlacementLeastTenants places a new tenant on the shard (home included) that holds the fewest.
+	PlacementLeastTenants PlacementPolicy = "LeastTenants"
+	// PlacementHome places new tenants on the home database; only a Tenant's spec.shard puts it elsewhere.
+	PlacementHome PlacementPolicy = "Home"
+)
+
+// PlacementSpec says where new tenants go.
+type PlacementSpec struct {
+	// policy chooses the shard of a Tenant without spec.shard. A tenant, once placed, stays where it is
+	// (status.shard) until its spec.shard says otherwise.
+	// +kubebuilder:default=LeastTenants
+	// +optional
+	Policy PlacementPolicy `json:"policy,omitempty"`
+}
+
 // IngressTLS configures TLS on the tenants' Ingresses.
 type IngressTLS struct {
 	// enabled turns TLS on: every tenant Ingress lists its hosts under spec.tls and tenant URLs use https.
@@ -139,6 +176,21 @@ type ExpenseAppSpec struct {
 	// database says how the operator reaches the shared database.
 	Database DatabaseSpec `json:"database"`
 
+	// shards are more PostgreSQL databases for tenant schemas, beside the home database (spec.database,
+	// shard "home"), which keeps the registry and routing of every tenant. The app gets a login on each
+	// and keeps one pool per shard. A shard that still holds tenants cannot be removed: the operator
+	// keeps serving it and says so in the Stalled condition until its tenants have moved.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="self.all(s, s.name != 'home')",message="the shard name \"home\" is spec.database's"
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Shards []ShardSpec `json:"shards,omitempty"`
+
+	// placement says where new tenants go.
+	// +optional
+	Placement PlacementSpec `json:"placement,omitempty"`
+
 	// image is the app's container image. Empty runs the operator's default app image (its
 	// --default-app-image flag; the Helm chart sets it to the app of the operator's own release).
 	// +optional
@@ -206,10 +258,36 @@ type ExpenseAppStatus struct {
 	// failedTenants names the Tenants whose migration failed (at most 20), for the failure budget.
 	// +optional
 	FailedTenants []string `json:"failedTenants,omitempty"`
+	// shards lists every shard, home first: its tenants, whether the operator reaches it, and the
+	// schema version all of its tenants are at.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Shards []ShardStatus `json:"shards,omitempty"`
 	// image is the app image the Deployment runs; it changes to spec.image only once every tenant is at
 	// targetSchemaVersion.
 	// +optional
 	Image string `json:"image,omitempty"`
+}
+
+// ShardStatus is what the operator sees of one shard.
+type ShardStatus struct {
+	// name of the shard.
+	Name string `json:"name"`
+	// secretRef is the admin connection string's Secret the shard was last reached with. A shard removed
+	// from spec.shards while tenants remain on it is still reached through it.
+	// +optional
+	SecretRef *SecretKeyRef `json:"secretRef,omitempty"`
+	// tenants is the number of Tenants placed on the shard.
+	Tenants int32 `json:"tenants"`
+	// reachable says the operator's last connection attempt to the shard succeeded.
+	Reachable bool `json:"reachable"`
+	// message says why the shard is not reachable, or what blocks its removal.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// schemaVersion is the lowest schema version of the shard's tenants (0 while it holds none).
+	// +optional
+	SchemaVersion int64 `json:"schemaVersion,omitempty"`
 }
 
 // ExpenseApp is one installation of the multi-tenant expense app: its shared database and the
@@ -245,12 +323,17 @@ type ExpenseAppList struct {
 
 // DatabaseSecretKey returns the key of the database Secret that holds the connection string.
 func (a *ExpenseApp) DatabaseSecretKey() string {
-	if a.Spec.Database.SecretRef.Key != "" {
-		return a.Spec.Database.SecretRef.Key
-	}
-	return "uri"
+	return a.Spec.Database.SecretRef.KeyOrDefault()
 }
 
 func init() {
 	SchemeBuilder.Register(&ExpenseApp{}, &ExpenseAppList{})
+}
+
+// KeyOrDefault is the key that holds the connection string: key, or "uri".
+func (s SecretKeyRef) KeyOrDefault() string {
+	if s.Key != "" {
+		return s.Key
+	}
+	return "uri"
 }

@@ -99,6 +99,13 @@ type TenantSpec struct {
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
 
+	// shard pins the tenant to one of its ExpenseApp's shards ("home" is spec.database); empty lets the
+	// app's placement policy choose. The shard chosen is recorded in status.shard.
+	// +kubebuilder:validation:MaxLength=40
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	Shard string `json:"shard,omitempty"`
+
 	// deletionPolicy says what deleting the Tenant does to its data: Retain (default) keeps the schema,
 	// data and role, reachable by nobody until a Tenant of the same name returns in this namespace;
 	// Delete drops them.
@@ -126,6 +133,10 @@ type TenantStatus struct {
 	// +optional
 	Schema string `json:"schema,omitempty"`
 
+	// shard is the ExpenseApp shard that holds the tenant's schema ("home": spec.database). It is chosen
+	// once, by spec.shard or the app's placement policy, and never changes by itself.
+	// +optional
+	Shard string `json:"shard,omitempty"`
 	// schemaVersion is the last migration applied to the tenant's schema.
 	// +optional
 	SchemaVersion int64 `json:"schemaVersion,omitempty"`
@@ -166,6 +177,7 @@ type TenantUsage struct {
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 240",message="a Tenant name is at most 240 characters, leaving room for the objects named after it"
 // +kubebuilder:printcolumn:name="Host",type=string,JSONPath=`.spec.hosts[0]`
 // +kubebuilder:printcolumn:name="Schema",type=string,JSONPath=`.status.schema`
+// +kubebuilder:printcolumn:name="Shard",type=string,JSONPath=`.status.shard`
 // +kubebuilder:printcolumn:name="Version",type=integer,JSONPath=`.status.schemaVersion`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Status",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].message`

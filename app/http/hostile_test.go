@@ -149,7 +149,7 @@ func TestServer_login_limitsPerClientBehindProxy(t *testing.T) {
 // the export is written after its transaction, argon2id runs outside any, and each tenant holds at most
 // its share of the pool.
 func TestServer_noisyTenantDoesNotStarveOthers(t *testing.T) {
-	h := newHarness(t, options{pool: postgres.Options{MaxConns: 2, Shards: 1}})
+	h := newHarness(t, options{pool: postgres.Options{MaxConns: 2, PoolShards: 1}})
 	ctx := context.Background()
 	sa := h.loginA()
 	budget := setupBudget(h, "acme.test", sa, 1_000_000_000, 500_000_000)

@@ -87,7 +87,7 @@ func newHarness(t *testing.T, opts options) *harness {
 		appURL = u.String()
 	}
 	if opts.pool.MaxConns == 0 {
-		opts.pool = postgres.Options{MaxConns: 8, Shards: 2}
+		opts.pool = postgres.Options{MaxConns: 8, PoolShards: 2}
 	}
 	if h.db, err = postgres.Open(appURL, opts.pool); err != nil {
 		t.Fatal(err)

@@ -20,54 +20,85 @@ import (
 	"tenantry.dev/tenantry/internal/pgerr"
 )
 
-// DB is the app's connection pool: one pool, or several shards that each serve a fixed share of the
-// tenants. With shards, a PostgreSQL backend only ever sees its share of the tenants' tables, so its
-// catalog caches hold a fraction of the fleet's relations instead of all of them: with a thousand
-// tenants, that is what keeps one tenant of many as fast as one alone.
+// DB is the app's connections: one pool per database shard (the home database, and each shard of its
+// ExpenseApp), each split into pool shards that each serve a fixed share of the tenants. With pool
+// shards, a PostgreSQL backend only ever sees its share of the tenants' tables, so its catalog caches
+// hold a fraction of the fleet's relations instead of all of them: with a thousand tenants, that is what
+// keeps one tenant of many as fast as one alone.
 type DB struct {
-	shards []*pgxpool.Pool
+	// databases holds the pools of each database shard, by name ("" is the home database).
+	databases map[string][]*pgxpool.Pool
 	// tenantConns bounds the connections one tenant holds at once; slots holds each tenant's tokens.
 	tenantConns int
 	mu          sync.Mutex
 	slots       map[string]chan struct{}
 }
 
-// Options tune the app's pool.
+// Options tune the app's pools.
 type Options struct {
-	// MaxConns is the number of connections in all (default 20).
+	// MaxConns is the number of connections to each database (default 20).
 	MaxConns int32
-	// Shards splits them into pools with an affinity for tenants (default 1: one pool). Behind PgBouncer
-	// it brings nothing: PgBouncer hands out server connections without regard to the tenant.
-	Shards int
+	// PoolShards splits each database's connections into pools with an affinity for tenants (default 1:
+	// one pool). Behind PgBouncer it brings nothing: PgBouncer hands out server connections without
+	// regard to the tenant.
+	PoolShards int
 	// MaxTenantConns bounds the connections one tenant may hold at once, so that one tenant's burst
-	// (or a slow client) cannot take every connection its neighbours need (default: half of a shard's).
+	// (or a slow client) cannot take every connection its neighbours need (default: half of a pool
+	// shard's).
 	MaxTenantConns int
+	// Shards are the connection strings of the databases besides the home one, by shard name, as the
+	// registry's shard column names them.
+	Shards map[string]string
 }
 
 // tenantWait is how long a request waits for one of its tenant's connection slots before a 503.
 const tenantWait = 5 * time.Second
 
-// Open connects to the database (lazily). Statements are sent unnamed (QueryExecModeExec): PgBouncer in
-// transaction mode may hand the next transaction another server connection, where a named prepared
-// statement would not exist.
+// Open connects to the home database and every shard (lazily). Statements are sent unnamed
+// (QueryExecModeExec): PgBouncer in transaction mode may hand the next transaction another server
+// connection, where a named prepared statement would not exist.
 func Open(url string, opts Options) (*DB, error) {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 20
 	}
-	opts.Shards = max(1, min(opts.Shards, int(opts.MaxConns)))
-	db := &DB{tenantConns: opts.MaxTenantConns, slots: map[string]chan struct{}{}}
+	opts.PoolShards = max(1, min(opts.PoolShards, int(opts.MaxConns)))
+	db := &DB{tenantConns: opts.MaxTenantConns, slots: map[string]chan struct{}{}, databases: map[string][]*pgxpool.Pool{}}
 	if db.tenantConns <= 0 {
-		db.tenantConns = max(1, int(opts.MaxConns)/opts.Shards/2)
+		db.tenantConns = max(1, int(opts.MaxConns)/opts.PoolShards/2)
 	}
-	for i := range opts.Shards {
-		cfg, err := pgxpool.ParseConfig(url)
+	urls := map[string]string{"": url}
+	for name, u := range opts.Shards {
+		if name == "" {
+			return nil, errors.New("a database shard needs a name")
+		}
+		urls[name] = u
+	}
+	for name, u := range urls {
+		pools, err := openPools(u, opts)
 		if err != nil {
 			db.Close()
+			if name != "" {
+				return nil, fmt.Errorf("shard %s: %w", name, err)
+			}
+			return nil, err
+		}
+		db.databases[name] = pools
+	}
+	return db, nil
+}
+
+// openPools opens one database's pool shards.
+func openPools(url string, opts Options) ([]*pgxpool.Pool, error) {
+	var pools []*pgxpool.Pool
+	for i := range opts.PoolShards {
+		cfg, err := pgxpool.ParseConfig(url)
+		if err != nil {
+			closeAll(pools)
 			return nil, errors.New("the database URL is not a valid postgres:// URL or key=value string")
 		}
-		// Spread the connections over the shards; the first ones take the remainder.
-		cfg.MaxConns = opts.MaxConns / int32(opts.Shards)
-		if int32(i) < opts.MaxConns%int32(opts.Shards) {
+		// Spread the connections over the pool shards; the first ones take the remainder.
+		cfg.MaxConns = opts.MaxConns / int32(opts.PoolShards)
+		if int32(i) < opts.MaxConns%int32(opts.PoolShards) {
 			cfg.MaxConns++
 		}
 		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
@@ -78,41 +109,78 @@ func Open(url string, opts Options) (*DB, error) {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "tenantry-app"
 		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 		if err != nil {
-			db.Close()
+			closeAll(pools)
 			return nil, fmt.Errorf("opening the database: %w", err)
 		}
-		db.shards = append(db.shards, pool)
+		pools = append(pools, pool)
 	}
-	return db, nil
+	return pools, nil
 }
 
-// Close closes every connection.
-func (db *DB) Close() {
-	for _, p := range db.shards {
+func closeAll(pools []*pgxpool.Pool) {
+	for _, p := range pools {
 		p.Close()
 	}
 }
 
-// Ping checks that the database answers.
-func (db *DB) Ping(ctx context.Context) error { return db.shards[0].Ping(ctx) }
+// Close closes every connection.
+func (db *DB) Close() {
+	for _, pools := range db.databases {
+		closeAll(pools)
+	}
+}
 
-// AcquireCount is how many connections have been taken from the pool, all shards together.
+// Ping checks that the home database answers: the registry and routing of every tenant. (A shard that
+// does not answer fails only its own tenants' requests.)
+func (db *DB) Ping(ctx context.Context) error { return db.databases[""][0].Ping(ctx) }
+
+// PingShards pings every database at once, by shard name ("" is home): nil where it answered.
+func (db *DB) PingShards(ctx context.Context) map[string]error {
+	errs := map[string]error{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, pools := range db.databases {
+		wg.Go(func() {
+			err := pools[0].Ping(ctx)
+			mu.Lock()
+			errs[name] = err
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// AcquireCount is how many connections have been taken from the pools, all together.
 func (db *DB) AcquireCount() int64 {
 	var n int64
-	for _, p := range db.shards {
+	for _, p := range db.allPools() {
 		n += p.Stat().AcquireCount()
 	}
 	return n
 }
 
-// poolFor is the shard that serves a tenant.
-func (db *DB) poolFor(schema string) *pgxpool.Pool {
-	if len(db.shards) == 1 {
-		return db.shards[0]
+func (db *DB) allPools() []*pgxpool.Pool {
+	var all []*pgxpool.Pool
+	for _, pools := range db.databases {
+		all = append(all, pools...)
+	}
+	return all
+}
+
+// poolFor is the pool that serves a tenant: of its database shard, the pool shard its schema hashes to.
+func (db *DB) poolFor(t *app.Tenant) (*pgxpool.Pool, error) {
+	pools, ok := db.databases[t.Shard]
+	if !ok {
+		return nil, &app.Error{Code: app.EUNAVAILABLE, Err: fmt.Errorf("no connection string for database shard %q", t.Shard),
+			Message: "This tenant's database is not reachable from here at the moment. Nothing was lost; try again in a minute."}
+	}
+	if len(pools) == 1 {
+		return pools[0], nil
 	}
 	h := fnv.New32a()
-	h.Write([]byte(schema))
-	return db.shards[h.Sum32()%uint32(len(db.shards))]
+	h.Write([]byte(t.Schema))
+	return pools[h.Sum32()%uint32(len(pools))], nil
 }
 
 // Tx is a transaction acting as one tenant.
@@ -133,7 +201,11 @@ func (db *DB) InTenant(ctx context.Context, t *app.Tenant, fn func(tx *Tx) error
 		return err
 	}
 	defer release()
-	return unavailable(pgx.BeginFunc(ctx, db.poolFor(t.Schema), func(tx pgx.Tx) error {
+	pool, err := db.poolFor(t)
+	if err != nil {
+		return err
+	}
+	return unavailable(pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		// set_config(..., true) is SET LOCAL with the names as bound values rather than spliced SQL.
 		if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)",
 			t.Role, pgx.Identifier{t.Schema}.Sanitize()); err != nil {
@@ -227,5 +299,5 @@ func (tx *Tx) Savepoint(ctx context.Context, fn func() error) error {
 	return sp.Commit(ctx)
 }
 
-// Pool is the first shard, for reading the registry and for tests.
-func (db *DB) Pool() *pgxpool.Pool { return db.shards[0] }
+// Pool is the home database's first pool, for reading the registry and for tests.
+func (db *DB) Pool() *pgxpool.Pool { return db.databases[""][0] }

@@ -7,15 +7,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Collector reports the app's database to Prometheus at each scrape: whether PostgreSQL answers (one
-// ping, at most a second), and the pool's connections and waits, every shard together.
+// Collector reports the app's databases to Prometheus at each scrape: whether each answers (one ping
+// each, at most a second in all), and the pools' connections and waits, all together.
 func (db *DB) Collector() prometheus.Collector { return dbCollector{db} }
 
 type dbCollector struct{ db *DB }
 
 var (
 	dbUpDesc = prometheus.NewDesc("tenantry_app_database_up",
-		"1 when the app's database answered a ping at this scrape, 0 when it did not.", nil, nil)
+		"1 when the app's database (shard \"home\", or another of the ExpenseApp's shards) answered a ping at this scrape, 0 when it did not.",
+		[]string{"shard"}, nil)
 	poolConnsDesc = prometheus.NewDesc("tenantry_app_db_pool_connections",
 		"The app's database connections by state: acquired (in use by a request), idle, and max (the pool's size).",
 		[]string{"state"}, nil)
@@ -38,14 +39,19 @@ func (c dbCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c dbCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
 	defer cancel()
-	up := 1.0
-	if c.db.Ping(ctx) != nil {
-		up = 0
+	for name, err := range c.db.PingShards(ctx) {
+		up := 1.0
+		if err != nil {
+			up = 0
+		}
+		if name == "" {
+			name = "home"
+		}
+		ch <- prometheus.MustNewConstMetric(dbUpDesc, prometheus.GaugeValue, up, name)
 	}
-	ch <- prometheus.MustNewConstMetric(dbUpDesc, prometheus.GaugeValue, up)
 	var acquired, idle, size, waits int64
 	var waited time.Duration
-	for _, p := range c.db.shards {
+	for _, p := range c.db.allPools() {
 		s := p.Stat()
 		acquired += int64(s.AcquiredConns())
 		idle += int64(s.IdleConns())

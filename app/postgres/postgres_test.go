@@ -29,7 +29,7 @@ func setup(t *testing.T) (*postgres.DB, *app.Tenant) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := postgres.Open(env.AppURL, postgres.Options{MaxConns: 20, Shards: 3})
+	db, err := postgres.Open(env.AppURL, postgres.Options{MaxConns: 20, PoolShards: 3})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,14 +27,19 @@ type Registry struct {
 	mu       sync.RWMutex
 	byHost   map[string]*app.Tenant
 	bySchema map[string]*app.Tenant
-	loaded   chan struct{}
-	once     sync.Once
-	syncs    atomic.Int64
+	// held is, per shard other than home, the schema version of each tenant it holds, from the shard's
+	// own registry: a tenant on a shard is at the version its shard records (migrations record it
+	// there), whatever the home database's row says.
+	held   map[string]map[string]int64
+	loaded chan struct{}
+	once   sync.Once
+	syncs  atomic.Int64
 }
 
 // NewRegistry returns an empty registry; Run fills it and keeps it current.
 func NewRegistry() *Registry {
-	return &Registry{byHost: map[string]*app.Tenant{}, bySchema: map[string]*app.Tenant{}, loaded: make(chan struct{})}
+	return &Registry{byHost: map[string]*app.Tenant{}, bySchema: map[string]*app.Tenant{}, held: map[string]map[string]int64{},
+		loaded: make(chan struct{})}
 }
 
 // NormalizeHost turns a Host header into a registry key: lower case, no port, no trailing dot.
@@ -95,13 +101,14 @@ func (r *Registry) Sync(ctx context.Context, q Querier) error {
 	}
 	byHost := map[string]*app.Tenant{}
 	bySchema := map[string]*app.Tenant{}
+	r.mu.Lock()
 	for _, t := range tenants {
+		r.heldVersion(t)
 		bySchema[t.Schema] = t
 		for _, h := range t.Hosts {
 			byHost[h] = t
 		}
 	}
-	r.mu.Lock()
 	r.byHost, r.bySchema = byHost, bySchema
 	r.mu.Unlock()
 	r.once.Do(func() { close(r.loaded) })
@@ -135,9 +142,77 @@ func (r *Registry) Refresh(ctx context.Context, q Querier, schema string) error 
 		delete(r.bySchema, schema)
 	}
 	for _, t := range tenants {
-		r.bySchema[t.Schema] = t
-		for _, h := range t.Hosts {
-			r.byHost[h] = t
+		r.install(t)
+	}
+	return nil
+}
+
+// install puts a tenant in the maps, in place of the one of its schema. r.mu is held.
+func (r *Registry) install(t *app.Tenant) {
+	r.heldVersion(t)
+	r.bySchema[t.Schema] = t
+	for _, h := range t.Hosts {
+		r.byHost[h] = t
+	}
+}
+
+// heldVersion sets the schema version of a tenant on a shard to the shard's record (0 until the shard's
+// registry has been read: the app does not serve a schema it cannot vouch for). r.mu is held.
+func (r *Registry) heldVersion(t *app.Tenant) {
+	if t.Shard != "" {
+		t.SchemaVersion = r.held[t.Shard][t.Schema]
+	}
+}
+
+// SyncShard replaces what the registry knows of the tenants a shard holds with the shard's own
+// registry: their schema versions.
+func (r *Registry) SyncShard(ctx context.Context, shard string, q Querier) error {
+	return r.readHeld(ctx, shard, q, registry.SelectHeld, nil)
+}
+
+// RefreshShard re-reads one schema's version from a shard's registry.
+func (r *Registry) RefreshShard(ctx context.Context, shard string, q Querier, schema string) error {
+	return r.readHeld(ctx, shard, q, registry.SelectHeld+" AND schema_name = $1", &schema)
+}
+
+func (r *Registry) readHeld(ctx context.Context, shard string, q Querier, sql string, schema *string) error {
+	r.reading.Lock()
+	defer r.reading.Unlock()
+	var args []any
+	if schema != nil {
+		args = append(args, *schema)
+	}
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return fmt.Errorf("reading the registry of shard %s: %w", shard, err)
+	}
+	versions := map[string]int64{}
+	var name string
+	var version int64
+	if _, err := pgx.ForEachRow(rows, []any{&name, &version}, func() error {
+		versions[name] = version
+		return nil
+	}); err != nil {
+		return fmt.Errorf("reading the registry of shard %s: %w", shard, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if schema == nil || r.held[shard] == nil {
+		r.held[shard] = versions
+	} else {
+		delete(r.held[shard], *schema)
+		maps.Copy(r.held[shard], versions)
+	}
+	// Tenants are shared with requests in flight: each changed one is replaced, never written to.
+	for s, t := range r.bySchema {
+		if t.Shard == shard && (schema == nil || s == *schema) && t.SchemaVersion != r.held[shard][s] {
+			c := *t
+			for _, h := range t.Hosts {
+				if r.byHost[h] == t {
+					delete(r.byHost, h)
+				}
+			}
+			r.install(&c)
 		}
 	}
 	return nil
@@ -154,8 +229,29 @@ type Querier interface {
 // A read that fails (the registry at start-up, or one tenant after a notification) is not left to the
 // next reconnect: the whole registry is read again on a fresh connection, with backoff, until it works.
 func (r *Registry) Run(ctx context.Context, connect func(context.Context) (*pgx.Conn, error), log *slog.Logger) error {
+	return r.listen(ctx, connect, log, source{sync: r.Sync, refresh: r.Refresh})
+}
+
+// RunShard keeps what the registry knows of a shard's tenants (their schema versions) current until ctx
+// ends, from the shard's own registry, the way Run does for the home database.
+func (r *Registry) RunShard(ctx context.Context, shard string, connect func(context.Context) (*pgx.Conn, error), log *slog.Logger) error {
+	return r.listen(ctx, connect, log, source{
+		sync: func(ctx context.Context, q Querier) error { return r.SyncShard(ctx, shard, q) },
+		refresh: func(ctx context.Context, q Querier, schema string) error {
+			return r.RefreshShard(ctx, shard, q, schema)
+		},
+	})
+}
+
+// source is one database's registry: how to read it whole, and one tenant of it.
+type source struct {
+	sync    func(context.Context, Querier) error
+	refresh func(context.Context, Querier, string) error
+}
+
+func (r *Registry) listen(ctx context.Context, connect func(context.Context) (*pgx.Conn, error), log *slog.Logger, src source) error {
 	stale := make(chan struct{}, 1)
-	go r.resync(ctx, connect, stale, log)
+	go resync(ctx, connect, stale, log, src, r.Len)
 	l := &pgxlisten.Listener{
 		Connect:        connect,
 		ReconnectDelay: time.Second,
@@ -165,7 +261,7 @@ func (r *Registry) Run(ctx context.Context, connect func(context.Context) (*pgx.
 			}
 		},
 	}
-	l.Handle(registry.NotifyChannel, &listenHandler{r: r, log: log, stale: stale})
+	l.Handle(registry.NotifyChannel, &listenHandler{src: src, len: r.Len, log: log, stale: stale})
 	return l.Listen(ctx)
 }
 
@@ -176,7 +272,8 @@ const (
 )
 
 // resync reads the whole registry again each time a read failed, until one succeeds.
-func (r *Registry) resync(ctx context.Context, connect func(context.Context) (*pgx.Conn, error), stale <-chan struct{}, log *slog.Logger) {
+func resync(ctx context.Context, connect func(context.Context) (*pgx.Conn, error), stale <-chan struct{}, log *slog.Logger,
+	src source, tenants func() int) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -195,10 +292,10 @@ func (r *Registry) resync(ctx context.Context, connect func(context.Context) (*p
 					return err
 				}
 				defer conn.Close(context.WithoutCancel(ctx))
-				return r.Sync(ctx, conn)
+				return src.sync(ctx, conn)
 			}()
 			if err == nil {
-				log.Info("registry re-read after a failed read", "tenants", r.Len())
+				log.Info("registry re-read after a failed read", "tenants", tenants())
 				break
 			}
 			if ctx.Err() != nil {
@@ -210,7 +307,8 @@ func (r *Registry) resync(ctx context.Context, connect func(context.Context) (*p
 }
 
 type listenHandler struct {
-	r     *Registry
+	src   source
+	len   func() int
 	log   *slog.Logger
 	stale chan<- struct{}
 }
@@ -225,16 +323,16 @@ func (h *listenHandler) failed(err error) error {
 }
 
 func (h *listenHandler) HandleNotification(ctx context.Context, n *pgconn.Notification, conn *pgx.Conn) error {
-	if err := h.r.Refresh(ctx, conn, n.Payload); err != nil {
+	if err := h.src.refresh(ctx, conn, n.Payload); err != nil {
 		return h.failed(err)
 	}
 	return nil
 }
 
 func (h *listenHandler) HandleBacklog(ctx context.Context, _ string, conn *pgx.Conn) error {
-	if err := h.r.Sync(ctx, conn); err != nil {
+	if err := h.src.sync(ctx, conn); err != nil {
 		return h.failed(err)
 	}
-	h.log.Info("registry loaded", "tenants", h.r.Len())
+	h.log.Info("registry loaded", "tenants", h.len())
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"log/slog"
@@ -27,7 +28,9 @@ func main() {
 		listenURL   = flag.String("listen-database-url", os.Getenv("LISTEN_DATABASE_URL"), "A direct connection string for LISTEN/NOTIFY; defaults to -database-url.")
 		maxConns    = flag.Int("max-conns", 20, "Database connections in the pool.")
 		tenantConns = flag.Int("max-tenant-conns", 0, "Connections one tenant may hold at once (0: half of a pool shard's), so that no tenant starves the others.")
-		shards      = flag.Int("pool-shards", 4, "Split the pool into shards that each serve a fixed share of the tenants (1: one pool; use 1 behind PgBouncer).")
+		poolShards  = flag.Int("pool-shards", 4, "Split each database's pool into pool shards that each serve a fixed share of the tenants (1: one pool; use 1 behind PgBouncer).")
+		shardURLs   = flag.String("shard-database-urls", os.Getenv("SHARD_DATABASE_URLS"), "The app's connection strings to the ExpenseApp's shards besides the home database, as a JSON object of shard name to connection string.")
+		shardListen = flag.String("shard-listen-database-urls", os.Getenv("SHARD_LISTEN_DATABASE_URLS"), "Direct connection strings to the shards for LISTEN/NOTIFY, as -shard-database-urls; defaults to those.")
 		insecure    = flag.Bool("insecure-cookies", os.Getenv("INSECURE_COOKIES") == "true", "Send the session cookie over plain HTTP too (local development only).")
 		devSuffix   = flag.String("dev-host-suffix", os.Getenv("DEV_HOST_SUFFIX"), "Also serve each tenant at <tenant name><suffix>, e.g. .localhost (local development only).")
 		tenantStats = flag.Int("tenant-metrics", 0, "Count requests and server errors per tenant for up to this many tenants (the rest as \"other\"); 0 leaves them out.")
@@ -35,7 +38,20 @@ func main() {
 	)
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
-	opts := postgres.Options{MaxConns: int32(*maxConns), Shards: *shards, MaxTenantConns: *tenantConns}
+	opts := postgres.Options{MaxConns: int32(*maxConns), PoolShards: *poolShards, MaxTenantConns: *tenantConns}
+	listen := map[string]string{}
+	for flagName, v := range map[string]struct {
+		raw string
+		to  *map[string]string
+	}{"-shard-database-urls": {*shardURLs, &opts.Shards}, "-shard-listen-database-urls": {*shardListen, &listen}} {
+		if v.raw == "" {
+			continue
+		}
+		if err := json.Unmarshal([]byte(v.raw), v.to); err != nil {
+			log.Error(flagName + ": not a JSON object of shard name to connection string")
+			os.Exit(2)
+		}
+	}
 	trusted, err := apphttp.ParseCIDRs(*proxies)
 	if err != nil {
 		log.Error("--trusted-proxies: not a list of CIDRs", "error", err)
@@ -43,13 +59,13 @@ func main() {
 	}
 	cfg := apphttp.Config{Log: log, SchemaVersion: migrations.Latest, SecureCookies: !*insecure, DevHostSuffix: *devSuffix,
 		TrustedProxies: trusted, TenantMetrics: *tenantStats}
-	if err := run(cfg, *addr, *metricsAddr, *dbURL, *listenURL, opts); err != nil {
+	if err := run(cfg, *addr, *metricsAddr, *dbURL, *listenURL, listen, opts); err != nil {
 		log.Error("app stopped", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(cfg apphttp.Config, addr, metricsAddr, dbURL, listenURL string, opts postgres.Options) error {
+func run(cfg apphttp.Config, addr, metricsAddr, dbURL, listenURL string, shardListen map[string]string, opts postgres.Options) error {
 	log := cfg.Log
 	if dbURL == "" {
 		return errors.New("set -database-url or DATABASE_URL")
@@ -66,16 +82,14 @@ func run(cfg apphttp.Config, addr, metricsAddr, dbURL, listenURL string, opts po
 	}
 	defer db.Close()
 	registry := postgres.NewRegistry()
-	go func() {
-		_ = registry.Run(ctx, func(ctx context.Context) (*pgx.Conn, error) {
-			cfg, err := pgx.ParseConfig(listenURL)
-			if err != nil {
-				return nil, err
-			}
-			cfg.RuntimeParams["application_name"] = "tenantry-registry"
-			return pgx.ConnectConfig(ctx, cfg)
-		}, log)
-	}()
+	go func() { _ = registry.Run(ctx, connector(listenURL), log) }()
+	// Each shard's own registry says which schema version its tenants are at.
+	for name, u := range opts.Shards {
+		if l := shardListen[name]; l != "" {
+			u = l
+		}
+		go func() { _ = registry.RunShard(ctx, name, connector(u), log.With("shard", name)) }()
+	}
 
 	cfg.DB, cfg.Registry = db, registry
 	srv := apphttp.New(cfg)
@@ -100,6 +114,18 @@ func run(cfg apphttp.Config, addr, metricsAddr, dbURL, listenURL string, opts po
 		_ = s.Shutdown(shutdown)
 	}
 	return nil
+}
+
+// connector connects to a database for LISTEN/NOTIFY.
+func connector(url string) func(context.Context) (*pgx.Conn, error) {
+	return func(ctx context.Context) (*pgx.Conn, error) {
+		cfg, err := pgx.ParseConfig(url)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RuntimeParams["application_name"] = "tenantry-registry"
+		return pgx.ConnectConfig(ctx, cfg)
+	}
 }
 
 func envOr(key, def string) string {

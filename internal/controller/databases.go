@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -16,16 +17,23 @@ import (
 	"tenantry.dev/tenantry/internal/tenantdb"
 )
 
-// Databases keeps one tenantdb.DB per ExpenseApp, reopened when the app's connection string changes.
-// The connection string is read from the Secret only when database work is due, never cached in the
-// manager's informers: the operator watches no Secrets but its own.
+// Databases keeps one tenantdb.DB per shard of each ExpenseApp (the home database is shard "home"),
+// reopened when a connection string changes. Connection strings are read from their Secrets only when
+// database work is due, never cached in the manager's informers: the operator watches no Secrets but
+// its own.
 type Databases struct {
 	// Reader reads the database Secrets (an uncached client).
 	Reader client.Reader
 
 	mu    sync.Mutex
-	dbs   map[types.NamespacedName]*appDB
-	cache map[types.NamespacedName]cachedURI
+	dbs   map[shardKey]*appDB
+	cache map[shardKey]cachedURI
+}
+
+// shardKey names one shard of one ExpenseApp.
+type shardKey struct {
+	app   types.NamespacedName
+	shard string
 }
 
 type appDB struct {
@@ -33,64 +41,108 @@ type appDB struct {
 	db  *tenantdb.DB
 }
 
-// URI reads an ExpenseApp's admin connection string from its Secret. A missing Secret or key is a wait
-// error, with a message that says what to fix.
-func (d *Databases) URI(ctx context.Context, app *tenantryv1.ExpenseApp) (string, error) {
-	c, err := d.uris(ctx, app)
+// appShardsKey is the key of the app's Secret that holds its logins on the shards other than home, as
+// a JSON object of shard name to connection string. (Key "uri" holds the home database's.)
+const appShardsKey = "shards"
+
+// shardRef is the Secret of a shard's admin connection string: spec.database for home, spec.shards for
+// the others, and, for a shard removed from the spec while tenants remain on it, the Secret it was
+// last reached with (status.shards).
+func shardRef(app *tenantryv1.ExpenseApp, shard string) (tenantryv1.SecretKeyRef, bool) {
+	if shard == tenantryv1.HomeShard || shard == "" {
+		return app.Spec.Database.SecretRef, true
+	}
+	for _, s := range app.Spec.Shards {
+		if s.Name == shard {
+			return s.SecretRef, true
+		}
+	}
+	for _, s := range app.Status.Shards {
+		if s.Name == shard && s.SecretRef != nil {
+			return *s.SecretRef, true
+		}
+	}
+	return tenantryv1.SecretKeyRef{}, false
+}
+
+// URI reads the admin connection string of an ExpenseApp's shard from its Secret. A missing Secret or
+// key is a wait error, with a message that says what to fix.
+func (d *Databases) URI(ctx context.Context, app *tenantryv1.ExpenseApp, shard string) (string, error) {
+	c, err := d.uris(ctx, app, shard)
 	return c.uri, err
 }
 
-// uris reads an ExpenseApp's admin connection string, and the app login's from the app's Secret (empty
-// while that Secret does not exist yet).
-func (d *Databases) uris(ctx context.Context, app *tenantryv1.ExpenseApp) (cachedURI, error) {
-	ref := app.Spec.Database.SecretRef
-	name := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
+// uris reads the admin connection string of an ExpenseApp's shard, and the app login's for it from the
+// app's Secret (empty while that Secret does not have it yet).
+func (d *Databases) uris(ctx context.Context, app *tenantryv1.ExpenseApp, shard string) (cachedURI, error) {
+	ref, ok := shardRef(app, shard)
+	if !ok {
+		return cachedURI{}, stallErr(tenantryv1.ReasonShardNotFound, time.Minute,
+			fmt.Errorf("ExpenseApp %s has no shard %q: name one of spec.shards, or %q", app.Name, shard, tenantryv1.HomeShard))
+	}
+	field := "spec.database.secretRef"
+	if shard != tenantryv1.HomeShard {
+		field = fmt.Sprintf("spec.shards[%s].secretRef", shard)
+	}
+	key := shardKey{app: types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, shard: shard}
 	// A fleet migration asks once per tenant; a few seconds' memory saves as many API round trips, and a
 	// rotated connection string is still picked up within secretTTL.
 	d.mu.Lock()
-	if c, ok := d.cache[name]; ok && time.Since(c.at) < secretTTL && c.ref == ref {
+	if c, ok := d.cache[key]; ok && time.Since(c.at) < secretTTL && c.ref == ref {
 		d.mu.Unlock()
 		return c, nil
 	}
 	d.mu.Unlock()
-	key := app.DatabaseSecretKey()
 	var secret corev1.Secret
 	if err := d.Reader.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: ref.Name}, &secret); err != nil {
 		if apierrors.IsNotFound(err) {
 			return cachedURI{}, waitErr(tenantryv1.ReasonSecretNotFound, 10*time.Second,
-				"Secret %s/%s named by ExpenseApp %s (spec.database.secretRef) does not exist",
-				app.Namespace, ref.Name, app.Name)
+				"Secret %s/%s named by ExpenseApp %s (%s) does not exist", app.Namespace, ref.Name, app.Name, field)
 		}
 		return cachedURI{}, retryErr(tenantryv1.ReasonSecretNotFound, err)
 	}
-	c := cachedURI{ref: ref, uri: string(secret.Data[key]), at: time.Now()}
+	c := cachedURI{ref: ref, uri: string(secret.Data[ref.KeyOrDefault()]), at: time.Now()}
 	if c.uri == "" {
 		return cachedURI{}, waitErr(tenantryv1.ReasonInvalidSecret, 10*time.Second,
-			"Secret %s/%s has no key %q holding the database connection string", app.Namespace, ref.Name, key)
+			"Secret %s/%s (%s) has no key %q holding the database connection string", app.Namespace, ref.Name, field, ref.KeyOrDefault())
 	}
 	var appSecret corev1.Secret
 	err := d.Reader.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: appSecretName(app)}, &appSecret)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return cachedURI{}, retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("reading Secret %s: %w", appSecretName(app), err))
 	}
-	c.appURI = string(appSecret.Data["uri"])
+	c.appURI = appLoginURIs(&appSecret)[shard]
 	if c.appURI == "" {
-		return c, nil // not remembered: the app's Secret is about to be created
+		return c, nil // not remembered: the app's Secret is about to be written
 	}
 	d.mu.Lock()
 	if d.cache == nil {
-		d.cache = map[types.NamespacedName]cachedURI{}
+		d.cache = map[shardKey]cachedURI{}
 	}
-	d.cache[name] = c
+	d.cache[key] = c
 	d.mu.Unlock()
 	return c, nil
+}
+
+// appLoginURIs reads the app's logins from its Secret, by shard.
+func appLoginURIs(s *corev1.Secret) map[string]string {
+	uris := map[string]string{}
+	if raw := s.Data[appShardsKey]; len(raw) > 0 {
+		_ = json.Unmarshal(raw, &uris) // written by the operator; anything else counts as none
+	}
+	uris[tenantryv1.HomeShard] = string(s.Data["uri"])
+	return uris
 }
 
 // Reread makes the next call read an ExpenseApp's Secrets again: its app Secret was just written.
 func (d *Databases) Reread(app types.NamespacedName) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	delete(d.cache, app)
+	for k := range d.cache {
+		if k.app == app {
+			delete(d.cache, k)
+		}
+	}
 }
 
 // secretTTL is how long a database Secret's connection string is reused before it is read again.
@@ -103,69 +155,99 @@ type cachedURI struct {
 	at     time.Time
 }
 
-// For returns the database of an ExpenseApp, opened anew when its connection string changed. A
-// connection string that does not parse is a stall error.
+// For returns the home database of an ExpenseApp: its registry and routing, and shard "home".
 func (d *Databases) For(ctx context.Context, app *tenantryv1.ExpenseApp) (*tenantdb.DB, error) {
-	c, err := d.uris(ctx, app)
+	return d.Shard(ctx, app, tenantryv1.HomeShard)
+}
+
+// Shard returns the database of one of an ExpenseApp's shards, opened anew when its connection string
+// changed. A connection string that does not parse is a stall error.
+func (d *Databases) Shard(ctx context.Context, app *tenantryv1.ExpenseApp, shard string) (*tenantdb.DB, error) {
+	if shard == "" {
+		shard = tenantryv1.HomeShard
+	}
+	c, err := d.uris(ctx, app, shard)
 	if err != nil {
 		return nil, err
 	}
-	uri := c.uri
-	ref := app.Spec.Database.SecretRef
-	key := app.DatabaseSecretKey()
 	opts := tenantdb.Options{MaxConcurrentMigrations: app.Spec.Migrations.MaxConcurrent, TenantURI: c.appURI}
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d", uri, c.appURI, opts.MaxConcurrentMigrations))
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d", c.uri, c.appURI, opts.MaxConcurrentMigrations))
 
-	name := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
+	key := shardKey{app: types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, shard: shard}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if cur, ok := d.dbs[name]; ok {
+	if cur, ok := d.dbs[key]; ok {
 		if cur.sum == sum {
 			return cur.db, nil
 		}
 		cur.db.Close()
-		delete(d.dbs, name)
+		delete(d.dbs, key)
 	}
-	db, err := tenantdb.Open(uri, opts)
+	db, err := tenantdb.Open(c.uri, opts)
 	if err != nil {
 		return nil, stallErr(tenantryv1.ReasonInvalidSecret, time.Minute,
-			fmt.Errorf("Secret %s/%s key %q: %v", app.Namespace, ref.Name, key, err))
+			fmt.Errorf("Secret %s/%s key %q (shard %s): %v", app.Namespace, c.ref.Name, c.ref.KeyOrDefault(), shard, err))
 	}
 	if d.dbs == nil {
-		d.dbs = map[types.NamespacedName]*appDB{}
+		d.dbs = map[shardKey]*appDB{}
 	}
-	d.dbs[name] = &appDB{sum: sum, db: db}
+	d.dbs[key] = &appDB{sum: sum, db: db}
 	return db, nil
 }
 
-// Forget closes the database of an ExpenseApp that is gone.
+// Forget closes the databases of an ExpenseApp that is gone.
 func (d *Databases) Forget(name types.NamespacedName) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if cur, ok := d.dbs[name]; ok {
-		cur.db.Close()
-		delete(d.dbs, name)
+	for k, cur := range d.dbs {
+		if k.app == name {
+			cur.db.Close()
+			delete(d.dbs, k)
+		}
 	}
-	delete(d.cache, name)
+	for k := range d.cache {
+		if k.app == name {
+			delete(d.cache, k)
+		}
+	}
+}
+
+// ForgetShard closes one shard's database: the shard left the ExpenseApp.
+func (d *Databases) ForgetShard(app types.NamespacedName, shard string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	key := shardKey{app: app, shard: shard}
+	if cur, ok := d.dbs[key]; ok {
+		cur.db.Close()
+		delete(d.dbs, key)
+	}
+	delete(d.cache, key)
 }
 
 // Close closes every database.
 func (d *Databases) Close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for name, cur := range d.dbs {
+	for k, cur := range d.dbs {
 		cur.db.Close()
-		delete(d.dbs, name)
+		delete(d.dbs, k)
 	}
 }
 
-// Statements is the number of SQL statements sent so far to the database of an ExpenseApp, or -1 when
-// none is open. Tests use it to prove that a reconcile did no database work.
+// Statements is the number of SQL statements sent so far to the databases of an ExpenseApp, all shards
+// together, or -1 when none is open. Tests use it to prove that a reconcile did no database work.
 func (d *Databases) Statements(app types.NamespacedName) int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if cur, ok := d.dbs[app]; ok {
-		return cur.db.Statements()
+	n, open := int64(0), false
+	for k, cur := range d.dbs {
+		if k.app == app {
+			n += cur.db.Statements()
+			open = true
+		}
 	}
-	return -1
+	if !open {
+		return -1
+	}
+	return n
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"sort"
 	"strings"
@@ -117,7 +119,7 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	run := &appRun{app: app, tenants: tenants, target: target}
 	// The NetworkPolicy comes before the Deployment: pods start fenced in.
-	for _, step := range []appStep{r.reconcileDatabase, r.reconcileFleet, r.reconcileNetworkPolicy, r.reconcileDeployment,
+	for _, step := range []appStep{r.reconcileDatabase, r.reconcileShards, r.reconcileFleet, r.reconcileNetworkPolicy, r.reconcileDeployment,
 		r.reconcileService, r.rolloutDone} {
 		if err := step(ctx, run); err != nil {
 			return ctrl.Result{}, err
@@ -134,7 +136,9 @@ type appRun struct {
 	secret  *corev1.Secret // the app's database Secret, as reconcileDatabase left it
 	// fleet is the fleet's verdict, given only once the Deployment and Service are in place: a rollout
 	// in progress keeps the app serving with the image it runs.
-	fleet  error
+	fleet error
+	// shards is the shards' verdict (one unreachable, or removed while in use), given after the fleet's.
+	shards error
 	result ctrl.Result
 }
 
@@ -170,11 +174,16 @@ func (r *ExpenseAppReconciler) fleet(ctx context.Context, app *tenantryv1.Expens
 		behind = behind || (t.Status.SchemaVersion > 0 && t.Status.SchemaVersion < target)
 	}
 	if behind || ran {
-		db, err := r.Databases.For(ctx, app)
-		if err != nil {
-			return err
+		// Every shard that holds tenants takes part, each with its own pool of maxConcurrent connections.
+		dbs := map[string]*tenantdb.DB{}
+		for shard := range tenantsByShard(tenants) {
+			db, err := r.Databases.Shard(ctx, app, shard)
+			if err != nil {
+				return err
+			}
+			dbs[shard] = db
 		}
-		view = r.Rollouts.Ensure(app, db, r.Release.Plan(), names)
+		view = r.Rollouts.Ensure(app, dbs, r.Release.Plan(), names)
 	}
 	atTarget, failed := fleetStatus(tenants, view, target)
 	ready := 0
@@ -238,7 +247,9 @@ func (r *ExpenseAppReconciler) reconcileDatabase(ctx context.Context, run *appRu
 	return err
 }
 
-// ensureAppLogin is reconcileDatabase's work; it returns the Secret as it now is.
+// ensureAppLogin is reconcileDatabase's work; it returns the Secret as it now is. The login has the
+// same name and password on every shard, and a connection string for each: key "uri" for the home
+// database, key "shards" for the others (a JSON object of shard name to connection string).
 func (r *ExpenseAppReconciler) ensureAppLogin(ctx context.Context, app *tenantryv1.ExpenseApp,
 	tenants []tenantryv1.Tenant) (*corev1.Secret, error) {
 	secret := &corev1.Secret{}
@@ -252,46 +263,52 @@ func (r *ExpenseAppReconciler) ensureAppLogin(ctx context.Context, app *tenantry
 		setAppCondition(app, tenantryv1.ConditionDatabaseReady, metav1.ConditionFalse, se.reason, se.Error())
 		return nil, err
 	}
-	db, err := r.Databases.For(ctx, app)
+	home, err := r.Databases.For(ctx, app)
 	if err != nil {
 		return fail(err)
 	}
-	adminURI, err := r.Databases.URI(ctx, app)
-	if err != nil {
-		return fail(err)
-	}
-	role := appRole(db, app)
+	role := appRole(home.Database(), app)
 	pass := string(secret.Data["password"])
 	if pass == "" {
 		pass = password.Generate(32)
 	}
-	appURI, err := withUser(adminURI, role.Name, pass)
-	if err != nil {
-		return fail(stallErr(tenantryv1.ReasonInvalidDatabase, time.Minute, err))
+	shards := appShards(app, tenants)
+	want := make(map[string]string, len(shards))
+	for _, shard := range shards {
+		adminURI, err := r.Databases.URI(ctx, app, shard)
+		if err != nil {
+			return fail(err)
+		}
+		if want[shard], err = withUser(adminURI, role.Name, pass); err != nil {
+			return fail(stallErr(tenantryv1.ReasonInvalidDatabase, time.Minute, fmt.Errorf("shard %s: %w", shard, err)))
+		}
 	}
-	// Only the connection string (server, database, login name) decides the login: another change of the
-	// spec (replicas, maxConcurrent) must not re-grant thousands of tenants.
-	if exists && string(secret.Data["uri"]) == appURI && meta.IsStatusConditionTrue(app.Status.Conditions, tenantryv1.ConditionDatabaseReady) {
+	// Only the connection strings (servers, databases, login name) decide the login: another change of
+	// the spec (replicas, maxConcurrent) must not re-grant thousands of tenants.
+	have := appLoginURIs(secret)
+	ready := exists && meta.IsStatusConditionTrue(app.Status.Conditions, tenantryv1.ConditionDatabaseReady)
+	if ready && maps.Equal(have, want) {
 		return secret, nil
 	}
-	var ownership *tenantdb.OwnershipError
-	if err := db.EnsureAppRole(ctx, role, pass); errors.As(err, &ownership) {
-		return fail(stallErr(tenantryv1.ReasonInvalidDatabase, 5*time.Minute,
-			fmt.Errorf("%w: give the ExpenseApp another name, or point it at another database", err)))
-	} else if err != nil {
-		return fail(retryErr(tenantryv1.ReasonDatabaseError, err))
+	placed := tenantsByShard(tenants)
+	for _, shard := range shards {
+		if ready && have[shard] == want[shard] {
+			continue
+		}
+		if err := r.ensureLoginOn(ctx, app, shard, role, pass, placed[shard]); err != nil {
+			return fail(err)
+		}
 	}
-	// A new login (or one an earlier release named differently) may act as every tenant already served.
-	names := make([]string, len(tenants))
-	for i := range tenants {
-		names[i] = tenants[i].Name
-	}
-	if err := db.GrantTenants(ctx, app.Namespace, names, role.Name); err != nil {
-		return fail(retryErr(tenantryv1.ReasonDatabaseError, err))
+	others := maps.Clone(want)
+	delete(others, tenantryv1.HomeShard)
+	shardURIs, err := json.Marshal(others)
+	if err != nil {
+		return fail(err)
 	}
 	secret.ObjectMeta = metav1.ObjectMeta{Name: appSecretName(app), Namespace: app.Namespace,
 		ResourceVersion: secret.ResourceVersion, Labels: map[string]string{LabelManagedBy: ManagedBy}}
-	secret.Data = map[string][]byte{"uri": []byte(appURI), "username": []byte(role.Name), "password": []byte(pass)}
+	secret.Data = map[string][]byte{"uri": []byte(want[tenantryv1.HomeShard]), appShardsKey: shardURIs,
+		"username": []byte(role.Name), "password": []byte(pass)}
 	if err := controllerutil.SetControllerReference(app, secret, r.Scheme); err != nil {
 		return fail(err)
 	}
@@ -305,9 +322,156 @@ func (r *ExpenseAppReconciler) ensureAppLogin(ctx context.Context, app *tenantry
 	}
 	waitForCache(ctx, r.Client, secret)
 	r.Databases.Reread(types.NamespacedName{Namespace: app.Namespace, Name: app.Name})
-	setAppCondition(app, tenantryv1.ConditionDatabaseReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
-		fmt.Sprintf("The app logs in as %q (Secret %s)", role.Name, secret.Name))
+	msg := fmt.Sprintf("The app logs in as %q (Secret %s)", role.Name, secret.Name)
+	if len(shards) > 1 {
+		msg += fmt.Sprintf(" on %d shards", len(shards))
+	}
+	setAppCondition(app, tenantryv1.ConditionDatabaseReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded, msg)
 	return secret, nil
+}
+
+// ensureLoginOn creates or updates the app's login on one shard and lets it act as the tenants placed
+// there (names): what a new or renamed login needs for the tenants it serves.
+func (r *ExpenseAppReconciler) ensureLoginOn(ctx context.Context, app *tenantryv1.ExpenseApp, shard string,
+	role tenantdb.Role, pass string, names []string) error {
+	db, err := r.Databases.Shard(ctx, app, shard)
+	if err != nil {
+		return err
+	}
+	var ownership *tenantdb.OwnershipError
+	if err := db.EnsureAppRole(ctx, role, pass); errors.As(err, &ownership) {
+		return stallErr(tenantryv1.ReasonInvalidDatabase, 5*time.Minute,
+			fmt.Errorf("shard %s: %w: give the ExpenseApp another name, or point it at another database", shard, err))
+	} else if err != nil {
+		return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: %w", shard, err))
+	}
+	if err := db.GrantTenants(ctx, app.Namespace, names, role.Name); err != nil {
+		return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: %w", shard, err))
+	}
+	return nil
+}
+
+// placedShard is the shard that holds a tenant's schema: status.shard, or home for a tenant placed before
+// there were shards; "" for a tenant not placed yet.
+func placedShard(t *tenantryv1.Tenant) string {
+	switch {
+	case t.Status.Shard != "":
+		return t.Status.Shard
+	case t.Status.Schema != "":
+		return tenantryv1.HomeShard
+	}
+	return ""
+}
+
+// tenantsByShard names the tenants placed on each shard.
+func tenantsByShard(tenants []tenantryv1.Tenant) map[string][]string {
+	placed := map[string][]string{}
+	for i := range tenants {
+		if shard := placedShard(&tenants[i]); shard != "" {
+			placed[shard] = append(placed[shard], tenants[i].Name)
+		}
+	}
+	return placed
+}
+
+// appShards lists an ExpenseApp's shards: home, those of its spec, and any it had that still holds
+// tenants (removed from the spec too early; still served, and reported Stalled).
+func appShards(app *tenantryv1.ExpenseApp, tenants []tenantryv1.Tenant) []string {
+	shards := []string{tenantryv1.HomeShard}
+	known := map[string]bool{tenantryv1.HomeShard: true}
+	for _, s := range app.Spec.Shards {
+		shards = append(shards, s.Name)
+		known[s.Name] = true
+	}
+	var kept []string
+	for shard := range tenantsByShard(tenants) {
+		if _, ok := shardRef(app, shard); ok && !known[shard] {
+			kept = append(kept, shard)
+		}
+	}
+	sort.Strings(kept)
+	return append(shards, kept...)
+}
+
+// reconcileShards reports every shard in status.shards: its tenants, the lowest schema version among
+// them and, when the app has shards besides home, whether the operator reaches it. A shard removed
+// from spec.shards while tenants remain on it keeps being served, and the app is Stalled until they
+// have moved; an unreachable shard leaves the app not Ready (its tenants get 503s, the others are served).
+func (r *ExpenseAppReconciler) reconcileShards(ctx context.Context, run *appRun) error {
+	app := run.app
+	placed := tenantsByShard(run.tenants)
+	minVersion := map[string]int64{}
+	for i := range run.tenants {
+		t := &run.tenants[i]
+		if shard := placedShard(t); shard != "" && t.Status.SchemaVersion > 0 &&
+			(minVersion[shard] == 0 || t.Status.SchemaVersion < minVersion[shard]) {
+			minVersion[shard] = t.Status.SchemaVersion
+		}
+	}
+	inSpec := map[string]bool{tenantryv1.HomeShard: true}
+	for _, s := range app.Spec.Shards {
+		inSpec[s.Name] = true
+	}
+	var statuses []tenantryv1.ShardStatus
+	var problems []string
+	for _, shard := range appShards(app, run.tenants) {
+		ref, _ := shardRef(app, shard)
+		st := tenantryv1.ShardStatus{Name: shard, Tenants: int32(len(placed[shard])), SchemaVersion: minVersion[shard],
+			Reachable: meta.IsStatusConditionTrue(app.Status.Conditions, tenantryv1.ConditionDatabaseReady)}
+		if shard != tenantryv1.HomeShard {
+			st.SecretRef = &ref
+			st.Reachable, st.Message = true, ""
+			if err := r.pingShard(ctx, app, shard); err != nil {
+				st.Reachable, st.Message = false, err.Error()
+				problems = append(problems, fmt.Sprintf("shard %s: %s", shard, err.Error()))
+			}
+		}
+		if !inSpec[shard] {
+			st.Message = fmt.Sprintf("removed from spec.shards but still holds %d tenant(s) (%s): set their spec.shard "+
+				"to another shard, and remove it once they have moved", len(placed[shard]), strings.Join(firstNames(placed[shard], 5), ", "))
+			run.shards = stallErr(tenantryv1.ReasonShardInUse, time.Minute, fmt.Errorf("shard %s %s", shard, st.Message))
+		}
+		statuses = append(statuses, st)
+	}
+	app.Status.Shards = statuses
+	for _, s := range app.Status.Shards {
+		if !inSpec[s.Name] {
+			r.Databases.ForgetShard(types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, s.Name)
+		}
+	}
+	switch {
+	case run.shards != nil:
+		setAppCondition(app, tenantryv1.ConditionShardsReady, metav1.ConditionFalse, tenantryv1.ReasonShardInUse, run.shards.Error())
+	case len(problems) > 0:
+		msg := strings.Join(problems, "; ")
+		setAppCondition(app, tenantryv1.ConditionShardsReady, metav1.ConditionFalse, tenantryv1.ReasonShardUnreachable, msg)
+		run.shards = retryErr(tenantryv1.ReasonShardUnreachable, errors.New(msg))
+	case len(statuses) > 1:
+		setAppCondition(app, tenantryv1.ConditionShardsReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+			fmt.Sprintf("%d shards reachable", len(statuses)))
+	default:
+		meta.RemoveStatusCondition(&app.Status.Conditions, tenantryv1.ConditionShardsReady)
+	}
+	return nil
+}
+
+// pingShard checks that the operator reaches a shard, within a few seconds.
+func (r *ExpenseAppReconciler) pingShard(ctx context.Context, app *tenantryv1.ExpenseApp, shard string) error {
+	db, err := r.Databases.Shard(ctx, app, shard)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return db.Ping(ctx)
+}
+
+// firstNames is at most n of names, and how many more there are.
+func firstNames(names []string, n int) []string {
+	if len(names) <= n {
+		return names
+	}
+	return append(names[:n:n], fmt.Sprintf("and %d more", len(names)-n))
 }
 
 // SecretHash is a short hash of a Secret's data, for a pod template annotation.
@@ -327,9 +491,10 @@ func SecretHash(s *corev1.Secret) string {
 
 // appRole is the app's login role of an ExpenseApp: its name derived from the ExpenseApp's identity,
 // and the mark that says it is this ExpenseApp's.
-func appRole(db *tenantdb.DB, app *tenantryv1.ExpenseApp) tenantdb.Role {
-	return tenantdb.Role{Name: registry.AppRoleName(db.Database(), app.Namespace, app.Name),
-		Mark: tenantdb.OwnerMark("app", db.Database(), app.Namespace, app.Name)}
+// database is the home database's name: the same login serves every shard.
+func appRole(database string, app *tenantryv1.ExpenseApp) tenantdb.Role {
+	return tenantdb.Role{Name: registry.AppRoleName(database, app.Namespace, app.Name),
+		Mark: tenantdb.OwnerMark("app", database, app.Namespace, app.Name)}
 }
 
 // withUser returns a postgres:// URL with its user and password replaced. Credentials given as query
@@ -433,7 +598,10 @@ func appPodSpec(app *tenantryv1.ExpenseApp, image string) corev1.PodSpec {
 			Command: []string{"/app"},
 			Args:    []string{fmt.Sprintf("--http-addr=:%d", appPort), fmt.Sprintf("--metrics-addr=:%d", appMetricsPort)},
 			Env: []corev1.EnvVar{{Name: "DATABASE_URL", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-				LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: "uri"}}}},
+				LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: "uri"}}},
+				{Name: "SHARD_DATABASE_URLS", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+					LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: appShardsKey,
+					Optional: ptr.To(true)}}}},
 			Ports: []corev1.ContainerPort{{Name: ServicePortName, ContainerPort: appPort},
 				{Name: MetricsPortName, ContainerPort: appMetricsPort}},
 			Resources:      app.Spec.Resources,
@@ -468,6 +636,9 @@ func (r *ExpenseAppReconciler) reconcileService(ctx context.Context, run *appRun
 func (r *ExpenseAppReconciler) rolloutDone(ctx context.Context, run *appRun) error {
 	if run.fleet != nil {
 		return run.fleet
+	}
+	if run.shards != nil {
+		return run.shards
 	}
 	app := run.app
 	dep := &appsv1.Deployment{}

@@ -111,6 +111,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		UsageInterval:           cfg.UsageInterval,
 		UsageFirstDelay:         cfg.UsageFirstDelay,
 		Rollouts:                rollouts,
+		Placement:               &Placement{},
 		Recorder:                mgr.GetEventRecorder("tenantry-tenant"),
 	}
 	if err := tenants.SetupWithManager(mgr); err != nil {

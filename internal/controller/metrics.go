@@ -38,14 +38,16 @@ func init() {
 type statementsCollector struct{ dbs *Databases }
 
 var statementsDesc = prometheus.NewDesc("tenantry_database_statements_total",
-	"SQL statements the operator has sent to an ExpenseApp's database since it connected.", []string{"namespace", "app"}, nil)
+	"SQL statements the operator has sent to an ExpenseApp's database (one of its shards) since it connected.",
+	[]string{"namespace", "app", "shard"}, nil)
 
 func (c statementsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- statementsDesc }
 
 func (c statementsCollector) Collect(ch chan<- prometheus.Metric) {
 	c.dbs.mu.Lock()
 	defer c.dbs.mu.Unlock()
-	for name, d := range c.dbs.dbs {
-		ch <- prometheus.MustNewConstMetric(statementsDesc, prometheus.CounterValue, float64(d.db.Statements()), name.Namespace, name.Name)
+	for k, d := range c.dbs.dbs {
+		ch <- prometheus.MustNewConstMetric(statementsDesc, prometheus.CounterValue, float64(d.db.Statements()),
+			k.app.Namespace, k.app.Name, k.shard)
 	}
 }

@@ -73,7 +73,7 @@ type rolloutView struct {
 // Ensure starts a rollout of plan for app's tenants unless one of that plan runs or has run: a new
 // plan (a new release, or a fixed migration) replaces the run of an old one, and starts where the
 // registry says each schema is. A run that could not read the registry is started again.
-func (rs *Rollouts) Ensure(app *tenantryv1.ExpenseApp, db *tenantdb.DB, plan *tenantdb.Plan, tenants []string) rolloutView {
+func (rs *Rollouts) Ensure(app *tenantryv1.ExpenseApp, dbs map[string]*tenantdb.DB, plan *tenantdb.Plan, tenants []string) rolloutView {
 	key := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
@@ -98,7 +98,7 @@ func (rs *Rollouts) Ensure(app *tenantryv1.ExpenseApp, db *tenantdb.DB, plan *te
 				default:
 				}
 			}()
-			run.run(ctx, rs, app.Namespace, db, tenants, max(int(opts.MaxConcurrent), 1), max(int(opts.Canary), 1),
+			run.run(ctx, rs, app.Namespace, dbs, tenants, max(int(opts.MaxConcurrent), 1), max(int(opts.Canary), 1),
 				int(opts.MaxFailures))
 		}()
 	}
@@ -175,77 +175,107 @@ const (
 	transientMaxDelay   = 5 * time.Second
 )
 
-func (r *rollout) run(ctx context.Context, rs *Rollouts, namespace string, db *tenantdb.DB, tenants []string,
+func (r *rollout) run(ctx context.Context, rs *Rollouts, namespace string, dbs map[string]*tenantdb.DB, tenants []string,
 	workers, canary, budget int) {
 	log := logf.FromContext(ctx).WithValues("namespace", namespace, "target", r.target)
 	ours := make(map[string]bool, len(tenants))
 	for _, n := range tenants {
 		ours[n] = true
 	}
-	var fleet []tenantdb.FleetMember
-	for delay := transientFirstDelay; ; delay = min(2*delay, transientMaxDelay) {
-		var err error
-		if fleet, err = db.Fleet(ctx, namespace); err == nil {
-			break
-		}
-		if !tenantdb.IsTransient(err) || ctx.Err() != nil {
-			r.mu.Lock()
-			r.err = err
-			r.mu.Unlock()
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
+	// Every shard's registry is read at once; a shard that is away holds the rollout until it is back.
+	fleets := make(map[string][]tenantdb.FleetMember, len(dbs))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for shard, db := range dbs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fleet, err := readFleet(ctx, db, namespace)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				r.mu.Lock()
+				r.err = fmt.Errorf("shard %s: %w", shard, err)
+				r.mu.Unlock()
+			}
+			for i := range fleet {
+				fleet[i].Shard = shard
+			}
+			fleets[shard] = fleet
+		}()
+	}
+	wg.Wait()
+	if r.failedToStart() || ctx.Err() != nil {
+		return
 	}
 	var behind []tenantdb.FleetMember
 	r.mu.Lock()
-	for _, m := range fleet {
-		if !ours[m.Name] {
-			continue // a tenant of another ExpenseApp on the same database
-		}
-		r.versions[m.Name] = m.Version
-		if m.Version < r.target {
-			behind = append(behind, m)
+	for _, fleet := range fleets {
+		for _, m := range fleet {
+			if !ours[m.Name] {
+				continue // a tenant of another ExpenseApp on the same database
+			}
+			r.versions[m.Name] = m.Version
+			if m.Version < r.target {
+				behind = append(behind, m)
+			}
 		}
 	}
 	r.mu.Unlock()
 	sort.Slice(behind, func(i, j int) bool { return behind[i].Name < behind[j].Name })
 	start := time.Now()
-	log.Info("fleet migration starting", "behind", len(behind))
+	log.Info("fleet migration starting", "behind", len(behind), "shards", len(dbs))
 
-	// The canary tenants alone, one after the other; then the rest on every worker.
+	// The canary tenants alone, one after the other; then the rest, on every worker of each shard.
 	n := min(canary, len(behind))
 	for _, m := range behind[:n] {
-		if !r.migrate(ctx, rs, db, m, budget) {
+		if !r.migrate(ctx, rs, dbs[m.Shard], m, budget) {
 			break
 		}
 	}
-	queue := make(chan tenantdb.FleetMember)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for m := range queue {
-				r.migrate(ctx, rs, db, m, budget)
-			}
-		}()
+	queues := make(map[string]chan tenantdb.FleetMember, len(dbs))
+	for shard, db := range dbs {
+		queue := make(chan tenantdb.FleetMember)
+		queues[shard] = queue
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for m := range queue {
+					r.migrate(ctx, rs, db, m, budget)
+				}
+			}()
+		}
 	}
 	for _, m := range behind[n:] {
 		if r.stopped(ctx) {
 			break
 		}
-		queue <- m
+		queues[m.Shard] <- m
 	}
-	close(queue)
+	for _, q := range queues {
+		close(q)
+	}
 	wg.Wait()
 	r.tell(ctx, rs, namespace)
 	v := r.view()
 	log.Info("fleet migration ended", "migrated", len(behind)-len(v.failed), "failed", len(v.failed),
 		"halted", v.halted, "seconds", time.Since(start).Seconds())
+}
+
+// readFleet reads a shard's registry, retrying while the database is away.
+func readFleet(ctx context.Context, db *tenantdb.DB, namespace string) ([]tenantdb.FleetMember, error) {
+	for delay := transientFirstDelay; ; delay = min(2*delay, transientMaxDelay) {
+		fleet, err := db.Fleet(ctx, namespace)
+		if err == nil || !tenantdb.IsTransient(err) || ctx.Err() != nil {
+			return fleet, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
 }
 
 // stopped reports whether the rollout must schedule no more tenants: cancelled, or halted.
@@ -275,6 +305,7 @@ func (r *rollout) migrate(ctx context.Context, rs *Rollouts, db *tenantdb.DB, m 
 		case errors.As(err, &moved):
 			// Someone else (an earlier leader, a Tenant's own reconcile) migrated it meanwhile.
 			if now, ok, lerr := db.Lookup(ctx, m.Namespace, m.Name); lerr == nil && ok {
+				now.Shard = m.Shard
 				m, from = now, now.Version
 				if from >= r.target {
 					err = nil
@@ -354,10 +385,7 @@ func fleetStatus(tenants []tenantryv1.Tenant, view rolloutView, target int64) (a
 
 // haltMessage says why a rollout halted and what to do.
 func haltMessage(app *tenantryv1.ExpenseApp, target int64, failed []string) string {
-	names := failed
-	if len(names) > 5 {
-		names = append(names[:5:5], fmt.Sprintf("and %d more", len(failed)-5))
-	}
+	names := firstNames(failed, 5)
 	return fmt.Sprintf("Migration to schema version %d halted: %d tenant(s) failed (%s), more than the budget of %d "+
 		"(spec.migrations.maxFailures). Each failed Tenant's MigrationsApplied condition has the error; fix the migration and "+
 		"the rollout resumes", target, len(failed), strings.Join(names, ", "), app.Spec.Migrations.MaxFailures)

@@ -122,7 +122,11 @@ func runSuite(m *testing.M) int {
 	done := make(chan error)
 	go func() { done <- mgr.Start(ctx) }()
 	defer func() { cancel(); <-done }()
-
+	defer func() {
+		if otherServer.pg != nil {
+			otherServer.pg.Close()
+		}
+	}()
 	return m.Run()
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -69,6 +70,8 @@ type TenantReconciler struct {
 	UsageFirstDelay time.Duration
 	// Rollouts migrate existing tenants to a new release; a Tenant follows what its app's rollout did.
 	Rollouts *Rollouts
+	// Placement chooses the shard of each new tenant.
+	Placement *Placement
 	// Recorder emits events.
 	Recorder events.EventRecorder
 }
@@ -118,10 +121,14 @@ type tenantRun struct {
 	t           *tenantryv1.Tenant
 	app         *tenantryv1.ExpenseApp
 	adminSecret *corev1.Secret // nil when there is none
-	// db and id are looked up the first time a step needs the database, never before: a Ready tenant
-	// whose spec has not changed sends no SQL at all.
-	db *tenantdb.DB
-	id tenantdb.FleetMember
+	// home, db and id are looked up the first time a step needs the database, never before: a Ready
+	// tenant whose spec has not changed sends no SQL at all. home is the app's home database (registry
+	// and routing); db the shard that holds the tenant's schema (home itself, or another); id what the
+	// registries record (the version is the shard's).
+	home, db *tenantdb.DB
+	id       tenantdb.FleetMember
+	// registered: this reconcile wrote the tenant's registry row already.
+	registered bool
 	// wasReady: the tenant was Ready, at its generation, when this reconcile began.
 	wasReady bool
 	result   ctrl.Result
@@ -133,7 +140,7 @@ type tenantStep func(ctx context.Context, run *tenantRun) error
 // reconcileTenant runs the steps in order, stopping at the first that fails or waits.
 func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Tenant) (ctrl.Result, error) {
 	run := &tenantRun{t: t, wasReady: readyAtGeneration(t)}
-	for _, step := range []tenantStep{r.reconcileApp, r.reconcileRegistration, r.reconcileSchema, r.reconcileAdmin,
+	for _, step := range []tenantStep{r.reconcileApp, r.reconcileRegistration, r.reconcilePlacement, r.reconcileSchema, r.reconcileAdmin,
 		r.reconcileState, r.reconcileRoute, r.reconcileUsage} {
 		if err := step(ctx, run); err != nil {
 			return ctrl.Result{}, err
@@ -205,29 +212,68 @@ func (r *TenantReconciler) reconcileApp(ctx context.Context, run *tenantRun) err
 	return nil
 }
 
-// database opens the app's database and looks up what the registry records for the tenant's identity,
-// once per reconcile. Every write acts on that schema and role, never on status.schema, which anyone
-// allowed to write status could have changed. A tenant the registry does not know is registered.
+// database opens the app's home database and looks up what its registry records for the tenant's
+// identity, then opens the shard that holds the schema, once per reconcile. Every write acts on that
+// schema and role, never on status.schema, which anyone allowed to write status could have changed. A
+// tenant the registry does not know is placed on a shard and registered.
 func (r *TenantReconciler) database(ctx context.Context, run *tenantRun) error {
 	if run.db != nil {
 		return nil
 	}
-	db, err := r.Databases.For(ctx, run.app)
+	home, err := r.Databases.For(ctx, run.app)
+	if err != nil {
+		return err
+	}
+	if err := home.EnsureRegistry(ctx); err != nil {
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	id, registered, err := home.Lookup(ctx, run.t.Namespace, run.t.Name)
+	if err != nil {
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	run.home = home
+	if !registered {
+		return r.register(ctx, run)
+	}
+	return r.openShard(ctx, run, id)
+}
+
+// openShard opens the shard the home registry records for the tenant, and registers the tenant in
+// that shard's own registry if it is not there yet. The schema version is the shard's: migrations
+// record it there, in their own transaction.
+func (r *TenantReconciler) openShard(ctx context.Context, run *tenantRun, id tenantdb.FleetMember) error {
+	t := run.t
+	t.Status.Schema = id.Schema
+	if id.Shard == "" {
+		t.Status.Shard = tenantryv1.HomeShard
+		run.db, run.id = run.home, id
+		return nil
+	}
+	t.Status.Shard = id.Shard
+	db, err := r.Databases.Shard(ctx, run.app, id.Shard)
 	if err != nil {
 		return err
 	}
 	if err := db.EnsureRegistry(ctx); err != nil {
-		return retryErr(tenantryv1.ReasonDatabaseError, err)
+		return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: %w", id.Shard, err))
 	}
-	id, registered, err := db.Lookup(ctx, run.t.Namespace, run.t.Name)
+	held, registered, err := db.Lookup(ctx, t.Namespace, t.Name)
 	if err != nil {
-		return retryErr(tenantryv1.ReasonDatabaseError, err)
+		return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: %w", id.Shard, err))
 	}
-	run.db, run.id = db, id
 	if !registered {
-		return r.register(ctx, run)
+		reg := registration(t, id.Schema, id.Role)
+		reg.Hosts = nil // routing is the home database's
+		var sc *tenantdb.SchemaConflictError
+		held, err = db.Register(ctx, reg)
+		if errors.As(err, &sc) {
+			return r.schemaConflict(t, fmt.Errorf("shard %s: %w", id.Shard, err))
+		} else if err != nil {
+			return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: %w", id.Shard, err))
+		}
 	}
-	run.t.Status.Schema = id.Schema
+	id.Version = held.Version
+	run.db, run.id = db, id
 	return nil
 }
 
@@ -287,19 +333,17 @@ func (r *TenantReconciler) reconcileRegistration(ctx context.Context, run *tenan
 	if t.Status.ObservedGeneration == t.Generation && meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionRegistered) {
 		return nil
 	}
-	if err := r.database(ctx, run); err != nil {
+	if err := r.database(ctx, run); err != nil || run.registered {
 		return err
 	}
 	return r.register(ctx, run)
 }
 
-// register writes the tenant's registry row and records the schema and role it holds.
-func (r *TenantReconciler) register(ctx context.Context, run *tenantRun) error {
-	t, db := run.t, run.db
-	name := registry.TenantName(db.Database(), t.Namespace, t.Name)
-	id, err := db.Register(ctx, tenantdb.Registration{
-		Schema:        name,
-		Role:          name,
+// registration is the registry row of a tenant, with the schema and role names given.
+func registration(t *tenantryv1.Tenant, schema, role string) tenantdb.Registration {
+	return tenantdb.Registration{
+		Schema:        schema,
+		Role:          role,
 		Namespace:     t.Namespace,
 		Name:          t.Name,
 		UID:           string(t.UID),
@@ -309,7 +353,26 @@ func (r *TenantReconciler) register(ctx context.Context, run *tenantRun) error {
 		State:         registryState(t, t.Status.SchemaVersion),
 		SchemaVersion: t.Status.SchemaVersion,
 		Hosts:         t.Spec.Hosts,
-	})
+	}
+}
+
+// register writes the tenant's row in the home registry and records the schema and role it holds, and
+// the shard that holds them: for a new tenant, the one Placement chooses; a registered tenant keeps its
+// own. Then it opens that shard.
+func (r *TenantReconciler) register(ctx context.Context, run *tenantRun) error {
+	t, home := run.t, run.home
+	name := registry.TenantName(home.Database(), t.Namespace, t.Name)
+	reg := registration(t, name, name)
+	if run.db == nil { // not registered yet: where it goes
+		shard, err := r.Placement.Choose(ctx, r.Client, t, run.app)
+		if err != nil {
+			return err
+		}
+		if shard != tenantryv1.HomeShard {
+			reg.Shard = shard
+		}
+	}
+	id, err := home.Register(ctx, reg)
 	var hc *tenantdb.HostConflictError
 	var sc *tenantdb.SchemaConflictError
 	switch {
@@ -323,11 +386,34 @@ func (r *TenantReconciler) register(ctx context.Context, run *tenantRun) error {
 	case err != nil:
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	run.id = id
-	t.Status.Schema = id.Schema
+	run.registered = true
+	if run.db == nil {
+		if err := r.openShard(ctx, run, id); err != nil {
+			return err
+		}
+	}
 	setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 		fmt.Sprintf("Registered with hosts %v", t.Spec.Hosts))
 	return nil
+}
+
+// reconcilePlacement holds a tenant on its shard. A spec.shard that names another shard than the one
+// holding the schema asks for a move, which this release does not do: the tenant stays where it is,
+// served, and Stalled until spec.shard names its shard again.
+func (r *TenantReconciler) reconcilePlacement(ctx context.Context, run *tenantRun) error {
+	t := run.t
+	if t.Spec.Shard == "" || placedShard(t) == t.Spec.Shard || readyAtGeneration(t) {
+		return nil
+	}
+	if err := r.database(ctx, run); err != nil {
+		return err
+	}
+	if t.Status.Shard == t.Spec.Shard {
+		return nil
+	}
+	return stallErr(tenantryv1.ReasonMoveUnsupported, 5*time.Minute, fmt.Errorf(
+		"spec.shard is %q but the schema is on shard %q, and this operator does not move tenants between shards: "+
+			"set spec.shard back to %q (the tenant is still served from there)", t.Spec.Shard, t.Status.Shard, t.Status.Shard))
 }
 
 // schemaConflict stalls a tenant whose schema or role belongs to someone else.
@@ -353,7 +439,7 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, run *tenantRun) 
 	}
 	db, id := run.db, run.id
 	if !meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionSchemaReady) {
-		if err := r.ensureSchema(ctx, t, app, db, id); err != nil {
+		if err := r.ensureSchema(ctx, t, app, run.home.Database(), db, id); err != nil {
 			return err
 		}
 	}
@@ -415,13 +501,15 @@ func (r *TenantReconciler) migrateExisting(ctx context.Context, t *tenantryv1.Te
 	return nil
 }
 
-// ensureSchema creates the tenant's role and schema and lets the app's login role act as the tenant.
+// ensureSchema creates the tenant's role and schema on the shard db and lets the app's login role act
+// as the tenant. Names and ownership marks derive from the identity in the home database (home), wherever
+// the schema is.
 func (r *TenantReconciler) ensureSchema(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp,
-	db *tenantdb.DB, id tenantdb.FleetMember) error {
-	role := tenantdb.Role{Name: id.Role, Mark: tenantdb.OwnerMark("tenant", db.Database(), t.Namespace, t.Name),
+	home string, db *tenantdb.DB, id tenantdb.FleetMember) error {
+	role := tenantdb.Role{Name: id.Role, Mark: tenantdb.OwnerMark("tenant", home, t.Namespace, t.Name),
 		// A role named before names were derived from the whole identity is taken because the registry
 		// records it for this very tenant.
-		Legacy: id.Role != registry.TenantName(db.Database(), t.Namespace, t.Name)}
+		Legacy: id.Role != registry.TenantName(home, t.Namespace, t.Name)}
 	var ownership *tenantdb.OwnershipError
 	if err := db.EnsureSchema(ctx, id.Schema, role); errors.As(err, &ownership) {
 		setCondition(t, tenantryv1.ConditionSchemaReady, metav1.ConditionFalse, tenantryv1.ReasonSchemaConflict, err.Error())
@@ -431,7 +519,7 @@ func (r *TenantReconciler) ensureSchema(ctx context.Context, t *tenantryv1.Tenan
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
 	// The app's login role may act as the tenant, and only as the tenants of its ExpenseApp.
-	appRole := appRole(db, app)
+	appRole := appRole(home, app)
 	if err := db.EnsureAppRoleOnce(ctx, appRole); errors.As(err, &ownership) {
 		return stallErr(tenantryv1.ReasonInvalidDatabase, 5*time.Minute, err)
 	} else if err != nil {
@@ -531,8 +619,11 @@ func (r *TenantReconciler) reconcileState(ctx context.Context, run *tenantRun) e
 	if err := r.database(ctx, run); err != nil {
 		return err
 	}
-	if err := run.db.SetState(ctx, run.id.Schema, registryState(t, t.Status.SchemaVersion), t.Status.SchemaVersion); err != nil {
-		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	// The shard's registry first (its versions), then the home database's (routing).
+	for _, db := range uniqueDBs(run.db, run.home) {
+		if err := db.SetState(ctx, run.id.Schema, registryState(t, t.Status.SchemaVersion), t.Status.SchemaVersion); err != nil {
+			return retryErr(tenantryv1.ReasonDatabaseError, err)
+		}
 	}
 	return nil
 }
@@ -656,25 +747,40 @@ func (r *TenantReconciler) reconcileDelete(ctx context.Context, t *tenantryv1.Te
 }
 
 func (r *TenantReconciler) deleteFromDatabase(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp) error {
-	db, err := r.Databases.For(ctx, app)
-	if err != nil {
+	blocked := func(err error) error {
 		se := asStepError(err, tenantryv1.ReasonDeletionBlocked)
 		return &stepError{kind: se.kind, reason: tenantryv1.ReasonDeletionBlocked, after: 10 * time.Second,
 			err: fmt.Errorf("cannot reach the database to remove the tenant: %w", se.err)}
 	}
-	if err := db.EnsureRegistry(ctx); err != nil {
+	home, err := r.Databases.For(ctx, app)
+	if err != nil {
+		return blocked(err)
+	}
+	if err := home.EnsureRegistry(ctx); err != nil {
 		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 	}
 	// What to retire or drop is what the registry records for this identity, never status.schema.
-	id, registered, err := db.Lookup(ctx, t.Namespace, t.Name)
+	id, registered, err := home.Lookup(ctx, t.Namespace, t.Name)
 	if err != nil {
 		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 	}
 	if !registered {
 		return nil
 	}
-	if err := db.Retire(ctx, t.Namespace, t.Name); err != nil {
-		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
+	db := home
+	if id.Shard != "" {
+		if db, err = r.Databases.Shard(ctx, app, id.Shard); err != nil {
+			return blocked(err)
+		}
+		if err := db.EnsureRegistry(ctx); err != nil {
+			return retryErr(tenantryv1.ReasonDeletionBlocked, err)
+		}
+	}
+	// The home database's routing first: no request reaches the tenant while its shard lets go.
+	for _, d := range uniqueDBs(home, db) {
+		if err := d.Retire(ctx, t.Namespace, t.Name); err != nil {
+			return retryErr(tenantryv1.ReasonDeletionBlocked, err)
+		}
 	}
 	if err := db.RevokeMembers(ctx, id.Role); err != nil {
 		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
@@ -685,10 +791,25 @@ func (r *TenantReconciler) deleteFromDatabase(ctx context.Context, t *tenantryv1
 	if err := db.DropSchema(ctx, id.Schema, id.Role); err != nil {
 		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 	}
-	if err := db.Unregister(ctx, t.Namespace, t.Name); err != nil {
-		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
+	// The shard's row last of the shard, the home row last of all: until then it records where the
+	// schema was.
+	for _, d := range uniqueDBs(db, home) {
+		if err := d.Unregister(ctx, t.Namespace, t.Name); err != nil {
+			return retryErr(tenantryv1.ReasonDeletionBlocked, err)
+		}
 	}
 	return nil
+}
+
+// uniqueDBs is the databases given, in order, each once.
+func uniqueDBs(dbs ...*tenantdb.DB) []*tenantdb.DB {
+	var out []*tenantdb.DB
+	for _, db := range dbs {
+		if db != nil && !slices.Contains(out, db) {
+			out = append(out, db)
+		}
+	}
+	return out
 }
 
 func setCondition(t *tenantryv1.Tenant, typ string, status metav1.ConditionStatus, reason, msg string) {

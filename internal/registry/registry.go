@@ -51,6 +51,9 @@ CREATE TABLE IF NOT EXISTS tenantry.tenants (
 ALTER TABLE tenantry.tenants DROP CONSTRAINT IF EXISTS tenants_state_check;
 ALTER TABLE tenantry.tenants ADD CONSTRAINT tenants_state_check
     CHECK (state IN ('provisioning', 'active', 'suspended', 'retained'));
+-- shard names the ExpenseApp shard that holds the schema; '' is this very database. The home database
+-- routes every tenant (its hosts are here); a shard's registry lists the tenants it holds, with shard ''.
+ALTER TABLE tenantry.tenants ADD COLUMN IF NOT EXISTS shard text NOT NULL DEFAULT '';
 CREATE UNIQUE INDEX IF NOT EXISTS tenants_role_name_key ON tenantry.tenants (role_name);
 CREATE TABLE IF NOT EXISTS tenantry.tenant_hosts (
     host        text PRIMARY KEY,
@@ -83,9 +86,11 @@ type Tenant struct {
 	DisplayName   string
 	State         string
 	SchemaVersion int64
-	Hosts         []string
-	Branding      Branding
-	Settings      Settings
+	// Shard is the ExpenseApp shard that holds the schema; empty for the database the row was read from.
+	Shard    string
+	Hosts    []string
+	Branding Branding
+	Settings Settings
 }
 
 // Branding is how pages look for a tenant.
@@ -117,18 +122,23 @@ func (s Settings) NeedsApproval(amountMinor int64) bool {
 // " AND t.schema_name = $1" for one tenant. ScanTenant reads its rows.
 const SelectServed = `
 SELECT t.schema_name, t.role_name, t.namespace, t.name, t.display_name, t.state, t.schema_version,
-       t.branding, t.settings,
+       t.shard, t.branding, t.settings,
        coalesce((SELECT array_agg(h.host ORDER BY h.host) FROM tenantry.tenant_hosts h
                  WHERE h.schema_name = t.schema_name), '{}')
 FROM tenantry.tenants t
 WHERE t.state <> 'retained'`
+
+// SelectHeld reads the schema version of every tenant a shard holds, from the shard's own registry:
+// what the app needs of a shard besides the home database's routing. Append " AND schema_name = $1" for
+// one tenant.
+const SelectHeld = `SELECT schema_name, schema_version FROM tenantry.tenants WHERE state <> 'retained' AND shard = ''`
 
 // ScanTenant reads one row of SelectServed.
 func ScanTenant(row pgx.CollectableRow) (*Tenant, error) {
 	t := &Tenant{}
 	var branding, settings []byte
 	if err := row.Scan(&t.Schema, &t.Role, &t.Namespace, &t.Name, &t.DisplayName, &t.State, &t.SchemaVersion,
-		&branding, &settings, &t.Hosts); err != nil {
+		&t.Shard, &branding, &settings, &t.Hosts); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal(branding, &t.Branding); err != nil {

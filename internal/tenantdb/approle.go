@@ -55,12 +55,12 @@ func (db *DB) EnsureAppRoleOnce(ctx context.Context, role Role) error {
 	return nil
 }
 
-// GrantTenants lets the app role act as every live tenant of the namespace with one of the names given,
-// as the registry records them: what a new or renamed app login needs for the tenants it serves.
+// GrantTenants lets the app role act as every live tenant of the namespace with one of the names given
+// whose schema is in this database, as the registry records them: what a new or renamed app login needs for the tenants it serves.
 func (db *DB) GrantTenants(ctx context.Context, namespace string, names []string, appRole string) error {
 	// A tenant registered a moment ago may not have its role yet: its own reconcile grants it.
 	rows, _ := db.pool.Query(ctx, `SELECT role_name FROM tenantry.tenants t
-WHERE namespace = $1 AND name = ANY($2) AND state <> 'retained' AND EXISTS (SELECT FROM pg_roles WHERE rolname = t.role_name)`,
+WHERE namespace = $1 AND name = ANY($2) AND state <> 'retained' AND shard = '' AND EXISTS (SELECT FROM pg_roles WHERE rolname = t.role_name)`,
 		namespace, names)
 	roles, err := pgx.CollectRows(rows, pgx.RowTo[string]) // a failed query's error comes back here
 	if err != nil {

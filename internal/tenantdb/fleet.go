@@ -16,13 +16,16 @@ type FleetMember struct {
 	Namespace, Name string
 	Identity
 	Version int64
+	// Shard is where the registry says the schema is: empty for the database it was read from.
+	Shard string
 }
 
 // Fleet returns the schema version of every migrated tenant of a namespace, from the registry, in one
-// query. Retained tenants and tenants not yet migrated at all (being onboarded) are left out.
+// query. Retained tenants, tenants not yet migrated at all (being onboarded) and tenants whose schema is
+// on another shard (whose own registry has them) are left out.
 func (db *DB) Fleet(ctx context.Context, namespace string) ([]FleetMember, error) {
 	rows, err := db.pool.Query(ctx, `SELECT namespace, name, schema_name, role_name, schema_version
-FROM tenantry.tenants WHERE namespace = $1 AND state <> 'retained' AND schema_version > 0`, namespace)
+FROM tenantry.tenants WHERE namespace = $1 AND state <> 'retained' AND schema_version > 0 AND shard = ''`, namespace)
 	if err != nil {
 		return nil, fmt.Errorf("reading the fleet's schema versions: %w", err)
 	}

@@ -48,7 +48,11 @@ type Registration struct {
 	Settings      any // marshalled to JSON
 	State         string
 	SchemaVersion int64
-	Hosts         []string
+	// Hosts are claimed in the home database only; a shard's registry holds none.
+	Hosts []string
+	// Shard is the ExpenseApp shard that holds the schema, recorded with the tenant's first row and
+	// kept: empty for this database.
+	Shard string
 }
 
 // Identity is what the registry records for a tenant: the schema and role that belong to it.
@@ -100,8 +104,8 @@ func (db *DB) Register(ctx context.Context, r Registration) (FleetMember, error)
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `
 INSERT INTO tenantry.tenants AS t
-    (schema_name, role_name, namespace, name, uid, display_name, branding, settings, state, schema_version)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    (schema_name, role_name, namespace, name, uid, display_name, branding, settings, state, schema_version, shard)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (namespace, name) DO UPDATE
 SET uid = EXCLUDED.uid, display_name = EXCLUDED.display_name, branding = EXCLUDED.branding,
     settings = EXCLUDED.settings,
@@ -111,9 +115,9 @@ SET uid = EXCLUDED.uid, display_name = EXCLUDED.display_name, branding = EXCLUDE
             ELSE EXCLUDED.state END,
     schema_version = greatest(t.schema_version, EXCLUDED.schema_version),
     updated_at = now()
-RETURNING schema_name, role_name, schema_version`,
-			r.Schema, r.Role, r.Namespace, r.Name, r.UID, r.DisplayName, branding, settings, r.State, r.SchemaVersion,
-		).Scan(&id.Schema, &id.Role, &id.Version)
+RETURNING schema_name, role_name, schema_version, shard`,
+			r.Schema, r.Role, r.Namespace, r.Name, r.UID, r.DisplayName, branding, settings, r.State, r.SchemaVersion, r.Shard,
+		).Scan(&id.Schema, &id.Role, &id.Version, &id.Shard)
 		if isCode(err, codeUniqueViolation) {
 			return &SchemaConflictError{Schema: r.Schema}
 		}
@@ -154,12 +158,12 @@ LIMIT 1`, r.Hosts, id.Schema).Scan(&conflict.Host, &conflict.HolderNamespace, &c
 	return id, err
 }
 
-// Lookup returns the schema, role and schema version recorded for a tenant's identity, and false when
-// it has no row.
+// Lookup returns the schema, role, schema version and shard recorded for a tenant's identity, and false
+// when it has no row.
 func (db *DB) Lookup(ctx context.Context, namespace, name string) (FleetMember, bool, error) {
 	m := FleetMember{Namespace: namespace, Name: name}
-	err := db.pool.QueryRow(ctx, `SELECT schema_name, role_name, schema_version FROM tenantry.tenants
-WHERE namespace = $1 AND name = $2`, namespace, name).Scan(&m.Schema, &m.Role, &m.Version)
+	err := db.pool.QueryRow(ctx, `SELECT schema_name, role_name, schema_version, shard FROM tenantry.tenants
+WHERE namespace = $1 AND name = $2`, namespace, name).Scan(&m.Schema, &m.Role, &m.Version, &m.Shard)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, false, nil
 	}

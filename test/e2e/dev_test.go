@@ -152,9 +152,16 @@ spec:
 	if status != http.StatusSeeOther {
 		t.Fatalf("second run: sign-in to acme: %d %s", status, body)
 	}
-	// What kubectl shows is true: the app runs, and says by whom.
-	if out := k("", "get", "expenseapp", "expenses", "-o", "jsonpath={.status.conditions[?(@.type==\"Deployed\")].message}"); !strings.Contains(out, "make dev") {
-		t.Errorf("ExpenseApp Deployed condition does not say the app runs inside make dev: %q", out)
+	// What kubectl shows is true: the app runs, and says by whom (once the operator has seen the
+	// Deployment's status that make dev reports).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out := k("", "get", "expenseapp", "expenses", "-o", "jsonpath={.status.conditions[?(@.type==\"Deployed\")].message}")
+		if strings.Contains(out, "make dev") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ExpenseApp Deployed condition does not say the app runs inside make dev: %q", out)
+		}
 	}
 	k("", "wait", "--for=condition=Ready", "expenseapp/expenses", "--timeout=30s")
 	dev.interrupt()

@@ -1,0 +1,408 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	apphttp "tenantry.dev/tenantry/app/http"
+	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/app/postgres"
+	"tenantry.dev/tenantry/internal/pgcluster"
+)
+
+// otherServer is a second PostgreSQL server for shards, started by the first test that needs it and
+// stopped after the suite.
+var otherServer struct {
+	once sync.Once
+	pg   *pgcluster.Throwaway
+	err  error
+}
+
+func secondServer(t *testing.T) *pgcluster.Throwaway {
+	t.Helper()
+	otherServer.once.Do(func() { otherServer.pg, otherServer.err = pgcluster.StartThrowaway() })
+	if otherServer.err != nil {
+		t.Fatalf("starting a second PostgreSQL server: %v", otherServer.err)
+	}
+	return otherServer.pg
+}
+
+// shardedFixture is a fixture whose ExpenseApp has two shards besides home: "east" on a second server,
+// "west" in another database of the home server (so the roles, which are server-wide, already exist
+// there).
+type shardedFixture struct {
+	*fixture
+	shardURL map[string]string // superuser URLs, by shard
+	shardDB  map[string]*pgxpool.Pool
+}
+
+func newShardedFixture(t *testing.T) *shardedFixture {
+	t.Helper()
+	ctx := context.Background()
+	f := &shardedFixture{fixture: newFixture(t), shardURL: map[string]string{tenantryv1.HomeShard: ""},
+		shardDB: map[string]*pgxpool.Pool{}}
+	f.shardURL[tenantryv1.HomeShard] = f.url
+	f.shardDB[tenantryv1.HomeShard] = f.db
+	var err error
+	if f.shardURL["east"], err = secondServer(t).NewDatabase(ctx, "east"); err != nil {
+		t.Fatal(err)
+	}
+	if f.shardURL["west"], err = pg.NewDatabase(ctx, "west"); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"east", "west"} {
+		f.createSecret(s+"-db", f.shardURL[s])
+		pool, err := pgxpool.New(ctx, f.shardURL[s])
+		must(t, err)
+		t.Cleanup(pool.Close)
+		f.shardDB[s] = pool
+	}
+	app := f.getApp()
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Spec.Shards = []tenantryv1.ShardSpec{{Name: "east", SecretRef: tenantryv1.SecretKeyRef{Name: "east-db"}},
+		{Name: "west", SecretRef: tenantryv1.SecretKeyRef{Name: "west-db"}}}
+	must(t, k8s.Patch(ctx, app, patch))
+	f.waitApp("three reachable shards", func(a *tenantryv1.ExpenseApp) bool {
+		return len(a.Status.Shards) == 3 && a.Status.Shards[1].Reachable && a.Status.Shards[2].Reachable &&
+			meta.IsStatusConditionTrue(a.Status.Conditions, tenantryv1.ConditionShardsReady)
+	})
+	return f
+}
+
+// schemaOn counts the tenant's schema on each shard's database.
+func (f *shardedFixture) schemaOn(tenant string) []string {
+	var on []string
+	for _, s := range []string{tenantryv1.HomeShard, "east", "west"} {
+		var n int
+		must(f.t, f.shardDB[s].QueryRow(context.Background(), `SELECT count(*) FROM pg_namespace WHERE nspname = $1`,
+			f.schema(tenant)).Scan(&n))
+		if n > 0 {
+			on = append(on, s)
+		}
+	}
+	return on
+}
+
+// Tenants are placed by spec.shard and else on the shard with the fewest; each schema lives on its
+// shard only, the home database routes them all, and the app (run here from its Secret, as its pods
+// run) serves each tenant from its shard and no tenant from another's.
+func TestShards_placementAndRouting(t *testing.T) {
+	f := newShardedFixture(t)
+	ctx := context.Background()
+
+	pinned := f.tenant("pinned", "pinned.shards.test")
+	pinned.Spec.Shard = "east"
+	must(t, k8s.Create(ctx, pinned))
+	if got := f.waitReady("pinned").Status.Shard; got != "east" {
+		t.Fatalf("pinned tenant placed on %q, want east", got)
+	}
+	names := []string{"s1", "s2", "s3", "s4", "s5", "s6"}
+	for _, n := range names {
+		must(t, k8s.Create(ctx, f.tenant(n, n+".shards.test")))
+	}
+	count := map[string]int{"east": 1}
+	placed := map[string]string{"pinned": "east"}
+	for _, n := range names {
+		shard := f.waitReady(n).Status.Shard
+		placed[n] = shard
+		count[shard]++
+	}
+	for s, n := range count {
+		if n < 2 || n > 3 {
+			t.Errorf("shard %s holds %d of 7 tenants; placement by fewest tenants gives each 2 or 3: %v", s, n, placed)
+		}
+	}
+
+	for name, shard := range placed {
+		if on := f.schemaOn(name); !slices.Equal(on, []string{shard}) {
+			t.Errorf("%s: schema found on %v, want only on %s", name, on, shard)
+		}
+		var recorded string
+		must(t, f.db.QueryRow(ctx, `SELECT shard FROM tenantry.tenants WHERE namespace = $1 AND name = $2`, f.ns, name).Scan(&recorded))
+		if want := map[bool]string{true: "", false: shard}[shard == tenantryv1.HomeShard]; recorded != want {
+			t.Errorf("%s: home registry records shard %q, want %q", name, recorded, want)
+		}
+		if shard != tenantryv1.HomeShard {
+			var rows, hosts int
+			must(t, f.shardDB[shard].QueryRow(ctx, `SELECT count(*), (SELECT count(*) FROM tenantry.tenant_hosts)
+FROM tenantry.tenants WHERE name = $1 AND shard = '' AND schema_version = $2`, name, migrations.Latest).Scan(&rows, &hosts))
+			if rows != 1 || hosts != 0 {
+				t.Errorf("%s: shard %s's registry has %d row(s) at version %d and %d host(s); want 1 and none (routing is home's)",
+					name, shard, rows, migrations.Latest, hosts)
+			}
+		}
+	}
+	app := f.waitApp("tenant counts per shard", func(a *tenantryv1.ExpenseApp) bool {
+		for _, s := range a.Status.Shards {
+			if int(s.Tenants) != count[s.Name] || s.SchemaVersion != migrations.Latest {
+				return false
+			}
+		}
+		return len(a.Status.Shards) == 3
+	})
+	if app.Status.Shards[0].Name != tenantryv1.HomeShard {
+		t.Errorf("status.shards does not list home first: %+v", app.Status.Shards)
+	}
+
+	// The app, from its Secret: one pool per shard, routed by host.
+	server := startApp(t, f.fixture)
+	sessions := map[string]string{}
+	for name := range placed {
+		sessions[name] = server.signIn(t, f.fixture, name)
+		body := fmt.Sprintf(`{"name":"Dept of %s"}`, name)
+		if status, out := server.call(t, name+".shards.test", "POST", "/api/v1/departments", body, sessions[name]); status != http.StatusCreated {
+			t.Fatalf("%s (shard %s): creating a department: %d %s", name, placed[name], status, out)
+		}
+	}
+	for name := range placed {
+		status, out := server.call(t, name+".shards.test", "GET", "/api/v1/departments", "", sessions[name])
+		if status != http.StatusOK || !strings.Contains(out, "Dept of "+name) {
+			t.Errorf("%s: departments: %d %s", name, status, out)
+		}
+		for other := range placed {
+			if other != name && strings.Contains(out, "Dept of "+other+`"`) {
+				t.Errorf("%s sees %s's department", name, other)
+			}
+		}
+	}
+	// A session of one tenant means nothing on another's host, on the same shard or another.
+	for _, other := range []string{"s1", "s2", "s3"} {
+		if status, out := server.call(t, other+".shards.test", "GET", "/api/v1/departments", "", sessions["pinned"]); status == http.StatusOK {
+			t.Errorf("pinned's session read %s's (shard %s) departments: %s", other, placed[other], out)
+		}
+	}
+}
+
+// Hosts stay unique across shards (the home database arbitrates), a shard the app does not have is a
+// clear stall, a move is refused without harm, and a shard that still holds tenants cannot be removed.
+func TestShards_conflictsAndRemoval(t *testing.T) {
+	f := newShardedFixture(t)
+	ctx := context.Background()
+	first := f.tenant("first", "taken.shards.test")
+	first.Spec.Shard = "east"
+	first.Spec.DeletionPolicy = tenantryv1.DeletionPolicyDelete
+	must(t, k8s.Create(ctx, first))
+	f.waitReady("first")
+
+	dup := f.tenant("dup", "taken.shards.test")
+	dup.Spec.Shard = "west"
+	must(t, k8s.Create(ctx, dup))
+	f.waitCondition("dup", tenantryv1.ConditionStalled, metav1.ConditionTrue, tenantryv1.ReasonHostConflict)
+	if on := f.schemaOn("dup"); len(on) != 0 {
+		t.Errorf("a tenant refused its host created a schema on %v", on)
+	}
+
+	lost := f.tenant("lost", "lost.shards.test")
+	lost.Spec.Shard = "nowhere"
+	must(t, k8s.Create(ctx, lost))
+	tn := f.waitCondition("lost", tenantryv1.ConditionStalled, metav1.ConditionTrue, tenantryv1.ReasonShardNotFound)
+	if c := meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionStalled); !strings.Contains(c.Message, `"nowhere"`) {
+		t.Errorf("ShardNotFound message does not name the shard: %q", c.Message)
+	}
+
+	// Asking to move: refused, and the tenant is still served where it is.
+	tn = f.get("first")
+	patch := client.MergeFrom(tn.DeepCopy())
+	tn.Spec.Shard = "west"
+	must(t, k8s.Patch(ctx, tn, patch))
+	f.waitCondition("first", tenantryv1.ConditionStalled, metav1.ConditionTrue, tenantryv1.ReasonMoveUnsupported)
+	if on := f.schemaOn("first"); !slices.Equal(on, []string{"east"}) {
+		t.Fatalf("after a refused move the schema is on %v, want east", on)
+	}
+	server := startApp(t, f.fixture)
+	server.signIn(t, f.fixture, "first")
+	tn = f.get("first")
+	patch = client.MergeFrom(tn.DeepCopy())
+	tn.Spec.Shard = "east"
+	must(t, k8s.Patch(ctx, tn, patch))
+	f.waitReady("first")
+
+	// Removing east while "first" is on it: refused (ShardsReady False, and the app not Ready), while
+	// east is still listed, reached and served. (This fixture's app has no image, so its Stalled
+	// condition names that first.)
+	app := f.getApp()
+	appPatch := client.MergeFrom(app.DeepCopy())
+	app.Spec.Shards = app.Spec.Shards[1:]
+	must(t, k8s.Patch(ctx, app, appPatch))
+	app = f.waitApp("ShardInUse", func(a *tenantryv1.ExpenseApp) bool {
+		c := meta.FindStatusCondition(a.Status.Conditions, tenantryv1.ConditionShardsReady)
+		return c != nil && c.Reason == tenantryv1.ReasonShardInUse && c.ObservedGeneration == a.Generation
+	})
+	if c := meta.FindStatusCondition(app.Status.Conditions, tenantryv1.ConditionShardsReady); !strings.Contains(c.Message, "first") {
+		t.Errorf("ShardInUse does not name the tenant: %q", c.Message)
+	}
+	if len(app.Status.Shards) != 3 || app.Status.Shards[2].Name != "east" || !app.Status.Shards[2].Reachable {
+		t.Errorf("status.shards after removing east from the spec: %+v", app.Status.Shards)
+	}
+	server.signIn(t, f.fixture, "first") // still served
+
+	// Deleted with policy Delete: its schema goes from east, its rows from both registries; then east
+	// may go.
+	f.deleteTenant("first")
+	if on := f.schemaOn("first"); len(on) != 0 {
+		t.Errorf("deleted tenant's schema still on %v", on)
+	}
+	for _, s := range []string{tenantryv1.HomeShard, "east"} {
+		var n int
+		must(t, f.shardDB[s].QueryRow(ctx, `SELECT count(*) FROM tenantry.tenants WHERE name = 'first'`).Scan(&n))
+		if n != 0 {
+			t.Errorf("registry of %s still has the deleted tenant", s)
+		}
+	}
+	f.waitApp("east gone", func(a *tenantryv1.ExpenseApp) bool {
+		return len(a.Status.Shards) == 2 && meta.IsStatusConditionTrue(a.Status.Conditions, tenantryv1.ConditionShardsReady)
+	})
+}
+
+// A release's migration reaches every shard: one rollout over all of them, each shard migrated on its
+// own connections, each schema's version recorded in its shard's registry, and every Tenant at the new
+// version.
+func TestShards_fleetMigration(t *testing.T) {
+	f := newShardedFixture(t)
+	ctx := context.Background()
+	names := make([]string, 9)
+	for i := range names {
+		names[i] = fmt.Sprintf("fm%d", i)
+		must(t, k8s.Create(ctx, f.tenant(names[i], names[i]+".shards.test")))
+	}
+	placed := map[string]string{}
+	for _, n := range names {
+		placed[n] = f.waitReady(n).Status.Shard
+	}
+	defer func() { must(t, release.Set(migrations.FS())) }()
+	must(t, release.Set(releaseWith(t, "-- +goose Up\nALTER TABLE expenses ADD COLUMN receipt_url text;\n")))
+	next := migrations.Latest + 1
+	pokeAll(t, f.fixture, names)
+	f.waitApp("every tenant at the new version", func(a *tenantryv1.ExpenseApp) bool {
+		return a.Status.TenantsAtTarget == int32(len(names)) && a.Status.TargetSchemaVersion == next
+	})
+	for _, n := range names {
+		shard := placed[n]
+		var version int64
+		must(t, f.shardDB[shard].QueryRow(ctx, `SELECT schema_version FROM tenantry.tenants WHERE name = $1 AND shard = ''`, n).Scan(&version))
+		var column int
+		must(t, f.shardDB[shard].QueryRow(ctx, `SELECT count(*) FROM information_schema.columns
+WHERE table_schema = $1 AND table_name = 'expenses' AND column_name = 'receipt_url'`, f.schema(n)).Scan(&column))
+		if version != next || column != 1 {
+			t.Errorf("%s on %s: registry version %d (want %d), receipt_url column %d", n, shard, version, next, column)
+		}
+	}
+	must(t, eventually(30*time.Second, func() error {
+		for _, n := range names {
+			if f.get(n).Status.SchemaVersion != next {
+				return errNotYet
+			}
+		}
+		return nil
+	}))
+}
+
+// connector connects to a database for the app's LISTEN/NOTIFY.
+func connector(uri string) func(context.Context) (*pgx.Conn, error) {
+	return func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, uri) }
+}
+
+// runningApp is the expense app served in-process from its ExpenseApp's Secret, as its pods are.
+type runningApp struct {
+	*httptest.Server
+	client *http.Client
+}
+
+func startApp(t *testing.T, f *fixture) *runningApp {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	sec := &corev1.Secret{}
+	must(t, eventually(20*time.Second, func() error {
+		return k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses-app-db"}, sec)
+	}))
+	opts := postgres.Options{MaxConns: 6, PoolShards: 1}
+	must(t, json.Unmarshal(sec.Data[appShardsKey], &opts.Shards))
+	db, err := postgres.Open(string(sec.Data["uri"]), opts)
+	must(t, err)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg := postgres.NewRegistry()
+	go func() { _ = reg.Run(ctx, connector(string(sec.Data["uri"])), log) }()
+	for name, u := range opts.Shards {
+		go func() { _ = reg.RunShard(ctx, name, connector(u), log) }()
+	}
+	srv := httptest.NewServer(apphttp.New(apphttp.Config{DB: db, Registry: reg, Log: log, SchemaVersion: migrations.Latest}))
+	t.Cleanup(func() { srv.Close(); cancel(); db.Close() })
+	<-reg.Loaded()
+	return &runningApp{Server: srv, client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}}
+}
+
+// call sends a request for a host and returns the status and body.
+func (a *runningApp) call(t *testing.T, host, method, path, body, session string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, a.URL+path, strings.NewReader(body))
+	req.Host = host
+	switch {
+	case strings.HasPrefix(body, "{"):
+		req.Header.Set("Content-Type", "application/json")
+	case body != "":
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if session != "" {
+		req.Header.Set("Cookie", "tenantry_session="+session)
+	}
+	res, err := a.client.Do(req)
+	must(t, err)
+	defer res.Body.Close()
+	out, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(out)
+}
+
+// signIn signs in as a tenant's first admin, with the password of its Secret, at its first host, and
+// returns the session. The app may take a moment to hear of a new tenant.
+func (a *runningApp) signIn(t *testing.T, f *fixture, tenant string) string {
+	t.Helper()
+	tn := f.get(tenant)
+	sec := &corev1.Secret{}
+	must(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: tenant + tenantryv1.AdminSecretSuffix}, sec))
+	form := url.Values{"email": {string(sec.Data["email"])}, "password": {string(sec.Data["password"])}}.Encode()
+	var session string
+	err := eventually(10*time.Second, func() error {
+		req, _ := http.NewRequest("POST", a.URL+"/login", strings.NewReader(form))
+		req.Host = tn.Spec.Hosts[0]
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		res, err := a.client.Do(req)
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusSeeOther {
+			return fmt.Errorf("sign-in: %d", res.StatusCode)
+		}
+		for _, c := range res.Cookies() {
+			if c.Name == "tenantry_session" {
+				session = c.Value
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", tenant, err)
+	}
+	return session
+}
