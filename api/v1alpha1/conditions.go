@@ -15,6 +15,9 @@ const (
 	ConditionDeployed          = "Deployed"
 	ConditionFleetMigrated     = "FleetMigrated"
 	ConditionShardsReady       = "ShardsReady"
+	// ConditionMoving is True while a Tenant moves between shards (its message says how far), False
+	// when a move is blocked.
+	ConditionMoving = "Moving"
 )
 
 // Condition reasons.
@@ -49,8 +52,10 @@ const (
 	ReasonShardInUse = "ShardInUse"
 	// ReasonShardUnreachable: the operator cannot reach one of the ExpenseApp's shards.
 	ReasonShardUnreachable = "ShardUnreachable"
-	// ReasonMoveUnsupported: a placed Tenant's spec.shard names another shard than the one that holds it.
-	ReasonMoveUnsupported = "MoveUnsupported"
+	// ReasonMoveBlocked: a server lacks what a move between shards needs (wal_level, a superuser login).
+	ReasonMoveBlocked = "MoveBlocked"
+	// ReasonMoveFailed: a move between shards failed and was undone; the tenant stays where it was.
+	ReasonMoveFailed = "MoveFailed"
 )
 
 // ExpenseAppFinalizer keeps an ExpenseApp until no Tenant uses it: its Tenants need its database to be

@@ -248,6 +248,13 @@ func unavailable(err error) error {
 	if err == nil || app.ErrorCode(err) != app.EINTERNAL {
 		return err
 	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+		// The tenant's writes are fenced for a second while it moves to another shard (or, rarer, it
+		// lost its rights a moment ago): nothing was written.
+		return &app.Error{Code: app.EUNAVAILABLE, Err: err,
+			Message: "This organisation is being moved. Nothing was saved; try again in a second."}
+	}
 	if !pgerr.Away(err) {
 		return err
 	}

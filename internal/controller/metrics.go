@@ -21,6 +21,13 @@ var (
 	rolloutHalted = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "tenantry_rollout_halted", Help: "1 while an ExpenseApp's fleet rollout is halted by its failure budget.",
 	}, []string{"namespace", "app"})
+	moveCutoverSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "tenantry_move_cutover_seconds", Help: "How long a tenant's writes were paused by the cut-over of its move between shards.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
+	})
+	moveFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tenantry_move_failures_total", Help: "Moves of tenants between shards that failed and were undone.",
+	})
 )
 
 // forgetAppMetrics drops the series of an ExpenseApp that is gone.
@@ -31,7 +38,7 @@ func forgetAppMetrics(namespace, app string) {
 }
 
 func init() {
-	metrics.Registry.MustRegister(migrationSeconds, migrationFailures, tenantsByState, rolloutHalted)
+	metrics.Registry.MustRegister(migrationSeconds, migrationFailures, tenantsByState, rolloutHalted, moveCutoverSeconds, moveFailures)
 }
 
 // statementsCollector exposes how many SQL statements the operator has sent, per ExpenseApp database.

@@ -193,7 +193,7 @@ FROM tenantry.tenants WHERE name = $1 AND shard = '' AND schema_version = $2`, n
 }
 
 // Hosts stay unique across shards (the home database arbitrates), a shard the app does not have is a
-// clear stall, a move is refused without harm, and a shard that still holds tenants cannot be removed.
+// clear stall, and a shard that still holds tenants cannot be removed.
 func TestShards_conflictsAndRemoval(t *testing.T) {
 	f := newShardedFixture(t)
 	ctx := context.Background()
@@ -219,22 +219,8 @@ func TestShards_conflictsAndRemoval(t *testing.T) {
 		t.Errorf("ShardNotFound message does not name the shard: %q", c.Message)
 	}
 
-	// Asking to move: refused, and the tenant is still served where it is.
-	tn = f.get("first")
-	patch := client.MergeFrom(tn.DeepCopy())
-	tn.Spec.Shard = "west"
-	must(t, k8s.Patch(ctx, tn, patch))
-	f.waitCondition("first", tenantryv1.ConditionStalled, metav1.ConditionTrue, tenantryv1.ReasonMoveUnsupported)
-	if on := f.schemaOn("first"); !slices.Equal(on, []string{"east"}) {
-		t.Fatalf("after a refused move the schema is on %v, want east", on)
-	}
 	server := startApp(t, f.fixture)
 	server.signIn(t, f.fixture, "first")
-	tn = f.get("first")
-	patch = client.MergeFrom(tn.DeepCopy())
-	tn.Spec.Shard = "east"
-	must(t, k8s.Patch(ctx, tn, patch))
-	f.waitReady("first")
 
 	// Removing east while "first" is on it: refused (ShardsReady False, and the app not Ready), while
 	// east is still listed, reached and served. (This fixture's app has no image, so its Stalled
@@ -405,4 +391,204 @@ func (a *runningApp) signIn(t *testing.T, f *fixture, tenant string) string {
 		t.Fatalf("%s: %v", tenant, err)
 	}
 	return session
+}
+
+// A tenant moves between shards under continuous writes through the app's JSON API: home → east (another
+// server, Retain), then east → west (Delete). No acknowledged write is lost, every row the old copy
+// holds is in the new one unchanged, the old copy is kept renamed (or dropped), no replication is left
+// behind, and a tenant on another shard is served throughout. The write pause is measured.
+func TestShards_moveUnderLoad(t *testing.T) {
+	f := newShardedFixture(t)
+	ctx := context.Background()
+	mover := f.tenant("mover", "mover.shards.test")
+	mover.Spec.Shard = tenantryv1.HomeShard
+	must(t, k8s.Create(ctx, mover))
+	bystander := f.tenant("bystander", "bystander.shards.test")
+	bystander.Spec.Shard = "west"
+	must(t, k8s.Create(ctx, bystander))
+	f.waitReady("mover")
+	f.waitReady("bystander")
+
+	server := startApp(t, f.fixture)
+	session := server.signIn(t, f.fixture, "mover")
+	bySession := server.signIn(t, f.fixture, "bystander")
+	for _, step := range []struct{ path, body string }{
+		{"/api/v1/departments", `{"name":"Sales"}`},
+		{"/api/v1/accounts", `{"name":"Budget","totalMinor":100000000}`},
+		{"/api/v1/budgets", fmt.Sprintf(`{"departmentId":1,"accountId":1,"month":%q,"amountMinor":50000000}`, time.Now().Format("2006-01"))},
+	} {
+		if status, out := server.call(t, "mover.shards.test", "POST", step.path, step.body, session); status != http.StatusCreated {
+			t.Fatalf("POST %s: %d %s", step.path, status, out)
+		}
+	}
+
+	for i, target := range []string{"east", "west"} {
+		policy := []tenantryv1.DeletionPolicy{tenantryv1.DeletionPolicyRetain, tenantryv1.DeletionPolicyDelete}[i]
+		source := f.get("mover").Status.Shard
+		w := startWriter(server, "mover.shards.test", session, fmt.Sprintf("move%d-", i))
+		time.Sleep(300 * time.Millisecond) // writes under way before the move starts
+		tn := f.get("mover")
+		patch := client.MergeFrom(tn.DeepCopy())
+		tn.Spec.Shard, tn.Spec.DeletionPolicy = target, policy
+		must(t, k8s.Patch(ctx, tn, patch))
+		must(t, eventually(60*time.Second, func() error {
+			tn := f.get("mover")
+			if tn.Status.Shard != target || meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionMoving) != nil {
+				return fmt.Errorf("shard %s, conditions %+v", tn.Status.Shard, tn.Status.Conditions)
+			}
+			return nil
+		}))
+		time.Sleep(300 * time.Millisecond) // and after it
+		res := w.stop()
+		acked := res.acked
+		t.Logf("move %s → %s: %d writes acknowledged, longest write pause %s, %d refused with 503", source, target,
+			len(acked), res.pause.Round(time.Millisecond), res.refusals)
+		if res.errors > 0 {
+			t.Errorf("%d writes during the move got an answer other than 201 or 503", res.errors)
+		}
+
+		// Every acknowledged write is on the target.
+		rows, err := f.shardDB[target].Query(ctx, `SELECT description FROM `+f.q("mover")+`.expenses`)
+		must(t, err)
+		have := map[string]bool{}
+		for rows.Next() {
+			var d string
+			must(t, rows.Scan(&d))
+			have[d] = true
+		}
+		must(t, rows.Err())
+		lost := 0
+		for _, d := range acked {
+			if !have[d] {
+				lost++
+			}
+		}
+		if lost > 0 || len(acked) == 0 {
+			t.Fatalf("move %s → %s: %d of %d acknowledged writes lost", source, target, lost, len(acked))
+		}
+		if on := f.schemaOn("mover"); !slices.Equal(on, []string{target}) {
+			t.Errorf("after the move the schema %s is on %v, want only %s", f.schema("mover"), on, target)
+		}
+		var recorded string
+		must(t, f.db.QueryRow(ctx, `SELECT shard FROM tenantry.tenants WHERE name = 'mover'`).Scan(&recorded))
+		if recorded != shardColumn(target) {
+			t.Errorf("home registry says shard %q, want %q", recorded, shardColumn(target))
+		}
+		// The copy left behind: kept renamed with every row the target has (Retain), or gone (Delete).
+		var kept []string
+		rows, err = f.shardDB[source].Query(ctx, `SELECT schema_name FROM tenantry.moved_schemas WHERE name = 'mover' AND moved_to = $1`, target)
+		must(t, err)
+		for rows.Next() {
+			var s string
+			must(t, rows.Scan(&s))
+			kept = append(kept, s)
+		}
+		must(t, rows.Err())
+		switch policy {
+		case tenantryv1.DeletionPolicyRetain:
+			if len(kept) != 1 {
+				t.Fatalf("Retain: the copy left on %s is not recorded: %v", source, kept)
+			}
+			for _, table := range []string{"departments", "funding_accounts", "budgets", "expenses", "users", "goose_db_version"} {
+				old := tableRows(t, f.shardDB[source], kept[0], table)
+				now := tableRows(t, f.shardDB[target], f.schema("mover"), table)
+				missing := 0
+				for r := range old {
+					if !now[r] {
+						missing++
+					}
+				}
+				if missing > 0 || len(old) == 0 {
+					t.Errorf("%s: %d of the %d rows of the old copy are not in the new one", table, missing, len(old))
+				}
+			}
+		case tenantryv1.DeletionPolicyDelete:
+			if len(kept) != 0 {
+				t.Errorf("Delete: the copy left on %s was kept: %v", source, kept)
+			}
+		}
+		var left int
+		must(t, f.shardDB[source].QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_replication_slots)`).Scan(&left))
+		var subs int
+		must(t, f.shardDB[target].QueryRow(ctx, `SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&subs))
+		if left+subs != 0 {
+			t.Errorf("replication left behind: %d publication(s)/slot(s) on %s, %d subscription(s) on %s", left, source, subs, target)
+		}
+		if status, out := server.call(t, "bystander.shards.test", "GET", "/api/v1/departments", "", bySession); status != http.StatusOK {
+			t.Errorf("the tenant on west during the move: %d %s", status, out)
+		}
+	}
+}
+
+// tableRows reads every row of a table as text.
+func tableRows(t *testing.T, db *pgxpool.Pool, schema, table string) map[string]bool {
+	t.Helper()
+	rows, err := db.Query(context.Background(), `SELECT t::text FROM `+pgx.Identifier{schema, table}.Sanitize()+` t`)
+	must(t, err)
+	out := map[string]bool{}
+	for rows.Next() {
+		var s string
+		must(t, rows.Scan(&s))
+		out[s] = true
+	}
+	must(t, rows.Err())
+	return out
+}
+
+// writer creates expenses through the app's API, one after the other, until stopped.
+type writer struct {
+	done   chan struct{}
+	result chan writeResult
+}
+
+type writeResult struct {
+	acked    []string
+	pause    time.Duration
+	refusals int // 503s
+	errors   int // any other answer
+}
+
+func startWriter(a *runningApp, host, session, prefix string) *writer {
+	w := &writer{done: make(chan struct{}), result: make(chan writeResult, 1)}
+	go func() {
+		var res writeResult
+		last := time.Now()
+		for i := 0; ; i++ {
+			select {
+			case <-w.done:
+				w.result <- res
+				return
+			default:
+			}
+			desc := fmt.Sprintf("%s%d", prefix, i)
+			body := fmt.Sprintf(`{"budgetId":1,"spentOn":%q,"description":%q,"amountMinor":100}`, time.Now().Format("2006-01-02"), desc)
+			req, _ := http.NewRequest("POST", a.URL+"/api/v1/expenses", strings.NewReader(body))
+			req.Host = host
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Cookie", "tenantry_session="+session)
+			res2, err := a.client.Do(req)
+			if err != nil {
+				continue
+			}
+			_, _ = io.Copy(io.Discard, res2.Body)
+			res2.Body.Close()
+			switch res2.StatusCode {
+			case http.StatusCreated:
+				res.acked = append(res.acked, desc)
+				res.pause = max(res.pause, time.Since(last))
+				last = time.Now()
+			case http.StatusServiceUnavailable:
+				res.refusals++
+				time.Sleep(20 * time.Millisecond)
+			default:
+				res.errors++
+			}
+		}
+	}()
+	return w
+}
+
+func (w *writer) stop() writeResult {
+	close(w.done)
+	return <-w.result
 }

@@ -140,7 +140,7 @@ type tenantStep func(ctx context.Context, run *tenantRun) error
 // reconcileTenant runs the steps in order, stopping at the first that fails or waits.
 func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Tenant) (ctrl.Result, error) {
 	run := &tenantRun{t: t, wasReady: readyAtGeneration(t)}
-	for _, step := range []tenantStep{r.reconcileApp, r.reconcileRegistration, r.reconcilePlacement, r.reconcileSchema, r.reconcileAdmin,
+	for _, step := range []tenantStep{r.reconcileApp, r.reconcileRegistration, r.reconcileMove, r.reconcileSchema, r.reconcileAdmin,
 		r.reconcileState, r.reconcileRoute, r.reconcileUsage} {
 		if err := step(ctx, run); err != nil {
 			return ctrl.Result{}, err
@@ -395,25 +395,6 @@ func (r *TenantReconciler) register(ctx context.Context, run *tenantRun) error {
 	setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 		fmt.Sprintf("Registered with hosts %v", t.Spec.Hosts))
 	return nil
-}
-
-// reconcilePlacement holds a tenant on its shard. A spec.shard that names another shard than the one
-// holding the schema asks for a move, which this release does not do: the tenant stays where it is,
-// served, and Stalled until spec.shard names its shard again.
-func (r *TenantReconciler) reconcilePlacement(ctx context.Context, run *tenantRun) error {
-	t := run.t
-	if t.Spec.Shard == "" || placedShard(t) == t.Spec.Shard || readyAtGeneration(t) {
-		return nil
-	}
-	if err := r.database(ctx, run); err != nil {
-		return err
-	}
-	if t.Status.Shard == t.Spec.Shard {
-		return nil
-	}
-	return stallErr(tenantryv1.ReasonMoveUnsupported, 5*time.Minute, fmt.Errorf(
-		"spec.shard is %q but the schema is on shard %q, and this operator does not move tenants between shards: "+
-			"set spec.shard back to %q (the tenant is still served from there)", t.Spec.Shard, t.Status.Shard, t.Status.Shard))
 }
 
 // schemaConflict stalls a tenant whose schema or role belongs to someone else.
@@ -766,6 +747,19 @@ func (r *TenantReconciler) deleteFromDatabase(ctx context.Context, t *tenantryv1
 	}
 	if !registered {
 		return nil
+	}
+	// A move under way is undone first: its copy and replication go, and the tenant is where it was.
+	if m, err := home.CurrentMove(ctx, t.Namespace, t.Name); err == nil {
+		run := &tenantRun{t: t, app: app, home: home, id: id}
+		mv, err := r.openMove(ctx, run, m)
+		if err != nil {
+			return blocked(err)
+		}
+		if err := r.abortMove(ctx, run, mv, errors.New("the Tenant is being deleted"), false); err != nil {
+			return blocked(err)
+		}
+	} else if !errors.Is(err, tenantdb.ErrNoMove) {
+		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 	}
 	db := home
 	if id.Shard != "" {

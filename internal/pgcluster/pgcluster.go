@@ -115,6 +115,9 @@ func (c *Cluster) Start() error {
 	opts := append([]string{
 		"-p", strconv.Itoa(c.Port), "-k", c.Dir, "-c", "listen_addresses=127.0.0.1",
 		"-c", "max_connections=500", "-c", "shared_buffers=256MB",
+		// Logical replication moves tenants between shards (a copy per move, and a slot).
+		"-c", "wal_level=logical", "-c", "max_replication_slots=20", "-c", "max_wal_senders=20",
+		"-c", "max_logical_replication_workers=20", "-c", "max_worker_processes=32",
 	}, c.extras...)
 	out, err := c.run("pg_ctl", "-D", filepath.Join(c.Dir, "data"), "-l", filepath.Join(c.Dir, "server.log"),
 		"-w", "-t", "60", "-o", strings.Join(opts, " "), "start")

@@ -60,6 +60,30 @@ CREATE TABLE IF NOT EXISTS tenantry.tenant_hosts (
     schema_name text NOT NULL REFERENCES tenantry.tenants ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS tenant_hosts_schema_name_idx ON tenantry.tenant_hosts (schema_name);
+-- Moves between shards (internal/tenantdb/move.go). moves, in the home database, records each move in
+-- progress, so that one interrupted anywhere is finished or undone; move_markers rows travel with a
+-- moving schema's replication and tell the operator the target has applied everything before them;
+-- moved_schemas records the schemas tenants moved away from and left behind (deletionPolicy Retain).
+CREATE TABLE IF NOT EXISTS tenantry.moves (
+    namespace  text        NOT NULL,
+    name       text        NOT NULL,
+    source     text        NOT NULL,
+    target     text        NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (namespace, name)
+);
+CREATE TABLE IF NOT EXISTS tenantry.move_markers (
+    schema_name text PRIMARY KEY,
+    token       text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tenantry.moved_schemas (
+    schema_name text        PRIMARY KEY,
+    role_name   text        NOT NULL,
+    namespace   text        NOT NULL,
+    name        text        NOT NULL,
+    moved_to    text        NOT NULL,
+    moved_at    timestamptz NOT NULL DEFAULT now()
+);
 -- A migration records its schema's new version in the same transaction, as the tenant role it runs
 -- as: this function lets the current role (SET ROLE) record its own row's version, only upwards, and
 -- nothing else. Tenant roles reach it through USAGE on the schema; the tables stay closed to them.

@@ -1,0 +1,422 @@
+package tenantdb
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"tenantry.dev/tenantry/internal/registry"
+)
+
+// A tenant moves between two databases (shards) through PostgreSQL's logical replication: the source
+// publishes the tenant's schema (and the tenant's row of tenantry.move_markers), the target subscribes
+// with a copy of what is there, and catches up. The cut-over takes the source's tables from writers
+// (they wait for writes in flight, then revoke writing from the tenant role), writes a marker that the
+// target sees once it has applied everything before it, copies the sequences, and leaves the home
+// registry to name the target. Publication, subscription and replication slot share one name, derived
+// from the schema.
+
+// MoveName is the name of a schema's publication, subscription and replication slot.
+func MoveName(schema string) string {
+	name := "tenantry_move_" + schema
+	if len(name) > 63 {
+		name = name[:63]
+	}
+	return name
+}
+
+// MoveRequirementError says what a server lacks to take part in a move, for a person to fix.
+type MoveRequirementError struct{ Msg string }
+
+func (e *MoveRequirementError) Error() string { return e.Msg }
+
+// CheckMoveSource checks that this database can publish a tenant: wal_level logical and a superuser
+// login (PostgreSQL 15 asks a superuser for FOR TABLES IN SCHEMA), with a replication slot to spare.
+func (db *DB) CheckMoveSource(ctx context.Context) error {
+	var level string
+	var super bool
+	var slotsFree int
+	err := db.pool.QueryRow(ctx, `SELECT current_setting('wal_level'),
+       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+       current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)`).Scan(&level, &super, &slotsFree)
+	switch {
+	case err != nil:
+		return fmt.Errorf("checking the source server: %w", err)
+	case level != "logical":
+		return &MoveRequirementError{fmt.Sprintf("the source server has wal_level=%s: set wal_level=logical (a restart) to move tenants off it", level)}
+	case !super:
+		return &MoveRequirementError{"the source's admin connection string is not a superuser's: publishing a schema (FOR TABLES IN SCHEMA) needs one on PostgreSQL 15"}
+	case slotsFree < 1:
+		return &MoveRequirementError{"the source server has no free replication slot: raise max_replication_slots"}
+	}
+	return nil
+}
+
+// CheckMoveTarget checks that this database can subscribe: a superuser login (CREATE SUBSCRIPTION).
+func (db *DB) CheckMoveTarget(ctx context.Context) error {
+	var super bool
+	if err := db.pool.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&super); err != nil {
+		return fmt.Errorf("checking the target server: %w", err)
+	}
+	if !super {
+		return &MoveRequirementError{"the target's admin connection string is not a superuser's: CREATE SUBSCRIPTION needs one on PostgreSQL 15"}
+	}
+	return nil
+}
+
+// Publish publishes a tenant's schema, and its marker row, on a replication slot of its own (created
+// apart from the subscription, which lets source and target share a server). Both are kept if they
+// exist.
+func (db *DB) Publish(ctx context.Context, schema string) error {
+	name := MoveName(schema)
+	var pub, slot bool
+	if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1),
+       EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1)`, name).Scan(&pub, &slot); err != nil {
+		return fmt.Errorf("looking up publication %s: %w", name, err)
+	}
+	if !pub {
+		// The marker row first exists on the source, so that the copy brings it along.
+		if _, err := db.pool.Exec(ctx, `INSERT INTO tenantry.move_markers (schema_name, token) VALUES ($1, '')
+ON CONFLICT (schema_name) DO NOTHING`, schema); err != nil {
+			return fmt.Errorf("writing the move marker of %s: %w", schema, err)
+		}
+		if _, err := db.pool.Exec(ctx, "CREATE PUBLICATION "+pgx.Identifier{name}.Sanitize()+" FOR TABLES IN SCHEMA "+
+			pgx.Identifier{schema}.Sanitize()+", TABLE tenantry.move_markers WHERE (schema_name = "+quoteLiteral(schema)+")"); err != nil {
+			return fmt.Errorf("publishing schema %s: %w", schema, err)
+		}
+	}
+	if !slot {
+		if _, err := db.pool.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", name); err != nil {
+			return fmt.Errorf("creating replication slot %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Subscribed reports whether the tenant's subscription exists on this (target) database.
+func (db *DB) Subscribed(ctx context.Context, schema string) (bool, error) {
+	var ok bool
+	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_subscription WHERE subname = $1 AND subdbid =
+(SELECT oid FROM pg_database WHERE datname = current_database()))`, MoveName(schema)).Scan(&ok)
+	return ok, err
+}
+
+// PrepareTarget empties a freshly migrated copy of the tenant's schema on this (target) database, and
+// its marker row, so that the subscription's copy brings everything: data, version table and all.
+func (db *DB) PrepareTarget(ctx context.Context, schema string) error {
+	rows, _ := db.pool.Query(ctx, `SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = $1`, schema)
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("listing the tables of %s: %w", schema, err)
+	}
+	if len(tables) > 0 {
+		if _, err := db.pool.Exec(ctx, "TRUNCATE "+strings.Join(tables, ", ")+" CASCADE"); err != nil {
+			return fmt.Errorf("emptying the target's copy of %s: %w", schema, err)
+		}
+	}
+	if _, err := db.pool.Exec(ctx, `DELETE FROM tenantry.move_markers WHERE schema_name = $1`, schema); err != nil {
+		return fmt.Errorf("clearing the move marker of %s: %w", schema, err)
+	}
+	return nil
+}
+
+// Subscribe subscribes this (target) database to the tenant's publication on the source, copying
+// what is there first. sourceURI is how the target server reaches the source.
+func (db *DB) Subscribe(ctx context.Context, schema, sourceURI string) error {
+	name := pgx.Identifier{MoveName(schema)}.Sanitize()
+	_, err := db.pool.Exec(ctx, "CREATE SUBSCRIPTION "+name+" CONNECTION "+quoteLiteral(sourceURI)+
+		" PUBLICATION "+name+" WITH (create_slot = false, slot_name = "+quoteLiteral(MoveName(schema))+", copy_data = true)")
+	if err != nil {
+		return fmt.Errorf("subscribing to schema %s: %w", schema, err)
+	}
+	return nil
+}
+
+// CopyProgress says how far the subscription's first copy is: tables copied (ready) of all.
+func (db *DB) CopyProgress(ctx context.Context, schema string) (ready, total int, err error) {
+	err = db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE sr.srsubstate = 'r'), count(*)
+FROM pg_subscription_rel sr JOIN pg_subscription s ON s.oid = sr.srsubid WHERE s.subname = $1`, MoveName(schema)).Scan(&ready, &total)
+	if err != nil {
+		err = fmt.Errorf("reading the copy's progress: %w", err)
+	}
+	return ready, total, err
+}
+
+// SubscriptionErrors is how many errors the target's apply and copy workers have met (PostgreSQL 15
+// counts them in pg_stat_subscription_stats): a copy that fails is tried again, and counted.
+func (db *DB) SubscriptionErrors(ctx context.Context, schema string) (int64, error) {
+	var n int64
+	err := db.pool.QueryRow(ctx, `SELECT coalesce(max(apply_error_count + sync_error_count), 0)
+FROM pg_stat_subscription_stats WHERE subname = $1`, MoveName(schema)).Scan(&n)
+	return n, err
+}
+
+// Lag is how many bytes of WAL the source has written that the subscription has not confirmed.
+func (db *DB) Lag(ctx context.Context, schema string) (int64, error) {
+	var lag int64
+	err := db.pool.QueryRow(ctx, `SELECT coalesce((pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, 0)
+FROM pg_replication_slots WHERE slot_name = $1`, MoveName(schema)).Scan(&lag)
+	return lag, err
+}
+
+// Mark writes a new marker token for the tenant on this (source) database; with fence, in the same
+// transaction, it first waits for the tenant's writes in flight (EXCLUSIVE locks on its tables: reads go
+// on) and takes writing away from the tenant role, so that nothing is written after the marker. It
+// returns the token, which the target has applied everything before once it shows it.
+func (db *DB) Mark(ctx context.Context, schema, role string, fence bool, lockTimeout time.Duration) (string, error) {
+	buf := make([]byte, 12)
+	_, _ = rand.Read(buf)
+	token := hex.EncodeToString(buf)
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if fence {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", lockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			rows, _ := tx.Query(ctx, `SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = $1`, schema)
+			tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+			if len(tables) > 0 {
+				if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(tables, ", ")+" IN EXCLUSIVE MODE"); err != nil {
+					return fmt.Errorf("waiting for the tenant's writes in flight: %w", err)
+				}
+			}
+			if _, err := tx.Exec(ctx, "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA "+
+				pgx.Identifier{schema}.Sanitize()+" FROM "+pgx.Identifier{role}.Sanitize()); err != nil {
+				return fmt.Errorf("taking writes away from the tenant: %w", err)
+			}
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO tenantry.move_markers (schema_name, token) VALUES ($1, $2)
+ON CONFLICT (schema_name) DO UPDATE SET token = EXCLUDED.token`, schema, token)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("marking schema %s for its move: %w", schema, err)
+	}
+	return token, nil
+}
+
+// Unfence gives writing back to the tenant role on this (source) database: a move that did not happen.
+func (db *DB) Unfence(ctx context.Context, schema, role string) error {
+	var exists bool
+	if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil || !exists {
+		return err
+	}
+	_, err := db.pool.Exec(ctx, "GRANT INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA "+
+		pgx.Identifier{schema}.Sanitize()+" TO "+pgx.Identifier{role}.Sanitize())
+	if err != nil {
+		return fmt.Errorf("giving writes back to the tenant: %w", err)
+	}
+	return nil
+}
+
+// HasMarker reports whether this (target) database has applied the marker token.
+func (db *DB) HasMarker(ctx context.Context, schema, token string) (bool, error) {
+	var ok bool
+	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM tenantry.move_markers WHERE schema_name = $1 AND token = $2)`,
+		schema, token).Scan(&ok)
+	return ok, err
+}
+
+// Sequence is a sequence's last value.
+type Sequence struct {
+	Name  string
+	Value int64
+}
+
+// Sequences reads the last value of every sequence of a schema that has one.
+func (db *DB) Sequences(ctx context.Context, schema string) ([]Sequence, error) {
+	rows, _ := db.pool.Query(ctx, `SELECT sequencename, last_value FROM pg_sequences
+WHERE schemaname = $1 AND last_value IS NOT NULL`, schema)
+	seqs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Sequence, error) {
+		var s Sequence
+		err := row.Scan(&s.Name, &s.Value)
+		return s, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the sequences of %s: %w", schema, err)
+	}
+	return seqs, nil
+}
+
+// SetSequences sets sequences of a schema to the values given, all in one transaction.
+func (db *DB) SetSequences(ctx context.Context, schema string, seqs []Sequence) error {
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		for _, s := range seqs {
+			if _, err := tx.Exec(ctx, "SELECT setval($1::regclass, $2, true)", pgx.Identifier{schema, s.Name}.Sanitize(), s.Value); err != nil {
+				return fmt.Errorf("setting sequence %s.%s: %w", schema, s.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Unsubscribe drops the tenant's subscription on this (target) database, if there is one, without
+// touching the slot (DropPublication drops it on the source).
+func (db *DB) Unsubscribe(ctx context.Context, schema string) error {
+	ok, err := db.Subscribed(ctx, schema)
+	if err != nil || !ok {
+		return err
+	}
+	name := pgx.Identifier{MoveName(schema)}.Sanitize()
+	for _, stmt := range []string{"ALTER SUBSCRIPTION " + name + " DISABLE",
+		"ALTER SUBSCRIPTION " + name + " SET (slot_name = NONE)", "DROP SUBSCRIPTION " + name} {
+		if _, err := db.pool.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("dropping subscription %s: %w", MoveName(schema), err)
+		}
+	}
+	return nil
+}
+
+// Unpublish drops the tenant's publication and replication slot on this (source) database, if they
+// exist. A slot still in use (its subscription's worker has not let go yet) is an error: try again.
+func (db *DB) Unpublish(ctx context.Context, schema string) error {
+	name := MoveName(schema)
+	if _, err := db.pool.Exec(ctx, "DROP PUBLICATION IF EXISTS "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return fmt.Errorf("dropping publication %s: %w", name, err)
+	}
+	if _, err := db.pool.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, name); err != nil {
+		return fmt.Errorf("dropping replication slot %s: %w", name, err)
+	}
+	_, err := db.pool.Exec(ctx, `DELETE FROM tenantry.move_markers WHERE schema_name = $1`, schema)
+	return err
+}
+
+// Where says where two databases are: on one PostgreSQL server (cluster), where roles and role
+// memberships are shared, and whether they are one and the same database.
+func Where(ctx context.Context, a, b *DB) (sameServer, sameDatabase bool, err error) {
+	var ida, idb int64
+	var dba, dbb string
+	q := `SELECT system_identifier, current_database()::text FROM pg_control_system()`
+	if err := a.pool.QueryRow(ctx, q).Scan(&ida, &dba); err != nil {
+		return false, false, err
+	}
+	if err := b.pool.QueryRow(ctx, q).Scan(&idb, &dbb); err != nil {
+		return false, false, err
+	}
+	return ida == idb, ida == idb && dba == dbb, nil
+}
+
+// SetShard records in this (home) database that the tenant's schema is now served from shard (empty:
+// this database), at the version given, and tells the app.
+func (db *DB) SetShard(ctx context.Context, namespace, name, shard string, version int64) error {
+	_, err := db.pool.Exec(ctx, `
+WITH moved AS (
+    UPDATE tenantry.tenants SET shard = $3, schema_version = $4, updated_at = now()
+    WHERE namespace = $1 AND name = $2
+    RETURNING schema_name
+)
+SELECT pg_notify($5, schema_name) FROM moved`, namespace, name, shard, version, registry.NotifyChannel)
+	if err != nil {
+		return fmt.Errorf("recording tenant %s/%s on shard %q: %w", namespace, name, shard, err)
+	}
+	return nil
+}
+
+// RetireMoved keeps the schema a tenant moved away from: renamed (the name it had stays free for the
+// tenant's return), recorded in tenantry.moved_schemas, and, with ownRow (a shard's registry, not the
+// home database's, whose row routes the tenant wherever it is), its registry row removed. Writing was
+// taken from its role at the cut-over. It returns the new name.
+func (db *DB) RetireMoved(ctx context.Context, namespace, name, schema, role, movedTo string, ownRow bool) (string, error) {
+	kept := schema
+	if len(kept) > 48 {
+		kept = kept[:48]
+	}
+	kept = fmt.Sprintf("%s_moved_%s", kept, strings.ToLower(fmt.Sprintf("%x", time.Now().Unix())))
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil {
+			return err
+		}
+		if exists {
+			if _, err := tx.Exec(ctx, "ALTER SCHEMA "+pgx.Identifier{schema}.Sanitize()+" RENAME TO "+pgx.Identifier{kept}.Sanitize()); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO tenantry.moved_schemas (schema_name, role_name, namespace, name, moved_to)
+VALUES ($1, $2, $3, $4, $5)`, kept, role, namespace, name, movedTo); err != nil {
+				return err
+			}
+		}
+		if !ownRow {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM tenantry.tenants WHERE namespace = $1 AND name = $2`, namespace, name)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("keeping the schema %s the tenant moved away from: %w", schema, err)
+	}
+	return kept, nil
+}
+
+// DropMoved drops a copy of a tenant's schema that is not (or no longer) served: the one a tenant moved
+// away from, or the target's of a move undone; with ownRow (a shard's registry, not the home
+// database's), its registry row too. The role stays: it may own the schema on the other side.
+func (db *DB) DropMoved(ctx context.Context, namespace, name, schema string, ownRow bool) error {
+	if _, err := db.pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+		return fmt.Errorf("dropping the copy of schema %s: %w", schema, err)
+	}
+	if !ownRow {
+		return nil
+	}
+	return db.Unregister(ctx, namespace, name)
+}
+
+// Move is a tenant's move in progress, as the home registry records it (tenantry.moves): the record
+// that lets a move interrupted anywhere be finished or undone.
+type Move struct {
+	Source, Target string // shard names; empty is the home database
+	StartedAt      time.Time
+}
+
+// ErrNoMove says the tenant has no move in progress.
+var ErrNoMove = errors.New("no move in progress")
+
+// StartMove records, in this (home) database, that a tenant is moving; a move already recorded is
+// returned as it is.
+func (db *DB) StartMove(ctx context.Context, namespace, name, source, target string) (Move, error) {
+	m := Move{}
+	err := db.pool.QueryRow(ctx, `
+WITH started AS (
+    INSERT INTO tenantry.moves (namespace, name, source, target) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (namespace, name) DO NOTHING
+    RETURNING source, target, started_at
+)
+SELECT source, target, started_at FROM started
+UNION ALL
+SELECT source, target, started_at FROM tenantry.moves WHERE namespace = $1 AND name = $2
+LIMIT 1`, namespace, name, source, target).Scan(&m.Source, &m.Target, &m.StartedAt)
+	if err != nil {
+		return m, fmt.Errorf("recording the move of %s/%s: %w", namespace, name, err)
+	}
+	return m, nil
+}
+
+// CurrentMove returns the tenant's move in progress, or ErrNoMove.
+func (db *DB) CurrentMove(ctx context.Context, namespace, name string) (Move, error) {
+	m := Move{}
+	err := db.pool.QueryRow(ctx, `SELECT source, target, started_at FROM tenantry.moves WHERE namespace = $1 AND name = $2`,
+		namespace, name).Scan(&m.Source, &m.Target, &m.StartedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return m, ErrNoMove
+	}
+	if err != nil {
+		return m, fmt.Errorf("reading the move of %s/%s: %w", namespace, name, err)
+	}
+	return m, nil
+}
+
+// EndMove removes the record of a tenant's move: done, or undone.
+func (db *DB) EndMove(ctx context.Context, namespace, name string) error {
+	if _, err := db.pool.Exec(ctx, `DELETE FROM tenantry.moves WHERE namespace = $1 AND name = $2`, namespace, name); err != nil {
+		return fmt.Errorf("ending the move of %s/%s: %w", namespace, name, err)
+	}
+	return nil
+}
