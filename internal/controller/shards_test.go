@@ -592,3 +592,102 @@ func (w *writer) stop() writeResult {
 	close(w.done)
 	return <-w.result
 }
+
+// seedExpenses adds n expenses to a tenant's schema directly (as the superuser), for a copy that takes a
+// while; the tenant's budget 1 and user 1 (its admin) must exist.
+func seedExpenses(t *testing.T, db *pgxpool.Pool, schema string, n int) {
+	t.Helper()
+	_, err := db.Exec(context.Background(), `INSERT INTO `+pgx.Identifier{schema}.Sanitize()+`.expenses
+    (budget_id, spent_on, description, amount_minor, created_by)
+SELECT 1, current_date, 'seed ' || g, 100, 1 FROM generate_series(1, $1) g`, n)
+	must(t, err)
+}
+
+// setupBudget creates a department, funding account and budget for a tenant through the app's API.
+func (a *runningApp) setupBudget(t *testing.T, host, session string) {
+	t.Helper()
+	for _, step := range []struct{ path, body string }{
+		{"/api/v1/departments", `{"name":"Sales"}`},
+		{"/api/v1/accounts", `{"name":"Budget","totalMinor":100000000000}`},
+		{"/api/v1/budgets", fmt.Sprintf(`{"departmentId":1,"accountId":1,"month":%q,"amountMinor":50000000000}`, time.Now().Format("2006-01"))},
+	} {
+		if status, out := a.call(t, host, "POST", step.path, step.body, session); status != http.StatusCreated {
+			t.Fatalf("POST %s: %d %s", step.path, status, out)
+		}
+	}
+}
+
+// The target server stops in the middle of a move: the tenant keeps being served, writes included, from
+// its old shard, while the tenants on the stopped shard get 503s and every other tenant is served. When
+// the server is back, the move completes with every row.
+func TestShards_targetOutageDuringMove(t *testing.T) {
+	f := newShardedFixture(t)
+	ctx := context.Background()
+	mover := f.tenant("mover", "mover.shards.test")
+	mover.Spec.Shard = tenantryv1.HomeShard
+	resident := f.tenant("resident", "resident.shards.test")
+	resident.Spec.Shard = "east"
+	must(t, k8s.Create(ctx, mover))
+	must(t, k8s.Create(ctx, resident))
+	f.waitReady("mover")
+	f.waitReady("resident")
+	server := startApp(t, f.fixture)
+	session := server.signIn(t, f.fixture, "mover")
+	residentSession := server.signIn(t, f.fixture, "resident")
+	server.setupBudget(t, "mover.shards.test", session)
+	const seeded = 200000
+	seedExpenses(t, f.db, f.schema("mover"), seeded)
+
+	tn := f.get("mover")
+	patch := client.MergeFrom(tn.DeepCopy())
+	tn.Spec.Shard = "east"
+	must(t, k8s.Patch(ctx, tn, patch))
+	f.waitCondition("mover", tenantryv1.ConditionMoving, metav1.ConditionTrue, tenantryv1.ReasonProgressing)
+	east := secondServer(t)
+	must(t, east.Stop())
+	restarted := false
+	defer func() {
+		if !restarted {
+			_ = east.Start()
+		}
+	}()
+	if got := f.get("mover").Status.Shard; got != tenantryv1.HomeShard {
+		t.Fatalf("the move cut over before the outage (shard %s): no fault was tested", got)
+	}
+
+	// While east is away: the mover writes on home, the resident of east gets 503s, and nothing else.
+	var acked []string
+	for i := range 5 {
+		desc := fmt.Sprintf("during outage %d", i)
+		body := fmt.Sprintf(`{"budgetId":1,"spentOn":%q,"description":%q,"amountMinor":100}`, time.Now().Format("2006-01-02"), desc)
+		if status, out := server.call(t, "mover.shards.test", "POST", "/api/v1/expenses", body, session); status != http.StatusCreated {
+			t.Fatalf("the moving tenant's write while its target is away: %d %s", status, out)
+		}
+		acked = append(acked, desc)
+	}
+	if status, _ := server.call(t, "resident.shards.test", "GET", "/api/v1/departments", "", residentSession); status != http.StatusServiceUnavailable {
+		t.Errorf("a tenant of the stopped shard: %d, want 503", status)
+	}
+	if c := meta.FindStatusCondition(f.get("mover").Status.Conditions, tenantryv1.ConditionMoving); c == nil {
+		t.Error("the move was given up while its target was away for a moment")
+	}
+
+	must(t, east.Start())
+	restarted = true
+	must(t, eventually(60*time.Second, func() error {
+		tn := f.get("mover")
+		if tn.Status.Shard != "east" || meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionMoving) != nil {
+			return fmt.Errorf("shard %s, conditions %+v", tn.Status.Shard, tn.Status.Conditions)
+		}
+		return nil
+	}))
+	var rows, found int
+	must(t, f.shardDB["east"].QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE description = ANY($1)) FROM `+
+		f.q("mover")+`.expenses`, acked).Scan(&rows, &found))
+	if rows != seeded+len(acked) || found != len(acked) {
+		t.Errorf("after the move: %d expenses on east (want %d), %d of the %d written during the outage", rows, seeded+len(acked), found, len(acked))
+	}
+	if status, out := server.call(t, "mover.shards.test", "GET", "/api/v1/departments", "", session); status != http.StatusOK {
+		t.Errorf("the moved tenant, served from east: %d %s", status, out)
+	}
+}

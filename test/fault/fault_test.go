@@ -1,6 +1,7 @@
 // Package fault runs the operator as a process of its own, as a cluster does, and breaks it in the
-// middle of a fleet migration: SIGKILL, and a leader that dies while a second replica waits. Every time,
-// the rollout completes, no schema is migrated twice, and every Tenant ends at the new version.
+// middle of a fleet migration (SIGKILL, and a leader that dies while a second replica waits) and of a
+// tenant's move between shards. Every time, the rollout completes, no schema is migrated twice, and
+// every Tenant ends at the new version; the move ends with the tenant whole on its new shard.
 package fault
 
 import (
@@ -44,6 +45,7 @@ type stack struct {
 	migrations string // the operator's --migrations-dir: a new release is a file written here
 	db         *pgx.Conn
 	database   string
+	pg         *pgcluster.Throwaway
 }
 
 func newStack(t *testing.T) *stack {
@@ -69,7 +71,7 @@ func newStack(t *testing.T) *stack {
 	t.Cleanup(pg.Close)
 	dir := t.TempDir()
 	s := &stack{t: t, kubeconfig: filepath.Join(dir, "kubeconfig"), binary: filepath.Join(dir, "manager"),
-		migrations: filepath.Join(dir, "migrations")}
+		migrations: filepath.Join(dir, "migrations"), pg: pg}
 	build := exec.Command("go", "build", "-o", s.binary, "./cmd/manager")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
@@ -273,4 +275,103 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The operator is killed (SIGKILL) in the middle of a tenant's move between shards, once while the data
+// is copied and once at the cut-over. Each time its successor finishes the move from the record it left:
+// the tenant ends whole on the new shard, the old copy kept, and no replication left behind.
+func TestMove_operatorKilled(t *testing.T) {
+	s := newStack(t)
+	ctx := context.Background()
+	shardURL := map[string]string{}
+	shardDB := map[string]*pgx.Conn{"home": s.db}
+	for _, shard := range []string{"east", "west"} {
+		url, err := s.pg.NewDatabase(ctx, shard)
+		must(t, err)
+		shardURL[shard] = url
+		conn, err := pgx.Connect(ctx, url)
+		must(t, err)
+		t.Cleanup(func() { conn.Close(ctx) })
+		shardDB[shard] = conn
+		must(t, s.k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: shard + "-db", Namespace: ns},
+			StringData: map[string]string{"uri": url}}))
+	}
+	app := &tenantryv1.ExpenseApp{}
+	must(t, s.k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "expenses"}, app))
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Spec.Shards = []tenantryv1.ShardSpec{{Name: "east", SecretRef: tenantryv1.SecretKeyRef{Name: "east-db"}},
+		{Name: "west", SecretRef: tenantryv1.SecretKeyRef{Name: "west-db"}}}
+	must(t, s.k8s.Patch(ctx, app, patch))
+	op := s.start()
+	must(t, s.k8s.Create(ctx, &tenantryv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "mover", Namespace: ns},
+		Spec: tenantryv1.TenantSpec{AppRef: tenantryv1.AppRef{Name: "expenses"}, Hosts: []string{"mover.example.com"}, Shard: "home",
+			Admin: tenantryv1.Admin{Email: "admin@mover.example.com"}}}))
+	tenant := func() *tenantryv1.Tenant {
+		tn := &tenantryv1.Tenant{}
+		must(t, s.k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "mover"}, tn))
+		return tn
+	}
+	s.waitFor("the tenant Ready", time.Minute, func() bool {
+		return meta.IsStatusConditionTrue(tenant().Status.Conditions, tenantryv1.ConditionReady)
+	})
+	schema := pgx.Identifier{registry.TenantName(s.database, ns, "mover")}.Sanitize()
+	const seeded = 300000
+	_, err := s.db.Exec(ctx, `INSERT INTO `+schema+`.departments (name) VALUES ('Sales');
+INSERT INTO `+schema+`.funding_accounts (name, total_minor) VALUES ('Budget', 1000000000);
+INSERT INTO `+schema+`.budgets (department_id, account_id, month, amount_minor) VALUES (1, 1, date_trunc('month', now()), 1000000000);
+INSERT INTO `+schema+`.expenses (budget_id, spent_on, description, amount_minor, created_by)
+SELECT 1, current_date, 'seed ' || g, 100, 1 FROM generate_series(1, `+fmt.Sprint(seeded)+`) g`)
+	must(t, err)
+
+	moveTo := func(shard string) {
+		t.Helper()
+		tn := tenant()
+		patch := client.MergeFrom(tn.DeepCopy())
+		tn.Spec.Shard = shard
+		must(t, s.k8s.Patch(ctx, tn, patch))
+	}
+	moved := func(to, from string) {
+		t.Helper()
+		s.waitFor("the move to "+to+" finished", 2*time.Minute, func() bool {
+			tn := tenant()
+			return tn.Status.Shard == to && meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionMoving) == nil
+		})
+		var rows int
+		must(t, shardDB[to].QueryRow(ctx, `SELECT count(*) FROM `+schema+`.expenses`).Scan(&rows))
+		if rows != seeded {
+			t.Errorf("%d expenses on %s after the move, want %d", rows, to, seeded)
+		}
+		var kept, left int
+		must(t, shardDB[from].QueryRow(ctx, `SELECT (SELECT count(*) FROM tenantry.moved_schemas WHERE name = 'mover' AND moved_to = $1),
+       (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_replication_slots)`, to).Scan(&kept, &left))
+		var subs int
+		must(t, shardDB[to].QueryRow(ctx, `SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&subs))
+		if kept != 1 || left != 0 || subs != 0 {
+			t.Errorf("after the move to %s: %d copies recorded on %s (want 1), %d publications and slots there, %d subscriptions on %s",
+				to, kept, from, left, subs, to)
+		}
+	}
+
+	t.Run("killed while copying", func(t *testing.T) {
+		moveTo("east")
+		s.waitFor("the copy under way", time.Minute, func() bool {
+			c := meta.FindStatusCondition(tenant().Status.Conditions, tenantryv1.ConditionMoving)
+			return c != nil && strings.Contains(c.Message, "copying")
+		})
+		op.kill(t)
+		if tenant().Status.Shard != "home" {
+			t.Fatal("the move finished before the kill: no fault was tested")
+		}
+		op = s.start()
+		moved("east", "home")
+	})
+
+	t.Run("killed at the cut-over", func(t *testing.T) {
+		moveTo("west")
+		s.waitFor("the cut-over", 2*time.Minute, func() bool { return op.said("tenant cut over") })
+		op.kill(t)
+		op = s.start()
+		moved("west", "east")
+	})
+	op.stop(t)
 }
