@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -104,7 +106,8 @@ func (f *shardedFixture) schemaOn(tenant string) []string {
 
 // Tenants are placed by spec.shard and else on the shard with the fewest; each schema lives on its
 // shard only, the home database routes them all, and the app (run here from its Secret, as its pods
-// run) serves each tenant from its shard and no tenant from another's.
+// run, with PgBouncer in front of one shard) serves each tenant from its shard and no tenant from
+// another's.
 func TestShards_placementAndRouting(t *testing.T) {
 	f := newShardedFixture(t)
 	ctx := context.Background()
@@ -163,8 +166,8 @@ FROM tenantry.tenants WHERE name = $1 AND shard = '' AND schema_version = $2`, n
 		t.Errorf("status.shards does not list home first: %+v", app.Status.Shards)
 	}
 
-	// The app, from its Secret: one pool per shard, routed by host.
-	server := startApp(t, f.fixture)
+	// The app, from its Secret: one pool per shard, routed by host; east through PgBouncer.
+	server := startApp(t, f.fixture, "east")
 	sessions := map[string]string{}
 	for name := range placed {
 		sessions[name] = server.signIn(t, f.fixture, name)
@@ -313,7 +316,9 @@ type runningApp struct {
 	client *http.Client
 }
 
-func startApp(t *testing.T, f *fixture) *runningApp {
+// startApp serves the app as its pods would, from its Secret; the shards named in bounced are reached
+// through a PgBouncer in transaction mode of their own (LISTEN goes to the server directly, as it must).
+func startApp(t *testing.T, f *fixture, bounced ...string) *runningApp {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	sec := &corev1.Secret{}
@@ -322,12 +327,24 @@ func startApp(t *testing.T, f *fixture) *runningApp {
 	}))
 	opts := postgres.Options{MaxConns: 6, PoolShards: 1}
 	must(t, json.Unmarshal(sec.Data[appShardsKey], &opts.Shards))
+	listen := maps.Clone(opts.Shards)
+	for _, shard := range bounced {
+		u, err := url.Parse(opts.Shards[shard])
+		must(t, err)
+		port, err := strconv.Atoi(u.Port())
+		must(t, err)
+		b, err := pgcluster.StartBouncer(port, []string{string(sec.Data["username"])}, 2)
+		must(t, err)
+		t.Cleanup(b.Stop)
+		u.Host = fmt.Sprintf("127.0.0.1:%d", b.Port)
+		opts.Shards[shard] = u.String()
+	}
 	db, err := postgres.Open(string(sec.Data["uri"]), opts)
 	must(t, err)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := postgres.NewRegistry()
 	go func() { _ = reg.Run(ctx, connector(string(sec.Data["uri"])), log) }()
-	for name, u := range opts.Shards {
+	for name, u := range listen {
 		go func() { _ = reg.RunShard(ctx, name, connector(u), log) }()
 	}
 	srv := httptest.NewServer(apphttp.New(apphttp.Config{DB: db, Registry: reg, Log: log, SchemaVersion: migrations.Latest}))
