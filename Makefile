@@ -50,7 +50,7 @@ test: manifests generate vet ## Run every test: unit, PostgreSQL, envtest integr
 	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: bench-onboard bench-app bench-fleet bench-restart bench-apiserver ## Run every benchmark and print the figures for docs/benchmarks.md.
+bench: bench-onboard bench-app bench-fleet bench-restart bench-apiserver bench-shards ## Run every benchmark and print the figures for docs/benchmarks.md.
 
 .PHONY: bench-onboard
 bench-onboard: ## Onboarding: apply→Ready latency, 100 and 1,000 tenants at once, against a psql floor.
@@ -67,6 +67,10 @@ bench-restart: ## Operator restart with 10,000 Ready tenants: time, SQL sent, pe
 .PHONY: bench-apiserver
 bench-apiserver: ## What one Tenant status patch costs the API server, with and without the CEL rules.
 	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go run ./hack/bench apiserver 300
+
+.PHONY: bench-shards
+bench-shards: ## Two PostgreSQL servers: onboarding and app throughput over shards, and a 100,000-expense tenant moved under load (BENCH_SHARDS_TENANTS; BENCH_SHARDS_BASELINE=off skips the one-server run).
+	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go run ./hack/bench shards $(or $(BENCH_SHARDS_TENANTS),1000)
 
 .PHONY: bench-app
 bench-app: ## The app under load: 1 tenant against 1,000, direct and through PgBouncer.

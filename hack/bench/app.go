@@ -136,9 +136,18 @@ func seedTenants(ctx context.Context, env *apptest.Env, n int) ([]target, error)
 	if err := reg.Sync(ctx, db.Pool()); err != nil {
 		return nil, err
 	}
+	return targets, prepareTargets(ctx, db, reg, targets)
+}
+
+// prepareTargets gives each tenant (by its host) three departments, an account, this month's budgets,
+// 30 expenses and an API token for its admin, through the app's own storage code.
+func prepareTargets(ctx context.Context, db *postgres.DB, reg *postgres.Registry, targets []target) error {
 	month := app.FirstOfMonth(time.Now())
 	for i := range targets {
 		t := reg.Lookup(targets[i].host)
+		if t == nil {
+			return fmt.Errorf("tenant %s is not in the registry", targets[i].host)
+		}
 		err := db.InTenant(ctx, t, func(tx *postgres.Tx) error {
 			a, err := tx.CreateAccount(ctx, "Operating", 10_000_000)
 			if err != nil {
@@ -172,25 +181,32 @@ func seedTenants(ctx context.Context, env *apptest.Env, n int) ([]target, error)
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("seeding %s: %w", targets[i].host, err)
+			return fmt.Errorf("seeding %s: %w", targets[i].host, err)
 		}
 	}
-	return targets, nil
+	return nil
 }
 
-// startApp runs the app binary on a free port and waits until it is ready.
-func startApp(ctx context.Context, bin, dbURL, listenURL string, shards int) (stop func(), base string, err error) {
+// startApp runs the app binary on a free port and waits until it is ready. Extra arguments go on its
+// command line.
+func startApp(ctx context.Context, bin, dbURL, listenURL string, shards int, extra ...string) (stop func(), base string, err error) {
+	_, stop, base, err = startAppProcess(ctx, bin, dbURL, listenURL, shards, extra...)
+	return stop, base, err
+}
+
+// startAppProcess is startApp, with the process, for its memory.
+func startAppProcess(ctx context.Context, bin, dbURL, listenURL string, shards int, extra ...string) (cmd *exec.Cmd, stop func(), base string, err error) {
 	port, err := pgcluster.FreePort()
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(bin, "--http-addr", addr, "--metrics-addr", "", "--database-url", dbURL,
-		"--listen-database-url", listenURL, "--max-conns", "16", "--pool-shards", strconv.Itoa(shards))
+	cmd = exec.Command(bin, append([]string{"--http-addr", addr, "--metrics-addr", "", "--database-url", dbURL,
+		"--listen-database-url", listenURL, "--max-conns", "16", "--pool-shards", strconv.Itoa(shards)}, extra...)...)
 	cmd.Stdout, cmd.Stderr = nil, os.Stderr
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
 	if err := cmd.Start(); err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	stop = func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }
 	base = "http://" + addr
@@ -200,12 +216,12 @@ func startApp(ctx context.Context, bin, dbURL, listenURL string, shards int) (st
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
-				return stop, base, nil
+				return cmd, stop, base, nil
 			}
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return nil, "", fmt.Errorf("the app did not become ready at %s", addr)
+			return nil, nil, "", fmt.Errorf("the app did not become ready at %s", addr)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

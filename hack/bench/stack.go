@@ -164,7 +164,11 @@ func (s *stack) newApp(ctx context.Context, ns string) (string, error) {
 
 // usage is the operator's CPU time so far and its peak resident memory.
 func (s *stack) usage() (cpu time.Duration, peakRSS int64, err error) {
-	pid := s.operator.Process.Pid
+	return procUsage(s.operator.Process.Pid)
+}
+
+// procUsage is a process's CPU time so far and its peak resident memory.
+func procUsage(pid int) (cpu time.Duration, peakRSS int64, err error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, 0, err
