@@ -46,8 +46,12 @@ envtest-assets: ## Print the directory holding etcd and kube-apiserver, getting 
 	@hack/envtest-assets.sh
 
 .PHONY: test
-test: manifests generate vet ## Run every test: unit, PostgreSQL, envtest integration and browser tests.
+test: manifests generate vet citus ## Run every test: unit, PostgreSQL, envtest integration, Citus and browser tests.
 	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-citus
+test-citus: citus ## Run the Citus suite alone: the operator and the app on a coordinator and two workers.
+	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) -count=1 -run 'TestCitus' ./internal/controller
 
 .PHONY: bench
 bench: bench-onboard bench-app bench-fleet bench-restart bench-apiserver bench-shards ## Run every benchmark and print the figures for docs/benchmarks.md.

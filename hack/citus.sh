@@ -33,6 +33,10 @@ if installed; then
   echo "$extdir"
   exit 0
 fi
+if [ ! -w "$libdir" ] || [ ! -w "$extdir" ]; then
+  echo "hack/citus.sh: Citus $version is not installed into $libdir, and installing it needs root: run \`sudo make citus\` once" >&2
+  exit 1
+fi
 
 if [ ! -d "$cache/stage" ]; then
   if [ ! -f "$tarball" ]; then

@@ -137,6 +137,10 @@ type TenantStatus struct {
 	// once, by spec.shard or the app's placement policy, and never changes by itself.
 	// +optional
 	Shard string `json:"shard,omitempty"`
+	// node is the Citus worker ("host:port") that holds the tenant's schema, when the app's database is a
+	// Citus coordinator with schema-based sharding; it follows the schema when a rebalance moves it.
+	// +optional
+	Node string `json:"node,omitempty"`
 	// schemaVersion is the last migration applied to the tenant's schema.
 	// +optional
 	SchemaVersion int64 `json:"schemaVersion,omitempty"`
@@ -178,6 +182,7 @@ type TenantUsage struct {
 // +kubebuilder:printcolumn:name="Host",type=string,JSONPath=`.spec.hosts[0]`
 // +kubebuilder:printcolumn:name="Schema",type=string,JSONPath=`.status.schema`
 // +kubebuilder:printcolumn:name="Shard",type=string,JSONPath=`.status.shard`
+// +kubebuilder:printcolumn:name="Node",type=string,priority=1,JSONPath=`.status.node`
 // +kubebuilder:printcolumn:name="Version",type=integer,JSONPath=`.status.schemaVersion`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Status",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].message`

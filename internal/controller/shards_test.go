@@ -328,18 +328,15 @@ func startApp(t *testing.T, f *fixture, bounced ...string) *runningApp {
 	opts := postgres.Options{MaxConns: 6, PoolShards: 1}
 	must(t, json.Unmarshal(sec.Data[appShardsKey], &opts.Shards))
 	listen := maps.Clone(opts.Shards)
+	homeURI := string(sec.Data["uri"])
 	for _, shard := range bounced {
-		u, err := url.Parse(opts.Shards[shard])
-		must(t, err)
-		port, err := strconv.Atoi(u.Port())
-		must(t, err)
-		b, err := pgcluster.StartBouncer(port, []string{string(sec.Data["username"])}, 2)
-		must(t, err)
-		t.Cleanup(b.Stop)
-		u.Host = fmt.Sprintf("127.0.0.1:%d", b.Port)
-		opts.Shards[shard] = u.String()
+		if shard == tenantryv1.HomeShard {
+			homeURI = bounce(t, homeURI, string(sec.Data["username"]), string(sec.Data["password"]))
+		} else {
+			opts.Shards[shard] = bounce(t, opts.Shards[shard], string(sec.Data["username"]), string(sec.Data["password"]))
+		}
 	}
-	db, err := postgres.Open(string(sec.Data["uri"]), opts)
+	db, err := postgres.Open(homeURI, opts)
 	must(t, err)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := postgres.NewRegistry()
@@ -353,6 +350,21 @@ func startApp(t *testing.T, f *fixture, bounced ...string) *runningApp {
 	return &runningApp{Server: srv, client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
 	}}}
+}
+
+// bounce starts a PgBouncer in transaction mode in front of the server of a connection string, for
+// user (whose password it logs in to the server with), and returns the connection string through it.
+func bounce(t *testing.T, uri, user, pass string) string {
+	t.Helper()
+	u, err := url.Parse(uri)
+	must(t, err)
+	port, err := strconv.Atoi(u.Port())
+	must(t, err)
+	b, err := pgcluster.StartBouncerFor(port, map[string]string{user: pass}, 2)
+	must(t, err)
+	t.Cleanup(b.Stop)
+	u.Host = fmt.Sprintf("127.0.0.1:%d", b.Port)
+	return u.String()
 }
 
 // call sends a request for a host and returns the status and body.

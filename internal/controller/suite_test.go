@@ -126,6 +126,9 @@ func runSuite(m *testing.M) int {
 		if otherServer.pg != nil {
 			otherServer.pg.Close()
 		}
+		if citusServers.cluster != nil {
+			citusServers.cluster.Close()
+		}
 	}()
 	return m.Run()
 }
@@ -167,6 +170,12 @@ var nsSeq atomic.Int64
 // newFixture creates a namespace, a database, its Secret and an ExpenseApp "expenses".
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureOn(t, "")
+}
+
+// newFixtureOn is newFixture on the database of a superuser connection string; "" creates one.
+func newFixtureOn(t *testing.T, url string) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	f := &fixture{t: t, ns: fmt.Sprintf("t%d-%s", nsSeq.Add(1), strings.ToLower(strings.ReplaceAll(t.Name(), "_", "-")))}
 	if len(f.ns) > 60 {
@@ -175,8 +184,11 @@ func newFixture(t *testing.T) *fixture {
 	f.ns = strings.Trim(strings.ReplaceAll(f.ns, "/", "-"), "-")
 	must(t, k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: f.ns}}))
 	var err error
-	if f.url, err = pg.NewDatabase(ctx, "op"); err != nil {
-		t.Fatal(err)
+	f.url = url
+	if f.url == "" {
+		if f.url, err = pg.NewDatabase(ctx, "op"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if f.db, err = pgxpool.New(ctx, f.url); err != nil {
 		t.Fatal(err)

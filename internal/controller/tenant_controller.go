@@ -176,6 +176,9 @@ func (r *TenantReconciler) reconcileUsage(ctx context.Context, run *tenantRun) e
 	if err := r.database(ctx, run); err != nil {
 		return nil // the database's absence shows in the conditions of the steps that need it
 	}
+	if err := r.locateNode(ctx, run); err != nil {
+		logf.FromContext(ctx).Info("cannot find the tenant's Citus worker; keeping the last one", "error", err.Error())
+	}
 	u, err := run.db.Usage(ctx, run.id.Schema)
 	if err != nil {
 		logf.FromContext(ctx).Info("cannot measure the tenant's usage; keeping the last measurement", "error", err.Error())
@@ -606,6 +609,21 @@ func (r *TenantReconciler) reconcileState(ctx context.Context, run *tenantRun) e
 			return retryErr(tenantryv1.ReasonDatabaseError, err)
 		}
 	}
+	return r.locateNode(ctx, run)
+}
+
+// locateNode records in status.node the Citus worker that holds the tenant's schema, when its database
+// is a Citus coordinator.
+func (r *TenantReconciler) locateNode(ctx context.Context, run *tenantRun) error {
+	citus, err := run.db.Citus(ctx)
+	if err != nil || !citus {
+		return err
+	}
+	node, err := run.db.SchemaNode(ctx, run.id.Schema)
+	if err != nil && !errors.Is(err, tenantdb.ErrNotDistributed) {
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	run.t.Status.Node = node
 	return nil
 }
 

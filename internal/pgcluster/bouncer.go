@@ -25,6 +25,16 @@ type Bouncer struct {
 // server at backendPort, admitting the given users without a password, with poolSize server
 // connections per user and database.
 func StartBouncer(backendPort int, users []string, poolSize int) (*Bouncer, error) {
+	logins := map[string]string{}
+	for _, u := range users {
+		logins[u] = ""
+	}
+	return StartBouncerFor(backendPort, logins, poolSize)
+}
+
+// StartBouncerFor is StartBouncer for users with passwords (user name to password), which PgBouncer
+// uses to log in to a server that asks for them; clients still log in to it without one.
+func StartBouncerFor(backendPort int, users map[string]string, poolSize int) (*Bouncer, error) {
 	bin, err := exec.LookPath("pgbouncer")
 	if err != nil {
 		if _, err2 := os.Stat("/usr/sbin/pgbouncer"); err2 != nil {
@@ -42,8 +52,8 @@ func StartBouncer(backendPort int, users []string, poolSize int) (*Bouncer, erro
 	}
 	b := &Bouncer{Port: port, dir: dir}
 	var userlist strings.Builder
-	for _, u := range users {
-		fmt.Fprintf(&userlist, "%q \"\"\n", u)
+	for u, pass := range users {
+		fmt.Fprintf(&userlist, "%q %q\n", u, pass)
 	}
 	ini := fmt.Sprintf(`[databases]
 * = host=127.0.0.1 port=%d

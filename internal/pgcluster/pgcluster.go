@@ -42,6 +42,10 @@ type Options struct {
 	Port int
 	// Durable keeps fsync on. Throwaway test clusters turn it off: nothing there must survive a crash.
 	Durable bool
+	// Settings are more server settings, as "name=value" (e.g. shared_preload_libraries=citus).
+	Settings []string
+	// HBA, when set, replaces pg_hba.conf (written at initdb).
+	HBA string
 }
 
 // BinDir finds the directory of initdb and pg_ctl: $TENANTRY_PG_BIN, else the newest
@@ -93,11 +97,25 @@ func New(dir string, opts Options) (*Cluster, error) {
 	if !opts.Durable {
 		c.extras = []string{"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"}
 	}
+	for _, setting := range opts.Settings {
+		c.extras = append(c.extras, "-c", setting)
+	}
 	if _, err := os.Stat(filepath.Join(dir, "data", "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
 		out, err := c.run("initdb", "-D", filepath.Join(dir, "data"), "-U", Superuser, "--auth=trust",
 			"-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
 		if err != nil {
 			return nil, fmt.Errorf("initdb in %s: %w\n%s", dir, err, out)
+		}
+		if opts.HBA != "" {
+			hba := filepath.Join(dir, "data", "pg_hba.conf")
+			if err := os.WriteFile(hba, []byte(opts.HBA), 0o600); err != nil {
+				return nil, err
+			}
+			if c.runAs != nil {
+				if err := c.chown(hba); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	return c, nil

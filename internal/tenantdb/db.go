@@ -32,6 +32,8 @@ type DB struct {
 	mu         sync.Mutex
 	appRoleMu  sync.Mutex // serialises EnsureAppRole
 	registryOK bool
+	citusKnown bool // whether citus below has been looked up
+	citus      bool // the database is a Citus coordinator
 	appRoles   map[string]bool // app roles known to exist
 }
 

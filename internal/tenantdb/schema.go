@@ -105,18 +105,23 @@ SELECT (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1),
 	if owner != nil && ready {
 		return nil // the schema, owned by the tenant's marked role, which the operator may act as
 	}
+	citus, err := db.Citus(ctx)
+	if err != nil {
+		return err
+	}
 	if err := db.ensureRole(ctx, role, "NOLOGIN"); err != nil {
 		return err
+	}
+	if citus {
+		if err := db.citusLogin(ctx, role.Name); err != nil {
+			return err
+		}
 	}
 	if _, err := db.pool.Exec(ctx, "GRANT "+quotedRole+" TO CURRENT_USER"); err != nil {
 		return fmt.Errorf("granting role %q to the operator's role: %w", role.Name, err)
 	}
 	if owner == nil {
-		_, err := db.pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()+
-			" AUTHORIZATION "+quotedRole)
-		if err != nil && !isCode(err, codeDuplicateObject, codeUniqueViolation) {
-			return fmt.Errorf("creating schema %q: %w", schema, err)
-		}
+		return db.createSchema(ctx, schema, role.Name, citus)
 	}
 	return nil
 }
@@ -146,6 +151,13 @@ WHERE r.rolname = $1 AND m.rolname <> current_user`, role)
 func (db *DB) DropSchema(ctx context.Context, schema, role string) error {
 	if _, err := db.pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
 		return fmt.Errorf("dropping schema %q: %w", schema, err)
+	}
+	if citus, err := db.Citus(ctx); err != nil {
+		return err
+	} else if citus {
+		if _, err := db.pool.Exec(ctx, `DELETE FROM pg_catalog.pg_dist_authinfo WHERE rolename = $1`, role); err != nil {
+			return fmt.Errorf("forgetting the login of role %q: %w", role, err)
+		}
 	}
 	_, err := db.pool.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize())
 	if err != nil && !isCode(err, codeDependentObjects) {

@@ -1,0 +1,227 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/internal/pgcluster"
+)
+
+// The Citus suite (make test-citus runs it alone): the operator and the app on a Citus coordinator with
+// two workers, with schema-based sharding. It fails, never skips, when Citus is not installed or does
+// not start.
+
+// citusServers is the suite's Citus cluster, started by the first test that needs it.
+var citusServers struct {
+	once    sync.Once
+	cluster *pgcluster.Citus
+	err     error
+}
+
+func citusCluster(t *testing.T) *pgcluster.Citus {
+	t.Helper()
+	citusServers.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		citusServers.cluster, citusServers.err = pgcluster.StartCitus(ctx, 2)
+	})
+	if citusServers.err != nil {
+		t.Fatalf("starting Citus (a coordinator and two workers): %v", citusServers.err)
+	}
+	return citusServers.cluster
+}
+
+// newCitusFixture is a fixture whose ExpenseApp's database is the Citus coordinator's.
+func newCitusFixture(t *testing.T) *fixture {
+	t.Helper()
+	return newFixtureOn(t, citusCluster(t).URL())
+}
+
+// Tenants onboarded on Citus get distributed schemas spread over both workers (status.node says which),
+// the registry stays on the coordinator, and the app (directly and through PgBouncer in front of the
+// coordinator) serves each tenant its own data and nobody else's. Tenant roles log in to the workers,
+// as the coordinator's connections, and are refused by the coordinator.
+func TestCitus_onboardingAndIsolation(t *testing.T) {
+	c := citusCluster(t)
+	f := newCitusFixture(t)
+	ctx := context.Background()
+	names := []string{"ca", "cb", "cc", "cd"}
+	for _, n := range names {
+		must(t, k8s.Create(ctx, f.tenant(n, n+".citus.test")))
+	}
+	nodes := map[string]string{}
+	for _, n := range names {
+		tn := f.waitReady(n)
+		if tn.Status.Node == "" {
+			t.Fatalf("%s: Ready without status.node", n)
+		}
+		nodes[n] = tn.Status.Node
+	}
+	workers := map[string]bool{}
+	for _, w := range c.Workers {
+		workers[fmt.Sprintf("127.0.0.1:%d", w.Port)] = true
+	}
+	used := map[string]bool{}
+	for n, node := range nodes {
+		if !workers[node] {
+			t.Errorf("%s: status.node %s is not a worker (%v)", n, node, workers)
+		}
+		used[node] = true
+		var actual string
+		must(t, f.db.QueryRow(ctx, `SELECT n.nodename || ':' || n.nodeport FROM citus_shards s JOIN pg_dist_node n
+  ON n.nodename = s.nodename AND n.nodeport = s.nodeport
+WHERE s.table_name::text = $1 || '.expenses'`, pgx.Identifier{f.schema(n)}.Sanitize()).Scan(&actual))
+		if actual != node {
+			t.Errorf("%s: expenses are on %s, status.node says %s", n, actual, node)
+		}
+	}
+	if len(used) != 2 {
+		t.Errorf("4 tenants on %d worker(s), want both: %v", len(used), nodes)
+	}
+	var registryDistributed int
+	must(t, f.db.QueryRow(ctx, `SELECT count(*) FROM pg_dist_schema WHERE schemaid = 'tenantry'::regnamespace`).Scan(&registryDistributed))
+	if registryDistributed != 0 {
+		t.Error("the registry schema became a distributed schema")
+	}
+
+	for _, bounced := range [][]string{nil, {tenantryv1.HomeShard}} {
+		server := startApp(t, f, bounced...)
+		sessions := map[string]string{}
+		for _, n := range names {
+			sessions[n] = server.signIn(t, f, n)
+			if status, out := server.call(t, n+".citus.test", "POST", "/api/v1/departments",
+				fmt.Sprintf(`{"name":"Dept %s %d"}`, n, len(bounced)), sessions[n]); status != http.StatusCreated {
+				t.Fatalf("%s (PgBouncer %v): creating a department: %d %s", n, bounced, status, out)
+			}
+		}
+		for _, n := range names {
+			status, out := server.call(t, n+".citus.test", "GET", "/api/v1/departments", "", sessions[n])
+			if status != http.StatusOK || !strings.Contains(out, fmt.Sprintf("Dept %s %d", n, len(bounced))) {
+				t.Errorf("%s (PgBouncer %v): departments: %d %s", n, bounced, status, out)
+			}
+			for _, other := range names {
+				if other != n && strings.Contains(out, "Dept "+other) {
+					t.Errorf("%s sees %s's department", n, other)
+				}
+			}
+			other := names[(slices.Index(names, n)+1)%len(names)]
+			if status, _ := server.call(t, other+".citus.test", "GET", "/api/v1/departments", "", sessions[n]); status == http.StatusOK {
+				t.Errorf("%s's session read %s's departments", n, other)
+			}
+		}
+	}
+
+	// The app's own login, switched to one tenant, reaches no other tenant's table on any worker.
+	app := f.appLogin("")
+	tx, err := app.Begin(ctx)
+	must(t, err)
+	_, err = tx.Exec(ctx, "SELECT set_config('role', $1, true)", f.schema("ca"))
+	must(t, err)
+	_, err = tx.Exec(ctx, "SELECT count(*) FROM "+f.q("cb")+".expenses")
+	if err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("tenant ca's role read tenant cb's expenses on Citus: %v", err)
+	}
+	_ = tx.Rollback(ctx)
+
+	// A tenant role's password (which only pg_dist_authinfo holds) opens a worker, as the coordinator's
+	// connections need, and not the coordinator.
+	var authinfo string
+	must(t, f.db.QueryRow(ctx, `SELECT authinfo FROM pg_dist_authinfo WHERE rolename = $1 AND nodeid = 0`, f.schema("ca")).Scan(&authinfo))
+	pass := strings.TrimPrefix(authinfo, "password=")
+	login := func(port int) error {
+		conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/%s?sslmode=disable", f.schema("ca"), pass, port, pgcluster.CitusDatabase))
+		if err == nil {
+			conn.Close(ctx)
+		}
+		return err
+	}
+	if err := login(c.Coordinator.Port); err == nil {
+		t.Error("a tenant role logged in to the coordinator")
+	}
+	if err := login(c.Workers[0].Port); err != nil {
+		t.Errorf("a tenant role cannot log in to a worker, which the coordinator's connections need: %v", err)
+	}
+}
+
+
+// A release's migration reaches every distributed schema: the fleet rollout's DDL, run as each tenant
+// role on the coordinator, is applied on the workers, and the registry records it.
+func TestCitus_fleetMigration(t *testing.T) {
+	f := newCitusFixture(t)
+	ctx := context.Background()
+	names := []string{"m1", "m2", "m3", "m4"}
+	for _, n := range names {
+		must(t, k8s.Create(ctx, f.tenant(n, n+".citus.test")))
+	}
+	for _, n := range names {
+		f.waitReady(n)
+	}
+	defer func() { must(t, release.Set(migrations.FS())) }()
+	must(t, release.Set(releaseWith(t, "-- +goose Up\nALTER TABLE expenses ADD COLUMN receipt_url text;\n")))
+	next := migrations.Latest + 1
+	pokeAll(t, f, names)
+	f.waitApp("every tenant at the new version", func(a *tenantryv1.ExpenseApp) bool {
+		return a.Status.TenantsAtTarget == int32(len(names)) && a.Status.TargetSchemaVersion == next
+	})
+	for _, n := range names {
+		var shards int
+		must(t, f.db.QueryRow(ctx, `SELECT count(*) FROM run_command_on_placements($1::regclass,
+  $$SELECT count(*) FROM information_schema.columns WHERE table_schema || '.' || table_name = '%s' AND column_name = 'receipt_url'$$)
+WHERE result = '1'`, f.schema(n)+".expenses").Scan(&shards))
+		if shards != 1 {
+			t.Errorf("%s: the new column is on %d placement(s), want its one", n, shards)
+		}
+	}
+}
+
+// Deleting tenants on Citus: Retain keeps the distributed schema and takes the app's rights away;
+// Delete drops schema, role and the role's login for the workers.
+func TestCitus_delete(t *testing.T) {
+	f := newCitusFixture(t)
+	ctx := context.Background()
+	keep := f.tenant("keep", "keep.citus.test")
+	drop := f.tenant("drop", "drop.citus.test")
+	drop.Spec.DeletionPolicy = tenantryv1.DeletionPolicyDelete
+	must(t, k8s.Create(ctx, keep))
+	must(t, k8s.Create(ctx, drop))
+	f.waitReady("keep")
+	f.waitReady("drop")
+	f.deleteTenant("keep")
+	f.deleteTenant("drop")
+	var keptSchema, keptDistributed, droppedSchema, droppedRole, droppedAuth int
+	must(t, f.db.QueryRow(ctx, `SELECT
+  (SELECT count(*) FROM pg_namespace WHERE nspname = $1),
+  (SELECT count(*) FROM pg_dist_schema s JOIN pg_namespace n ON n.oid = s.schemaid WHERE n.nspname = $1),
+  (SELECT count(*) FROM pg_namespace WHERE nspname = $2),
+  (SELECT count(*) FROM pg_roles WHERE rolname = $2),
+  (SELECT count(*) FROM pg_dist_authinfo WHERE rolename = $2)`, f.schema("keep"), f.schema("drop")).Scan(
+		&keptSchema, &keptDistributed, &droppedSchema, &droppedRole, &droppedAuth))
+	if keptSchema != 1 || keptDistributed != 1 {
+		t.Errorf("Retain: schema %d, distributed %d; want both kept", keptSchema, keptDistributed)
+	}
+	if droppedSchema+droppedRole+droppedAuth != 0 {
+		t.Errorf("Delete left schema %d, role %d, worker login %d", droppedSchema, droppedRole, droppedAuth)
+	}
+	var member bool
+	must(t, f.db.QueryRow(ctx, `SELECT pg_has_role($1, $2, 'MEMBER')`, appRoleName(t, f), f.schema("keep")).Scan(&member))
+	if member {
+		t.Error("Retain: the app's login may still act as the retained tenant")
+	}
+}
+
+// appRoleName is the fixture's app login, from its Secret.
+func appRoleName(t *testing.T, f *fixture) string {
+	t.Helper()
+	conn := f.appLogin("")
+	return conn.Config().User
+}

@@ -1,0 +1,121 @@
+package tenantdb
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// On a Citus coordinator, each tenant schema is a distributed schema (citus.enable_schema_based_sharding
+// on while it is created): it lives whole on one worker, and the coordinator routes every query to it.
+// The coordinator reaches the worker as the current role, so a tenant role must be able to log in
+// there: it is created LOGIN, with a random password that nobody is told, which the coordinator finds
+// in pg_dist_authinfo (superuser-only). Tenant roles are members of TenantsGroup, which the
+// coordinator's pg_hba.conf refuses: they log in to workers, as the coordinator, and nowhere else.
+// Everything else (the registry, the app's login) stays local to the coordinator. See docs/citus.md.
+
+// TenantsGroup is the role every tenant role is a member of on Citus, for pg_hba.conf rules.
+const TenantsGroup = "tenantry_tenants"
+
+// Citus reports whether the database is a Citus coordinator (the citus extension is installed in it).
+// It asks once per DB.
+func (db *DB) Citus(ctx context.Context) (bool, error) {
+	db.mu.Lock()
+	known, citus := db.citusKnown, db.citus
+	db.mu.Unlock()
+	if known {
+		return citus, nil
+	}
+	if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')`).Scan(&citus); err != nil {
+		return false, fmt.Errorf("looking for Citus: %w", err)
+	}
+	db.mu.Lock()
+	db.citusKnown, db.citus = true, citus
+	db.mu.Unlock()
+	return citus, nil
+}
+
+// citusLogin gives a tenant role on Citus a fresh random password, records it in pg_dist_authinfo for
+// the coordinator's connections to every node, and makes the role a member of TenantsGroup: in one
+// transaction, so the coordinator never holds a password the workers do not.
+func (db *DB) citusLogin(ctx context.Context, role string) error {
+	buf := make([]byte, 24)
+	_, _ = rand.Read(buf)
+	pass := hex.EncodeToString(buf)
+	q := pgx.Identifier{role}.Sanitize()
+	group := pgx.Identifier{TenantsGroup}.Sanitize()
+	var groupExists bool
+	if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)`, TenantsGroup).Scan(&groupExists); err != nil {
+		return err
+	}
+	if !groupExists {
+		if _, err := db.pool.Exec(ctx, "CREATE ROLE "+group+" NOLOGIN"); err != nil && !isCode(err, codeDuplicateObject, codeUniqueViolation) {
+			return fmt.Errorf("creating role %s: %w", TenantsGroup, err)
+		}
+	}
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "ALTER ROLE "+q+" LOGIN PASSWORD "+quoteLiteral(pass)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM pg_catalog.pg_dist_authinfo WHERE rolename = $1 AND nodeid = 0`, role); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, $1, $2)`,
+			role, "password="+pass); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "GRANT "+group+" TO "+q)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("giving tenant role %q its login for Citus's workers: %w", role, err)
+	}
+	return nil
+}
+
+// createSchema creates a tenant's schema owned by its role; on Citus, as a distributed schema.
+func (db *DB) createSchema(ctx context.Context, schema, role string, citus bool) error {
+	stmt := "CREATE SCHEMA IF NOT EXISTS " + pgx.Identifier{schema}.Sanitize() + " AUTHORIZATION " + pgx.Identifier{role}.Sanitize()
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if citus {
+			if _, err := tx.Exec(ctx, "SET LOCAL citus.enable_schema_based_sharding TO on"); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, stmt)
+		return err
+	})
+	if err != nil && !isCode(err, codeDuplicateObject, codeUniqueViolation) {
+		return fmt.Errorf("creating schema %q: %w", schema, err)
+	}
+	return nil
+}
+
+// ErrNotDistributed says a schema has no placement on a Citus worker (yet): it holds no table.
+var ErrNotDistributed = errors.New("the schema has no placement on a worker")
+
+// SchemaNode returns the Citus worker ("host:port") that holds a distributed schema.
+func (db *DB) SchemaNode(ctx context.Context, schema string) (string, error) {
+	var node string
+	err := db.pool.QueryRow(ctx, `
+SELECT n.nodename || ':' || n.nodeport
+FROM pg_dist_schema s
+JOIN pg_namespace ns ON ns.oid = s.schemaid
+JOIN pg_dist_partition p ON p.colocationid = s.colocationid
+JOIN pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid
+JOIN pg_dist_placement pl ON pl.shardid = sh.shardid
+JOIN pg_dist_node n ON n.groupid = pl.groupid
+WHERE ns.nspname = $1
+LIMIT 1`, schema).Scan(&node)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNotDistributed
+	}
+	if err != nil {
+		return "", fmt.Errorf("finding the worker of schema %q: %w", schema, err)
+	}
+	return node, nil
+}
