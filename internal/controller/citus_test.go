@@ -41,6 +41,9 @@ func citusCluster(t *testing.T) *pgcluster.Citus {
 	return citusServers.cluster
 }
 
+// host is a tenant's host, unique to the fixture: the Citus tests share one database (and registry).
+func (f *fixture) host(tenant string) string { return tenant + "." + f.ns + ".citus.test" }
+
 // newCitusFixture is a fixture whose ExpenseApp's database is the Citus coordinator's.
 func newCitusFixture(t *testing.T) *fixture {
 	t.Helper()
@@ -57,7 +60,7 @@ func TestCitus_onboardingAndIsolation(t *testing.T) {
 	ctx := context.Background()
 	names := []string{"ca", "cb", "cc", "cd"}
 	for _, n := range names {
-		must(t, k8s.Create(ctx, f.tenant(n, n+".citus.test")))
+		must(t, k8s.Create(ctx, f.tenant(n, f.host(n))))
 	}
 	nodes := map[string]string{}
 	for _, n := range names {
@@ -80,7 +83,7 @@ func TestCitus_onboardingAndIsolation(t *testing.T) {
 		var actual string
 		must(t, f.db.QueryRow(ctx, `SELECT n.nodename || ':' || n.nodeport FROM citus_shards s JOIN pg_dist_node n
   ON n.nodename = s.nodename AND n.nodeport = s.nodeport
-WHERE s.table_name::text = $1 || '.expenses'`, pgx.Identifier{f.schema(n)}.Sanitize()).Scan(&actual))
+WHERE s.table_name::text = $1 || '.expenses'`, f.schema(n)).Scan(&actual))
 		if actual != node {
 			t.Errorf("%s: expenses are on %s, status.node says %s", n, actual, node)
 		}
@@ -99,13 +102,13 @@ WHERE s.table_name::text = $1 || '.expenses'`, pgx.Identifier{f.schema(n)}.Sanit
 		sessions := map[string]string{}
 		for _, n := range names {
 			sessions[n] = server.signIn(t, f, n)
-			if status, out := server.call(t, n+".citus.test", "POST", "/api/v1/departments",
+			if status, out := server.call(t, f.host(n), "POST", "/api/v1/departments",
 				fmt.Sprintf(`{"name":"Dept %s %d"}`, n, len(bounced)), sessions[n]); status != http.StatusCreated {
 				t.Fatalf("%s (PgBouncer %v): creating a department: %d %s", n, bounced, status, out)
 			}
 		}
 		for _, n := range names {
-			status, out := server.call(t, n+".citus.test", "GET", "/api/v1/departments", "", sessions[n])
+			status, out := server.call(t, f.host(n), "GET", "/api/v1/departments", "", sessions[n])
 			if status != http.StatusOK || !strings.Contains(out, fmt.Sprintf("Dept %s %d", n, len(bounced))) {
 				t.Errorf("%s (PgBouncer %v): departments: %d %s", n, bounced, status, out)
 			}
@@ -115,7 +118,7 @@ WHERE s.table_name::text = $1 || '.expenses'`, pgx.Identifier{f.schema(n)}.Sanit
 				}
 			}
 			other := names[(slices.Index(names, n)+1)%len(names)]
-			if status, _ := server.call(t, other+".citus.test", "GET", "/api/v1/departments", "", sessions[n]); status == http.StatusOK {
+			if status, _ := server.call(t, f.host(other), "GET", "/api/v1/departments", "", sessions[n]); status == http.StatusOK {
 				t.Errorf("%s's session read %s's departments", n, other)
 			}
 		}
@@ -161,7 +164,7 @@ func TestCitus_fleetMigration(t *testing.T) {
 	ctx := context.Background()
 	names := []string{"m1", "m2", "m3", "m4"}
 	for _, n := range names {
-		must(t, k8s.Create(ctx, f.tenant(n, n+".citus.test")))
+		must(t, k8s.Create(ctx, f.tenant(n, f.host(n))))
 	}
 	for _, n := range names {
 		f.waitReady(n)
@@ -189,8 +192,8 @@ WHERE result = '1'`, f.schema(n)+".expenses").Scan(&shards))
 func TestCitus_delete(t *testing.T) {
 	f := newCitusFixture(t)
 	ctx := context.Background()
-	keep := f.tenant("keep", "keep.citus.test")
-	drop := f.tenant("drop", "drop.citus.test")
+	keep := f.tenant("keep", f.host("keep"))
+	drop := f.tenant("drop", f.host("drop"))
 	drop.Spec.DeletionPolicy = tenantryv1.DeletionPolicyDelete
 	must(t, k8s.Create(ctx, keep))
 	must(t, k8s.Create(ctx, drop))

@@ -145,6 +145,10 @@ func (d *Databases) Reread(app types.NamespacedName) {
 	}
 }
 
+// replacedDBGrace is how long a database replaced by a new connection string stays open for the work
+// under way on it.
+const replacedDBGrace = 30 * time.Second
+
 // secretTTL is how long a database Secret's connection string is reused before it is read again.
 const secretTTL = 5 * time.Second
 
@@ -180,7 +184,8 @@ func (d *Databases) Shard(ctx context.Context, app *tenantryv1.ExpenseApp, shard
 		if cur.sum == sum {
 			return cur.db, nil
 		}
-		cur.db.Close()
+		// Work under way on the old connections (a reconcile, a rollout) finishes on them first.
+		time.AfterFunc(replacedDBGrace, cur.db.Close)
 		delete(d.dbs, key)
 	}
 	db, err := tenantdb.Open(c.uri, opts)

@@ -210,7 +210,7 @@ func (r *ExpenseAppReconciler) fleet(ctx context.Context, app *tenantryv1.Expens
 	rolloutHalted.WithLabelValues(app.Namespace, app.Name).Set(haltedValue)
 	switch {
 	case view.err != nil:
-		msg := fmt.Sprintf("cannot read the fleet's schema versions: %v", view.err)
+		msg := fmt.Sprintf("the fleet rollout stopped, and starts again: %v", view.err)
 		setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError, msg)
 		return retryErr(tenantryv1.ReasonDatabaseError, errors.New(msg))
 	case halted:
@@ -433,12 +433,17 @@ func (r *ExpenseAppReconciler) reconcileShards(ctx context.Context, run *appRun)
 		}
 		statuses = append(statuses, st)
 	}
-	app.Status.Shards = statuses
+	// A shard that was listed and is no longer (removed, and empty) has its connections closed.
+	listed := map[string]bool{}
+	for _, st := range statuses {
+		listed[st.Name] = true
+	}
 	for _, s := range app.Status.Shards {
-		if !inSpec[s.Name] {
+		if !listed[s.Name] {
 			r.Databases.ForgetShard(types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, s.Name)
 		}
 	}
+	app.Status.Shards = statuses
 	switch {
 	case run.shards != nil:
 		setAppCondition(app, tenantryv1.ConditionShardsReady, metav1.ConditionFalse, tenantryv1.ReasonShardInUse, run.shards.Error())

@@ -282,7 +282,7 @@ func readFleet(ctx context.Context, db *tenantdb.DB, namespace string) ([]tenant
 func (r *rollout) stopped(ctx context.Context) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return ctx.Err() != nil || r.halted
+	return ctx.Err() != nil || r.halted || r.err != nil
 }
 
 // migrate brings one schema to the target, retrying transient errors, and reports whether the rollout
@@ -325,6 +325,13 @@ func (r *rollout) migrate(ctx context.Context, rs *Rollouts, db *tenantdb.DB, m 
 	}
 	r.mu.Lock()
 	halt := false
+	if tenantdb.IsClosed(err) && ctx.Err() == nil {
+		// The database's connections were replaced (a changed connection string): no fault of the
+		// migration. The rollout stops, and the next reconcile starts it again on the new ones.
+		r.err = fmt.Errorf("the database connections were replaced during the rollout: %w", err)
+		r.mu.Unlock()
+		return false
+	}
 	if err == nil || from >= r.target {
 		r.versions[m.Name] = from
 		delete(r.failed, m.Name)

@@ -26,8 +26,8 @@ type Citus struct {
 const CitusDatabase = "tenantry"
 
 // citusHBA admits the superuser without a password and everyone else with theirs. The coordinator's
-// also refuses the tenant roles (members of tenantry_tenants), which log in to workers only, as the
-// coordinator's own connections: docs/citus.md.
+// admits, besides the superuser, only the apps' logins (members of tenantry_apps): tenant roles log in
+// to workers only, as the coordinator's own connections (docs/citus.md).
 const citusHBA = `local all all trust
 host all postgres 127.0.0.1/32 trust
 host all all 127.0.0.1/32 scram-sha-256
@@ -35,8 +35,8 @@ host all all 127.0.0.1/32 scram-sha-256
 
 const citusCoordinatorHBA = `local all all trust
 host all postgres 127.0.0.1/32 trust
-host all +tenantry_tenants 127.0.0.1/32 reject
-host all all 127.0.0.1/32 scram-sha-256
+host all +tenantry_apps 127.0.0.1/32 scram-sha-256
+host all all 127.0.0.1/32 reject
 `
 
 // CitusInstalled says whether the Citus extension is installed into the server binaries BinDir finds,

@@ -112,7 +112,9 @@ func New(dir string, opts Options) (*Cluster, error) {
 				return nil, err
 			}
 			if c.runAs != nil {
-				if err := c.chown(hba); err != nil {
+				uid, _ := strconv.Atoi(c.runAs.Uid)
+				gid, _ := strconv.Atoi(c.runAs.Gid)
+				if err := os.Lchown(hba, uid, gid); err != nil {
 					return nil, err
 				}
 			}

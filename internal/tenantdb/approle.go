@@ -32,6 +32,12 @@ func (db *DB) EnsureAppRole(ctx context.Context, role Role, password string) err
 		"; GRANT SELECT ON tenantry.tenants, tenantry.tenant_hosts TO "+q); err != nil {
 		return fmt.Errorf("letting app role %q read the registry: %w", role.Name, err)
 	}
+	// On Citus the coordinator admits the apps' logins by this group (docs/citus.md).
+	if citus, err := db.Citus(ctx); err != nil {
+		return err
+	} else if citus {
+		return db.joinAppsGroup(ctx, role.Name)
+	}
 	return nil
 }
 

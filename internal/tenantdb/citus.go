@@ -14,12 +14,14 @@ import (
 // on while it is created): it lives whole on one worker, and the coordinator routes every query to it.
 // The coordinator reaches the worker as the current role, so a tenant role must be able to log in
 // there: it is created LOGIN, with a random password that nobody is told, which the coordinator finds
-// in pg_dist_authinfo (superuser-only). Tenant roles are members of TenantsGroup, which the
-// coordinator's pg_hba.conf refuses: they log in to workers, as the coordinator, and nowhere else.
+// in pg_dist_authinfo (superuser-only). The apps' logins are members of AppsGroup, the coordinator's
+// pg_hba.conf admits that group (and the operator's login) and nobody else: tenant roles log in to
+// workers, as the coordinator, and nowhere else. (A group of tenant roles to refuse would not do:
+// pg_hba.conf's +group matches indirect members, and every app login is a member of its tenants' roles.)
 // Everything else (the registry, the app's login) stays local to the coordinator. See docs/citus.md.
 
-// TenantsGroup is the role every tenant role is a member of on Citus, for pg_hba.conf rules.
-const TenantsGroup = "tenantry_tenants"
+// AppsGroup is the role every app login is a member of on Citus, for the coordinator's pg_hba.conf.
+const AppsGroup = "tenantry_apps"
 
 // Citus reports whether the database is a Citus coordinator (the citus extension is installed in it).
 // It asks once per DB.
@@ -39,24 +41,14 @@ func (db *DB) Citus(ctx context.Context) (bool, error) {
 	return citus, nil
 }
 
-// citusLogin gives a tenant role on Citus a fresh random password, records it in pg_dist_authinfo for
-// the coordinator's connections to every node, and makes the role a member of TenantsGroup: in one
-// transaction, so the coordinator never holds a password the workers do not.
+// citusLogin gives a tenant role on Citus a fresh random password and records it in pg_dist_authinfo
+// for the coordinator's connections to every node, in one transaction, so the coordinator never holds a
+// password the workers do not.
 func (db *DB) citusLogin(ctx context.Context, role string) error {
 	buf := make([]byte, 24)
 	_, _ = rand.Read(buf)
 	pass := hex.EncodeToString(buf)
 	q := pgx.Identifier{role}.Sanitize()
-	group := pgx.Identifier{TenantsGroup}.Sanitize()
-	var groupExists bool
-	if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)`, TenantsGroup).Scan(&groupExists); err != nil {
-		return err
-	}
-	if !groupExists {
-		if _, err := db.pool.Exec(ctx, "CREATE ROLE "+group+" NOLOGIN"); err != nil && !isCode(err, codeDuplicateObject, codeUniqueViolation) {
-			return fmt.Errorf("creating role %s: %w", TenantsGroup, err)
-		}
-	}
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "ALTER ROLE "+q+" LOGIN PASSWORD "+quoteLiteral(pass)); err != nil {
 			return err
@@ -64,15 +56,30 @@ func (db *DB) citusLogin(ctx context.Context, role string) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM pg_catalog.pg_dist_authinfo WHERE rolename = $1 AND nodeid = 0`, role); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, $1, $2)`,
-			role, "password="+pass); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, "GRANT "+group+" TO "+q)
+		_, err := tx.Exec(ctx, `INSERT INTO pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, $1, $2)`,
+			role, "password="+pass)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("giving tenant role %q its login for Citus's workers: %w", role, err)
+	}
+	return nil
+}
+
+// joinAppsGroup makes an app login a member of AppsGroup (created if missing), on Citus.
+func (db *DB) joinAppsGroup(ctx context.Context, login string) error {
+	group := pgx.Identifier{AppsGroup}.Sanitize()
+	var exists bool
+	if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)`, AppsGroup).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		if _, err := db.pool.Exec(ctx, "CREATE ROLE "+group+" NOLOGIN"); err != nil && !isCode(err, codeDuplicateObject, codeUniqueViolation) {
+			return fmt.Errorf("creating role %s: %w", AppsGroup, err)
+		}
+	}
+	if _, err := db.pool.Exec(ctx, "GRANT "+group+" TO "+pgx.Identifier{login}.Sanitize()); err != nil {
+		return fmt.Errorf("making %q a member of %s: %w", login, AppsGroup, err)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
 )
 
 // DB is the operator's handle on one shared database. It holds two kinds of connection, and keeps them
@@ -117,6 +118,10 @@ func (db *DB) Close() {
 		db.tenant.Close()
 	}
 }
+
+// IsClosed reports whether an error says the DB was closed (its connection string changed and it was
+// replaced): the work is to be done again on the new one.
+func IsClosed(err error) bool { return errors.Is(err, puddle.ErrClosedPool) }
 
 // Statements is the number of SQL statements this DB has sent since it was opened.
 func (db *DB) Statements() int64 { return db.statements.Load() }

@@ -51,6 +51,10 @@ func (db *DB) ApplyPlan(ctx context.Context, id Identity, from int64, steps []Pl
 	if err != nil {
 		return from, err
 	}
+	citus, err := db.Citus(ctx)
+	if err != nil {
+		return from, err
+	}
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return from, err
@@ -71,7 +75,13 @@ func (db *DB) ApplyPlan(ctx context.Context, id Identity, from int64, steps []Pl
 	queue(-1, "SELECT 1 / (CASE WHEN max(version_id) = $1 THEN 1 ELSE 0 END) FROM "+VersionTable+" WHERE is_applied", from)
 	for i, s := range steps {
 		for _, stmt := range s.Statements {
-			queue(i, stmt)
+			if !citus {
+				queue(i, stmt)
+				continue
+			}
+			for _, part := range splitStatements(stmt) {
+				queue(i, part)
+			}
 		}
 		queue(i, s.VersionSQL, s.VersionArgs...)
 	}

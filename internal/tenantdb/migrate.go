@@ -44,7 +44,11 @@ func (db *DB) Migrate(ctx context.Context, schema, role string, fsys fs.FS) (int
 	if err != nil {
 		return 0, err
 	}
-	sqlDB := sql.OpenDB(&tenantConnector{pool: pool, schema: schema, role: role})
+	citus, err := db.Citus(ctx)
+	if err != nil {
+		return 0, err
+	}
+	sqlDB := sql.OpenDB(&tenantConnector{pool: pool, schema: schema, role: role, split: citus})
 	defer sqlDB.Close()
 	// One connection: goose takes the lock and runs every migration on the same session.
 	sqlDB.SetMaxOpenConns(1)
@@ -93,6 +97,7 @@ func LockID(schema string) int64 {
 type tenantConnector struct {
 	pool         *pgxpool.Pool
 	schema, role string
+	split        bool // send each statement of a migration block alone (Citus: splitStatements)
 }
 
 func (c *tenantConnector) Connect(ctx context.Context) (driver.Conn, error) {
@@ -100,7 +105,7 @@ func (c *tenantConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := tenantConn{conn.(*stdlib.Conn)}
+	tc := tenantConn{Conn: conn.(*stdlib.Conn), split: c.split}
 	_, err = tc.Conn.Conn().Exec(ctx, "SET search_path TO "+pgx.Identifier{c.schema}.Sanitize()+
 		"; SET ROLE "+pgx.Identifier{c.role}.Sanitize())
 	if err != nil {
@@ -113,7 +118,27 @@ func (c *tenantConnector) Connect(ctx context.Context) (driver.Conn, error) {
 // tenantConn is a pooled connection acting as a tenant. Closing it returns it to the pool as the app's
 // login again (RESET ROLE, RESET search_path), or, if that fails, closes it for good: the next user of
 // the pool never starts out as a tenant it did not choose.
-type tenantConn struct{ *stdlib.Conn }
+type tenantConn struct {
+	*stdlib.Conn
+	split bool
+}
+
+// ExecContext sends a statement; with split, each statement of a block alone.
+func (c tenantConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	parts := []string{query}
+	if c.split && len(args) == 0 {
+		parts = splitStatements(query)
+	}
+	var res driver.Result = driver.RowsAffected(0)
+	for _, part := range parts {
+		r, err := c.Conn.ExecContext(ctx, part, args)
+		if err != nil {
+			return nil, err
+		}
+		res = r
+	}
+	return res, nil
+}
 
 func (c tenantConn) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
