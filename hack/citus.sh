@@ -12,7 +12,15 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 
 version=13.2.2
 sha256=c8fc76dc8294636a52b1a0dd75a20d8b4a36937df6443e30ca84d8d0464a6bb9
-tarball="${CITUS_TARBALL:-$root/../shared/third_party/citus-$version.tar.gz}"
+# The source: $CITUS_TARBALL, else the shared third_party directory beside this checkout (a clone made
+# elsewhere on the machine finds the one of the workspace).
+tarball="${CITUS_TARBALL:-}"
+if [ -z "$tarball" ]; then
+  for dir in "$root/../shared/third_party" /work/shared/third_party; do
+    tarball="$dir/citus-$version.tar.gz"
+    [ -f "$tarball" ] && break
+  done
+fi
 
 pg_config="${PG_CONFIG:-$(ls -d /usr/lib/postgresql/*/bin/pg_config 2>/dev/null | sort -V | tail -1)}"
 if [ -z "$pg_config" ] || [ ! -x "$pg_config" ]; then
