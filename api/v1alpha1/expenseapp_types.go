@@ -264,6 +264,10 @@ type ExpenseAppStatus struct {
 	// +listMapKey=name
 	// +optional
 	Shards []ShardStatus `json:"shards,omitempty"`
+	// citus says the home database is a Citus coordinator: tenant schemas are distributed schemas, each
+	// on one worker (the Tenants' status.node). See docs/citus.md.
+	// +optional
+	Citus bool `json:"citus,omitempty"`
 	// image is the app image the Deployment runs; it changes to spec.image only once every tenant is at
 	// targetSchemaVersion.
 	// +optional

@@ -228,3 +228,83 @@ func appRoleName(t *testing.T, f *fixture) string {
 	conn := f.appLogin("")
 	return conn.Config().User
 }
+
+// A worker joins and Citus rebalances (citus_rebalance_start: logical replication, then a short lock
+// per colocation group) while the app keeps serving and one tenant is written to continuously: no
+// acknowledged write is lost, and every Tenant's status.node follows its schema to its new worker.
+func TestCitus_rebalanceUnderWriteLoad(t *testing.T) {
+	c := citusCluster(t)
+	f := newCitusFixture(t)
+	ctx := context.Background()
+	names := make([]string, 8)
+	for i := range names {
+		names[i] = fmt.Sprintf("rb%d", i)
+		must(t, k8s.Create(ctx, f.tenant(names[i], f.host(names[i]))))
+	}
+	for _, n := range names {
+		f.waitReady(n)
+	}
+	server := startApp(t, f)
+	writers := map[string]*writer{}
+	for _, n := range names[:2] {
+		session := server.signIn(t, f, n)
+		server.setupBudget(t, f.host(n), session)
+		writers[n] = startWriter(server, f.host(n), session, "rb-")
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	added, err := c.AddWorker(ctx)
+	must(t, err)
+	newNode := fmt.Sprintf("127.0.0.1:%d", added.Port)
+	began := time.Now()
+	_, err = f.db.Exec(ctx, "SELECT citus_rebalance_start()")
+	must(t, err)
+	_, err = f.db.Exec(ctx, "SELECT citus_rebalance_wait()")
+	must(t, err)
+	t.Logf("rebalance onto a third worker: %s", time.Since(began).Round(time.Millisecond))
+	time.Sleep(300 * time.Millisecond)
+
+	for n, w := range writers {
+		res := w.stop()
+		t.Logf("%s: %d writes acknowledged, longest pause %s, %d refused with 503, %d other answers", n, len(res.acked),
+			res.pause.Round(time.Millisecond), res.refusals, res.errors)
+		var found int
+		must(t, f.db.QueryRow(ctx, `SELECT count(*) FROM `+f.q(n)+`.expenses WHERE description = ANY($1)`, res.acked).Scan(&found))
+		if found != len(res.acked) || len(res.acked) == 0 {
+			t.Errorf("%s: %d of %d acknowledged writes lost in the rebalance", n, len(res.acked)-found, len(res.acked))
+		}
+		if res.errors > 0 {
+			t.Errorf("%s: %d writes got an answer other than 201 or 503 during the rebalance", n, res.errors)
+		}
+	}
+	var onNew int
+	must(t, f.db.QueryRow(ctx, `SELECT count(*) FROM pg_dist_placement pl JOIN pg_dist_node n USING (groupid) WHERE n.nodeport = $1`,
+		added.Port).Scan(&onNew))
+	if onNew == 0 {
+		t.Fatal("the rebalance moved nothing onto the new worker: no move was tested")
+	}
+	must(t, eventually(60*time.Second, func() error {
+		moved := 0
+		for _, n := range names {
+			var actual string
+			if err := f.db.QueryRow(ctx, `SELECT n.nodename || ':' || n.nodeport FROM citus_shards s JOIN pg_dist_node n
+  ON n.nodename = s.nodename AND n.nodeport = s.nodeport WHERE s.table_name::text = $1 || '.expenses'`, f.schema(n)).Scan(&actual); err != nil {
+				return err
+			}
+			if got := f.get(n).Status.Node; got != actual {
+				return fmt.Errorf("%s: status.node %s, schema on %s", n, got, actual)
+			}
+			if actual == newNode {
+				moved++
+			}
+		}
+		t.Logf("%d of this test's %d tenants now on the new worker, and their status says so", moved, len(names))
+		return nil
+	}))
+	for _, n := range names {
+		session := server.signIn(t, f, n)
+		if status, out := server.call(t, f.host(n), "GET", "/api/v1/departments", "", session); status != http.StatusOK {
+			t.Errorf("%s after the rebalance: %d %s", n, status, out)
+		}
+	}
+}

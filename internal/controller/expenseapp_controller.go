@@ -66,6 +66,8 @@ type ExpenseAppReconciler struct {
 	Databases *Databases
 	Release   *Release
 	Rollouts  *Rollouts
+	// Nodes follows the Citus workers of the tenants' schemas.
+	Nodes *Nodes
 	// DefaultImage is the app image of an ExpenseApp without spec.image (--default-app-image).
 	DefaultImage string
 	Recorder     events.EventRecorder
@@ -119,7 +121,7 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	run := &appRun{app: app, tenants: tenants, target: target}
 	// The NetworkPolicy comes before the Deployment: pods start fenced in.
-	for _, step := range []appStep{r.reconcileDatabase, r.reconcileShards, r.reconcileFleet, r.reconcileNetworkPolicy, r.reconcileDeployment,
+	for _, step := range []appStep{r.reconcileDatabase, r.reconcileShards, r.reconcileCitus, r.reconcileFleet, r.reconcileNetworkPolicy, r.reconcileDeployment,
 		r.reconcileService, r.rolloutDone} {
 		if err := step(ctx, run); err != nil {
 			return ctrl.Result{}, err
@@ -139,7 +141,9 @@ type appRun struct {
 	fleet error
 	// shards is the shards' verdict (one unreachable, or removed while in use), given after the fleet's.
 	shards error
-	result ctrl.Result
+	// requeue, when set, bounds the wait until the next reconcile of a Ready app.
+	requeue time.Duration
+	result  ctrl.Result
 }
 
 // appStep is one step of an ExpenseApp's reconcile. Each checks for itself whether it has anything to do.
@@ -289,6 +293,9 @@ func (r *ExpenseAppReconciler) ensureAppLogin(ctx context.Context, app *tenantry
 	ready := exists && meta.IsStatusConditionTrue(app.Status.Conditions, tenantryv1.ConditionDatabaseReady)
 	if ready && maps.Equal(have, want) {
 		return secret, nil
+	}
+	if app.Status.Citus, err = home.Citus(ctx); err != nil {
+		return fail(retryErr(tenantryv1.ReasonDatabaseError, err))
 	}
 	placed := tenantsByShard(tenants)
 	for _, shard := range shards {
@@ -661,6 +668,9 @@ func (r *ExpenseAppReconciler) rolloutDone(ctx context.Context, run *appRun) err
 	setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 		fmt.Sprintf("Deployment %s runs %s on %d replica(s)%s", dep.Name, r.image(app), want, runBy(dep)))
 	run.result = ctrl.Result{RequeueAfter: appSecretRecheck}
+	if run.requeue > 0 {
+		run.result.RequeueAfter = min(run.result.RequeueAfter, run.requeue)
+	}
 	return nil
 }
 

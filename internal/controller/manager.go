@@ -96,6 +96,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 	}
 	dbs := &Databases{Reader: mgr.GetAPIReader()}
 	rollouts := NewRollouts()
+	nodes := NewNodes()
 	if err := metrics.Registry.Register(statementsCollector{dbs}); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if !errors.As(err, &are) {
@@ -112,13 +113,14 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		UsageFirstDelay:         cfg.UsageFirstDelay,
 		Rollouts:                rollouts,
 		Placement:               &Placement{},
+		Nodes:                   nodes,
 		Recorder:                mgr.GetEventRecorder("tenantry-tenant"),
 	}
 	if err := tenants.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Tenant controller: %w", err)
 	}
 	apps := &ExpenseAppReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Databases: dbs, Release: release,
-		Rollouts: rollouts, DefaultImage: cfg.DefaultAppImage, Recorder: mgr.GetEventRecorder("tenantry-expenseapp")}
+		Rollouts: rollouts, Nodes: nodes, DefaultImage: cfg.DefaultAppImage, Recorder: mgr.GetEventRecorder("tenantry-expenseapp")}
 	if err := apps.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ExpenseApp controller: %w", err)
 	}

@@ -72,6 +72,8 @@ type TenantReconciler struct {
 	Rollouts *Rollouts
 	// Placement chooses the shard of each new tenant.
 	Placement *Placement
+	// Nodes says which Citus worker holds each tenant's schema, as its ExpenseApp last read.
+	Nodes *Nodes
 	// Recorder emits events.
 	Recorder events.EventRecorder
 }
@@ -141,7 +143,7 @@ type tenantStep func(ctx context.Context, run *tenantRun) error
 func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Tenant) (ctrl.Result, error) {
 	run := &tenantRun{t: t, wasReady: readyAtGeneration(t)}
 	for _, step := range []tenantStep{r.reconcileApp, r.reconcileRegistration, r.reconcileMove, r.reconcileSchema, r.reconcileAdmin,
-		r.reconcileState, r.reconcileRoute, r.reconcileUsage} {
+		r.reconcileState, r.reconcileRoute, r.reconcileNode, r.reconcileUsage} {
 		if err := step(ctx, run); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -742,6 +744,7 @@ func (r *TenantReconciler) reconcileDelete(ctx context.Context, t *tenantryv1.Te
 	if err := r.Patch(ctx, t, patch); err != nil {
 		return client.IgnoreNotFound(err)
 	}
+	r.Nodes.Forget(types.NamespacedName{Namespace: t.Namespace, Name: t.Name})
 	return nil
 }
 
@@ -901,6 +904,8 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// A tenant whose migration in its app's rollout finished, or failed.
 		WatchesRawSource(source.Channel(r.Rollouts.Changed, &handler.EnqueueRequestForObject{})).
+		// A tenant whose schema a Citus rebalance moved to another worker.
+		WatchesRawSource(source.Channel(r.Nodes.Changed, &handler.EnqueueRequestForObject{})).
 		// The app's login, on which migrations run: a tenant waiting for it goes on when it appears.
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tenantsOfAppSecret)).
 		// A Tenant that lets go of hosts (deleted, or hosts changed) may unblock one waiting for them.

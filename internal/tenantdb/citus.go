@@ -126,3 +126,25 @@ LIMIT 1`, schema).Scan(&node)
 	}
 	return node, nil
 }
+
+// SchemaNodes returns the Citus worker ("host:port") of every distributed schema, by schema name.
+func (db *DB) SchemaNodes(ctx context.Context) (map[string]string, error) {
+	rows, _ := db.pool.Query(ctx, `
+SELECT DISTINCT ON (ns.nspname) ns.nspname::text, n.nodename || ':' || n.nodeport
+FROM pg_dist_schema s
+JOIN pg_namespace ns ON ns.oid = s.schemaid
+JOIN pg_dist_partition p ON p.colocationid = s.colocationid
+JOIN pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid
+JOIN pg_dist_placement pl ON pl.shardid = sh.shardid
+JOIN pg_dist_node n ON n.groupid = pl.groupid
+ORDER BY ns.nspname`)
+	nodes := map[string]string{}
+	var schema, node string
+	if _, err := pgx.ForEachRow(rows, []any{&schema, &node}, func() error {
+		nodes[schema] = node
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("finding the workers of the tenant schemas: %w", err)
+	}
+	return nodes, nil
+}
