@@ -54,7 +54,7 @@ test-citus: citus ## Run the Citus suite alone: the operator and the app on a co
 	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) -count=1 -run 'TestCitus' ./internal/controller
 
 .PHONY: bench
-bench: bench-onboard bench-app bench-fleet bench-restart bench-apiserver bench-shards ## Run every benchmark and print the figures for docs/benchmarks.md.
+bench: bench-onboard bench-app bench-fleet bench-restart bench-apiserver bench-shards bench-citus ## Run every benchmark and print the figures for docs/benchmarks.md.
 
 .PHONY: bench-onboard
 bench-onboard: ## Onboarding: apply→Ready latency, 100 and 1,000 tenants at once, against a psql floor.
@@ -75,6 +75,10 @@ bench-apiserver: ## What one Tenant status patch costs the API server, with and 
 .PHONY: bench-shards
 bench-shards: ## Two PostgreSQL servers: onboarding and app throughput over shards, and a 100,000-expense tenant moved under load (BENCH_SHARDS_TENANTS; BENCH_SHARDS_BASELINE=off skips the one-server run).
 	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go run ./hack/bench shards $(or $(BENCH_SHARDS_TENANTS),1000)
+
+.PHONY: bench-citus
+bench-citus: citus ## Citus against plain PostgreSQL: onboarding, app throughput, a release, a rebalance under writes (BENCH_CITUS_TENANTS).
+	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go run ./hack/bench citus $(or $(BENCH_CITUS_TENANTS),150)
 
 .PHONY: bench-app
 bench-app: ## The app under load: 1 tenant against 1,000, direct and through PgBouncer.

@@ -7,6 +7,7 @@
 //	go run ./hack/bench restart 10000      (make bench-restart)
 //	go run ./hack/bench apiserver 300      (make bench-apiserver)
 //	go run ./hack/bench shards 1000        (make bench-shards)
+//	go run ./hack/bench citus 1000         (make bench-citus)
 //
 // onboard: the apply→Ready latency of tenants applied one at a time; then, per size N, N tenants applied
 // at once: time until all are Ready, per-tenant apply→Ready, operator CPU and peak RSS; and beside it, on
@@ -25,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench onboard|app|fleet|restart|apiserver|shards N [N...]")
+		fmt.Fprintln(os.Stderr, "usage: bench onboard|app|fleet|restart|apiserver|shards|citus N [N...]")
 		os.Exit(2)
 	}
 	var sizes []int
@@ -58,6 +59,12 @@ func main() {
 	case "apiserver":
 		for _, n := range sizes {
 			if err = apiserverFloor(ctx, n); err != nil {
+				break
+			}
+		}
+	case "citus":
+		for _, n := range sizes {
+			if err = citusBench(ctx, n); err != nil {
 				break
 			}
 		}

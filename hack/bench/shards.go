@@ -273,23 +273,39 @@ func (s *stack) shardedApp(ctx context.Context, ns string, shards bool, east *pg
 			return nil, err
 		}
 	}
+	want := ""
+	if shards {
+		want = "east"
+	}
+	return a, a.waitLogin(ctx, want)
+}
+
+// waitLogin waits for the app's login Secret (with the shard named, if any) and reads it.
+func (a *shardedApp) waitLogin(ctx context.Context, shard string) error {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		sec := &corev1.Secret{}
-		err := s.k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "expenses-app-db"}, sec)
-		if err == nil && (!shards || strings.Contains(string(sec.Data["shards"]), "east")) {
+		err := a.s.k8s.Get(ctx, types.NamespacedName{Namespace: a.ns, Name: "expenses-app-db"}, sec)
+		if err == nil && strings.Contains(string(sec.Data["shards"]), shard) {
 			a.appURI, a.appShardsJSON = string(sec.Data["uri"]), string(sec.Data["shards"])
-			return a, nil
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the app's login Secret did not appear in namespace %s", ns)
+			return fmt.Errorf("the app's login Secret did not appear in namespace %s", a.ns)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// onboardInto applies n Tenants to a namespace at once and returns the time until all are Ready.
+// onboardInto applies n Tenants (t00000 on) to a namespace at once and returns the time until all are
+// Ready.
 func (s *stack) onboardInto(ctx context.Context, ns string, n int) (time.Duration, error) {
+	return s.onboardRange(ctx, ns, 0, n)
+}
+
+// onboardRange applies Tenants t<from> to t<to-1> at once and returns the time until all are Ready.
+func (s *stack) onboardRange(ctx context.Context, ns string, from, to int) (time.Duration, error) {
+	n := to - from
 	rw, err := s.watchReady(ctx, ns)
 	if err != nil {
 		return 0, err
@@ -297,7 +313,7 @@ func (s *stack) onboardInto(ctx context.Context, ns string, n int) (time.Duratio
 	defer rw.stop()
 	names := make([]string, n)
 	for i := range names {
-		names[i] = fmt.Sprintf("t%05d", i)
+		names[i] = fmt.Sprintf("t%05d", from+i)
 	}
 	start := time.Now()
 	work := make(chan string)

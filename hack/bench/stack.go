@@ -137,12 +137,17 @@ func (s *stack) stop() {
 
 // newApp creates a namespace with an ExpenseApp on a fresh database and returns that database's URL.
 func (s *stack) newApp(ctx context.Context, ns string) (string, error) {
-	if err := s.k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		return "", err
-	}
 	url, err := s.pg.NewDatabase(ctx, strings.ReplaceAll(ns, "-", "_"))
 	if err != nil {
 		return "", err
+	}
+	return url, s.newAppOn(ctx, ns, url)
+}
+
+// newAppOn creates a namespace with an ExpenseApp on the database of a superuser connection string.
+func (s *stack) newAppOn(ctx context.Context, ns, url string) error {
+	if err := s.k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return err
 	}
 	if s.dbURLs == nil {
 		s.dbURLs = map[string]string{}
@@ -151,9 +156,9 @@ func (s *stack) newApp(ctx context.Context, ns string) (string, error) {
 	if err := s.k8s.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns}, StringData: map[string]string{"uri": url},
 	}); err != nil {
-		return "", err
+		return err
 	}
-	return url, s.k8s.Create(ctx, &tenantryv1.ExpenseApp{
+	return s.k8s.Create(ctx, &tenantryv1.ExpenseApp{
 		ObjectMeta: metav1.ObjectMeta{Name: "expenses", Namespace: ns},
 		Spec: tenantryv1.ExpenseAppSpec{
 			Database:   tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "db"}},

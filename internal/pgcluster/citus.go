@@ -108,9 +108,7 @@ func (c *Citus) AddWorker(ctx context.Context) (*Cluster, error) {
 // node starts one node: initdb, citus preloaded, the database with the extension.
 func (c *Citus) node(ctx context.Context, name, hba string) (*Cluster, error) {
 	n, err := New(filepath.Join(c.dir, name), Options{HBA: hba, Settings: []string{
-		"shared_preload_libraries=citus", "max_prepared_transactions=100",
-		// Every node runs on this machine: no node waits for connections its peers hold.
-		"citus.max_shared_pool_size=100"}})
+		"shared_preload_libraries=citus", "max_prepared_transactions=100"}})
 	if err != nil {
 		return nil, err
 	}

@@ -66,7 +66,8 @@ func (db *DB) citusLogin(ctx context.Context, role string) error {
 	return nil
 }
 
-// joinAppsGroup makes an app login a member of AppsGroup (created if missing), on Citus.
+// joinAppsGroup makes an app login a member of AppsGroup (created if missing), on Citus, and keeps
+// its sessions from caching connections to the workers.
 func (db *DB) joinAppsGroup(ctx context.Context, login string) error {
 	group := pgx.Identifier{AppsGroup}.Sanitize()
 	var exists bool
@@ -78,8 +79,15 @@ func (db *DB) joinAppsGroup(ctx context.Context, login string) error {
 			return fmt.Errorf("creating role %s: %w", AppsGroup, err)
 		}
 	}
-	if _, err := db.pool.Exec(ctx, "GRANT "+group+" TO "+pgx.Identifier{login}.Sanitize()); err != nil {
+	q := pgx.Identifier{login}.Sanitize()
+	if _, err := db.pool.Exec(ctx, "GRANT "+group+" TO "+q); err != nil {
 		return fmt.Errorf("making %q a member of %s: %w", login, AppsGroup, err)
+	}
+	// The coordinator's connections to a worker are per role, and each session keeps one per worker
+	// and role it used: with a role per tenant, an app's sessions would hold tenants × sessions idle
+	// connections and starve the workers' connection slots. The app's sessions keep none.
+	if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" SET citus.max_cached_conns_per_worker TO 0"); err != nil {
+		return fmt.Errorf("setting %q to keep no connections to the workers: %w", login, err)
 	}
 	return nil
 }

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/internal/pgcluster"
+	"tenantry.dev/tenantry/internal/registry"
+)
+
+// citusBench measures Tenantry on Citus (a coordinator and two workers on this machine) against plain
+// PostgreSQL, each in a stack of its own (API server, database, operator): onboarding 100 tenants, the
+// app's throughput with 1 and n tenants, then, on Citus, a release's migration of the n tenants and a
+// rebalance onto a third worker while four tenants are written to.
+// citusResult is what one run of citusBench measured.
+type citusResult struct {
+	onboard100         time.Duration
+	one, all           loadResult
+	release, rebalance time.Duration
+	pause              time.Duration // the longest gap between acknowledged writes of a written tenant
+	lost, moved        int
+}
+
+func citusBench(ctx context.Context, n int) error {
+	results := map[string]*citusResult{}
+	for _, kind := range []string{"plain", "citus"} {
+		r := &citusResult{}
+		results[kind] = r
+		if err := citusBenchRun(ctx, kind, n, r); err != nil {
+			return fmt.Errorf("%s: %w", kind, err)
+		}
+	}
+	p, c := results["plain"], results["citus"]
+	fmt.Printf("## Citus (%s; a coordinator and two workers against one PostgreSQL server, all on this machine)\n\n",
+		time.Now().UTC().Format("2006-01-02"))
+	fmt.Printf("| database | onboarding 100 tenants | app: 1 tenant req/s | p99 | app: %d tenants req/s | p99 | release of one migration to %d tenants |\n", n, n)
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	for _, row := range []struct {
+		name string
+		r    *citusResult
+	}{{"PostgreSQL", p}, {"Citus", c}} {
+		fmt.Printf("| %s | %.1f s | %.0f | %s | %.0f | %s | %.1f s |\n", row.name, row.r.onboard100.Seconds(), row.r.one.rps,
+			msf(row.r.one.p99), row.r.all.rps, msf(row.r.all.p99), row.r.release.Seconds())
+	}
+	fmt.Printf("\n| rebalance onto a third worker | tenants | schemas moved | longest write pause of a written tenant | writes lost |\n")
+	fmt.Println("|---:|---:|---:|---:|---:|")
+	fmt.Printf("| %.1f s | %d | %d | %.2f s | %d |\n\n", c.rebalance.Seconds(), n, c.moved, c.pause.Seconds(), c.lost)
+	fmt.Printf("citus: %d tenants, onboarding 100 %.1f s (plain %.1f s), release %.1f s (plain %.1f s), rebalance %.1f s, write-unavailable %.2f s, lost %d writes\n",
+		n, c.onboard100.Seconds(), p.onboard100.Seconds(), c.release.Seconds(), p.release.Seconds(), c.rebalance.Seconds(),
+		c.pause.Seconds(), c.lost)
+	return nil
+}
+
+func citusBenchRun(ctx context.Context, kind string, n int, r *citusResult) error {
+	dir, err := os.MkdirTemp("", "tenantry-citus-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := copyMigrations(dir); err != nil {
+		return err
+	}
+	s, err := startStack(ctx, 4, "--migrations-dir="+dir, "--usage-interval=0")
+	if err != nil {
+		return err
+	}
+	defer s.stop()
+	ns := kind
+	a := &shardedApp{s: s, ns: ns}
+	var citus *pgcluster.Citus
+	if kind == "citus" {
+		if citus, err = pgcluster.StartCitus(ctx, 2); err != nil {
+			return err
+		}
+		defer citus.Close()
+		a.homeURL, a.homeDatabase = citus.URL(), pgcluster.CitusDatabase
+		if err := s.newAppOn(ctx, ns, a.homeURL); err != nil {
+			return err
+		}
+	} else {
+		if a.homeURL, err = s.newApp(ctx, ns); err != nil {
+			return err
+		}
+		cfg, err := pgx.ParseConfig(a.homeURL)
+		if err != nil {
+			return err
+		}
+		a.homeDatabase = cfg.Database
+	}
+	if err := a.waitLogin(ctx, ""); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "bench: %s: onboarding 100 tenants, then %d\n", kind, n)
+	if r.onboard100, err = s.onboardRange(ctx, ns, 0, 100); err != nil {
+		return err
+	}
+	if n > 100 {
+		if _, err := s.onboardRange(ctx, ns, 100, n); err != nil {
+			return err
+		}
+	}
+	targets, err := a.targets(ctx, n)
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(s.dir, "app")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/app")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("building the app: %w", err)
+	}
+	_, stop, base, err := a.start(ctx, bin)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	c := newLoadClient(base)
+	for i, pool := range [][]target{targets[:1], targets} {
+		c.closedLoop(ctx, c.dashboardRead, pool, 16, warmup(len(pool)))
+		res := c.closedLoop(ctx, c.dashboardRead, pool, 16, 5*time.Second)
+		if i == 0 {
+			r.one = res
+		} else {
+			r.all = res
+		}
+	}
+
+	// A release: one more migration, from the operator's restart until the ExpenseApp counts every
+	// tenant at it.
+	next := migrations.Latest + 1
+	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d_receipts.sql", next)), []byte(newMigration), 0o644); err != nil {
+		return err
+	}
+	s.stopOperator()
+	start := time.Now()
+	if err := s.startOperator(); err != nil {
+		return err
+	}
+	for {
+		app := &tenantryv1.ExpenseApp{}
+		if err := s.k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "expenses"}, app); err != nil {
+			return err
+		}
+		if app.Status.TargetSchemaVersion == next && app.Status.TenantsAtTarget == int32(n) {
+			break
+		}
+		if time.Since(start) > 10*time.Minute {
+			return fmt.Errorf("the release did not finish within 10 minutes: %s", app.Status.Migration)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.release = time.Since(start)
+	if citus == nil {
+		return nil
+	}
+
+	// The rebalance onto a third worker, with four tenants written to back to back.
+	var writers []*writer
+	for _, t := range targets[:4] {
+		writers = append(writers, c.startWriter(t))
+	}
+	time.Sleep(time.Second)
+	if _, err := citus.AddWorker(ctx); err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, citus.URL())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	start = time.Now()
+	if _, err := conn.Exec(ctx, "SELECT citus_rebalance_start()"); err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, "SELECT citus_rebalance_wait()"); err != nil {
+		return err
+	}
+	r.rebalance = time.Since(start)
+	time.Sleep(time.Second)
+	newGroup := len(citus.Workers) // the third worker's group id: the coordinator's is 0
+	if err := conn.QueryRow(ctx, `SELECT count(DISTINCT p.colocationid) FROM pg_dist_placement pl
+JOIN pg_dist_shard sh USING (shardid) JOIN pg_dist_partition p USING (logicalrelid) WHERE pl.groupid = $1`, newGroup).Scan(&r.moved); err != nil {
+		return err
+	}
+	for i, w := range writers {
+		res := w.stop()
+		r.pause = max(r.pause, res.pause)
+		schema := pgx.Identifier{registry.TenantName(a.homeDatabase, ns, fmt.Sprintf("t%05d", i))}.Sanitize()
+		var found int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.expenses WHERE description = ANY($1)`, res.acked).Scan(&found); err != nil {
+			return err
+		}
+		r.lost += len(res.acked) - found
+	}
+	return nil
+}
