@@ -108,7 +108,10 @@ func (c *Citus) AddWorker(ctx context.Context) (*Cluster, error) {
 // node starts one node: initdb, citus preloaded, the database with the extension.
 func (c *Citus) node(ctx context.Context, name, hba string) (*Cluster, error) {
 	n, err := New(filepath.Join(c.dir, name), Options{HBA: hba, Settings: []string{
-		"shared_preload_libraries=citus", "max_prepared_transactions=100"}})
+		"shared_preload_libraries=citus", "max_prepared_transactions=100",
+		// A commit is acknowledged once its WAL is flushed, as on a real cluster: what Citus's shard
+		// moves wait for before they switch a shard over.
+		"synchronous_commit=on"}})
 	if err != nil {
 		return nil, err
 	}
