@@ -39,18 +39,14 @@ func main() {
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
 	opts := postgres.Options{MaxConns: int32(*maxConns), PoolShards: *poolShards, MaxTenantConns: *tenantConns}
-	listen := map[string]string{}
-	for flagName, v := range map[string]struct {
-		raw string
-		to  *map[string]string
-	}{"-shard-database-urls": {*shardURLs, &opts.Shards}, "-shard-listen-database-urls": {*shardListen, &listen}} {
-		if v.raw == "" {
-			continue
-		}
-		if err := json.Unmarshal([]byte(v.raw), v.to); err != nil {
-			log.Error(flagName + ": not a JSON object of shard name to connection string")
-			os.Exit(2)
-		}
+	var listen map[string]string
+	if err := shardURLMap(*shardURLs, &opts.Shards); err != nil {
+		log.Error("--shard-database-urls: " + err.Error())
+		os.Exit(2)
+	}
+	if err := shardURLMap(*shardListen, &listen); err != nil {
+		log.Error("--shard-listen-database-urls: " + err.Error())
+		os.Exit(2)
 	}
 	trusted, err := apphttp.ParseCIDRs(*proxies)
 	if err != nil {
@@ -112,6 +108,17 @@ func run(cfg apphttp.Config, addr, metricsAddr, dbURL, listenURL string, shardLi
 	defer cancel()
 	for _, s := range servers {
 		_ = s.Shutdown(shutdown)
+	}
+	return nil
+}
+
+// shardURLMap reads a flag's JSON object of shard name to connection string; empty is none.
+func shardURLMap(raw string, to *map[string]string) error {
+	if raw == "" {
+		return nil
+	}
+	if err := json.Unmarshal([]byte(raw), to); err != nil {
+		return errors.New("not a JSON object of shard name to connection string")
 	}
 	return nil
 }
