@@ -205,14 +205,40 @@ func (db *DB) InTenant(ctx context.Context, t *app.Tenant, fn func(tx *Tx) error
 	if err != nil {
 		return err
 	}
-	return unavailable(pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	for attempt := 0; ; attempt++ {
+		err := db.inTenantOnce(ctx, pool, t, fn)
+		var stale *staleMembership
+		if !errors.As(err, &stale) || attempt > 0 {
+			return unavailable(err)
+		}
+	}
+}
+
+// staleMembership is a switch to a tenant's role refused by a backend whose role-membership cache is
+// stale (pgerr.SetRoleDenied): its connection was closed, and the request may be tried on another.
+type staleMembership struct{ err error }
+
+func (e *staleMembership) Error() string { return e.err.Error() }
+func (e *staleMembership) Unwrap() error { return e.err }
+
+func (db *DB) inTenantOnce(ctx context.Context, pool *pgxpool.Pool, t *app.Tenant, fn func(tx *Tx) error) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		// set_config(..., true) is SET LOCAL with the names as bound values rather than spliced SQL.
 		if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)",
 			t.Role, pgx.Identifier{t.Schema}.Sanitize()); err != nil {
+			if pgerr.SetRoleDenied(err) {
+				_ = conn.Conn().Close(context.WithoutCancel(ctx)) // released closed: the pool drops it
+				return &staleMembership{err: err}
+			}
 			return fmt.Errorf("acting as tenant %s: %w", t.Schema, err)
 		}
 		return fn(&Tx{Tx: tx, Tenant: t})
-	}))
+	})
 }
 
 // acquireSlot takes one of the tenant's connection slots, waiting at most tenantWait.

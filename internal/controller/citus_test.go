@@ -156,7 +156,6 @@ WHERE s.table_name::text = $1 || '.expenses'`, f.schema(n)).Scan(&actual))
 	}
 }
 
-
 // A release's migration reaches every distributed schema: the fleet rollout's DDL, run as each tenant
 // role on the coordinator, is applied on the workers, and the registry records it.
 func TestCitus_fleetMigration(t *testing.T) {

@@ -36,3 +36,13 @@ func Away(err error) bool {
 	}
 	return false
 }
+
+// SetRoleDenied reports whether an error is PostgreSQL refusing a switch of role ("permission denied
+// to set role"). Right after a GRANT, a backend that was filling its role-membership cache while the
+// GRANT committed can keep the old memberships until the next change of any role's (seen here about
+// once in a few thousand grants, on PostgreSQL 15). A connection that meets it is closed, and the
+// work tried once more on another, whose backend reads the memberships afresh.
+func SetRoleDenied(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42501" && strings.Contains(pgErr.Message, "set role")
+}

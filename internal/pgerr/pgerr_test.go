@@ -31,3 +31,20 @@ func TestAway(t *testing.T) {
 		}
 	}
 }
+
+func TestSetRoleDenied(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&pgconn.PgError{Code: "42501", Message: `permission denied to set role "tenant_acme"`}, true},
+		{fmt.Errorf("switching to tenant: %w", &pgconn.PgError{Code: "42501", Message: `permission denied to set role "t"`}), true},
+		{&pgconn.PgError{Code: "42501", Message: "permission denied for table expenses"}, false},
+		{&pgconn.PgError{Code: "42601", Message: "set role"}, false},
+		{nil, false},
+	} {
+		if got := SetRoleDenied(tc.err); got != tc.want {
+			t.Errorf("SetRoleDenied(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}

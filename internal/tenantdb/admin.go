@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // EnsureAdmin makes sure the tenant schema has an active admin user with this email and password hash:
@@ -21,17 +22,19 @@ func (db *DB) EnsureAdmin(ctx context.Context, schema, role, email, passwordHash
 	}
 	users := pgx.Identifier{schema, "users"}.Sanitize()
 	var written int64
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)",
-			role, pgx.Identifier{schema}.Sanitize()); err != nil {
-			return err
-		}
-		tag, err := tx.Exec(ctx, `INSERT INTO `+users+` AS u (email, name, role, password_hash)
+	err = withTenantConn(ctx, pool, func(conn *pgxpool.Conn) error {
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)",
+				role, pgx.Identifier{schema}.Sanitize()); err != nil {
+				return err
+			}
+			tag, err := tx.Exec(ctx, `INSERT INTO `+users+` AS u (email, name, role, password_hash)
 VALUES ($1, 'Administrator', 'admin', $2)
 ON CONFLICT ((lower(email))) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'admin', active = true`,
-			email, passwordHash)
-		written = tag.RowsAffected()
-		return err
+				email, passwordHash)
+			written = tag.RowsAffected()
+			return err
+		})
 	})
 	if err != nil {
 		return false, fmt.Errorf("creating admin user in schema %q: %w", schema, err)

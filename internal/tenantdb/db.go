@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/puddle/v2"
+
+	"tenantry.dev/tenantry/internal/pgerr"
 )
 
 // DB is the operator's handle on one shared database. It holds two kinds of connection, and keeps them
@@ -33,8 +35,8 @@ type DB struct {
 	mu         sync.Mutex
 	appRoleMu  sync.Mutex // serialises EnsureAppRole
 	registryOK bool
-	citusKnown bool // whether citus below has been looked up
-	citus      bool // the database is a Citus coordinator
+	citusKnown bool            // whether citus below has been looked up
+	citus      bool            // the database is a Citus coordinator
 	appRoles   map[string]bool // app roles known to exist
 }
 
@@ -116,6 +118,26 @@ func (db *DB) Close() {
 	db.pool.Close()
 	if db.tenant != nil {
 		db.tenant.Close()
+	}
+}
+
+// withTenantConn runs fn on a connection of the tenant pool. A connection whose backend refuses the
+// switch to a tenant's role out of a stale membership cache (pgerr.SetRoleDenied) is closed, and fn is
+// run once more on another.
+func withTenantConn(ctx context.Context, pool *pgxpool.Pool, fn func(*pgxpool.Conn) error) error {
+	for attempt := 0; ; attempt++ {
+		conn, err := pool.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		err = fn(conn)
+		if pgerr.SetRoleDenied(err) {
+			_ = conn.Conn().Close(context.WithoutCancel(ctx)) // released closed: the pool drops it
+		}
+		conn.Release()
+		if !pgerr.SetRoleDenied(err) || attempt > 0 {
+			return err
+		}
 	}
 }
 

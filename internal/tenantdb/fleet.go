@@ -103,8 +103,9 @@ func (db *DB) ApplyPlan(ctx context.Context, id Identity, from int64, steps []Pl
 	}
 	if failed != nil {
 		// The server skipped the rest and left the transaction aborted: end it before the connection
-		// goes back to the pool. A connection that cannot even do that is closed instead.
-		if _, err := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
+		// goes back to the pool. A connection that cannot even do that is closed instead, and so is one
+		// whose backend refused the tenant's role out of a stale membership cache.
+		if _, err := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); err != nil || pgerr.SetRoleDenied(failed) {
 			_ = conn.Conn().Close(context.WithoutCancel(ctx))
 		}
 		return from, failed
@@ -138,8 +139,10 @@ func classify(err error, schema string, from int64, i int, origins []int, steps 
 }
 
 // IsTransient reports whether an error is worth trying again and no fault of a migration: the database
-// away or restarting (pgerr.Away), or a serialization failure or deadlock.
+// away or restarting (pgerr.Away), a serialization failure or deadlock, or a switch of role refused by
+// a backend's stale membership cache (pgerr.SetRoleDenied; ApplyPlan then closes that connection).
 func IsTransient(err error) bool {
 	var pgErr *pgconn.PgError
-	return pgerr.Away(err) || errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
+	return pgerr.Away(err) || pgerr.SetRoleDenied(err) ||
+		errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+
+	"tenantry.dev/tenantry/internal/pgerr"
 )
 
 // VersionTable is goose's version table, inside each tenant schema.
@@ -101,18 +103,26 @@ type tenantConnector struct {
 }
 
 func (c *tenantConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	conn, err := stdlib.GetPoolConnector(c.pool).Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	tc := tenantConn{Conn: conn.(*stdlib.Conn), split: c.split}
-	_, err = tc.Conn.Conn().Exec(ctx, "SET search_path TO "+pgx.Identifier{c.schema}.Sanitize()+
-		"; SET ROLE "+pgx.Identifier{c.role}.Sanitize())
-	if err != nil {
+	for attempt := 0; ; attempt++ {
+		conn, err := stdlib.GetPoolConnector(c.pool).Connect(ctx)
+		if err != nil {
+			return nil, err
+		}
+		tc := tenantConn{Conn: conn.(*stdlib.Conn), split: c.split}
+		_, err = tc.Conn.Conn().Exec(ctx, "SET search_path TO "+pgx.Identifier{c.schema}.Sanitize()+
+			"; SET ROLE "+pgx.Identifier{c.role}.Sanitize())
+		if err == nil {
+			return tc, nil
+		}
+		if pgerr.SetRoleDenied(err) {
+			// A stale membership cache (withTenantConn): this backend goes, another is tried once.
+			_ = tc.Conn.Conn().Close(ctx)
+		}
 		tc.Close()
-		return nil, fmt.Errorf("switching to tenant %q: %w", c.schema, err)
+		if !pgerr.SetRoleDenied(err) || attempt > 0 {
+			return nil, fmt.Errorf("switching to tenant %q: %w", c.schema, err)
+		}
 	}
-	return tc, nil
 }
 
 // tenantConn is a pooled connection acting as a tenant. Closing it returns it to the pool as the app's
