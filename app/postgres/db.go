@@ -275,11 +275,19 @@ func unavailable(err error) error {
 		return err
 	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-		// The tenant's writes are fenced for a second while it moves to another shard (or, rarer, it
-		// lost its rights a moment ago): nothing was written.
-		return &app.Error{Code: app.EUNAVAILABLE, Err: err,
-			Message: "This organisation is being moved. Nothing was saved; try again in a second."}
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "42501":
+			// The tenant's writes are fenced for a second while it moves to another shard (or, rarer,
+			// it lost its rights a moment ago): nothing was written.
+			return &app.Error{Code: app.EUNAVAILABLE, Err: err,
+				Message: "This organisation is being moved. Nothing was saved; try again in a second."}
+		case "40P01", "40001":
+			// A deadlock or serialization failure rolled the transaction back: nothing was written,
+			// and the same request succeeds when sent again.
+			return &app.Error{Code: app.EUNAVAILABLE, Err: err,
+				Message: "Another change got in the way. Nothing was saved; try again."}
+		}
 	}
 	if !pgerr.Away(err) {
 		return err

@@ -388,8 +388,9 @@ func (r *TenantReconciler) abortMove(ctx context.Context, run *tenantRun, mv *mo
 	return stallErr(tenantryv1.ReasonMoveFailed, time.Minute, errors.New(msg))
 }
 
-// isLockTimeout: the cut-over's wait for writes in flight ran out (lock_timeout).
+// isLockTimeout: the cut-over's wait for writes in flight ran out (lock_timeout), or met one of them
+// waiting for it (a deadlock, which the fence loses on purpose).
 func isLockTimeout(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+	return errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "40P01")
 }

@@ -175,7 +175,13 @@ func (db *DB) Mark(ctx context.Context, schema, role string, fence bool, lockTim
 	token := hex.EncodeToString(buf)
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		if fence {
+			// The fence waits for the tenant's writes in flight, which may wait for a table it has
+			// already locked: with the shortest deadlock_timeout it is the one to find such a deadlock,
+			// and the one rolled back (and tried again), not the tenant's write.
 			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", lockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "SET LOCAL deadlock_timeout = 10"); err != nil {
 				return err
 			}
 			rows, _ := tx.Query(ctx, `SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = $1`, schema)
