@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/apptest"
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/internal/pgcluster"
 	"tenantry.dev/tenantry/internal/registry"
@@ -164,7 +165,7 @@ func citusBenchRun(ctx context.Context, kind string, n int, r *citusResult) erro
 	}
 
 	// The rebalance onto a third worker, with four tenants written to back to back.
-	var writers []*writer
+	var writers []*apptest.Writer
 	for _, t := range targets[:4] {
 		writers = append(writers, c.startWriter(t))
 	}
@@ -192,14 +193,14 @@ JOIN pg_dist_shard sh USING (shardid) JOIN pg_dist_partition p USING (logicalrel
 		return err
 	}
 	for i, w := range writers {
-		res := w.stop()
-		r.pause = max(r.pause, res.pause)
+		res := w.Stop()
+		r.pause = max(r.pause, res.Pause)
 		schema := pgx.Identifier{registry.TenantName(a.homeDatabase, ns, fmt.Sprintf("t%05d", i))}.Sanitize()
 		var found int
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.expenses WHERE description = ANY($1)`, res.acked).Scan(&found); err != nil {
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.expenses WHERE description = ANY($1)`, res.Acked).Scan(&found); err != nil {
 			return err
 		}
-		r.lost += len(res.acked) - found
+		r.lost += len(res.Acked) - found
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/apptest"
 	"tenantry.dev/tenantry/app/postgres"
 	"tenantry.dev/tenantry/internal/pgcluster"
 	"tenantry.dev/tenantry/internal/registry"
@@ -184,7 +184,7 @@ SELECT $1, current_date, 'seed ' || g, 100, 1 FROM generate_series(1, $2) g`, bi
 	}
 	total := time.Since(start)
 	time.Sleep(time.Second)
-	res := w.stop()
+	res := w.Stop()
 	endLoad()
 	wg.Wait()
 
@@ -193,27 +193,11 @@ SELECT $1, current_date, 'seed ' || g, 100, 1 FROM generate_series(1, $2) g`, bi
 		return err
 	}
 	defer eastConn.Close(ctx)
-	rows, err := eastConn.Query(ctx, `SELECT description FROM `+schema+`.expenses WHERE description LIKE 'w%'`)
-	if err != nil {
+	var found int
+	if err := eastConn.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.expenses WHERE description = ANY($1)`, res.Acked).Scan(&found); err != nil {
 		return err
 	}
-	have := map[string]bool{}
-	for rows.Next() {
-		var d string
-		if err := rows.Scan(&d); err != nil {
-			return err
-		}
-		have[d] = true
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	lost := 0
-	for _, d := range res.acked {
-		if !have[d] {
-			lost++
-		}
-	}
+	lost := len(res.Acked) - found
 	var onEast int
 	if err := eastConn.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.expenses`).Scan(&onEast); err != nil {
 		return err
@@ -225,10 +209,10 @@ SELECT $1, current_date, 'seed ' || g, 100, 1 FROM generate_series(1, $2) g`, bi
 	cutover := m["tenantry_move_cutover_seconds_sum"]
 	fmt.Printf("\n| moved | expenses on east after | writes acknowledged (from 1 s before the move to 1 s after) | lost | write-unavailable (longest gap between acknowledged writes) | operator's write fence | 503s | total move | others' p99 before / during |\n")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-	fmt.Printf("| home → east | %d | %d | %d | %.2f s | %.2f s | %d | %.1f s | %s / %s |\n\n", onEast, len(res.acked), lost,
-		res.pause.Seconds(), cutover, res.refusals, total.Seconds(), msf(baseline.p99), msf(readers.p99))
+	fmt.Printf("| home → east | %d | %d | %d | %.2f s | %.2f s | %d | %.1f s | %s / %s |\n\n", onEast, len(res.Acked), lost,
+		res.Pause.Seconds(), cutover, res.Refusals, total.Seconds(), msf(baseline.p99), msf(readers.p99))
 	fmt.Printf("shards: moved %d expenses under load, lost %d writes, write-unavailable %.2f s, total %.1f s\n",
-		expenses, lost, res.pause.Seconds(), total.Seconds())
+		expenses, lost, res.Pause.Seconds(), total.Seconds())
 	return nil
 }
 
@@ -408,58 +392,9 @@ func (a *shardedApp) start(ctx context.Context, bin string) (*exec.Cmd, func(), 
 	return startAppProcess(ctx, bin, a.appURI, a.appURI, 4, extra...)
 }
 
-// writer creates expenses for one tenant back to back until stopped, and records which were
-// acknowledged and the longest gap between two acknowledgements.
-type writer struct {
-	done   chan struct{}
-	result chan writeResult
-}
-
-type writeResult struct {
-	acked    []string
-	pause    time.Duration
-	refusals int
-}
-
-func (c *loadClient) startWriter(t target) *writer {
-	w := &writer{done: make(chan struct{}), result: make(chan writeResult, 1)}
-	go func() {
-		var res writeResult
-		last := time.Now()
-		for i := 0; ; i++ {
-			select {
-			case <-w.done:
-				w.result <- res
-				return
-			default:
-			}
-			desc := fmt.Sprintf("w%d", i)
-			body := fmt.Sprintf(`{"budgetId":%d,"spentOn":%q,"description":%q,"amountMinor":100}`, t.budgetID, time.Now().Format("2006-01-02"), desc)
-			req, _ := http.NewRequest(http.MethodPost, c.base+"/api/v1/expenses", strings.NewReader(body))
-			req.Host = t.host
-			req.Header.Set("Authorization", "Bearer "+t.token)
-			req.Header.Set("Content-Type", "application/json")
-			res2, err := c.client.Do(req)
-			if err != nil {
-				continue
-			}
-			_, _ = io.Copy(io.Discard, res2.Body)
-			res2.Body.Close()
-			switch res2.StatusCode {
-			case http.StatusCreated:
-				res.acked = append(res.acked, desc)
-				res.pause = max(res.pause, time.Since(last))
-				last = time.Now()
-			case http.StatusServiceUnavailable:
-				res.refusals++
-				time.Sleep(10 * time.Millisecond)
-			}
-		}
-	}()
-	return w
-}
-
-func (w *writer) stop() writeResult {
-	close(w.done)
-	return <-w.result
+// startWriter writes expenses for a tenant back to back through the app, with its API token.
+func (c *loadClient) startWriter(t target) *apptest.Writer {
+	return apptest.StartWriter(c.client, c.base, t.host, t.budgetID, "w", func(r *http.Request) {
+		r.Header.Set("Authorization", "Bearer "+t.token)
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/apptest"
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/internal/pgcluster"
 )
@@ -254,7 +255,7 @@ func TestCitus_rebalanceUnderWriteLoad(t *testing.T) {
 		f.waitReady(n)
 	}
 	server := startApp(t, f)
-	writers := map[string]*writer{}
+	writers := map[string]*apptest.Writer{}
 	for _, n := range names {
 		session := server.signIn(t, f, n)
 		server.setupBudget(t, f.host(n), session)
@@ -284,16 +285,16 @@ FROM citus_shards WHERE table_name::text = $2`, added.Port, f.schema(names[0])+"
 	time.Sleep(300 * time.Millisecond)
 
 	for n, w := range writers {
-		res := w.stop()
-		t.Logf("%s: %d writes acknowledged, longest pause %s, %d refused with 503, %d other answers", n, len(res.acked),
-			res.pause.Round(time.Millisecond), res.refusals, res.errors)
+		res := w.Stop()
+		t.Logf("%s: %d writes acknowledged, longest pause %s, %d refused with 503, %d other answers", n, len(res.Acked),
+			res.Pause.Round(time.Millisecond), res.Refusals, res.Errors)
 		var found int
-		must(t, f.db.QueryRow(ctx, `SELECT count(*) FROM `+f.q(n)+`.expenses WHERE description = ANY($1)`, res.acked).Scan(&found))
-		if found != len(res.acked) || len(res.acked) == 0 {
-			t.Errorf("%s: %d of %d acknowledged writes lost in the rebalance", n, len(res.acked)-found, len(res.acked))
+		must(t, f.db.QueryRow(ctx, `SELECT count(*) FROM `+f.q(n)+`.expenses WHERE description = ANY($1)`, res.Acked).Scan(&found))
+		if found != len(res.Acked) || len(res.Acked) == 0 {
+			t.Errorf("%s: %d of %d acknowledged writes lost in the rebalance", n, len(res.Acked)-found, len(res.Acked))
 		}
-		if res.errors > 0 {
-			t.Errorf("%s: %d writes got an answer other than 201 or 503 during the rebalance", n, res.errors)
+		if res.Errors > 0 {
+			t.Errorf("%s: %d writes got an answer other than 201 or 503 during the rebalance: %q", n, res.Errors, res.Unexpected)
 		}
 	}
 	var onNew int

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/apptest"
 	apphttp "tenantry.dev/tenantry/app/http"
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/app/postgres"
@@ -193,6 +194,31 @@ FROM tenantry.tenants WHERE name = $1 AND shard = '' AND schema_version = $2`, n
 			t.Errorf("pinned's session read %s's (shard %s) departments: %s", other, placed[other], out)
 		}
 	}
+
+	// The app's own login on east (from its Secret), switched to the pinned tenant, reaches no other
+	// tenant's schema there.
+	var neighbour string
+	for name, shard := range placed {
+		if shard == "east" && name != "pinned" {
+			neighbour = name
+		}
+	}
+	sec := &corev1.Secret{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses-app-db"}, sec))
+	var logins map[string]string
+	must(t, json.Unmarshal(sec.Data[appShardsKey], &logins))
+	conn, err := pgx.Connect(ctx, logins["east"])
+	must(t, err)
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	must(t, err)
+	_, err = tx.Exec(ctx, "SELECT set_config('role', $1, true)", f.schema("pinned"))
+	must(t, err)
+	_, err = tx.Exec(ctx, "SELECT count(*) FROM "+f.q(neighbour)+".departments")
+	if err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("the app's login on east, as pinned, read %s's departments: %v", neighbour, err)
+	}
+	_ = tx.Rollback(ctx)
 }
 
 // Hosts stay unique across shards (the home database arbitrates), a shard the app does not have is a
@@ -468,32 +494,19 @@ func TestShards_moveUnderLoad(t *testing.T) {
 			return nil
 		}))
 		time.Sleep(300 * time.Millisecond) // and after it
-		res := w.stop()
-		acked := res.acked
+		res := w.Stop()
 		t.Logf("move %s → %s: %d writes acknowledged, longest write pause %s, %d refused with 503", source, target,
-			len(acked), res.pause.Round(time.Millisecond), res.refusals)
-		if res.errors > 0 {
-			t.Errorf("%d writes during the move got an answer other than 201 or 503", res.errors)
+			len(res.Acked), res.Pause.Round(time.Millisecond), res.Refusals)
+		if res.Errors > 0 {
+			t.Errorf("%d writes during the move got an answer other than 201 or 503: %q", res.Errors, res.Unexpected)
 		}
 
 		// Every acknowledged write is on the target.
-		rows, err := f.shardDB[target].Query(ctx, `SELECT description FROM `+f.q("mover")+`.expenses`)
-		must(t, err)
-		have := map[string]bool{}
-		for rows.Next() {
-			var d string
-			must(t, rows.Scan(&d))
-			have[d] = true
-		}
-		must(t, rows.Err())
-		lost := 0
-		for _, d := range acked {
-			if !have[d] {
-				lost++
-			}
-		}
-		if lost > 0 || len(acked) == 0 {
-			t.Fatalf("move %s → %s: %d of %d acknowledged writes lost", source, target, lost, len(acked))
+		var found int
+		must(t, f.shardDB[target].QueryRow(ctx, `SELECT count(*) FROM `+f.q("mover")+`.expenses WHERE description = ANY($1)`,
+			res.Acked).Scan(&found))
+		if found != len(res.Acked) || len(res.Acked) == 0 {
+			t.Fatalf("move %s → %s: %d of %d acknowledged writes lost", source, target, len(res.Acked)-found, len(res.Acked))
 		}
 		if on := f.schemaOn("mover"); !slices.Equal(on, []string{target}) {
 			t.Errorf("after the move the schema %s is on %v, want only %s", f.schema("mover"), on, target)
@@ -504,15 +517,9 @@ func TestShards_moveUnderLoad(t *testing.T) {
 			t.Errorf("home registry says shard %q, want %q", recorded, shardColumn(target))
 		}
 		// The copy left behind: kept renamed with every row the target has (Retain), or gone (Delete).
-		var kept []string
-		rows, err = f.shardDB[source].Query(ctx, `SELECT schema_name FROM tenantry.moved_schemas WHERE name = 'mover' AND moved_to = $1`, target)
+		rows, _ := f.shardDB[source].Query(ctx, `SELECT schema_name FROM tenantry.moved_schemas WHERE name = 'mover' AND moved_to = $1`, target)
+		kept, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		must(t, err)
-		for rows.Next() {
-			var s string
-			must(t, rows.Scan(&s))
-			kept = append(kept, s)
-		}
-		must(t, rows.Err())
 		switch policy {
 		case tenantryv1.DeletionPolicyRetain:
 			if len(kept) != 1 {
@@ -564,62 +571,11 @@ func tableRows(t *testing.T, db *pgxpool.Pool, schema, table string) map[string]
 	return out
 }
 
-// writer creates expenses through the app's API, one after the other, until stopped.
-type writer struct {
-	done   chan struct{}
-	result chan writeResult
-}
-
-type writeResult struct {
-	acked    []string
-	pause    time.Duration
-	refusals int // 503s
-	errors   int // any other answer
-}
-
-func startWriter(a *runningApp, host, session, prefix string) *writer {
-	w := &writer{done: make(chan struct{}), result: make(chan writeResult, 1)}
-	go func() {
-		var res writeResult
-		last := time.Now()
-		for i := 0; ; i++ {
-			select {
-			case <-w.done:
-				w.result <- res
-				return
-			default:
-			}
-			desc := fmt.Sprintf("%s%d", prefix, i)
-			body := fmt.Sprintf(`{"budgetId":1,"spentOn":%q,"description":%q,"amountMinor":100}`, time.Now().Format("2006-01-02"), desc)
-			req, _ := http.NewRequest("POST", a.URL+"/api/v1/expenses", strings.NewReader(body))
-			req.Host = host
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Cookie", "tenantry_session="+session)
-			res2, err := a.client.Do(req)
-			if err != nil {
-				continue
-			}
-			_, _ = io.Copy(io.Discard, res2.Body)
-			res2.Body.Close()
-			switch res2.StatusCode {
-			case http.StatusCreated:
-				res.acked = append(res.acked, desc)
-				res.pause = max(res.pause, time.Since(last))
-				last = time.Now()
-			case http.StatusServiceUnavailable:
-				res.refusals++
-				time.Sleep(20 * time.Millisecond)
-			default:
-				res.errors++
-			}
-		}
-	}()
-	return w
-}
-
-func (w *writer) stop() writeResult {
-	close(w.done)
-	return <-w.result
+// startWriter writes expenses for a tenant through the app, signed in with session.
+func startWriter(a *runningApp, host, session, prefix string) *apptest.Writer {
+	return apptest.StartWriter(a.client, a.URL, host, 1, prefix, func(r *http.Request) {
+		r.Header.Set("Cookie", "tenantry_session="+session)
+	})
 }
 
 // seedExpenses adds n expenses to a tenant's schema directly (as the superuser), for a copy that takes a
