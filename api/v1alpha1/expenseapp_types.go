@@ -22,7 +22,27 @@ type DatabaseSpec struct {
 	// postgres://tenantry:...@db:5432/expenses. The role must be able to create roles and schemas.
 	// Only the operator reads it; the app gets a least-privilege login of its own.
 	SecretRef SecretKeyRef `json:"secretRef"`
+	// citusRouting says where the app sends a tenant's transactions when the database is a Citus
+	// coordinator (status.citus): Workers sends each straight to the worker that holds the tenant's
+	// schema (read from Citus's metadata every 2 s), so it runs there on a pooled connection; the
+	// workers' pg_hba.conf must then admit the app's login from the app's pods. Coordinator sends
+	// everything to the coordinator, which opens a connection to the worker for every transaction: for
+	// when the workers cannot be reached from the app. Ignored on plain PostgreSQL.
+	// +kubebuilder:validation:Enum=Workers;Coordinator
+	// +kubebuilder:default=Workers
+	// +optional
+	CitusRouting CitusRouting `json:"citusRouting,omitempty"`
 }
+
+// CitusRouting is where the app sends tenants' transactions on Citus.
+type CitusRouting string
+
+const (
+	// CitusRoutingWorkers sends each tenant's transactions to the worker that holds its schema.
+	CitusRoutingWorkers CitusRouting = "Workers"
+	// CitusRoutingCoordinator sends every transaction to the coordinator.
+	CitusRoutingCoordinator CitusRouting = "Coordinator"
+)
 
 // HomeShard is the name of the shard that spec.database is: the home database, which holds the registry
 // and routing of every tenant, and tenants too.

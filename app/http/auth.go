@@ -109,6 +109,7 @@ func (s *Server) authenticated(h handler, adminRequired, api bool) http.HandlerF
 		}
 		var resp response
 		err := s.cfg.DB.InTenant(r.Context(), t, func(tx *postgres.Tx) error {
+			rewind(r)
 			u, err := s.caller(r.Context(), tx, r, api)
 			if err != nil {
 				return err

@@ -53,10 +53,24 @@ func validText(next http.Handler) http.Handler {
 					}
 				}
 			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.Body = replayable{bytes.NewReader(body)}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// replayable is a request body read into memory, which rewind takes back to its start: a tenant's
+// transaction that failed before anything of it ran may be run once more elsewhere (postgres.DB.InTenant
+// on Citus), and its second run reads the body again.
+type replayable struct{ *bytes.Reader }
+
+func (replayable) Close() error { return nil }
+
+// rewind takes a request's body back to its start, if it is replayable.
+func rewind(r *http.Request) {
+	if b, ok := r.Body.(replayable); ok {
+		_, _ = b.Seek(0, io.SeekStart)
+	}
 }
 
 func allValid(vs []string) bool {
@@ -104,7 +118,7 @@ func (s *Server) hashingPassword(next http.HandlerFunc, api bool) http.HandlerFu
 		if api {
 			var in struct{ Password string }
 			body, _ := io.ReadAll(io.LimitReader(r.Body, maxBody))
-			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.Body = replayable{bytes.NewReader(body)}
 			_ = json.Unmarshal(body, &in)
 			plain = in.Password
 		}

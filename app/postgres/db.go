@@ -32,6 +32,12 @@ type DB struct {
 	tenantConns int
 	mu          sync.Mutex
 	slots       map[string]chan struct{}
+
+	// url and opts open the pools of Citus workers (RunCitus); citus routes to them while it runs.
+	url     string
+	opts    Options
+	citusMu sync.RWMutex
+	citus   *citusRouter
 }
 
 // Options tune the app's pools.
@@ -62,7 +68,8 @@ func Open(url string, opts Options) (*DB, error) {
 		opts.MaxConns = 20
 	}
 	opts.PoolShards = max(1, min(opts.PoolShards, int(opts.MaxConns)))
-	db := &DB{tenantConns: opts.MaxTenantConns, slots: map[string]chan struct{}{}, databases: map[string][]*pgxpool.Pool{}}
+	db := &DB{tenantConns: opts.MaxTenantConns, slots: map[string]chan struct{}{}, databases: map[string][]*pgxpool.Pool{},
+		url: url, opts: opts}
 	if db.tenantConns <= 0 {
 		db.tenantConns = max(1, int(opts.MaxConns)/opts.PoolShards/2)
 	}
@@ -87,8 +94,8 @@ func Open(url string, opts Options) (*DB, error) {
 	return db, nil
 }
 
-// openPools opens one database's pool shards.
-func openPools(url string, opts Options) ([]*pgxpool.Pool, error) {
+// openPools opens one database's pool shards; adjust, if any, changes each pool's configuration.
+func openPools(url string, opts Options, adjust ...func(*pgxpool.Config)) ([]*pgxpool.Pool, error) {
 	var pools []*pgxpool.Pool
 	for i := range opts.PoolShards {
 		cfg, err := pgxpool.ParseConfig(url)
@@ -107,6 +114,9 @@ func openPools(url string, opts Options) ([]*pgxpool.Pool, error) {
 			cfg.ConnConfig.RuntimeParams = map[string]string{}
 		}
 		cfg.ConnConfig.RuntimeParams["application_name"] = "tenantry-app"
+		for _, f := range adjust {
+			f(cfg)
+		}
 		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 		if err != nil {
 			closeAll(pools)
@@ -125,6 +135,11 @@ func closeAll(pools []*pgxpool.Pool) {
 
 // Close closes every connection.
 func (db *DB) Close() {
+	db.citusMu.RLock()
+	if db.citus != nil {
+		db.citus.close()
+	}
+	db.citusMu.RUnlock()
 	for _, pools := range db.databases {
 		closeAll(pools)
 	}
@@ -165,6 +180,15 @@ func (db *DB) allPools() []*pgxpool.Pool {
 	for _, pools := range db.databases {
 		all = append(all, pools...)
 	}
+	db.citusMu.RLock()
+	if r := db.citus; r != nil {
+		r.mu.RLock()
+		for _, pools := range r.pools {
+			all = append(all, pools...)
+		}
+		r.mu.RUnlock()
+	}
+	db.citusMu.RUnlock()
 	return all
 }
 
@@ -175,12 +199,30 @@ func (db *DB) poolFor(t *app.Tenant) (*pgxpool.Pool, error) {
 		return nil, &app.Error{Code: app.EUNAVAILABLE, Err: fmt.Errorf("no connection string for database shard %q", t.Shard),
 			Message: "This tenant's database is not reachable from here at the moment. Nothing was lost; try again in a minute."}
 	}
+	return pickPool(pools, t.Schema), nil
+}
+
+// pickPool is the pool shard a schema hashes to.
+func pickPool(pools []*pgxpool.Pool, schema string) *pgxpool.Pool {
 	if len(pools) == 1 {
-		return pools[0], nil
+		return pools[0]
 	}
 	h := fnv.New32a()
-	h.Write([]byte(t.Schema))
-	return pools[h.Sum32()%uint32(len(pools))], nil
+	h.Write([]byte(schema))
+	return pools[h.Sum32()%uint32(len(pools))]
+}
+
+// workerFor is the pool of the Citus worker that holds a home tenant's schema, when the app routes to
+// workers and knows it (RunCitus), with the worker's name.
+func (db *DB) workerFor(t *app.Tenant) (*pgxpool.Pool, string, *citusRouter) {
+	db.citusMu.RLock()
+	r := db.citus
+	db.citusMu.RUnlock()
+	if r == nil || t.Shard != "" {
+		return nil, "", nil
+	}
+	pool, node := r.pool(t.Schema)
+	return pool, node, r
 }
 
 // Tx is a transaction acting as one tenant.
@@ -191,7 +233,11 @@ type Tx struct {
 
 // InTenant runs fn in a transaction as the tenant: role and search_path are set LOCAL first, so every
 // statement of fn can reach the tenant's schema and nothing else, and the connection goes back to the
-// pool as it came. fn's error rolls the transaction back.
+// pool as it came. fn's error rolls the transaction back. On a Citus coordinator, with RunCitus, the
+// transaction goes to the worker that holds the tenant's schema. fn may then run twice: when the
+// worker turns out not to hold the schema any more (a rebalance moved it), the transaction fails
+// before anything of it is written, and runs again on the coordinator. Whatever fn reads besides the
+// database (a request's body) must read the same the second time.
 //
 // When the database cannot be reached, the error is an app.EUNAVAILABLE: the tenant exists, and the
 // request can be tried again, which a 503 says and a 500 or 404 would not.
@@ -205,10 +251,23 @@ func (db *DB) InTenant(ctx context.Context, t *app.Tenant, fn func(tx *Tx) error
 	if err != nil {
 		return err
 	}
+	worker, node, citus := db.workerFor(t)
 	for attempt := 0; ; attempt++ {
-		err := db.inTenantOnce(ctx, pool, t, fn)
+		on := pool
+		if worker != nil {
+			on = worker
+		}
+		err := db.inTenantOnce(ctx, on, t, fn)
+		if err == nil || attempt == 2 {
+			return unavailable(err)
+		}
 		var stale *staleMembership
-		if !errors.As(err, &stale) || attempt > 0 {
+		switch {
+		case errors.As(err, &stale): // once more, on another connection
+		case worker != nil && citus.missed(t.Schema, node, err):
+			// The worker was away, or no longer holds the schema: nothing ran; the coordinator routes.
+			worker = nil
+		default:
 			return unavailable(err)
 		}
 	}

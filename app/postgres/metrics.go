@@ -24,6 +24,8 @@ var (
 		"Connection requests that found the pool empty and waited.", nil, nil)
 	poolWaitSecondsDesc = prometheus.NewDesc("tenantry_app_db_pool_acquire_wait_seconds_total",
 		"Time requests spent waiting for a connection of the pool.", nil, nil)
+	citusTenantsDesc = prometheus.NewDesc("tenantry_app_citus_worker_tenants",
+		"On a Citus coordinator, the tenant schemas whose transactions the app sends straight to the worker that holds them.", nil, nil)
 )
 
 // pingTimeout bounds the scrape's ping: a database that takes longer is down for the alert's purpose.
@@ -34,6 +36,7 @@ func (c dbCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- poolConnsDesc
 	ch <- poolWaitsDesc
 	ch <- poolWaitSecondsDesc
+	ch <- citusTenantsDesc
 }
 
 func (c dbCollector) Collect(ch chan<- prometheus.Metric) {
@@ -64,4 +67,7 @@ func (c dbCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(poolConnsDesc, prometheus.GaugeValue, float64(size), "max")
 	ch <- prometheus.MustNewConstMetric(poolWaitsDesc, prometheus.CounterValue, float64(waits))
 	ch <- prometheus.MustNewConstMetric(poolWaitSecondsDesc, prometheus.CounterValue, waited.Seconds())
+	if n := c.db.CitusWorkers(); n >= 0 {
+		ch <- prometheus.MustNewConstMetric(citusTenantsDesc, prometheus.GaugeValue, float64(n))
+	}
 }

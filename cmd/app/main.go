@@ -31,6 +31,7 @@ func main() {
 		poolShards  = flag.Int("pool-shards", 4, "Split each database's pool into pool shards that each serve a fixed share of the tenants (1: one pool; use 1 behind PgBouncer).")
 		shardURLs   = flag.String("shard-database-urls", os.Getenv("SHARD_DATABASE_URLS"), "The app's connection strings to the ExpenseApp's shards besides the home database, as a JSON object of shard name to connection string.")
 		shardListen = flag.String("shard-listen-database-urls", os.Getenv("SHARD_LISTEN_DATABASE_URLS"), "Direct connection strings to the shards for LISTEN/NOTIFY, as -shard-database-urls; defaults to those.")
+		citusRoute  = flag.String("citus-routing", envOr("CITUS_ROUTING", postgres.CitusRouteWorkers), "On a Citus coordinator, where tenants' transactions go: \"workers\" (straight to the worker that holds the tenant's schema) or \"coordinator\" (e.g. behind PgBouncer, or when workers are not reachable from the app).")
 		insecure    = flag.Bool("insecure-cookies", os.Getenv("INSECURE_COOKIES") == "true", "Send the session cookie over plain HTTP too (local development only).")
 		devSuffix   = flag.String("dev-host-suffix", os.Getenv("DEV_HOST_SUFFIX"), "Also serve each tenant at <tenant name><suffix>, e.g. .localhost (local development only).")
 		tenantStats = flag.Int("tenant-metrics", 0, "Count requests and server errors per tenant for up to this many tenants (the rest as \"other\"); 0 leaves them out.")
@@ -48,6 +49,10 @@ func main() {
 		log.Error("--shard-listen-database-urls: " + err.Error())
 		os.Exit(2)
 	}
+	if *citusRoute != postgres.CitusRouteWorkers && *citusRoute != postgres.CitusRouteCoordinator {
+		log.Error("--citus-routing: must be \"workers\" or \"coordinator\"")
+		os.Exit(2)
+	}
 	trusted, err := apphttp.ParseCIDRs(*proxies)
 	if err != nil {
 		log.Error("--trusted-proxies: not a list of CIDRs", "error", err)
@@ -55,13 +60,14 @@ func main() {
 	}
 	cfg := apphttp.Config{Log: log, SchemaVersion: migrations.Latest, SecureCookies: !*insecure, DevHostSuffix: *devSuffix,
 		TrustedProxies: trusted, TenantMetrics: *tenantStats}
-	if err := run(cfg, *addr, *metricsAddr, *dbURL, *listenURL, listen, opts); err != nil {
+	if err := run(cfg, *addr, *metricsAddr, *dbURL, *listenURL, listen, opts, *citusRoute == postgres.CitusRouteWorkers); err != nil {
 		log.Error("app stopped", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(cfg apphttp.Config, addr, metricsAddr, dbURL, listenURL string, shardListen map[string]string, opts postgres.Options) error {
+func run(cfg apphttp.Config, addr, metricsAddr, dbURL, listenURL string, shardListen map[string]string, opts postgres.Options,
+	citusWorkers bool) error {
 	log := cfg.Log
 	if dbURL == "" {
 		return errors.New("set -database-url or DATABASE_URL")
@@ -79,6 +85,9 @@ func run(cfg apphttp.Config, addr, metricsAddr, dbURL, listenURL string, shardLi
 	defer db.Close()
 	registry := postgres.NewRegistry()
 	go func() { _ = registry.Run(ctx, connector(listenURL), log) }()
+	if citusWorkers {
+		go func() { _ = db.RunCitus(ctx, log) }()
+	}
 	// Each shard's own registry says which schema version its tenants are at.
 	for name, u := range opts.Shards {
 		if l := shardListen[name]; l != "" {

@@ -100,6 +100,14 @@ WHERE s.table_name::text = $1 || '.expenses'`, f.schema(n)).Scan(&actual))
 
 	for _, bounced := range [][]string{nil, {tenantryv1.HomeShard}} {
 		server := startApp(t, f, bounced...)
+		if bounced == nil {
+			must(t, eventually(20*time.Second, func() error {
+				if n := server.db.CitusWorkers(); n < len(names) {
+					return fmt.Errorf("the app knows the worker of %d schemas, want at least %d", n, len(names))
+				}
+				return nil
+			}))
+		}
 		sessions := map[string]string{}
 		for _, n := range names {
 			sessions[n] = server.signIn(t, f, n)
@@ -125,17 +133,40 @@ WHERE s.table_name::text = $1 || '.expenses'`, f.schema(n)).Scan(&actual))
 		}
 	}
 
-	// The app's own login, switched to one tenant, reaches no other tenant's table on any worker.
-	app := f.appLogin("")
-	tx, err := app.Begin(ctx)
-	must(t, err)
-	_, err = tx.Exec(ctx, "SELECT set_config('role', $1, true)", f.schema("ca"))
-	must(t, err)
-	_, err = tx.Exec(ctx, "SELECT count(*) FROM "+f.q("cb")+".expenses")
-	if err == nil || !strings.Contains(err.Error(), "permission denied") {
-		t.Errorf("tenant ca's role read tenant cb's expenses on Citus: %v", err)
+	// Routed to workers, the app ran each tenant's transactions on the worker that holds its schema:
+	// its login has pooled sessions on both.
+	for node := range used {
+		var sessions int
+		must(t, f.db.QueryRow(ctx, `SELECT count(*) FROM run_command_on_workers(format(
+  $$SELECT count(*) FROM pg_stat_activity WHERE usename = %L AND application_name = 'tenantry-app'$$, $1::text))
+WHERE nodename || ':' || nodeport = $2 AND result::int > 0`, appRoleName(t, f), node).Scan(&sessions))
+		if sessions != 1 {
+			t.Errorf("the app has no session of its own on worker %s, which holds tenants %v", node, nodes)
+		}
 	}
-	_ = tx.Rollback(ctx)
+
+	// The app's own login, switched to one tenant, reaches no other tenant's table: on the coordinator,
+	// and on every worker, where it logs in too, through the distributed table or the shard itself.
+	cbShard := ""
+	must(t, f.db.QueryRow(ctx, `SELECT shard_name FROM citus_shards WHERE table_name::text = $1 || '.expenses'`, f.schema("cb")).Scan(&cbShard))
+	reads := []string{"SELECT count(*) FROM " + f.q("cb") + ".expenses"}
+	for _, port := range []int{c.Coordinator.Port, c.Workers[0].Port, c.Workers[1].Port} {
+		app := f.appLoginAt(port)
+		if fmt.Sprintf("127.0.0.1:%d", port) == nodes["cb"] {
+			reads = append(reads, "SELECT count(*) FROM "+f.q("cb")+"."+pgx.Identifier{strings.TrimPrefix(cbShard, f.schema("cb")+".")}.Sanitize())
+		}
+		for _, read := range reads {
+			tx, err := app.Begin(ctx)
+			must(t, err)
+			_, err = tx.Exec(ctx, "SELECT set_config('role', $1, true)", f.schema("ca"))
+			must(t, err)
+			_, err = tx.Exec(ctx, read)
+			if err == nil {
+				t.Errorf("port %d: tenant ca's role ran %q", port, read)
+			}
+			_ = tx.Rollback(ctx)
+		}
+	}
 
 	// A tenant role's password (which only pg_dist_authinfo holds) opens a worker, as the coordinator's
 	// connections need, and not the coordinator.
@@ -258,8 +289,8 @@ func TestCitus_rebalanceUnderWriteLoad(t *testing.T) {
 	writers := map[string]*apptest.Writer{}
 	for _, n := range names {
 		session := server.signIn(t, f, n)
-		server.setupBudget(t, f.host(n), session)
-		writers[n] = startWriter(server, f.host(n), session, "rb-")
+		budget := server.setupBudget(t, f.host(n), session)
+		writers[n] = startWriter(server, f.host(n), session, budget, "rb-")
 	}
 	time.Sleep(300 * time.Millisecond)
 
@@ -326,5 +357,13 @@ FROM citus_shards WHERE table_name::text = $2`, added.Port, f.schema(names[0])+"
 		if status, out := server.call(t, f.host(n), "GET", "/api/v1/departments", "", session); status != http.StatusOK {
 			t.Errorf("%s after the rebalance: %d %s", n, status, out)
 		}
+	}
+	// The app followed the schemas it serves to the new worker: its login has sessions there.
+	var sessions int
+	must(t, f.db.QueryRow(ctx, `SELECT result::int FROM run_command_on_workers(format(
+  $$SELECT count(*) FROM pg_stat_activity WHERE usename = %L AND application_name = 'tenantry-app'$$, $1::text))
+WHERE nodeport = $2`, appRoleName(t, f), added.Port).Scan(&sessions))
+	if sessions == 0 {
+		t.Error("the app sends no transaction to the new worker, which holds some of its tenants now")
 	}
 }

@@ -36,6 +36,7 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/password"
+	"tenantry.dev/tenantry/app/postgres"
 	"tenantry.dev/tenantry/internal/registry"
 	"tenantry.dev/tenantry/internal/tenantdb"
 )
@@ -613,7 +614,8 @@ func appPodSpec(app *tenantryv1.ExpenseApp, image string) corev1.PodSpec {
 				LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: "uri"}}},
 				{Name: "SHARD_DATABASE_URLS", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 					LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: appShardsKey,
-					Optional: ptr.To(true)}}}},
+					Optional: ptr.To(true)}}},
+				{Name: "CITUS_ROUTING", Value: citusRouting(app)}},
 			Ports: []corev1.ContainerPort{{Name: ServicePortName, ContainerPort: appPort},
 				{Name: MetricsPortName, ContainerPort: appMetricsPort}},
 			Resources:      app.Spec.Resources,
@@ -623,6 +625,14 @@ func appPodSpec(app *tenantryv1.ExpenseApp, image string) corev1.PodSpec {
 				RunAsNonRoot: ptr.To(true), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
 		}},
 	}
+}
+
+// citusRouting is the app's --citus-routing for the ExpenseApp's spec.database.citusRouting.
+func citusRouting(app *tenantryv1.ExpenseApp) string {
+	if app.Spec.Database.CitusRouting == tenantryv1.CitusRoutingCoordinator {
+		return postgres.CitusRouteCoordinator
+	}
+	return postgres.CitusRouteWorkers
 }
 
 // reconcileService keeps the Service tenant Ingresses point at: named after the app, port "http", and

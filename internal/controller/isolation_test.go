@@ -43,15 +43,28 @@ func (f *fixture) sibling() *fixture {
 // compromised app pod holds.
 func (f *fixture) appLogin(database string) *pgx.Conn {
 	f.t.Helper()
+	return f.appLoginTo(func(cfg *pgx.ConnConfig) {
+		if database != "" {
+			cfg.Database = database
+		}
+	})
+}
+
+// appLoginAt connects as the app's login to the server on a port of loopback (e.g. a Citus worker).
+func (f *fixture) appLoginAt(port int) *pgx.Conn {
+	f.t.Helper()
+	return f.appLoginTo(func(cfg *pgx.ConnConfig) { cfg.Host, cfg.Port = "127.0.0.1", uint16(port) })
+}
+
+func (f *fixture) appLoginTo(adjust func(*pgx.ConnConfig)) *pgx.Conn {
+	f.t.Helper()
 	sec := &corev1.Secret{}
 	must(f.t, eventually(20*time.Second, func() error {
 		return k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: "expenses-app-db"}, sec)
 	}))
 	cfg, err := pgx.ParseConfig(string(sec.Data["uri"]))
 	must(f.t, err)
-	if database != "" {
-		cfg.Database = database
-	}
+	adjust(cfg)
 	conn, err := pgx.ConnectConfig(context.Background(), cfg)
 	must(f.t, err)
 	f.t.Cleanup(func() { conn.Close(context.Background()) })

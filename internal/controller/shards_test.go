@@ -340,6 +340,7 @@ func connector(uri string) func(context.Context) (*pgx.Conn, error) {
 type runningApp struct {
 	*httptest.Server
 	client *http.Client
+	db     *postgres.DB
 }
 
 // startApp serves the app as its pods would, from its Secret; the shards named in bounced are reached
@@ -370,10 +371,15 @@ func startApp(t *testing.T, f *fixture, bounced ...string) *runningApp {
 	for name, u := range listen {
 		go func() { _ = reg.RunShard(ctx, name, connector(u), log) }()
 	}
+	if !slices.Contains(bounced, tenantryv1.HomeShard) {
+		// On Citus, tenants go to their workers, as the app's default --citus-routing=workers has it;
+		// behind PgBouncer, to the coordinator (citusRouting: Coordinator).
+		go func() { _ = db.RunCitus(ctx, log) }()
+	}
 	srv := httptest.NewServer(apphttp.New(apphttp.Config{DB: db, Registry: reg, Log: log, SchemaVersion: migrations.Latest}))
 	t.Cleanup(func() { srv.Close(); cancel(); db.Close() })
 	<-reg.Loaded()
-	return &runningApp{Server: srv, client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error {
+	return &runningApp{Server: srv, db: db, client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
 	}}}
 }
@@ -467,20 +473,12 @@ func TestShards_moveUnderLoad(t *testing.T) {
 	server := startApp(t, f.fixture)
 	session := server.signIn(t, f.fixture, "mover")
 	bySession := server.signIn(t, f.fixture, "bystander")
-	for _, step := range []struct{ path, body string }{
-		{"/api/v1/departments", `{"name":"Sales"}`},
-		{"/api/v1/accounts", `{"name":"Budget","totalMinor":100000000}`},
-		{"/api/v1/budgets", fmt.Sprintf(`{"departmentId":1,"accountId":1,"month":%q,"amountMinor":50000000}`, time.Now().Format("2006-01"))},
-	} {
-		if status, out := server.call(t, "mover.shards.test", "POST", step.path, step.body, session); status != http.StatusCreated {
-			t.Fatalf("POST %s: %d %s", step.path, status, out)
-		}
-	}
+	budget := server.setupBudget(t, "mover.shards.test", session)
 
 	for i, target := range []string{"east", "west"} {
 		policy := []tenantryv1.DeletionPolicy{tenantryv1.DeletionPolicyRetain, tenantryv1.DeletionPolicyDelete}[i]
 		source := f.get("mover").Status.Shard
-		w := startWriter(server, "mover.shards.test", session, fmt.Sprintf("move%d-", i))
+		w := startWriter(server, "mover.shards.test", session, budget, fmt.Sprintf("move%d-", i))
 		time.Sleep(300 * time.Millisecond) // writes under way before the move starts
 		tn := f.get("mover")
 		patch := client.MergeFrom(tn.DeepCopy())
@@ -572,8 +570,8 @@ func tableRows(t *testing.T, db *pgxpool.Pool, schema, table string) map[string]
 }
 
 // startWriter writes expenses for a tenant through the app, signed in with session.
-func startWriter(a *runningApp, host, session, prefix string) *apptest.Writer {
-	return apptest.StartWriter(a.client, a.URL, host, 1, prefix, func(r *http.Request) {
+func startWriter(a *runningApp, host, session string, budget int64, prefix string) *apptest.Writer {
+	return apptest.StartWriter(a.client, a.URL, host, budget, prefix, func(r *http.Request) {
 		r.Header.Set("Cookie", "tenantry_session="+session)
 	})
 }
@@ -589,17 +587,23 @@ SELECT 1, current_date, 'seed ' || g, 100, 1 FROM generate_series(1, $1) g`, n)
 }
 
 // setupBudget creates a department, funding account and budget for a tenant through the app's API.
-func (a *runningApp) setupBudget(t *testing.T, host, session string) {
+func (a *runningApp) setupBudget(t *testing.T, host, session string) (budget int64) {
 	t.Helper()
-	for _, step := range []struct{ path, body string }{
-		{"/api/v1/departments", `{"name":"Sales"}`},
-		{"/api/v1/accounts", `{"name":"Budget","totalMinor":100000000000}`},
-		{"/api/v1/budgets", fmt.Sprintf(`{"departmentId":1,"accountId":1,"month":%q,"amountMinor":50000000000}`, time.Now().Format("2006-01"))},
-	} {
-		if status, out := a.call(t, host, "POST", step.path, step.body, session); status != http.StatusCreated {
-			t.Fatalf("POST %s: %d %s", step.path, status, out)
+	// Ids come from the answers: on Citus, a row written on a worker takes its id from that worker's
+	// range of the sequence.
+	create := func(path, body string) int64 {
+		t.Helper()
+		status, out := a.call(t, host, "POST", path, body, session)
+		var created struct{ ID int64 }
+		if status != http.StatusCreated || json.Unmarshal([]byte(out), &created) != nil || created.ID == 0 {
+			t.Fatalf("POST %s: %d %s", path, status, out)
 		}
+		return created.ID
 	}
+	dept := create("/api/v1/departments", `{"name":"Sales"}`)
+	account := create("/api/v1/accounts", `{"name":"Budget","totalMinor":100000000000}`)
+	return create("/api/v1/budgets", fmt.Sprintf(`{"departmentId":%d,"accountId":%d,"month":%q,"amountMinor":50000000000}`,
+		dept, account, time.Now().Format("2006-01")))
 }
 
 // The target server stops in the middle of a move: the tenant keeps being served, writes included, from

@@ -111,7 +111,10 @@ func (c *Citus) node(ctx context.Context, name, hba string) (*Cluster, error) {
 		"shared_preload_libraries=citus", "max_prepared_transactions=100",
 		// A commit is acknowledged once its WAL is flushed, as on a real cluster: what Citus's shard
 		// moves wait for before they switch a shard over.
-		"synchronous_commit=on"}})
+		"synchronous_commit=on",
+		// A rebalance moves up to four schemas at a time into or out of one node (Citus's default is
+		// one): most of a small schema's move is waiting, not copying.
+		"citus.max_background_task_executors_per_node=4"}})
 	if err != nil {
 		return nil, err
 	}
