@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tenantry.dev/tenantry/internal/registry"
 )
 
 // On a Citus coordinator each tenant schema lives whole on one worker. Sent to the coordinator, a
@@ -94,7 +96,7 @@ func (db *DB) RunCitus(ctx context.Context, log *slog.Logger) error {
 	defer tick.Stop()
 	for {
 		if err := r.refresh(ctx, home); err != nil && ctx.Err() == nil {
-			log.Warn("cannot read which Citus worker holds which tenant; the coordinator serves them meanwhile", "error", err)
+			log.Warn("cannot read which Citus worker holds which tenant; the last placements read stand", "error", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -106,14 +108,8 @@ func (db *DB) RunCitus(ctx context.Context, log *slog.Logger) error {
 
 // refresh reads every distributed schema's worker and opens a pool for each worker not seen before.
 func (r *citusRouter) refresh(ctx context.Context, home *pgxpool.Pool) error {
-	rows, _ := home.Query(ctx, `SELECT DISTINCT ON (ns.nspname) ns.nspname::text, n.nodename, n.nodeport
-FROM pg_dist_schema s
-JOIN pg_namespace ns ON ns.oid = s.schemaid
-JOIN pg_dist_partition p ON p.colocationid = s.colocationid
-JOIN pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid
-JOIN pg_dist_placement pl ON pl.shardid = sh.shardid
-JOIN pg_dist_node n ON n.groupid = pl.groupid
-WHERE n.isactive AND n.noderole = 'primary'
+	rows, _ := home.Query(ctx, `SELECT DISTINCT ON (ns.nspname) ns.nspname::text, n.nodename, n.nodeport `+
+		registry.CitusSchemaPlacements+`
 ORDER BY ns.nspname`)
 	schemas := map[string]string{}
 	addrs := map[string]workerAddr{}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/apptest"
@@ -218,7 +219,7 @@ WHERE result = '1'`, f.schema(n)+".expenses").Scan(&shards))
 	}
 }
 
-// Deleting tenants on Citus: Retain keeps the distributed schema and takes the app's rights away;
+// Suspending a tenant on Citus, then deleting tenants: Retain keeps the distributed schema and takes the app's rights away;
 // Delete drops schema, role and the role's login for the workers.
 func TestCitus_delete(t *testing.T) {
 	f := newCitusFixture(t)
@@ -230,6 +231,24 @@ func TestCitus_delete(t *testing.T) {
 	must(t, k8s.Create(ctx, drop))
 	f.waitReady("keep")
 	f.waitReady("drop")
+
+	// Suspended, a tenant gets 503s from the app; resumed, it is served again.
+	server := startApp(t, f)
+	for _, suspend := range []bool{true, false} {
+		tn := f.get("keep")
+		patch := client.MergeFrom(tn.DeepCopy())
+		tn.Spec.Suspend = suspend
+		must(t, k8s.Patch(ctx, tn, patch))
+		f.waitReady("keep")
+		want := map[bool]int{true: http.StatusServiceUnavailable, false: http.StatusOK}[suspend]
+		must(t, eventually(10*time.Second, func() error {
+			if status, _ := server.call(t, f.host("keep"), "GET", "/login", "", ""); status != want {
+				return fmt.Errorf("suspend %v: GET /login answered %d, want %d", suspend, status, want)
+			}
+			return nil
+		}))
+	}
+
 	f.deleteTenant("keep")
 	f.deleteTenant("drop")
 	var keptSchema, keptDistributed, droppedSchema, droppedRole, droppedAuth int

@@ -112,9 +112,9 @@ func (c *Citus) node(ctx context.Context, name, hba string) (*Cluster, error) {
 		// A commit is acknowledged once its WAL is flushed, as on a real cluster: what Citus's shard
 		// moves wait for before they switch a shard over.
 		"synchronous_commit=on",
-		// A rebalance moves up to four schemas at a time into or out of one node (Citus's default is
-		// one): most of a small schema's move is waiting, not copying.
-		"citus.max_background_task_executors_per_node=4"}})
+		// A rebalance moves up to four schemas at a time, into or out of one node too (Citus's
+		// defaults are one): most of a small schema's move is waiting, not copying.
+		"citus.max_background_task_executors=4", "citus.max_background_task_executors_per_node=4"}})
 	if err != nil {
 		return nil, err
 	}

@@ -173,3 +173,14 @@ func ScanTenant(row pgx.CollectableRow) (*Tenant, error) {
 	}
 	return t, nil
 }
+
+// CitusSchemaPlacements joins, on a Citus coordinator, each distributed schema (ns) to the worker (n)
+// that holds its shards: a schema's tables are colocated, so every row of one schema names the same
+// worker. The operator reads it for Tenants' status.node, the app to send tenants to their workers.
+const CitusSchemaPlacements = `
+FROM pg_dist_schema s
+JOIN pg_namespace ns ON ns.oid = s.schemaid
+JOIN pg_dist_partition p ON p.colocationid = s.colocationid
+JOIN pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid
+JOIN pg_dist_placement pl ON pl.shardid = sh.shardid
+JOIN pg_dist_node n ON n.groupid = pl.groupid`

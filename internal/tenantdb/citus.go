@@ -8,6 +8,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+
+	"tenantry.dev/tenantry/internal/registry"
 )
 
 // On a Citus coordinator, each tenant schema is a distributed schema (citus.enable_schema_based_sharding
@@ -110,23 +112,13 @@ func (db *DB) createSchema(ctx context.Context, schema, role string, citus bool)
 	return nil
 }
 
-// schemaPlacements joins each distributed schema (ns) to the workers (n) that hold its shards: a
-// schema's tables are colocated, so every row of one schema names the same worker.
-const schemaPlacements = `
-FROM pg_dist_schema s
-JOIN pg_namespace ns ON ns.oid = s.schemaid
-JOIN pg_dist_partition p ON p.colocationid = s.colocationid
-JOIN pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid
-JOIN pg_dist_placement pl ON pl.shardid = sh.shardid
-JOIN pg_dist_node n ON n.groupid = pl.groupid`
-
 // ErrNotDistributed says a schema has no placement on a Citus worker (yet): it holds no table.
 var ErrNotDistributed = errors.New("the schema has no placement on a worker")
 
 // SchemaNode returns the Citus worker ("host:port") that holds a distributed schema.
 func (db *DB) SchemaNode(ctx context.Context, schema string) (string, error) {
 	var node string
-	err := db.pool.QueryRow(ctx, `SELECT n.nodename || ':' || n.nodeport `+schemaPlacements+`
+	err := db.pool.QueryRow(ctx, `SELECT n.nodename || ':' || n.nodeport `+registry.CitusSchemaPlacements+`
 WHERE ns.nspname = $1
 LIMIT 1`, schema).Scan(&node)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -141,7 +133,7 @@ LIMIT 1`, schema).Scan(&node)
 // SchemaNodes returns the Citus worker ("host:port") of every distributed schema, by schema name.
 func (db *DB) SchemaNodes(ctx context.Context) (map[string]string, error) {
 	rows, _ := db.pool.Query(ctx, `SELECT DISTINCT ON (ns.nspname) ns.nspname::text, n.nodename || ':' || n.nodeport `+
-		schemaPlacements+`
+		registry.CitusSchemaPlacements+`
 ORDER BY ns.nspname`)
 	nodes := map[string]string{}
 	var schema, node string
