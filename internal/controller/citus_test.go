@@ -146,6 +146,33 @@ WHERE nodename || ':' || nodeport = $2 AND result::int > 0`, appRoleName(t, f), 
 		}
 	}
 
+	// A worker that refuses the app's login (here a connection limit of 0 for it, set on that worker
+	// alone) costs its tenants speed, not service: the coordinator serves them.
+	worker, err := pgx.Connect(ctx, c.Workers[0].URL(pgcluster.CitusDatabase))
+	must(t, err)
+	defer worker.Close(ctx)
+	limit := func(n int) {
+		_, err := worker.Exec(ctx, "SET citus.enable_ddl_propagation TO off; ALTER ROLE "+pgx.Identifier{appRoleName(t, f)}.Sanitize()+
+			fmt.Sprintf(" CONNECTION LIMIT %d", n))
+		must(t, err)
+	}
+	limit(0)
+	defer limit(-1)
+	refused := startApp(t, f)
+	must(t, eventually(20*time.Second, func() error {
+		if n := refused.db.CitusWorkers(); n < len(names) {
+			return fmt.Errorf("the app knows the worker of %d schemas, want at least %d", n, len(names))
+		}
+		return nil
+	}))
+	for _, n := range names {
+		session := refused.signIn(t, f, n)
+		if status, out := refused.call(t, f.host(n), "GET", "/api/v1/departments", "", session); status != http.StatusOK {
+			t.Errorf("%s (on %s) with worker %d refusing the app: %d %s", n, nodes[n], c.Workers[0].Port, status, out)
+		}
+	}
+	limit(-1)
+
 	// The app's own login, switched to one tenant, reaches no other tenant's table: on the coordinator,
 	// and on every worker, where it logs in too, through the distributed table or the shard itself.
 	cbShard := ""
