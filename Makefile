@@ -78,7 +78,7 @@ bench-shards: ## Two PostgreSQL servers: onboarding and app throughput over shar
 
 .PHONY: bench-citus
 bench-citus: citus ## Citus against plain PostgreSQL: onboarding, app throughput, a release, a rebalance under writes (BENCH_CITUS_TENANTS).
-	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go run ./hack/bench citus $(or $(BENCH_CITUS_TENANTS),150)
+	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go run ./hack/bench citus $(or $(BENCH_CITUS_TENANTS),1000)
 
 .PHONY: bench-app
 bench-app: ## The app under load: 1 tenant against 1,000, direct and through PgBouncer.
