@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,10 +132,7 @@ ORDER BY ns.nspname`)
 	r.mu.RUnlock()
 	opened := map[string][]*pgxpool.Pool{}
 	for node, addr := range addrs {
-		pools, err := openPools(r.base, r.opts, func(c *pgxpool.Config) {
-			c.ConnConfig.Host, c.ConnConfig.Port = addr.host, addr.port
-			c.ConnConfig.Fallbacks = nil
-		})
+		pools, err := openPools(workerURL(r.base, addr), r.opts)
 		if err != nil {
 			return fmt.Errorf("worker %s: %w", node, err)
 		}
@@ -152,6 +151,18 @@ ORDER BY ns.nspname`)
 type workerAddr struct {
 	host string
 	port uint16
+}
+
+// workerURL is the app's connection string with a worker's host and port in place of the
+// coordinator's: the same login, database and TLS settings, and a server name to verify that is the
+// worker's.
+func workerURL(base string, w workerAddr) string {
+	if u, err := url.Parse(base); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Host = net.JoinHostPort(w.host, strconv.Itoa(int(w.port)))
+		return u.String()
+	}
+	// A key=value string: a key given twice takes its last value.
+	return fmt.Sprintf("%s host='%s' port=%d", base, strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(w.host), w.port)
 }
 
 // pool returns the pool shard of the worker that holds a schema, or nil for the coordinator.

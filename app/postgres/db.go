@@ -94,8 +94,8 @@ func Open(url string, opts Options) (*DB, error) {
 	return db, nil
 }
 
-// openPools opens one database's pool shards; adjust, if any, changes each pool's configuration.
-func openPools(url string, opts Options, adjust ...func(*pgxpool.Config)) ([]*pgxpool.Pool, error) {
+// openPools opens one database's pool shards.
+func openPools(url string, opts Options) ([]*pgxpool.Pool, error) {
 	var pools []*pgxpool.Pool
 	for i := range opts.PoolShards {
 		cfg, err := pgxpool.ParseConfig(url)
@@ -114,9 +114,6 @@ func openPools(url string, opts Options, adjust ...func(*pgxpool.Config)) ([]*pg
 			cfg.ConnConfig.RuntimeParams = map[string]string{}
 		}
 		cfg.ConnConfig.RuntimeParams["application_name"] = "tenantry-app"
-		for _, f := range adjust {
-			f(cfg)
-		}
 		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 		if err != nil {
 			closeAll(pools)

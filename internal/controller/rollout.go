@@ -30,8 +30,8 @@ import (
 // migrates, and a leader that goes takes its rollout with it. Its successor starts again from the
 // registry, where every schema is at either its old version or its new one, never between.
 type Rollouts struct {
-	// Changed receives, once a rollout ended, each Tenant it knew, so it reflects that soon; the Tenant
-	// controller watches it. (Tenants waiting also look again on their own.)
+	// Changed receives, once a rollout ended, each Tenant whose migration finished or failed, so it
+	// reflects that soon; the Tenant controller watches it. (Tenants waiting also look again on their own.)
 	Changed chan event.GenericEvent
 	// Ended receives an ExpenseApp whose rollout ended (done, halted or failed to start), so that it
 	// reports that, and may roll its image, at once rather than at its next poll.
@@ -130,26 +130,6 @@ func (rs *Rollouts) Tenant(app types.NamespacedName, name string) (version int64
 	defer run.mu.Unlock()
 	version, known = run.versions[name]
 	return version, run.failed[name], known
-}
-
-// WillTell reports whether the rollout of app is running and knows the tenant, so that the tenant
-// will be told when it ends (tell).
-func (rs *Rollouts) WillTell(app types.NamespacedName, name string) bool {
-	rs.mu.Lock()
-	run := rs.runs[app]
-	rs.mu.Unlock()
-	if run == nil {
-		return false
-	}
-	select {
-	case <-run.done:
-		return false
-	default:
-	}
-	run.mu.Lock()
-	defer run.mu.Unlock()
-	_, known := run.versions[name]
-	return known
 }
 
 // Forget stops and drops the rollout of an ExpenseApp that is gone.
@@ -365,14 +345,15 @@ func (r *rollout) migrate(ctx context.Context, rs *Rollouts, db *tenantdb.DB, m 
 	return !halt && ctx.Err() == nil
 }
 
-// tell lets every Tenant the rollout knows reflect it. It runs once the rollout ended: status patches
+// tell lets every Tenant the rollout touched reflect it. It runs once the rollout ended: status patches
 // during it would take the API server's CPU from the migration, which is what the release waits for.
-// Tenants left behind by a halt are told too: their reconciles waited for the rollout (WillTell).
 func (r *rollout) tell(ctx context.Context, rs *Rollouts, namespace string) {
 	r.mu.Lock()
 	names := make([]string, 0, len(r.versions))
-	for n := range r.versions {
-		names = append(names, n)
+	for n, v := range r.versions {
+		if v >= r.target || r.failed[n] != nil {
+			names = append(names, n)
+		}
 	}
 	for n := range r.failed {
 		if _, ok := r.versions[n]; !ok {

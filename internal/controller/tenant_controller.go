@@ -142,12 +142,6 @@ type tenantStep func(ctx context.Context, run *tenantRun) error
 // reconcileTenant runs the steps in order, stopping at the first that fails or waits.
 func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Tenant) (ctrl.Result, error) {
 	run := &tenantRun{t: t, wasReady: readyAtGeneration(t)}
-	// A Ready tenant whose spec has not changed waits out its app's running rollout untouched: the
-	// rollout tells every tenant it knows when it ends, and a reconcile now would only take the CPU the
-	// migration needs (at start-up, the first pass over every Tenant falls right into the rollout).
-	if run.wasReady && r.Rollouts.WillTell(types.NamespacedName{Namespace: t.Namespace, Name: t.Spec.AppRef.Name}, t.Name) {
-		return ctrl.Result{}, nil
-	}
 	for _, step := range []tenantStep{r.reconcileApp, r.reconcileRegistration, r.reconcileMove, r.reconcileSchema, r.reconcileAdmin,
 		r.reconcileState, r.reconcileRoute, r.reconcileNode, r.reconcileUsage} {
 		if err := step(ctx, run); err != nil {
