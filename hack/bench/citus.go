@@ -29,6 +29,7 @@ type citusResult struct {
 	one, all           loadResult
 	release, rebalance time.Duration
 	addWorker          time.Duration // citus_add_node of the third worker (with a new node's setup)
+	concurrent         int           // the release's maxConcurrent
 	pause              time.Duration // the longest gap between acknowledged writes of a written tenant
 	lost, moved        int
 	written            int // writes acknowledged to the written tenants during the rebalance
@@ -50,7 +51,7 @@ func citusBench(ctx context.Context, n int) error {
 	p, c := results["plain"], results["citus"]
 	fmt.Printf("## Citus (%s; a coordinator and two workers against one PostgreSQL server, all on this machine)\n\n",
 		time.Now().UTC().Format("2006-01-02"))
-	fmt.Printf("| database | onboarding 100 tenants | app: 1 tenant req/s | p99 | app: %d tenants req/s | p99 | release of one migration to %d tenants |\n", n, n)
+	fmt.Printf("| database | onboarding 100 tenants | app: 1 tenant req/s | p99 | app: %d tenants req/s | p99 | release of one migration to %d tenants (maxConcurrent %d) |\n", n, n, c.concurrent)
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
 	for _, row := range []struct {
 		name string
@@ -144,7 +145,10 @@ func citusBenchRun(ctx context.Context, kind string, n int, r *citusResult) erro
 	}
 
 	// A release: one more migration, from the operator's restart until the ExpenseApp counts every
-	// tenant at it.
+	// tenant at it, BENCH_CITUS_CONCURRENT schemas at once (4).
+	if r.concurrent, err = s.setRolloutPool(ctx, ns, "BENCH_CITUS_CONCURRENT"); err != nil {
+		return err
+	}
 	next := migrations.Latest + 1
 	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d_receipts.sql", next)), []byte(newMigration), 0o644); err != nil {
 		return err

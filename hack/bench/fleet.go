@@ -68,18 +68,8 @@ func fleet(ctx context.Context, n int) error {
 	}
 	defer rw.stop()
 
-	// The rollout's pool: as many connections as the database has cores to run them, by default.
-	workers := 4
-	if v, err := strconv.Atoi(os.Getenv("BENCH_FLEET_CONCURRENT")); err == nil && v > 0 {
-		workers = v
-	}
-	app := &tenantryv1.ExpenseApp{}
-	if err := s.k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "expenses"}, app); err != nil {
-		return err
-	}
-	patch := client.MergeFrom(app.DeepCopy())
-	app.Spec.Migrations.MaxConcurrent = int32(workers)
-	if err := s.k8s.Patch(ctx, app, patch); err != nil {
+	workers, err := s.setRolloutPool(ctx, ns, "BENCH_FLEET_CONCURRENT")
+	if err != nil {
 		return err
 	}
 
@@ -345,4 +335,20 @@ func (s *stack) profile(out string, seconds int) {
 	var buf bytes.Buffer
 	_, _ = buf.ReadFrom(res.Body)
 	_ = os.WriteFile(out, buf.Bytes(), 0o644)
+}
+
+// setRolloutPool sets the ExpenseApp's spec.migrations.maxConcurrent to the number in the environment
+// variable env, by default 4: as many connections as the database has cores to run them.
+func (s *stack) setRolloutPool(ctx context.Context, ns, env string) (int, error) {
+	workers := 4
+	if v, err := strconv.Atoi(os.Getenv(env)); err == nil && v > 0 {
+		workers = v
+	}
+	app := &tenantryv1.ExpenseApp{}
+	if err := s.k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "expenses"}, app); err != nil {
+		return 0, err
+	}
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Spec.Migrations.MaxConcurrent = int32(workers)
+	return workers, s.k8s.Patch(ctx, app, patch)
 }
