@@ -25,6 +25,37 @@ SELECT pg_sleep(0.1);
 `)))
 }
 
+// slowRollout onboards n tenants (named prefix00, prefix01, ...) and starts a release of slowRelease
+// over them, one schema at a time, so that it is still under way when it returns: once the first
+// schema is at the new version, next. The embedded release is back when the test ends.
+func slowRollout(t *testing.T, f *fixture, prefix string, n int) (names []string, next int64) {
+	t.Helper()
+	ctx := context.Background()
+	names = make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s%02d", prefix, i)
+		must(t, k8s.Create(ctx, f.tenant(names[i], names[i]+".example.com")))
+	}
+	for _, name := range names {
+		f.waitReady(name)
+	}
+	app := f.getApp()
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Spec.Migrations.MaxConcurrent = 1
+	must(t, k8s.Patch(ctx, app, patch))
+	t.Cleanup(func() { must(t, release.Set(migrations.FS())) })
+	slowRelease(t)
+	next = migrations.Latest + 1
+	pokeAll(t, f, names)
+	must(t, eventually(30*time.Second, func() error {
+		if f.registryAt(next) == 0 {
+			return errNotYet
+		}
+		return nil
+	}))
+	return names, next
+}
+
 // registryAt counts the fixture's tenants the registry records at version v or later.
 func (f *fixture) registryAt(v int64) int {
 	return f.count(`SELECT count(*) FROM tenantry.tenants WHERE namespace = $1 AND schema_version >= $2`, f.ns, v)
@@ -35,31 +66,7 @@ func (f *fixture) registryAt(v int64) int {
 // version.
 func TestRollout_databaseRestart(t *testing.T) {
 	f := newFixture(t)
-	ctx := context.Background()
-	names := make([]string, 12)
-	for i := range names {
-		names[i] = fmt.Sprintf("pr%02d", i)
-		must(t, k8s.Create(ctx, f.tenant(names[i], names[i]+".example.com")))
-	}
-	for _, n := range names {
-		f.waitReady(n)
-	}
-	// One schema at a time, so that the rollout is still under way when PostgreSQL goes.
-	app := f.getApp()
-	patch := client.MergeFrom(app.DeepCopy())
-	app.Spec.Migrations.MaxConcurrent = 1
-	must(t, k8s.Patch(ctx, app, patch))
-	defer func() { must(t, release.Set(migrations.FS())) }()
-	slowRelease(t)
-	next := migrations.Latest + 1
-	pokeAll(t, f, names)
-
-	must(t, eventually(30*time.Second, func() error {
-		if f.registryAt(next) == 0 {
-			return errNotYet
-		}
-		return nil
-	}))
+	names, next := slowRollout(t, f, "pr", 12)
 	if done := f.registryAt(next); done == len(names) {
 		t.Fatal("the rollout finished before PostgreSQL stopped: no fault was tested")
 	}
@@ -74,7 +81,7 @@ func TestRollout_databaseRestart(t *testing.T) {
 	must(t, pg.Start())
 	restarted = true
 
-	app = f.waitApp("every tenant at the new version", func(a *tenantryv1.ExpenseApp) bool {
+	app := f.waitApp("every tenant at the new version", func(a *tenantryv1.ExpenseApp) bool {
 		return a.Status.TenantsAtTarget == int32(len(names)) && a.Status.TargetSchemaVersion == next
 	})
 	if c := meta.FindStatusCondition(app.Status.Conditions, tenantryv1.ConditionFleetMigrated); c == nil || c.Status != "True" {
@@ -95,34 +102,12 @@ func TestRollout_databaseRestart(t *testing.T) {
 	}))
 }
 
-// Ready tenants wait out a running rollout (their reconciles would take the CPU the migration needs),
-// and catch up when it ends: an Ingress deleted under a tenant in the middle of the rollout is back
-// afterwards, and every status shows the new version.
+// Ready tenants catch up with a rollout: an Ingress deleted under a tenant in the middle of the rollout
+// is back afterwards, and every status shows the new version.
 func TestRollout_readyTenantsCatchUp(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	names := make([]string, 8)
-	for i := range names {
-		names[i] = fmt.Sprintf("cu%02d", i)
-		must(t, k8s.Create(ctx, f.tenant(names[i], names[i]+".example.com")))
-	}
-	for _, n := range names {
-		f.waitReady(n)
-	}
-	app := f.getApp()
-	patch := client.MergeFrom(app.DeepCopy())
-	app.Spec.Migrations.MaxConcurrent = 1
-	must(t, k8s.Patch(ctx, app, patch))
-	defer func() { must(t, release.Set(migrations.FS())) }()
-	slowRelease(t)
-	next := migrations.Latest + 1
-	pokeAll(t, f, names)
-	must(t, eventually(30*time.Second, func() error {
-		if f.registryAt(next) == 0 {
-			return errNotYet
-		}
-		return nil
-	}))
+	names, next := slowRollout(t, f, "cu", 8)
 	last := names[len(names)-1]
 	must(t, k8s.Delete(ctx, &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: last}}))
 	if f.registryAt(next) == len(names) {
