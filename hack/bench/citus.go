@@ -150,7 +150,7 @@ func citusBenchRun(ctx context.Context, kind string, n int, r *citusResult) erro
 		return err
 	}
 	next := migrations.Latest + 1
-	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d_receipts.sql", next)), []byte(newMigration), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d_receipts.sql", next)), []byte(newMigration(1)), 0o644); err != nil {
 		return err
 	}
 	s.stopOperator()

@@ -9,8 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -21,17 +24,22 @@ import (
 )
 
 // newMigration is the migration of the fleet benchmark: a nullable column and an index, as in the
-// django-tenants figure the issue compares with.
-const newMigration = `-- +goose Up
-ALTER TABLE expenses ADD COLUMN receipt_url text;
-CREATE INDEX expenses_receipt_url_idx ON expenses (receipt_url);
-`
+// django-tenants figure the issue compares with. Release k (from 1) adds its own column.
+func newMigration(k int) string {
+	col := "receipt_url"
+	if k > 1 {
+		col = fmt.Sprintf("receipt_url_%d", k)
+	}
+	return fmt.Sprintf("-- +goose Up\nALTER TABLE expenses ADD COLUMN %s text;\nCREATE INDEX expenses_%s_idx ON expenses (%s);\n", col, col, col)
+}
 
 // fleet onboards n tenants, then restarts the operator with one more migration (a new release) and
 // measures the release time: from the new operator's start until every schema is at the new version
 // in the registry and the ExpenseApp counts them all there (which is when it rolls the image). Then how
 // long the Tenants' statuses take to follow, what the rollout cost the API server and the database, and
 // beside it, psql applying the same migration to as many schemas of the same shape in one session.
+// BENCH_FLEET_RELEASES=k makes k such releases one after the other on the same fleet, each measured
+// against its own floor: more than one figure from one (long) onboarding.
 func fleet(ctx context.Context, n int) error {
 	dir, err := os.MkdirTemp("", "tenantry-fleet-")
 	if err != nil {
@@ -53,7 +61,7 @@ func fleet(ctx context.Context, n int) error {
 	if _, _, err := s.onboardBulk(ctx, ns, n); err != nil {
 		return err
 	}
-	floor, err := s.psqlMigrationFloor(ctx, n)
+	floorURL, err := s.psqlFloorSchemas(ctx, n)
 	if err != nil {
 		return err
 	}
@@ -67,35 +75,68 @@ func fleet(ctx context.Context, n int) error {
 		return err
 	}
 	defer rw.stop()
-
 	workers, err := s.setRolloutPool(ctx, ns, "BENCH_FLEET_CONCURRENT")
 	if err != nil {
 		return err
 	}
+	releases := 1
+	if v, err := strconv.Atoi(os.Getenv("BENCH_FLEET_RELEASES")); err == nil && v > 0 {
+		releases = v
+	}
+	var rows, summaries []string
+	for k := 1; k <= releases; k++ {
+		row, summary, err := s.release(ctx, db, rw, floorURL, dir, ns, n, k, workers)
+		if err != nil {
+			return err
+		}
+		rows, summaries = append(rows, row), append(summaries, summary)
+	}
+	fmt.Printf("## Fleet migration (%s)\n\n", time.Now().UTC().Format("2006-01-02"))
+	fmt.Println("| tenants | release | psql, one session | ratio | statuses after the release | API requests per tenant | statements per schema | operator CPU | operator peak RSS |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println(strings.Join(rows, "\n") + "\n")
+	fmt.Println(strings.Join(summaries, "\n"))
+	return nil
+}
 
-	// The new release: the operator restarts with one more migration.
-	next := migrations.Latest + 1
-	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d_receipts.sql", next)), []byte(newMigration), 0o644); err != nil {
-		return err
+// release measures release k of the fleet benchmark: the psql floor of its migration, then the
+// operator restarted with it. It returns the figures' table row and summary line.
+func (s *stack) release(ctx context.Context, db *pgx.Conn, rw *readyWatcher, floorURL, dir, ns string, n, k, workers int) (row, summary string, err error) {
+	if err := settle(ctx, db); err != nil {
+		return "", "", err
+	}
+	floor, err := psqlMigrationFloor(ctx, floorURL, n, k)
+	if err != nil {
+		return "", "", err
+	}
+	next := migrations.Latest + int64(k)
+	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d_receipts.sql", next)), []byte(newMigration(k)), 0o644); err != nil {
+		return "", "", err
 	}
 	rw.expectVersion(next)
 	s.stopOperator()
+	if err := settle(ctx, db); err != nil {
+		return "", "", err
+	}
+	cpu0, busy0 := cpuByCommand()
 	start := time.Now()
 	if err := s.startOperator(); err != nil {
-		return err
+		return "", "", err
 	}
 	if out := os.Getenv("BENCH_PROFILE"); out != "" {
-		go s.profile(out, 8)
+		go s.profile(fmt.Sprintf("%s.%d", out, k), 8)
 	}
+	// The ExpenseApp is read every 10 ms, the registry (a count over every tenant's row, some 1 ms of
+	// the database's CPU) every 50 ms, so that the harness takes little of what it measures.
 	var schemasDone, appDone time.Duration
-	for schemasDone == 0 || appDone == 0 {
+	for poll := 0; schemasDone == 0 || appDone == 0; poll++ {
 		if time.Since(start) > 5*time.Minute {
-			return fmt.Errorf("the release did not finish within 5 minutes (schemas %s, app %s)", schemasDone, appDone)
+			return "", "", fmt.Errorf("the release did not finish within 5 minutes (schemas %s, app %s)", schemasDone, appDone)
 		}
-		if schemasDone == 0 {
+		if schemasDone == 0 && poll%5 == 0 {
 			var migrated int
 			if err := db.QueryRow(ctx, `SELECT count(*) FROM tenantry.tenants WHERE schema_version >= $1`, next).Scan(&migrated); err != nil {
-				return err
+				return "", "", err
 			}
 			if migrated == n {
 				schemasDone = time.Since(start)
@@ -104,7 +145,7 @@ func fleet(ctx context.Context, n int) error {
 		if appDone == 0 {
 			app := &tenantryv1.ExpenseApp{}
 			if err := s.k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "expenses"}, app); err != nil {
-				return err
+				return "", "", err
 			}
 			if app.Status.TargetSchemaVersion == next && app.Status.TenantsAtTarget == int32(n) {
 				appDone = time.Since(start)
@@ -113,18 +154,19 @@ func fleet(ctx context.Context, n int) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	release := max(schemasDone, appDone)
+	cpu1, busy1 := cpuByCommand()
 	statusesAt, err := rw.waitVersion(ctx, n, 5*time.Minute)
 	if err != nil {
-		return err
+		return "", "", err
 	}
 	statuses := max(0, statusesAt.Sub(start)-release)
 	m, err := s.operatorMetrics()
 	if err != nil {
-		return err
+		return "", "", err
 	}
 	cpu, rss, err := s.usage()
 	if err != nil {
-		return err
+		return "", "", err
 	}
 	requests := 0.0
 	for k, v := range m {
@@ -135,22 +177,22 @@ func fleet(ctx context.Context, n int) error {
 	statements := m["tenantry_database_statements_total"]
 	fmt.Fprintf(os.Stderr, "bench: operator started at %s; schemas at the new version %.2f s, ExpenseApp counting them %.2f s after the start (maxConcurrent %d)\n",
 		start.UTC().Format(time.RFC3339Nano), schemasDone.Seconds(), appDone.Seconds(), workers)
+	fmt.Fprintf(os.Stderr, "bench: CPU during the release: %s\n", cpuReport(cpu0, cpu1, busy1-busy0, release))
 	if log, err := os.ReadFile(filepath.Join(s.dir, "operator.log")); err == nil {
-		for _, line := range strings.Split(string(log), "\n") {
+		lines := strings.Split(string(log), "\n")
+		for _, line := range lines[s.logLines:] {
 			if strings.Contains(line, "fleet migration") || strings.Contains(line, "Starting") || strings.Contains(line, "Reconcil") {
 				fmt.Fprintln(os.Stderr, "bench: operator:", line)
 			}
 		}
+		s.logLines = len(lines) - 1
 	}
-
-	fmt.Printf("## Fleet migration (%s)\n\n", time.Now().UTC().Format("2006-01-02"))
-	fmt.Println("| tenants | release | psql, one session | ratio | statuses after the release | API requests per tenant | statements per schema | operator CPU | operator peak RSS |")
-	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-	fmt.Printf("| %d | %.2f s | %.2f s | %.2f× | %.2f s | %.1f | %.1f | %.1f s | %d MiB |\n\n", n, release.Seconds(), floor.Seconds(),
+	row = fmt.Sprintf("| %d | %.2f s | %.2f s | %.2f× | %.2f s | %.1f | %.1f | %.1f s | %d MiB |", n, release.Seconds(), floor.Seconds(),
 		release.Seconds()/floor.Seconds(), statuses.Seconds(), requests/float64(n), statements/float64(n), cpu.Seconds(), rss>>20)
-	fmt.Printf("fleet: %d tenants, release %.2f s, psql floor %.2f s, ratio %.2fx, statuses %.1f s\n", n, release.Seconds(),
+	summary = fmt.Sprintf("fleet: %d tenants, release %.2f s, psql floor %.2f s, ratio %.2fx, statuses %.1f s", n, release.Seconds(),
 		floor.Seconds(), release.Seconds()/floor.Seconds(), statuses.Seconds())
-	return nil
+	fmt.Fprintln(os.Stderr, "bench:", summary)
+	return row, summary, nil
 }
 
 func copyMigrations(dir string) error {
@@ -166,27 +208,29 @@ func copyMigrations(dir string) error {
 	})
 }
 
-// psqlMigrationFloor creates n schemas of the tenant shape with psql, then times one psql session
-// applying newMigration to each, a transaction per schema.
-func (s *stack) psqlMigrationFloor(ctx context.Context, n int) (time.Duration, error) {
+// psqlFloorSchemas creates n schemas of the tenant shape with psql, in a database of their own, and
+// returns its URL.
+func (s *stack) psqlFloorSchemas(ctx context.Context, n int) (string, error) {
 	url, err := s.pg.NewDatabase(ctx, fmt.Sprintf("fleet_floor_%d", n))
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	body, err := migrationSQL()
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	var setup bytes.Buffer
 	for i := range n {
 		schema := fmt.Sprintf("f%05d", i)
 		fmt.Fprintf(&setup, "CREATE SCHEMA %s; SET search_path TO %s;\n%s\n", schema, schema, strings.Join(body, "\n"))
 	}
-	if err := psql(ctx, url, &setup); err != nil {
-		return 0, err
-	}
-	up, _, _ := strings.Cut(newMigration, "-- +goose Down")
-	up = strings.ReplaceAll(up, "-- +goose Up\n", "")
+	return url, psql(ctx, url, &setup)
+}
+
+// psqlMigrationFloor times one psql session applying release k's migration to each of the n schemas
+// psqlFloorSchemas made, a transaction per schema.
+func psqlMigrationFloor(ctx context.Context, url string, n, k int) (time.Duration, error) {
+	up := strings.ReplaceAll(newMigration(k), "-- +goose Up\n", "")
 	var script bytes.Buffer
 	for i := range n {
 		fmt.Fprintf(&script, "SET search_path TO f%05d;\nBEGIN;\n%sCOMMIT;\n", i, up)
@@ -196,6 +240,75 @@ func (s *stack) psqlMigrationFloor(ctx context.Context, n int) (time.Duration, e
 		return 0, err
 	}
 	return time.Since(start), nil
+}
+
+// settle writes out what earlier phases left dirty, PostgreSQL's buffers (a checkpoint) and the
+// kernel's page cache (sync), so that a timed phase does not pay for the writes of the one before: the
+// kernel writes dirty pages back 30 s after they were made, which is when the next phase runs.
+func settle(ctx context.Context, superuser *pgx.Conn) error {
+	if _, err := superuser.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	syscall.Sync()
+	return nil
+}
+
+// cpuByCommand is the CPU time of every process on the machine so far, summed by command name (with
+// that of their exited children, which the kernel adds to the parent), and the machine's busy time.
+func cpuByCommand() (map[string]time.Duration, time.Duration) {
+	byCmd := map[string]time.Duration{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		open, closing := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		fields := strings.Fields(string(stat[closing+2:]))
+		var ticks int64
+		for _, f := range fields[11:15] { // utime, stime, cutime, cstime
+			v, _ := strconv.ParseInt(f, 10, 64)
+			ticks += v
+		}
+		byCmd[string(stat[open+1:closing])] += time.Duration(ticks) * time.Second / 100
+	}
+	var busy time.Duration
+	if stat, err := os.ReadFile("/proc/stat"); err == nil {
+		line, _, _ := strings.Cut(string(stat), "\n")
+		for i, f := range strings.Fields(line)[1:] {
+			v, _ := strconv.ParseInt(f, 10, 64)
+			if i != 3 && i != 4 { // all but idle and iowait
+				busy += time.Duration(v) * time.Second / 100
+			}
+		}
+	}
+	return byCmd, busy
+}
+
+// cpuReport is where the CPU went between two cpuByCommand readings, largest first.
+func cpuReport(before, after map[string]time.Duration, busy, wall time.Duration) string {
+	type use struct {
+		cmd string
+		d   time.Duration
+	}
+	var uses []use
+	for cmd, d := range after {
+		if d -= before[cmd]; d >= 50*time.Millisecond {
+			uses = append(uses, use{cmd, d})
+		}
+	}
+	sort.Slice(uses, func(i, j int) bool { return uses[i].d > uses[j].d })
+	var parts []string
+	for _, u := range uses {
+		parts = append(parts, fmt.Sprintf("%s %.1f s", u.cmd, u.d.Seconds()))
+	}
+	return fmt.Sprintf("%s; the machine busy %.1f s of %.1f s on %d cores", strings.Join(parts, ", "), busy.Seconds(), wall.Seconds(), runtime.NumCPU())
 }
 
 func psql(ctx context.Context, url string, script *bytes.Buffer) error {

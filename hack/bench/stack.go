@@ -33,6 +33,7 @@ type stack struct {
 	metricsAddr string
 	pprofAddr   string
 	dbURLs      map[string]string // the database of each namespace's ExpenseApp
+	logLines    int               // the operator's log lines already shown
 }
 
 func startStack(ctx context.Context, concurrency int, extraArgs ...string) (*stack, error) {

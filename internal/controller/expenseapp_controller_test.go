@@ -468,3 +468,43 @@ func TestExpenseAppReconciler_specChangeSendsNoSQL(t *testing.T) {
 		t.Fatalf("changing replicas sent %d SQL statements, want 0", got-stmts)
 	}
 }
+
+// Writes to an ExpenseApp's status start no reconcile of it, the operator's own included: a rollout
+// counts its tenants into the status about once a second, and with each write answered by a reconcile
+// (a pass over every tenant, and another write) a rollout of thousands went back to back instead.
+func TestExpenseAppReconciler_statusWritesStartNoReconcile(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.waitApp("its fleet migrated", func(a *tenantryv1.ExpenseApp) bool {
+		return meta.IsStatusConditionTrue(a.Status.Conditions, tenantryv1.ConditionFleetMigrated)
+	})
+	quiet := func() float64 {
+		before := reconciles(t, "expenseapp")
+		time.Sleep(2 * time.Second)
+		return reconciles(t, "expenseapp") - before
+	}
+	idle := quiet()
+	before := reconciles(t, "expenseapp")
+	for i := range 10 {
+		app := f.getApp()
+		patch := client.MergeFrom(app.DeepCopy())
+		app.Status.Migration = fmt.Sprintf("written by the test, %d", i)
+		must(t, k8s.Status().Patch(ctx, app, patch))
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := reconciles(t, "expenseapp") - before; n > idle+2 {
+		t.Errorf("%.0f reconciles in the 2 s of 10 status writes, %.0f in 2 s without", n, idle)
+	}
+	// A spec change still is one.
+	before = reconciles(t, "expenseapp")
+	app := f.getApp()
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Spec.Migrations.MaxConcurrent++
+	must(t, k8s.Patch(ctx, app, patch))
+	must(t, eventually(10*time.Second, func() error {
+		if reconciles(t, "expenseapp") <= before {
+			return errNotYet
+		}
+		return nil
+	}))
+}

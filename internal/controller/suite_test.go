@@ -32,7 +32,7 @@ import (
 
 // The suite runs the operator against a real API server (envtest) and a real PostgreSQL cluster.
 var (
-	k8s        client.Client // uncached, so tests see what the API server has
+	k8s        client.WithWatch // uncached, so tests see what the API server has
 	pg         *pgcluster.Throwaway
 	databases  *Databases
 	release    *Release     // the operator's migrations: a test may stage a new release
@@ -85,7 +85,7 @@ func runSuite(m *testing.M) int {
 
 	// The operator runs as the ServiceAccount config/default gives it, bound to exactly the Roles that
 	// ship: a permission it lacks fails these tests, as it would fail in a cluster.
-	if k8s, err = client.New(cfg, client.Options{Scheme: NewScheme()}); err != nil {
+	if k8s, err = client.NewWithWatch(cfg, client.Options{Scheme: NewScheme()}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -277,8 +277,8 @@ func eventually(timeout time.Duration, fn func() error) error {
 	}
 }
 
-// reconciles is how many times the Tenant controller has finished a reconcile.
-func reconciles(t *testing.T) float64 {
+// reconciles is how many times a controller ("tenant", "expenseapp") has finished a reconcile.
+func reconciles(t *testing.T, controller string) float64 {
 	t.Helper()
 	families, err := metrics.Registry.Gather()
 	if err != nil {
@@ -291,7 +291,7 @@ func reconciles(t *testing.T) float64 {
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "controller" && l.GetValue() == "tenant" {
+				if l.GetName() == "controller" && l.GetValue() == controller {
 					total += m.GetCounter().GetValue()
 				}
 			}

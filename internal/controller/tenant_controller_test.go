@@ -129,14 +129,14 @@ func TestTenantReconciler_reconcileReadyIsNoop(t *testing.T) {
 	if stmts <= 0 {
 		t.Fatalf("no statements counted for the app's database (%d)", stmts)
 	}
-	runs := reconciles(t)
+	runs := reconciles(t, "tenant")
 
 	// A metadata change does not bump the generation but does trigger a reconcile.
 	patch := client.MergeFrom(before.DeepCopy())
 	before.Annotations = map[string]string{"poke": "1"}
 	must(t, k8s.Patch(ctx, before, patch))
 	if err := eventually(10*time.Second, func() error {
-		if reconciles(t) <= runs {
+		if reconciles(t, "tenant") <= runs {
 			return errNotYet
 		}
 		return nil
