@@ -57,6 +57,7 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 
+	controller.ListInPages()
 	cfg := ctrl.GetConfigOrDie()
 	controller.TuneRESTConfig(cfg, float32(qps), burst)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{

