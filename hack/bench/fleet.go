@@ -168,15 +168,18 @@ func (s *stack) release(ctx context.Context, db *pgx.Conn, rw *readyWatcher, flo
 	if err != nil {
 		return "", "", err
 	}
-	requests := 0.0
+	requests, appReconciles := 0.0, 0.0
 	for k, v := range m {
 		if strings.HasPrefix(k, "rest_client_requests_total{") {
 			requests += v
 		}
+		if strings.HasPrefix(k, `controller_runtime_reconcile_total{controller="expenseapp"`) {
+			appReconciles += v
+		}
 	}
 	statements := m["tenantry_database_statements_total"]
-	fmt.Fprintf(os.Stderr, "bench: operator started at %s; schemas at the new version %.2f s, ExpenseApp counting them %.2f s after the start (maxConcurrent %d)\n",
-		start.UTC().Format(time.RFC3339Nano), schemasDone.Seconds(), appDone.Seconds(), workers)
+	fmt.Fprintf(os.Stderr, "bench: operator started at %s; schemas at the new version %.2f s, ExpenseApp counting them %.2f s after the start (maxConcurrent %d); %.0f reconciles of the ExpenseApp since\n",
+		start.UTC().Format(time.RFC3339Nano), schemasDone.Seconds(), appDone.Seconds(), workers, appReconciles)
 	fmt.Fprintf(os.Stderr, "bench: CPU during the release: %s\n", cpuReport(cpu0, cpu1, busy1-busy0, release))
 	if log, err := os.ReadFile(filepath.Join(s.dir, "operator.log")); err == nil {
 		lines := strings.Split(string(log), "\n")
