@@ -357,7 +357,9 @@ func restart(ctx context.Context, n int) error {
 	for {
 		m, err := s.operatorMetrics()
 		if err == nil {
-			reconciled = m[`controller_runtime_reconcile_total{controller="tenant",result="success"}`]
+			// A Ready tenant's reconcile ends with a requeue for its next usage measurement.
+			reconciled = m[`controller_runtime_reconcile_total{controller="tenant",result="success"}`] +
+				m[`controller_runtime_reconcile_total{controller="tenant",result="requeue_after"}`]
 			statements = m["tenantry_database_statements_total"]
 			if reconciled >= float64(n) && queueDepth(m, "tenant") == 0 {
 				break

@@ -32,7 +32,7 @@ import (
 
 // The suite runs the operator against a real API server (envtest) and a real PostgreSQL cluster.
 var (
-	k8s        client.WithWatch // uncached, so tests see what the API server has
+	k8s        client.Client // uncached, so tests see what the API server has
 	pg         *pgcluster.Throwaway
 	databases  *Databases
 	release    *Release     // the operator's migrations: a test may stage a new release
@@ -85,7 +85,7 @@ func runSuite(m *testing.M) int {
 
 	// The operator runs as the ServiceAccount config/default gives it, bound to exactly the Roles that
 	// ship: a permission it lacks fails these tests, as it would fail in a cluster.
-	if k8s, err = client.NewWithWatch(cfg, client.Options{Scheme: NewScheme()}); err != nil {
+	if k8s, err = client.New(cfg, client.Options{Scheme: NewScheme()}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
