@@ -340,6 +340,11 @@ func restart(ctx context.Context, n int) error {
 	if _, _, err := s.onboardBulk(ctx, ns, n); err != nil {
 		return err
 	}
+	// A tenant's usage is first measured a minute after it is Ready: the restart is of a settled fleet,
+	// not of one with that work still due (a new operator does it at once, thousands of statements).
+	if err := s.waitUsageMeasured(ctx, ns, n); err != nil {
+		return err
+	}
 	// Stop first and let the old operator's sessions end: a session reports its statistics as it
 	// exits, and those transactions are not the new operator's.
 	s.stopOperator()
@@ -384,6 +389,31 @@ func restart(ctx context.Context, n int) error {
 	fmt.Println("|---:|---:|---:|---:|---:|---:|")
 	fmt.Printf("| %d | %.2f s | %.0f | %.0f | %d | %d MiB |\n\n", n, total.Seconds(), reconciled, statements, commits1-commits0, rss>>20)
 	return nil
+}
+
+// waitUsageMeasured waits until every one of the namespace's n Tenants shows a usage measurement.
+func (s *stack) waitUsageMeasured(ctx context.Context, ns string, n int) error {
+	start := time.Now()
+	for {
+		var list tenantryv1.TenantList
+		if err := s.k8s.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		measured := 0
+		for _, t := range list.Items {
+			if t.Status.Usage != nil {
+				measured++
+			}
+		}
+		if measured >= n {
+			fmt.Fprintf(os.Stderr, "bench: every tenant's usage measured %.0f s after the onboarding\n", time.Since(start).Seconds())
+			return nil
+		}
+		if time.Since(start) > 10*time.Minute {
+			return fmt.Errorf("%d of %d tenants show a usage measurement after 10 minutes", measured, n)
+		}
+		time.Sleep(5 * time.Second)
+	}
 }
 
 // commits is the number of committed transactions on the namespace's database (pg_stat_database).
