@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -145,14 +144,9 @@ func processCPU(name string) (time.Duration, error) {
 	}
 	var total time.Duration
 	for _, pid := range strings.Fields(string(out)) {
-		stat, err := os.ReadFile("/proc/" + pid + "/stat")
-		if err != nil {
-			continue
+		if _, f, err := procStat(pid); err == nil {
+			total += cpuTicks(f[11:13]) // utime, stime
 		}
-		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		s, _ := strconv.ParseInt(f[12], 10, 64)
-		total += time.Duration(u+s) * time.Second / 100
 	}
 	return total, nil
 }

@@ -265,35 +265,20 @@ func cpuByCommand() (map[string]time.Duration, time.Duration) {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		cmd, fields, err := procStat(e.Name())
 		if err != nil {
 			continue
 		}
-		open, closing := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
-		if open < 0 || closing < open {
-			continue
-		}
-		fields := strings.Fields(string(stat[closing+2:]))
-		var ticks int64
-		for _, f := range fields[11:15] { // utime, stime, cutime, cstime
-			v, _ := strconv.ParseInt(f, 10, 64)
-			ticks += v
-		}
-		cmd := string(stat[open+1 : closing])
 		if strings.HasPrefix(cmd, "kworker/") {
 			cmd = "kworker" // a kernel worker's name changes with what it works on
 		}
-		byCmd[cmd] += time.Duration(ticks) * time.Second / 100
+		byCmd[cmd] += cpuTicks(fields[11:15]) // utime, stime, cutime, cstime
 	}
 	var busy time.Duration
 	if stat, err := os.ReadFile("/proc/stat"); err == nil {
 		line, _, _ := strings.Cut(string(stat), "\n")
-		for i, f := range strings.Fields(line)[1:] {
-			v, _ := strconv.ParseInt(f, 10, 64)
-			if i != 3 && i != 4 { // all but idle and iowait
-				busy += time.Duration(v) * time.Second / 100
-			}
-		}
+		f := strings.Fields(line)[1:] // user nice system idle iowait irq softirq steal ...
+		busy = cpuTicks(f[:3]) + cpuTicks(f[5:])
 	}
 	return byCmd, busy
 }

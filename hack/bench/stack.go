@@ -173,17 +173,37 @@ func (s *stack) usage() (cpu time.Duration, peakRSS int64, err error) {
 	return procUsage(s.operator.Process.Pid)
 }
 
+// procStat reads /proc/<pid>/stat: the command name, and the fields after it (utime is fields[11]).
+func procStat(pid string) (cmd string, fields []string, err error) {
+	stat, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return "", nil, err
+	}
+	// The command name (which may hold spaces and parentheses) is between the first "(" and the last ")".
+	open, closing := strings.IndexByte(string(stat), '('), strings.LastIndexByte(string(stat), ')')
+	if open < 0 || closing < open {
+		return "", nil, fmt.Errorf("/proc/%s/stat: %q", pid, stat)
+	}
+	return string(stat[open+1 : closing]), strings.Fields(string(stat[closing+2:])), nil
+}
+
+// cpuTicks is the CPU time in fields (of procStat, or of /proc/stat's cpu line) summed.
+func cpuTicks(fields []string) time.Duration {
+	var ticks int64
+	for _, f := range fields {
+		v, _ := strconv.ParseInt(f, 10, 64)
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
 // procUsage is a process's CPU time so far and its peak resident memory.
 func procUsage(pid int) (cpu time.Duration, peakRSS int64, err error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	_, fields, err := procStat(strconv.Itoa(pid))
 	if err != nil {
 		return 0, 0, err
 	}
-	// Fields after the command name (which may hold spaces) start at ") ".
-	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	cpu = time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
+	cpu = cpuTicks(fields[11:13]) // utime, stime
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0, err

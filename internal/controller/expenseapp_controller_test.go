@@ -478,10 +478,10 @@ func TestExpenseAppReconciler_statusWritesStartNoReconcile(t *testing.T) {
 	f.waitApp("its fleet migrated", func(a *tenantryv1.ExpenseApp) bool {
 		return meta.IsStatusConditionTrue(a.Status.Conditions, tenantryv1.ConditionFleetMigrated)
 	})
-	before := reconciles(t, "expenseapp")
+	start := reconciles(t, "expenseapp")
 	time.Sleep(2 * time.Second)
-	idle := reconciles(t, "expenseapp") - before
-	before += idle
+	before := reconciles(t, "expenseapp")
+	idle := before - start
 	for i := range 10 {
 		app := f.getApp()
 		patch := client.MergeFrom(app.DeepCopy())
