@@ -115,7 +115,11 @@ func (e *Env) Provision(ctx context.Context, t Tenant) (*Provisioned, error) {
 	if err := e.Admin.GrantTenant(ctx, id.Role, e.AppRole); err != nil {
 		return nil, err
 	}
-	version, err := e.Admin.Migrate(ctx, schema, id.Role, migrations.FS())
+	session, err := e.Admin.Session(ctx, id.Identity)
+	if err != nil {
+		return nil, err
+	}
+	version, err := session.Migrate(ctx, migrations.FS())
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +127,7 @@ func (e *Env) Provision(ctx context.Context, t Tenant) (*Provisioned, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := e.Admin.EnsureAdmin(ctx, schema, id.Role, t.AdminEmail, hash); err != nil {
+	if _, err := session.EnsureAdmin(ctx, t.AdminEmail, hash); err != nil {
 		return nil, err
 	}
 	if err := e.Admin.SetState(ctx, schema, t.State, version); err != nil {

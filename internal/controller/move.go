@@ -109,6 +109,11 @@ type move struct {
 	sourceURIForTarget string
 }
 
+// identity is the tenant's schema and role, the same on both sides.
+func (mv *move) identity() tenantdb.Identity {
+	return tenantdb.Identity{Schema: mv.schema, Role: mv.role}
+}
+
 // startMove checks that the move can be made and records it.
 func (r *TenantReconciler) startMove(ctx context.Context, run *tenantRun) (tenantdb.Move, error) {
 	t, app := run.t, run.app
@@ -201,7 +206,7 @@ func (r *TenantReconciler) advanceMove(ctx context.Context, run *tenantRun, mv *
 		if err := r.prepareTarget(ctx, run, mv); err != nil {
 			return err
 		}
-		if err := mv.src.Publish(ctx, mv.schema); err != nil {
+		if err := mv.src.Publish(ctx, mv.schema, tenantdb.MoveMark(t.Namespace, t.Name, mv.startedAt)); err != nil {
 			return fail(err)
 		}
 		if err := mv.tgt.Subscribe(ctx, mv.schema, mv.sourceURIForTarget); err != nil {
@@ -238,10 +243,7 @@ func (r *TenantReconciler) advanceMove(ctx context.Context, run *tenantRun, mv *
 		}
 		return r.moving(t, mv, "the cut-over waited too long for writes in flight or for the target; trying again")
 	}
-	seqs, err := mv.src.Sequences(ctx, mv.schema)
-	if err == nil {
-		err = mv.tgt.SetSequences(ctx, mv.schema, seqs)
-	}
+	err = copySequences(ctx, mv)
 	if err == nil && !mv.targetIsHome {
 		err = mv.tgt.SetState(ctx, mv.schema, registryState(t, mv.version), mv.version)
 	}
@@ -280,17 +282,42 @@ func (r *TenantReconciler) prepareTarget(ctx context.Context, run *tenantRun, mv
 		return err
 	}
 	fsys, _ := r.Release.Get()
-	version, err := mv.tgt.Migrate(ctx, mv.schema, mv.role, fsys)
+	session, err := mv.tgt.Session(ctx, mv.identity())
+	var version int64
+	if err == nil {
+		version, err = session.Migrate(ctx, fsys)
+	}
 	if err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: migrating the new copy: %w", mv.target, err))
 	}
 	if version != mv.version {
 		return r.abortMove(ctx, run, mv, fmt.Errorf("the target's copy migrated to version %d, the source is at %d", version, mv.version), true)
 	}
-	if err := mv.tgt.PrepareTarget(ctx, mv.schema); err != nil {
+	if err := session.EmptyCopy(ctx); err != nil {
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	if err := mv.tgt.ClearMarker(ctx, mv.schema); err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
 	return nil
+}
+
+// copySequences gives the target's sequences the source's last values, each read and written on its
+// side's tenant session.
+func copySequences(ctx context.Context, mv *move) error {
+	src, err := mv.src.Session(ctx, mv.identity())
+	if err != nil {
+		return err
+	}
+	tgt, err := mv.tgt.Session(ctx, mv.identity())
+	if err != nil {
+		return err
+	}
+	seqs, err := src.Sequences(ctx)
+	if err != nil {
+		return err
+	}
+	return tgt.SetSequences(ctx, seqs)
 }
 
 // marker writes a marker on the source (with fence: after fencing its writers) and waits, briefly, for

@@ -296,7 +296,10 @@ func (r *rollout) migrate(ctx context.Context, rs *Rollouts, db *tenantdb.DB, m 
 	for delay := transientFirstDelay; ; delay = min(2*delay, transientMaxDelay) {
 		began := time.Now()
 		var version int64
-		version, err = db.ApplyPlan(ctx, m.Identity, from, r.plan.From(from))
+		var session *tenantdb.TenantSession
+		if session, err = db.Session(ctx, m.Identity); err == nil {
+			version, err = session.ApplyPlan(ctx, from, r.plan.From(from))
+		}
 		migrationSeconds.Observe(time.Since(began).Seconds())
 		var moved *tenantdb.VersionMovedError
 		switch {

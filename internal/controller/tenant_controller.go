@@ -181,7 +181,11 @@ func (r *TenantReconciler) reconcileUsage(ctx context.Context, run *tenantRun) e
 	if err := r.locateNode(ctx, run); err != nil {
 		logf.FromContext(ctx).Info("cannot find the tenant's Citus worker; keeping the last one", "error", err.Error())
 	}
-	u, err := run.db.Usage(ctx, run.id.Schema)
+	session, err := run.db.Session(ctx, run.id.Identity)
+	var u tenantdb.Usage
+	if err == nil {
+		u, err = session.Usage(ctx)
+	}
 	if err != nil {
 		logf.FromContext(ctx).Info("cannot measure the tenant's usage; keeping the last measurement", "error", err.Error())
 		return nil
@@ -434,7 +438,11 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, run *tenantRun) 
 		return r.migrateExisting(ctx, t, app, db, id)
 	}
 	start := time.Now()
-	version, err := db.Migrate(ctx, id.Schema, id.Role, fsys)
+	session, err := db.Session(ctx, id.Identity)
+	var version int64
+	if err == nil {
+		version, err = session.Migrate(ctx, fsys)
+	}
 	migrationSeconds.Observe(time.Since(start).Seconds())
 	if version > t.Status.SchemaVersion || (err == nil && version != t.Status.SchemaVersion) {
 		t.Status.SchemaVersion = version
@@ -469,7 +477,11 @@ func (r *TenantReconciler) migrateExisting(ctx context.Context, t *tenantryv1.Te
 		return r.followRollout(t, app, id.Version)
 	}
 	began := time.Now()
-	version, err := db.ApplyPlan(ctx, id.Identity, id.Version, r.Release.Plan().From(id.Version))
+	session, err := db.Session(ctx, id.Identity)
+	version := id.Version
+	if err == nil {
+		version, err = session.ApplyPlan(ctx, id.Version, r.Release.Plan().From(id.Version))
+	}
 	migrationSeconds.Observe(time.Since(began).Seconds())
 	var me *tenantdb.MigrationError
 	switch {
@@ -570,7 +582,11 @@ func (r *TenantReconciler) reconcileAdmin(ctx context.Context, run *tenantRun) e
 	}
 	// Until the admin is confirmed, the Secret's password is the one that counts, also when a Secret
 	// turns out to exist already (created by an earlier attempt that the cache had not shown yet).
-	if _, err := db.EnsureAdmin(ctx, id.Schema, id.Role, email, hash); err != nil {
+	session, err := db.Session(ctx, id.Identity)
+	if err == nil {
+		_, err = session.EnsureAdmin(ctx, email, hash)
+	}
+	if err != nil {
 		setCondition(t, tenantryv1.ConditionAdminReady, metav1.ConditionFalse, tenantryv1.ReasonAdminFailed, err.Error())
 		return retryErr(tenantryv1.ReasonAdminFailed, err)
 	}

@@ -28,12 +28,29 @@ const (
 	StateRetained = "retained"
 )
 
-// DDL creates the control schema, and brings one created by an earlier release up to date. Hosts have
+// Version is the version of DDL. Raise it with every change to DDL: an operator runs DDL only on a
+// database whose registry records an older version (RegistryVersion's table), so that a start-up sends
+// no DDL, and takes no lock that a read of the registry could hold up, where nothing changed.
+const Version = 2
+
+// Bootstrap creates the control schema and the one-row table that records its version
+// (tenantry.registry_version). The operator creates and upgrades the registry while it holds that
+// row's lock: a row lock, which only the table's owner, the operator's admin login, can take (it needs
+// UPDATE on the table), unlike an advisory lock, which any login can.
+const Bootstrap = `
+CREATE SCHEMA IF NOT EXISTS tenantry;
+CREATE TABLE IF NOT EXISTS tenantry.registry_version (
+    one     boolean PRIMARY KEY DEFAULT true CHECK (one),
+    version integer NOT NULL
+);
+INSERT INTO tenantry.registry_version (version) VALUES (0) ON CONFLICT DO NOTHING;
+`
+
+// DDL creates the control schema's tables, and brings one created by an earlier release up to date. Hosts have
 // a table of their own whose primary key is the race-free arbiter of which tenant holds a host. A row
 // records the owner of its schema and role: the Tenant's namespace and name (its identity within the
 // database) and its UID (for audit).
 const DDL = `
-CREATE SCHEMA IF NOT EXISTS tenantry;
 CREATE TABLE IF NOT EXISTS tenantry.tenants (
     schema_name    text        PRIMARY KEY,
     role_name      text        NOT NULL,

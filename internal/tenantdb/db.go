@@ -6,6 +6,7 @@ package tenantdb
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,13 +18,14 @@ import (
 	"tenantry.dev/tenantry/internal/pgerr"
 )
 
-// DB is the operator's handle on one shared database. It holds two kinds of connection, and keeps them
-// apart (privilege separation):
-//   - pool logs in with the admin connection string. It runs only role, schema, grant and registry
-//     statements: nothing it runs executes code a tenant role could have planted.
-//   - tenant logs in as the app's own login, which can do no more than the app can, and switches to one
-//     tenant's role for each piece of work inside that tenant's schema (migrations, the admin user). A
-//     trigger, function or view a tenant role planted runs there with no more than the app's rights.
+// DB is the operator's admin session on one shared database: it logs in with the admin connection
+// string and runs only role, schema, grant, registry and publication/subscription statements. It never
+// reads, writes, truncates or calls anything inside a tenant schema: that is the tenant session's work
+// (TenantSession, from Session), on the app's own login, which can do no more than the app can,
+// switched to the tenant's role. A trigger, function or view a tenant role planted runs there with no
+// more than the app's rights, and never here. Both kinds of session run every statement under a
+// statement_timeout and a lock_timeout; the admin session's search_path is pg_catalog alone, so no
+// function or operator a tenant made can stand in for a built-in one.
 type DB struct {
 	pool *pgxpool.Pool
 	// tenant is nil until Options.TenantURI is given. Its size bounds concurrent migrations.
@@ -47,9 +49,20 @@ type Options struct {
 	// MaxConcurrentMigrations bounds the tenant schemas migrated at once (default 8).
 	MaxConcurrentMigrations int32
 	// TenantURI is the app login's connection string, on which work inside tenant schemas runs. Without
-	// it, Migrate and EnsureAdmin fail.
+	// it, Session fails.
 	TenantURI string
+	// StatementTimeout and LockTimeout bound every statement of both kinds of session (defaults:
+	// DefaultStatementTimeout, DefaultLockTimeout): no login can hold the operator's work for longer.
+	StatementTimeout, LockTimeout time.Duration
+	// AdminTracer, when set, is told every statement the admin session sends (tests check them).
+	AdminTracer func(sql string, args []any)
 }
+
+// Defaults of Options.StatementTimeout and Options.LockTimeout.
+const (
+	DefaultStatementTimeout = time.Minute
+	DefaultLockTimeout      = 10 * time.Second
+)
 
 // Open returns a DB for an admin connection string. It connects lazily.
 func Open(uri string, opts Options) (*DB, error) {
@@ -59,9 +72,16 @@ func Open(uri string, opts Options) (*DB, error) {
 	if opts.MaxConcurrentMigrations <= 0 {
 		opts.MaxConcurrentMigrations = 8
 	}
+	if opts.StatementTimeout <= 0 {
+		opts.StatementTimeout = DefaultStatementTimeout
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = DefaultLockTimeout
+	}
 	db := &DB{}
 	var err error
-	if db.pool, err = db.newPool(uri, opts.MaxConns, pgx.QueryExecModeCacheStatement); err != nil {
+	admin := poolSettings{maxConns: opts.MaxConns, mode: pgx.QueryExecModeCacheStatement, opts: opts, admin: true}
+	if db.pool, err = db.newPool(uri, admin); err != nil {
 		return nil, err
 	}
 	cfg := db.pool.Config().ConnConfig
@@ -71,7 +91,8 @@ func Open(uri string, opts Options) (*DB, error) {
 	}
 	if opts.TenantURI != "" {
 		// Unnamed statements: a migration's statements are sent once per schema, in one pipelined batch.
-		if db.tenant, err = db.newPool(opts.TenantURI, opts.MaxConcurrentMigrations, pgx.QueryExecModeExec); err != nil {
+		tenant := poolSettings{maxConns: opts.MaxConcurrentMigrations, mode: pgx.QueryExecModeExec, opts: opts}
+		if db.tenant, err = db.newPool(opts.TenantURI, tenant); err != nil {
 			db.pool.Close()
 			return nil, err
 		}
@@ -82,34 +103,41 @@ func Open(uri string, opts Options) (*DB, error) {
 // Database is the name of the database, part of every tenant's identity.
 func (db *DB) Database() string { return db.database }
 
-// ErrNoTenantLogin says that work inside a tenant schema needs the app's login (Options.TenantURI).
-var ErrNoTenantLogin = errors.New("no login for work inside tenant schemas: the app's login is not known yet")
-
-// tenantPool is the pool for work inside tenant schemas.
-func (db *DB) tenantPool() (*pgxpool.Pool, error) {
-	if db.tenant == nil {
-		return nil, ErrNoTenantLogin
-	}
-	return db.tenant, nil
+// poolSettings say how to open one kind of session's pool.
+type poolSettings struct {
+	maxConns int32
+	mode     pgx.QueryExecMode
+	opts     Options
+	admin    bool
 }
 
-func (db *DB) newPool(uri string, maxConns int32, mode pgx.QueryExecMode) (*pgxpool.Pool, error) {
+func (db *DB) newPool(uri string, s poolSettings) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(uri)
 	if err != nil {
 		// pgx's message may quote the string, password and all: say only what is wrong.
 		return nil, errors.New("the database connection string is not a valid postgres:// URL or key=value string")
 	}
-	cfg.MaxConns = maxConns
+	cfg.MaxConns = s.maxConns
 	cfg.MinConns = 0
 	cfg.MaxConnIdleTime = 5 * time.Minute
 	cfg.HealthCheckPeriod = 15 * time.Second
 	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
-	cfg.ConnConfig.Tracer = (*statementCounter)(&db.statements)
-	cfg.ConnConfig.DefaultQueryExecMode = mode
+	cfg.ConnConfig.Tracer = &statementCounter{n: &db.statements}
+	if s.admin && s.opts.AdminTracer != nil {
+		cfg.ConnConfig.Tracer = &statementCounter{n: &db.statements, trace: s.opts.AdminTracer}
+	}
+	cfg.ConnConfig.DefaultQueryExecMode = s.mode
 	if cfg.ConnConfig.RuntimeParams == nil {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
-	cfg.ConnConfig.RuntimeParams["application_name"] = "tenantry-operator"
+	params := cfg.ConnConfig.RuntimeParams
+	params["application_name"] = "tenantry-operator"
+	// Set at connection start, so that they hold for every statement, whatever the connection string says.
+	params["statement_timeout"] = fmt.Sprint(s.opts.StatementTimeout.Milliseconds())
+	params["lock_timeout"] = fmt.Sprint(s.opts.LockTimeout.Milliseconds())
+	if s.admin {
+		params["search_path"] = "pg_catalog"
+	}
 	return pgxpool.NewWithConfig(context.Background(), cfg)
 }
 
@@ -151,11 +179,17 @@ func (db *DB) Statements() int64 { return db.statements.Load() }
 // Ping checks that the database answers.
 func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
 
-// statementCounter counts every statement sent, whatever the pool.
-type statementCounter atomic.Int64
+// statementCounter counts every statement sent, whatever the pool, and tells trace of each, if set.
+type statementCounter struct {
+	n     *atomic.Int64
+	trace func(sql string, args []any)
+}
 
-func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	(*atomic.Int64)(c).Add(1)
+func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	if c.trace != nil {
+		c.trace(d.SQL, d.Args)
+	}
 	return ctx
 }
 
@@ -166,8 +200,11 @@ func (c *statementCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ p
 	return ctx
 }
 
-func (c *statementCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {
-	(*atomic.Int64)(c).Add(1)
+func (c *statementCounter) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	c.n.Add(1)
+	if c.trace != nil {
+		c.trace(d.SQL, d.Args)
+	}
 }
 
 func (c *statementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}

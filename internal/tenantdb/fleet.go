@@ -36,26 +36,18 @@ FROM tenantry.tenants WHERE namespace = $1 AND state <> 'retained' AND schema_ve
 	})
 }
 
-// ApplyPlan migrates one schema from version from along the steps given, in one transaction sent in one
-// round trip: the schema's advisory lock, a switch to the tenant role and schema (on the app's login:
-// see DB), a check that the schema is still at from, every statement and goose version row of the
+// ApplyPlan migrates the tenant's schema from version from along the steps given, in one transaction
+// sent in one round trip: the schema's advisory lock, a switch to the tenant role and schema, a check that the schema is still at from, every statement and goose version row of the
 // steps, and the registry's record of the new version. Either all of it commits or none: the app never
 // sees a schema ahead of, or behind, its registry row. A schema found at another version than from is
 // a *VersionMovedError (someone else migrated it): nothing is applied. A statement that fails is a
 // *MigrationError; an error reaching the database is returned as it is (IsTransient tells).
-func (db *DB) ApplyPlan(ctx context.Context, id Identity, from int64, steps []PlanStep) (int64, error) {
+func (s *TenantSession) ApplyPlan(ctx context.Context, from int64, steps []PlanStep) (int64, error) {
 	if len(steps) == 0 {
 		return from, nil
 	}
-	pool, err := db.tenantPool()
-	if err != nil {
-		return from, err
-	}
-	citus, err := db.Citus(ctx)
-	if err != nil {
-		return from, err
-	}
-	conn, err := pool.Acquire(ctx)
+	id, citus := s.id, s.citus
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return from, err
 	}

@@ -28,7 +28,7 @@ func TestDB_ApplyPlan(t *testing.T) {
 	id, err := db.Register(ctx, Registration{Schema: schema, Role: role.Name, Namespace: "test", Name: "plan", UID: "u",
 		DisplayName: "Plan", State: registry.StateActive, SchemaVersion: 1})
 	must(t, err)
-	if _, err := db.Migrate(ctx, schema, role.Name, v1); err != nil {
+	if _, err := sessionOf(t, db, schema, role.Name).Migrate(ctx, v1); err != nil {
 		t.Fatal(err)
 	}
 	plan, err := NewPlan(v2)
@@ -37,7 +37,7 @@ func TestDB_ApplyPlan(t *testing.T) {
 		t.Fatalf("plan = %+v", plan)
 	}
 
-	got, err := db.ApplyPlan(ctx, id.Identity, 1, plan.From(1))
+	got, err := sessionOf(t, db, id.Schema, id.Role).ApplyPlan(ctx, 1, plan.From(1))
 	if err != nil || got != 2 {
 		t.Fatalf("ApplyPlan = %d, %v; want 2", got, err)
 	}
@@ -47,7 +47,7 @@ func TestDB_ApplyPlan(t *testing.T) {
 		t.Fatalf("registry version %d after the plan, want 2", version)
 	}
 	// goose's own runner reads the schema as at version 2, with nothing left to apply.
-	if v, err := db.Migrate(ctx, schema, role.Name, v2); err != nil || v != 2 {
+	if v, err := sessionOf(t, db, schema, role.Name).Migrate(ctx, v2); err != nil || v != 2 {
 		t.Fatalf("goose reads version %d (%v) after the plan, want 2 and nothing to apply", v, err)
 	}
 	if !exists(t, db, schema, "a") {
@@ -55,7 +55,7 @@ func TestDB_ApplyPlan(t *testing.T) {
 	}
 
 	// Applied again from 1: the schema moved on, nothing happens.
-	if _, err := db.ApplyPlan(ctx, id.Identity, 1, plan.From(1)); !errors.As(err, new(*VersionMovedError)) {
+	if _, err := sessionOf(t, db, id.Schema, id.Role).ApplyPlan(ctx, 1, plan.From(1)); !errors.As(err, new(*VersionMovedError)) {
 		t.Fatalf("ApplyPlan from a stale version = %v, want a VersionMovedError", err)
 	}
 
@@ -65,7 +65,7 @@ func TestDB_ApplyPlan(t *testing.T) {
 		"00003_c.sql": {Data: []byte("-- +goose Up\nCREATE TABLE c (id int);\nINSERT INTO nowhere VALUES (1);\n")},
 	})
 	must(t, err)
-	_, err = db.ApplyPlan(ctx, id.Identity, 2, bad.From(2))
+	_, err = sessionOf(t, db, id.Schema, id.Role).ApplyPlan(ctx, 2, bad.From(2))
 	var me *MigrationError
 	if !errors.As(err, &me) || me.Version != 3 {
 		t.Fatalf("ApplyPlan of a failing migration = %v, want a MigrationError for version 3", err)
@@ -78,7 +78,7 @@ func TestDB_ApplyPlan(t *testing.T) {
 		t.Fatalf("registry version %d after a failed plan, want 2", version)
 	}
 	// The connection went back to the pool usable.
-	if got, err := db.ApplyPlan(ctx, id.Identity, 2, nil); err != nil || got != 2 {
+	if got, err := sessionOf(t, db, id.Schema, id.Role).ApplyPlan(ctx, 2, nil); err != nil || got != 2 {
 		t.Fatalf("empty ApplyPlan = %d, %v", got, err)
 	}
 }

@@ -55,3 +55,13 @@ func newTenantSchema(t *testing.T, db *DB, schema string) Role {
 	}
 	return role
 }
+
+// sessionOf is the tenant session of a schema and role on db.
+func sessionOf(t *testing.T, db *DB, schema, role string) *TenantSession {
+	t.Helper()
+	s, err := db.Session(context.Background(), Identity{Schema: schema, Role: role})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

@@ -36,21 +36,13 @@ func (e *MigrationError) Error() string {
 
 func (e *MigrationError) Unwrap() error { return e.Err }
 
-// Migrate applies the pending migrations of fsys to a tenant schema with goose and returns the schema's
-// version afterwards. Each migration runs in its own transaction on the app's login switched to the
-// tenant role, with search_path set to the schema, under a session advisory lock keyed by the schema:
-// two operators (or two reconciles) never migrate one schema at once, while different schemas migrate
-// in parallel.
-func (db *DB) Migrate(ctx context.Context, schema, role string, fsys fs.FS) (int64, error) {
-	pool, err := db.tenantPool()
-	if err != nil {
-		return 0, err
-	}
-	citus, err := db.Citus(ctx)
-	if err != nil {
-		return 0, err
-	}
-	sqlDB := sql.OpenDB(&tenantConnector{pool: pool, schema: schema, role: role, split: citus})
+// Migrate applies the pending migrations of fsys to the tenant's schema with goose and returns the
+// schema's version afterwards. Each migration runs in its own transaction on the tenant session, with
+// search_path set to the schema, under a session advisory lock keyed by the schema: two operators (or
+// two reconciles) never migrate one schema at once, while different schemas migrate in parallel.
+func (s *TenantSession) Migrate(ctx context.Context, fsys fs.FS) (int64, error) {
+	schema := s.id.Schema
+	sqlDB := sql.OpenDB(&tenantConnector{pool: s.pool, schema: schema, role: s.id.Role, split: s.citus})
 	defer sqlDB.Close()
 	// One connection: goose takes the lock and runs every migration on the same session.
 	sqlDB.SetMaxOpenConns(1)

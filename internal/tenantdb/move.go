@@ -70,15 +70,42 @@ func (db *DB) CheckMoveTarget(ctx context.Context) error {
 	return nil
 }
 
+// MoveMark is the comment a move's publication carries: the tenant's identity and the move's start, so
+// that a publication found under the move's name is used only if the operator made it for this move.
+func MoveMark(namespace, name string, started time.Time) string {
+	return fmt.Sprintf("tenantry move %s/%s %d", namespace, name, started.UnixNano())
+}
+
 // Publish publishes a tenant's schema, and its marker row, on a replication slot of its own (created
-// apart from the subscription, which lets source and target share a server). Both are kept if they
-// exist.
-func (db *DB) Publish(ctx context.Context, schema string) error {
+// apart from the subscription, which lets source and target share a server), and marks the publication
+// with mark (MoveMark). A publication of the move's name is kept only if it carries mark and publishes
+// exactly the tenant's schema and its marker row, and its slot only with it: anything else found under
+// that name (left by another move, or made by someone else) is dropped and made anew.
+func (db *DB) Publish(ctx context.Context, schema, mark string) error {
 	name := MoveName(schema)
-	var pub, slot bool
-	if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1),
-       EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1)`, name).Scan(&pub, &slot); err != nil {
+	var pub, ours, slot, slotActive bool
+	if err := db.pool.QueryRow(ctx, `
+SELECT p.oid IS NOT NULL,
+       coalesce(obj_description(p.oid, 'pg_publication') = $3 AND NOT p.puballtables
+           AND (SELECT array_agg(pn.pnnspid::regnamespace::text) FROM pg_publication_namespace pn WHERE pn.pnpubid = p.oid)
+               = ARRAY[quote_ident($2)]
+           AND (SELECT array_agg(pr.prrelid::regclass::text) FROM pg_publication_rel pr WHERE pr.prpubid = p.oid)
+               = ARRAY['tenantry.move_markers'], false),
+       s.slot_name IS NOT NULL, coalesce(s.active, false)
+FROM (SELECT) AS one
+LEFT JOIN pg_publication p ON p.pubname = $1
+LEFT JOIN pg_replication_slots s ON s.slot_name = $1`, name, schema, mark).Scan(&pub, &ours, &slot, &slotActive); err != nil {
 		return fmt.Errorf("looking up publication %s: %w", name, err)
+	}
+	if !ours {
+		// Whatever stands under the move's name was not made for this move: it goes, slot and all.
+		if slotActive {
+			return fmt.Errorf("replication slot %s, which this move did not make, is in use: drop it (pg_drop_replication_slot) to let the move go on", name)
+		}
+		if err := db.Unpublish(ctx, schema); err != nil {
+			return err
+		}
+		pub, slot = false, false
 	}
 	if !pub {
 		// The marker row first exists on the source, so that the copy brings it along.
@@ -86,8 +113,16 @@ func (db *DB) Publish(ctx context.Context, schema string) error {
 ON CONFLICT (schema_name) DO NOTHING`, schema); err != nil {
 			return fmt.Errorf("writing the move marker of %s: %w", schema, err)
 		}
-		if _, err := db.pool.Exec(ctx, "CREATE PUBLICATION "+pgx.Identifier{name}.Sanitize()+" FOR TABLES IN SCHEMA "+
-			pgx.Identifier{schema}.Sanitize()+", TABLE tenantry.move_markers WHERE (schema_name = "+quoteLiteral(schema)+")"); err != nil {
+		q := pgx.Identifier{name}.Sanitize()
+		err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "CREATE PUBLICATION "+q+" FOR TABLES IN SCHEMA "+
+				pgx.Identifier{schema}.Sanitize()+", TABLE tenantry.move_markers WHERE (schema_name = "+quoteLiteral(schema)+")"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "COMMENT ON PUBLICATION "+q+" IS "+quoteLiteral(mark))
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("publishing schema %s: %w", schema, err)
 		}
 	}
@@ -107,19 +142,9 @@ func (db *DB) Subscribed(ctx context.Context, schema string) (bool, error) {
 	return ok, err
 }
 
-// PrepareTarget empties a freshly migrated copy of the tenant's schema on this (target) database, and
-// its marker row, so that the subscription's copy brings everything: data, version table and all.
-func (db *DB) PrepareTarget(ctx context.Context, schema string) error {
-	rows, _ := db.pool.Query(ctx, `SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = $1`, schema)
-	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return fmt.Errorf("listing the tables of %s: %w", schema, err)
-	}
-	if len(tables) > 0 {
-		if _, err := db.pool.Exec(ctx, "TRUNCATE "+strings.Join(tables, ", ")+" CASCADE"); err != nil {
-			return fmt.Errorf("emptying the target's copy of %s: %w", schema, err)
-		}
-	}
+// ClearMarker removes the tenant's marker row on this (target) database, so that the subscription's copy
+// brings the source's. (The schema's own tables are emptied on the tenant session: EmptyCopy.)
+func (db *DB) ClearMarker(ctx context.Context, schema string) error {
 	if _, err := db.pool.Exec(ctx, `DELETE FROM tenantry.move_markers WHERE schema_name = $1`, schema); err != nil {
 		return fmt.Errorf("clearing the move marker of %s: %w", schema, err)
 	}
@@ -229,39 +254,6 @@ func (db *DB) HasMarker(ctx context.Context, schema, token string) (bool, error)
 	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM tenantry.move_markers WHERE schema_name = $1 AND token = $2)`,
 		schema, token).Scan(&ok)
 	return ok, err
-}
-
-// Sequence is a sequence's last value.
-type Sequence struct {
-	Name  string
-	Value int64
-}
-
-// Sequences reads the last value of every sequence of a schema that has one.
-func (db *DB) Sequences(ctx context.Context, schema string) ([]Sequence, error) {
-	rows, _ := db.pool.Query(ctx, `SELECT sequencename, last_value FROM pg_sequences
-WHERE schemaname = $1 AND last_value IS NOT NULL`, schema)
-	seqs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Sequence, error) {
-		var s Sequence
-		err := row.Scan(&s.Name, &s.Value)
-		return s, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading the sequences of %s: %w", schema, err)
-	}
-	return seqs, nil
-}
-
-// SetSequences sets sequences of a schema to the values given, all in one transaction.
-func (db *DB) SetSequences(ctx context.Context, schema string, seqs []Sequence) error {
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		for _, s := range seqs {
-			if _, err := tx.Exec(ctx, "SELECT setval($1::regclass, $2, true)", pgx.Identifier{schema, s.Name}.Sanitize(), s.Value); err != nil {
-				return fmt.Errorf("setting sequence %s.%s: %w", schema, s.Name, err)
-			}
-		}
-		return nil
-	})
 }
 
 // Unsubscribe drops the tenant's subscription on this (target) database, if there is one, without

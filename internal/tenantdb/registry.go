@@ -11,28 +11,58 @@ import (
 	"tenantry.dev/tenantry/internal/registry"
 )
 
-// registryLock serialises creating the registry: CREATE ... IF NOT EXISTS is not safe against itself.
-const registryLock = int64(0x74656e616e747279) // "tenantry"
-
-// EnsureRegistry creates the control schema once per DB; later calls send nothing.
+// EnsureRegistry creates the control schema, or brings it up to registry.Version, once per DB; later
+// calls send nothing. A registry already at the version costs one read and takes no lock. Creation and
+// upgrades serialise on the lock of tenantry.registry_version's row, which only the admin login can
+// take, and wait for it no longer than the lock timeout.
 func (db *DB) EnsureRegistry(ctx context.Context) error {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	if db.registryOK {
 		return nil
 	}
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", registryLock); err != nil {
-			return err
+	var version int
+	err := db.pool.QueryRow(ctx, "SELECT version FROM tenantry.registry_version").Scan(&version)
+	if err != nil && !isCode(err, codeUndefinedTable, codeUndefinedSchema) {
+		return fmt.Errorf("reading the registry's version: %w", err)
+	}
+	if err != nil || version < registry.Version {
+		if err := db.upgradeRegistry(ctx); err != nil {
+			return fmt.Errorf("creating the registry schema tenantry: %w", err)
 		}
-		_, err := tx.Exec(ctx, registry.DDL)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("creating the registry schema tenantry: %w", err)
 	}
 	db.registryOK = true
 	return nil
+}
+
+// upgradeRegistry creates the registry's version row if need be, then, holding its lock, brings the
+// registry to registry.Version.
+func (db *DB) upgradeRegistry(ctx context.Context) error {
+	// Two operators creating the schema or table at once: one of them fails on a unique key; by the
+	// time it tries again, both exist.
+	for attempt := 0; ; attempt++ {
+		_, err := db.pool.Exec(ctx, registry.Bootstrap)
+		if err == nil {
+			break
+		}
+		if attempt > 0 || !isCode(err, codeUniqueViolation, codeDuplicateObject, codeDuplicateTable, codeDuplicateSchema) {
+			return err
+		}
+	}
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var version int
+		if err := tx.QueryRow(ctx, "SELECT version FROM tenantry.registry_version FOR UPDATE").Scan(&version); err != nil {
+			return err
+		}
+		if version >= registry.Version {
+			return nil // another operator upgraded it meanwhile
+		}
+		if _, err := tx.Exec(ctx, registry.DDL); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "UPDATE tenantry.registry_version SET version = $1", registry.Version)
+		return err
+	})
 }
 
 // Registration is a tenant's row in the registry. Schema and Role are the names derived from the

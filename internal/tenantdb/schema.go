@@ -14,6 +14,10 @@ const (
 	codeDuplicateObject  = "42710"
 	codeUniqueViolation  = "23505"
 	codeDependentObjects = "2BP01"
+	codeUndefinedTable   = "42P01"
+	codeUndefinedSchema  = "3F000"
+	codeDuplicateTable   = "42P07"
+	codeDuplicateSchema  = "42P06"
 )
 
 // OwnerMark is what the operator writes as the comment of every role it creates (COMMENT ON ROLE, which

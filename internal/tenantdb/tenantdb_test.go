@@ -136,7 +136,7 @@ func TestDB_EnsureSchemaAndMigrate(t *testing.T) {
 	ctx := context.Background()
 	schema := "tenant_mig_" + fmt.Sprint(len(t.Name()))
 	role := newTenantSchema(t, db, schema)
-	v, err := db.Migrate(ctx, schema, schema, migrations.FS())
+	v, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS())
 	if err != nil || v != migrations.Latest {
 		t.Fatalf("Migrate = %d, %v; want %d", v, err, migrations.Latest)
 	}
@@ -152,7 +152,7 @@ func TestDB_EnsureSchemaAndMigrate(t *testing.T) {
 	}
 	// Nothing pending: a second run applies nothing and sends no DDL.
 	before := db.Statements()
-	if v, err := db.Migrate(ctx, schema, schema, migrations.FS()); err != nil || v != migrations.Latest {
+	if v, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS()); err != nil || v != migrations.Latest {
 		t.Fatalf("second Migrate = %d, %v", v, err)
 	}
 	if err := db.EnsureSchema(ctx, schema, role); err != nil {
@@ -178,7 +178,7 @@ func TestDB_Migrate_failureKeepsLastGoodVersion(t *testing.T) {
 		"00002_b.sql": {Data: []byte("-- +goose Up\nCREATE TABLE b (id int);\nINSERT INTO nowhere VALUES (1);\n")},
 		"00003_c.sql": {Data: []byte("-- +goose Up\nCREATE TABLE c (id int);\n")},
 	}
-	v, err := db.Migrate(ctx, schema, schema, fsys)
+	v, err := sessionOf(t, db, schema, schema).Migrate(ctx, fsys)
 	var me *MigrationError
 	if !errors.As(err, &me) || me.Version != 2 || v != 1 {
 		t.Fatalf("Migrate = %d, %v; want version 1 and a MigrationError for migration 2", v, err)
@@ -190,7 +190,7 @@ func TestDB_Migrate_failureKeepsLastGoodVersion(t *testing.T) {
 		t.Fatal("table b exists: the failed migration was not rolled back")
 	}
 	fsys["00002_b.sql"] = &fstest.MapFile{Data: []byte("-- +goose Up\nCREATE TABLE b (id int);\n")}
-	if v, err := db.Migrate(ctx, schema, schema, fsys); err != nil || v != 3 {
+	if v, err := sessionOf(t, db, schema, schema).Migrate(ctx, fsys); err != nil || v != 3 {
 		t.Fatalf("Migrate after the fix = %d, %v; want 3", v, err)
 	}
 	if !exists(t, db, schema, "c") {
@@ -214,7 +214,7 @@ func TestDB_tenantIsolation(t *testing.T) {
 	ctx := context.Background()
 	for _, s := range []string{"tenant_iso_a", "tenant_iso_b"} {
 		newTenantSchema(t, db, s)
-		if _, err := db.Migrate(ctx, s, s, migrations.FS()); err != nil {
+		if _, err := sessionOf(t, db, s, s).Migrate(ctx, migrations.FS()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -292,7 +292,7 @@ func TestDB_Migrate_maxConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := db.Migrate(ctx, s, s, slow); err != nil {
+			if _, err := sessionOf(t, db, s, s).Migrate(ctx, slow); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -310,10 +310,10 @@ func TestDB_Usage(t *testing.T) {
 	ctx := context.Background()
 	schema := "tenant_usage"
 	newTenantSchema(t, db, schema)
-	if _, err := db.Migrate(ctx, schema, schema, migrations.FS()); err != nil {
+	if _, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS()); err != nil {
 		t.Fatal(err)
 	}
-	empty, err := db.Usage(ctx, schema)
+	empty, err := sessionOf(t, db, schema, schema).Usage(ctx)
 	must(t, err)
 	if empty.Users != 0 || empty.Expenses != 0 || empty.SchemaBytes <= 0 {
 		t.Fatalf("usage of a new schema = %+v", empty)
@@ -332,7 +332,7 @@ INSERT INTO `+s+`.expenses (budget_id, spent_on, description, amount_minor, crea
   SELECT b.id, date '2026-11-02', 'Taxi ' || i, 100 * i, u.id FROM `+s+`.budgets b, `+s+`.users u, generate_series(1, 3) i
   WHERE u.email = 'a@x'`)
 	must(t, err)
-	u, err := db.Usage(ctx, schema)
+	u, err := sessionOf(t, db, schema, schema).Usage(ctx)
 	must(t, err)
 	if u.Users != 2 || u.ActiveUsers != 1 || u.Expenses != 3 || u.SchemaBytes < empty.SchemaBytes {
 		t.Fatalf("usage = %+v, want 2 users (1 active), 3 expenses, at least %d bytes", u, empty.SchemaBytes)
@@ -346,11 +346,10 @@ func TestDB_Migrate_leavesNoTenantRoleInThePool(t *testing.T) {
 	ctx := context.Background()
 	schema := "tenant_pooled"
 	newTenantSchema(t, db, schema)
-	if _, err := db.Migrate(ctx, schema, schema, migrations.FS()); err != nil {
+	if _, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS()); err != nil {
 		t.Fatal(err)
 	}
-	pool, err := db.tenantPool()
-	must(t, err)
+	pool := db.tenant
 	for range pool.Stat().TotalConns() + 1 {
 		var user, path string
 		must(t, pool.QueryRow(ctx, "SELECT current_user, current_setting('search_path')").Scan(&user, &path))

@@ -1,0 +1,161 @@
+package tenantdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// TenantSession is the operator's only way into a tenant's schema: every statement that reads, writes,
+// truncates or calls anything inside it (migrations, the admin user, usage, emptying and filling a
+// move's copy) runs here, on a login that can do no more than the app's, switched to the tenant's role
+// for the transaction. Whatever the tenant role planted (a view in place of a table, a trigger, a rule,
+// a function shadowing a built-in) runs with no more than that. The admin session (DB) has no method
+// that touches a tenant schema's contents: it creates, grants, drops and registers.
+type TenantSession struct {
+	pool  *pgxpool.Pool
+	id    Identity
+	citus bool // the database is a Citus coordinator: migrations send one statement at a time
+}
+
+// ErrNoTenantLogin says that work inside a tenant schema needs the app's login (Options.TenantURI).
+var ErrNoTenantLogin = errors.New("no login for work inside tenant schemas: the app's login is not known yet")
+
+// Session returns the tenant session of one tenant's schema and role on this database.
+func (db *DB) Session(ctx context.Context, id Identity) (*TenantSession, error) {
+	if db.tenant == nil {
+		return nil, ErrNoTenantLogin
+	}
+	citus, err := db.Citus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &TenantSession{pool: db.tenant, id: id, citus: citus}, nil
+}
+
+// Schema is the schema the session works in.
+func (s *TenantSession) Schema() string { return s.id.Schema }
+
+// inTx runs fn in one transaction acting as the tenant: SET LOCAL role and search_path, so nothing of
+// the tenant stays on the pooled connection afterwards.
+func (s *TenantSession) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return withTenantConn(ctx, s.pool, func(conn *pgxpool.Conn) error {
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)",
+				s.id.Role, pgx.Identifier{s.id.Schema}.Sanitize()); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
+	})
+}
+
+// EnsureAdmin makes sure the tenant schema has an active admin user with this email and password hash:
+// a new user, or the existing user of that email made admin again, reactivated and given the hash. The
+// operator calls it while it establishes the login of the admin Secret, never after. It reports whether
+// it wrote anything.
+func (s *TenantSession) EnsureAdmin(ctx context.Context, email, passwordHash string) (bool, error) {
+	users := pgx.Identifier{s.id.Schema, "users"}.Sanitize()
+	var written int64
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `INSERT INTO `+users+` AS u (email, name, role, password_hash)
+VALUES ($1, 'Administrator', 'admin', $2)
+ON CONFLICT ((lower(email))) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'admin', active = true`,
+			email, passwordHash)
+		written = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("creating admin user in schema %q: %w", s.id.Schema, err)
+	}
+	return written > 0, nil
+}
+
+// Usage is what a tenant uses of the app, as its schema holds it.
+type Usage struct {
+	Users, ActiveUsers, Expenses int64
+	// SchemaBytes is the disk space of the schema's relations: tables, indexes, TOAST.
+	SchemaBytes int64
+}
+
+// Usage measures the tenant's schema in one statement: its users (all and active), its expenses, and
+// the size of every relation in it. The counts are exact (a tenant is billed by them); on the app's
+// tables they take an index-only scan at most.
+func (s *TenantSession) Usage(ctx context.Context) (Usage, error) {
+	q := func(table string) string { return pgx.Identifier{s.id.Schema, table}.Sanitize() }
+	var u Usage
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `
+SELECT (SELECT count(*) FROM `+q("users")+`),
+       (SELECT count(*) FROM `+q("users")+` WHERE active),
+       (SELECT count(*) FROM `+q("expenses")+`),
+       (SELECT coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::bigint FROM pg_catalog.pg_class c
+         WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1) AND c.relkind IN ('r', 'm', 'p'))`,
+			s.id.Schema).Scan(&u.Users, &u.ActiveUsers, &u.Expenses, &u.SchemaBytes)
+	})
+	if err != nil {
+		return Usage{}, fmt.Errorf("measuring the usage of schema %q: %w", s.id.Schema, err)
+	}
+	return u, nil
+}
+
+// EmptyCopy empties a freshly migrated copy of the tenant's schema (a move's target), so that the
+// subscription's copy brings everything: data, version table and all. TRUNCATE fires TRUNCATE
+// triggers as the caller: here, the tenant role.
+func (s *TenantSession) EmptyCopy(ctx context.Context) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `SELECT format('%I.%I', schemaname, tablename) FROM pg_catalog.pg_tables WHERE schemaname = $1`, s.id.Schema)
+		tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil || len(tables) == 0 {
+			return err
+		}
+		_, err = tx.Exec(ctx, "TRUNCATE "+strings.Join(tables, ", ")+" CASCADE")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("emptying the target's copy of %s: %w", s.id.Schema, err)
+	}
+	return nil
+}
+
+// Sequence is a sequence's last value.
+type Sequence struct {
+	Name  string
+	Value int64
+}
+
+// Sequences reads the last value of every sequence of the schema that has one.
+func (s *TenantSession) Sequences(ctx context.Context) ([]Sequence, error) {
+	var seqs []Sequence
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `SELECT sequencename, last_value FROM pg_catalog.pg_sequences
+WHERE schemaname = $1 AND last_value IS NOT NULL`, s.id.Schema)
+		var err error
+		seqs, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Sequence, error) {
+			var seq Sequence
+			err := row.Scan(&seq.Name, &seq.Value)
+			return seq, err
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the sequences of %s: %w", s.id.Schema, err)
+	}
+	return seqs, nil
+}
+
+// SetSequences sets sequences of the schema to the values given, all in one transaction.
+func (s *TenantSession) SetSequences(ctx context.Context, seqs []Sequence) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		for _, seq := range seqs {
+			if _, err := tx.Exec(ctx, "SELECT pg_catalog.setval($1::regclass, $2, true)", pgx.Identifier{s.id.Schema, seq.Name}.Sanitize(), seq.Value); err != nil {
+				return fmt.Errorf("setting sequence %s.%s: %w", s.id.Schema, seq.Name, err)
+			}
+		}
+		return nil
+	})
+}
