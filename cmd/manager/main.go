@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"tenantry.dev/tenantry/internal/controller"
+	"tenantry.dev/tenantry/internal/tenantdb"
 )
 
 func main() {
@@ -32,6 +33,10 @@ func main() {
 		watchNamespaces        string
 		leaseNamespace         string
 		leaseDuration          time.Duration
+		appConcurrency         int
+		reconcileTimeout       time.Duration
+		statementTimeout       time.Duration
+		lockTimeout            time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers the API server authenticates "+
@@ -44,7 +49,11 @@ func main() {
 		"the operator's own namespace by default.")
 	flag.DurationVar(&leaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a leader's Lease lasts "+
 		"without renewal; a successor takes over after it. Renewal is due at two thirds of it.")
-	flag.IntVar(&concurrency, "max-concurrent-reconciles", 8, "Tenants reconciled at once.")
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", 8, "Tenants reconciled at once; at most three quarters of them work on one database.")
+	flag.IntVar(&appConcurrency, "max-concurrent-app-reconciles", 4, "ExpenseApps reconciled at once.")
+	flag.DurationVar(&reconcileTimeout, "reconcile-timeout", controller.DefaultReconcileTimeout, "How long one reconcile of a Tenant or an ExpenseApp may work before it is cut short and tried again.")
+	flag.DurationVar(&statementTimeout, "db-statement-timeout", tenantdb.DefaultStatementTimeout, "statement_timeout of every operator session on every database (migrations included).")
+	flag.DurationVar(&lockTimeout, "db-lock-timeout", tenantdb.DefaultLockTimeout, "lock_timeout of every operator session on every database: how long a statement waits for a lock another login holds.")
 	flag.Float64Var(&qps, "kube-api-qps", 200, "Queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of Go's pprof profiles; 0 disables them.")
@@ -82,7 +91,8 @@ func main() {
 		migrations = os.DirFS(migrationsDir)
 	}
 	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: concurrency, Migrations: migrations,
-		DefaultAppImage: defaultAppImage, UsageInterval: usageInterval})
+		DefaultAppImage: defaultAppImage, UsageInterval: usageInterval, MaxConcurrentAppReconciles: appConcurrency,
+		ReconcileTimeout: reconcileTimeout, StatementTimeout: statementTimeout, LockTimeout: lockTimeout})
 	if err != nil {
 		log.Error(err, "setting up controllers")
 		os.Exit(1)

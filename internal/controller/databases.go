@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -24,10 +25,50 @@ import (
 type Databases struct {
 	// Reader reads the database Secrets (an uncached client).
 	Reader client.Reader
+	// StatementTimeout and LockTimeout bound every statement on every database (tenantdb.Options).
+	StatementTimeout, LockTimeout time.Duration
+	// PerDatabase bounds the reconciles that work on one database at once (Hold), so that a database
+	// that hangs holds no more of the operator's workers than that; 0 is no bound.
+	PerDatabase int
+	// AdminTracer, when set, is told every statement of every admin session (tests check them).
+	AdminTracer func(sql string, args []any)
 
 	mu    sync.Mutex
 	dbs   map[shardKey]*appDB
 	cache map[shardKey]cachedURI
+	held  map[string]int // reconciles at work, by tenantdb.DB.Server
+}
+
+// ErrDatabaseBusy says that as many reconciles as Databases.PerDatabase are already at work on a
+// database: this one waits its turn without holding a worker.
+var ErrDatabaseBusy = errors.New("as many reconciles as the operator allows per database are at work on it")
+
+// Hold reserves one of the database's PerDatabase places for a reconcile, or returns ErrDatabaseBusy
+// at once when none is free. The returned function gives the place back.
+func (d *Databases) Hold(db *tenantdb.DB) (func(), error) {
+	if d.PerDatabase <= 0 {
+		return func() {}, nil
+	}
+	key := db.Server()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.held[key] >= d.PerDatabase {
+		return nil, ErrDatabaseBusy
+	}
+	if d.held == nil {
+		d.held = map[string]int{}
+	}
+	d.held[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if d.held[key]--; d.held[key] <= 0 {
+				delete(d.held, key)
+			}
+		})
+	}, nil
 }
 
 // shardKey names one shard of one ExpenseApp.
@@ -174,7 +215,8 @@ func (d *Databases) Shard(ctx context.Context, app *tenantryv1.ExpenseApp, shard
 	if err != nil {
 		return nil, err
 	}
-	opts := tenantdb.Options{MaxConcurrentMigrations: app.Spec.Migrations.MaxConcurrent, TenantURI: c.appURI}
+	opts := tenantdb.Options{MaxConcurrentMigrations: app.Spec.Migrations.MaxConcurrent, TenantURI: c.appURI,
+		StatementTimeout: d.StatementTimeout, LockTimeout: d.LockTimeout, AdminTracer: d.AdminTracer}
 	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d", c.uri, c.appURI, opts.MaxConcurrentMigrations))
 
 	key := shardKey{app: types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, shard: shard}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"tenantry.dev/tenantry/internal/pgerr"
 )
 
 // How a failed step wants to be retried. Flux's habit: the error says what it means for the object.
@@ -32,8 +34,10 @@ type stepError struct {
 func (e *stepError) Error() string { return e.err.Error() }
 func (e *stepError) Unwrap() error { return e.err }
 
+// retryErr is a transient failure. A statement the database cancelled at one of the operator's
+// timeouts says so (pgerr.TimeoutError).
 func retryErr(reason string, err error) error {
-	return &stepError{kind: retry, reason: reason, err: err}
+	return &stepError{kind: retry, reason: reason, err: pgerr.ExplainTimeout(err)}
 }
 
 func waitErr(reason string, after time.Duration, format string, args ...any) error {

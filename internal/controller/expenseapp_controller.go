@@ -29,6 +29,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -74,6 +75,11 @@ type ExpenseAppReconciler struct {
 	// DefaultImage is the app image of an ExpenseApp without spec.image (--default-app-image).
 	DefaultImage string
 	Recorder     events.EventRecorder
+	// MaxConcurrentReconciles bounds the ExpenseApps reconciled at once: more than one, so that an app
+	// whose database hangs does not hold up every other.
+	MaxConcurrentReconciles int
+	// ReconcileTimeout bounds the work of one reconcile (0: DefaultReconcileTimeout).
+	ReconcileTimeout time.Duration
 }
 
 // +kubebuilder:rbac:groups=tenantry.dev,resources=expenseapps,verbs=get;list;watch;update;patch
@@ -107,6 +113,9 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}, result, retErr)
 	}()
 
+	// The steps have a deadline; the status patch above still has the whole context.
+	ctx, cancel := withDeadline(ctx, r.ReconcileTimeout)
+	defer cancel()
 	target := r.Release.Target()
 	tenants, err := r.tenants(ctx, app)
 	if err != nil {
@@ -739,6 +748,7 @@ func (r *ExpenseAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Secret{}).
 		Watches(&tenantryv1.Tenant{}, tenantsToApp{}).
 		WatchesRawSource(source.Channel(r.Rollouts.Ended, &handler.EnqueueRequestForObject{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
 		Complete(r)
 }
 

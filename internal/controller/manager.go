@@ -83,6 +83,12 @@ type Config struct {
 	// UsageInterval is how often each Ready tenant's usage is measured into its status (0: never), and
 	// UsageFirstDelay bounds the wait for its first measurement (0: a minute).
 	UsageInterval, UsageFirstDelay time.Duration
+	// MaxConcurrentAppReconciles bounds the ExpenseApps reconciled at once (0: 4).
+	MaxConcurrentAppReconciles int
+	// ReconcileTimeout bounds each reconcile's work (0: DefaultReconcileTimeout).
+	ReconcileTimeout time.Duration
+	// StatementTimeout and LockTimeout bound every database statement (0: tenantdb's defaults).
+	StatementTimeout, LockTimeout time.Duration
 }
 
 // Setup registers every controller of the operator with mgr and returns the databases they share,
@@ -96,7 +102,14 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 	if err != nil {
 		return nil, err
 	}
-	dbs := &Databases{Reader: mgr.GetAPIReader()}
+	// A database that hangs holds no more than three quarters of the Tenant workers: the others serve
+	// the tenants of other databases.
+	dbs := &Databases{Reader: mgr.GetAPIReader(), StatementTimeout: cfg.StatementTimeout, LockTimeout: cfg.LockTimeout,
+		PerDatabase: max(1, cfg.MaxConcurrentReconciles*3/4)}
+	appWorkers := cfg.MaxConcurrentAppReconciles
+	if appWorkers <= 0 {
+		appWorkers = 4
+	}
 	rollouts := NewRollouts()
 	nodes := NewNodes()
 	if err := metrics.Registry.Register(statementsCollector{dbs}); err != nil {
@@ -117,12 +130,14 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		Placement:               &Placement{},
 		Nodes:                   nodes,
 		Recorder:                mgr.GetEventRecorder("tenantry-tenant"),
+		ReconcileTimeout:        cfg.ReconcileTimeout,
 	}
 	if err := tenants.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Tenant controller: %w", err)
 	}
 	apps := &ExpenseAppReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Databases: dbs, Release: release,
-		Rollouts: rollouts, Nodes: nodes, DefaultImage: cfg.DefaultAppImage, Recorder: mgr.GetEventRecorder("tenantry-expenseapp")}
+		Rollouts: rollouts, Nodes: nodes, DefaultImage: cfg.DefaultAppImage, Recorder: mgr.GetEventRecorder("tenantry-expenseapp"),
+		MaxConcurrentReconciles: appWorkers, ReconcileTimeout: cfg.ReconcileTimeout}
 	if err := apps.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ExpenseApp controller: %w", err)
 	}

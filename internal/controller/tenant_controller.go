@@ -76,6 +76,19 @@ type TenantReconciler struct {
 	Nodes *Nodes
 	// Recorder emits events.
 	Recorder events.EventRecorder
+	// ReconcileTimeout bounds the work of one reconcile (0: DefaultReconcileTimeout).
+	ReconcileTimeout time.Duration
+}
+
+// DefaultReconcileTimeout bounds a reconcile's work when no other bound is set.
+const DefaultReconcileTimeout = 2 * time.Minute
+
+// withDeadline is ctx with the deadline of one reconcile's steps.
+func withDeadline(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		d = DefaultReconcileTimeout
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // +kubebuilder:rbac:groups=tenantry.dev,resources=tenants,verbs=get;list;watch;update;patch
@@ -105,6 +118,9 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 		}, result, retErr)
 	}()
 
+	// The steps have a deadline; the status patch above still has the whole context.
+	ctx, cancel := withDeadline(ctx, r.ReconcileTimeout)
+	defer cancel()
 	if !t.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.reconcileDelete(ctx, t)
 	}
@@ -134,6 +150,31 @@ type tenantRun struct {
 	// wasReady: the tenant was Ready, at its generation, when this reconcile began.
 	wasReady bool
 	result   ctrl.Result
+	// held are the places this reconcile holds on its databases (Databases.Hold), given back at its end.
+	held map[*tenantdb.DB]func()
+}
+
+// databaseBusy is the pending outcome of a reconcile that found no free place on its database.
+func databaseBusy(err error) error {
+	return &stepError{kind: pending, err: fmt.Errorf("waiting for a free place on the database: %w", err),
+		after: time.Second + jitter(time.Second)}
+}
+
+// hold takes one of db's places for this reconcile (Databases.Hold), once per database. A database
+// with none free is a pending outcome: the tenant looks again in a moment, holding no worker meanwhile.
+func (r *TenantReconciler) hold(run *tenantRun, db *tenantdb.DB) error {
+	if run.held[db] != nil {
+		return nil
+	}
+	release, err := r.Databases.Hold(db)
+	if err != nil {
+		return databaseBusy(err)
+	}
+	if run.held == nil {
+		run.held = map[*tenantdb.DB]func(){}
+	}
+	run.held[db] = release
+	return nil
 }
 
 // tenantStep is one step of a Tenant's reconcile. Each checks for itself whether it has anything to do.
@@ -142,6 +183,11 @@ type tenantStep func(ctx context.Context, run *tenantRun) error
 // reconcileTenant runs the steps in order, stopping at the first that fails or waits.
 func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Tenant) (ctrl.Result, error) {
 	run := &tenantRun{t: t, wasReady: readyAtGeneration(t)}
+	defer func() {
+		for _, release := range run.held {
+			release()
+		}
+	}()
 	for _, step := range []tenantStep{r.reconcileApp, r.reconcileRegistration, r.reconcileMove, r.reconcileSchema, r.reconcileAdmin,
 		r.reconcileState, r.reconcileRoute, r.reconcileNode, r.reconcileUsage} {
 		if err := step(ctx, run); err != nil {
@@ -176,6 +222,9 @@ func (r *TenantReconciler) reconcileUsage(ctx context.Context, run *tenantRun) e
 	}
 	run.result.RequeueAfter = r.UsageInterval + jitter(r.UsageInterval/10)
 	if err := r.database(ctx, run); err != nil {
+		if errors.Is(err, ErrDatabaseBusy) {
+			run.result.RequeueAfter = time.Second + jitter(time.Second) // measured when a place is free
+		}
 		return nil // the database's absence shows in the conditions of the steps that need it
 	}
 	if err := r.locateNode(ctx, run); err != nil {
@@ -233,6 +282,10 @@ func (r *TenantReconciler) database(ctx context.Context, run *tenantRun) error {
 	if err != nil {
 		return err
 	}
+	run.home = home
+	if err := r.hold(run, home); err != nil {
+		return err
+	}
 	if err := home.EnsureRegistry(ctx); err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
@@ -240,7 +293,6 @@ func (r *TenantReconciler) database(ctx context.Context, run *tenantRun) error {
 	if err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	run.home = home
 	if !registered {
 		return r.register(ctx, run)
 	}
@@ -261,6 +313,9 @@ func (r *TenantReconciler) openShard(ctx context.Context, run *tenantRun, id ten
 	t.Status.Shard = id.Shard
 	db, err := r.Databases.Shard(ctx, run.app, id.Shard)
 	if err != nil {
+		return err
+	}
+	if err := r.hold(run, db); err != nil {
 		return err
 	}
 	if err := db.EnsureRegistry(ctx); err != nil {
@@ -774,6 +829,11 @@ func (r *TenantReconciler) deleteFromDatabase(ctx context.Context, t *tenantryv1
 	if err != nil {
 		return blocked(err)
 	}
+	release, err := r.Databases.Hold(home)
+	if err != nil {
+		return databaseBusy(err)
+	}
+	defer release()
 	if err := home.EnsureRegistry(ctx); err != nil {
 		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 	}

@@ -5,6 +5,7 @@ package pgerr
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -45,4 +46,35 @@ func Away(err error) bool {
 func SetRoleDenied(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "42501" && strings.Contains(pgErr.Message, "set role")
+}
+
+// TimeoutError is a statement that the server cancelled because it ran past a timeout the operator set
+// on its sessions: the database, or a lock some login holds in it, kept it waiting.
+type TimeoutError struct {
+	Setting string // "statement_timeout" or "lock_timeout"
+	Err     error
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("%v (the database did not answer within the operator's %s: a lock some login holds, or a query "+
+		"that runs too long, keeps it waiting; other databases carry on)", e.Err, e.Setting)
+}
+
+func (e *TimeoutError) Unwrap() error { return e.Err }
+
+// ExplainTimeout returns err as a *TimeoutError when the server cancelled a statement for running past
+// statement_timeout or waiting past lock_timeout, and err itself otherwise.
+func ExplainTimeout(err error) error {
+	var pgErr *pgconn.PgError
+	var te *TimeoutError
+	if !errors.As(err, &pgErr) || errors.As(err, &te) {
+		return err
+	}
+	switch {
+	case pgErr.Code == "57014" && strings.Contains(pgErr.Message, "statement timeout"):
+		return &TimeoutError{Setting: "statement_timeout", Err: err}
+	case pgErr.Code == "55P03" && strings.Contains(pgErr.Message, "lock timeout"):
+		return &TimeoutError{Setting: "lock_timeout", Err: err}
+	}
+	return err
 }

@@ -100,6 +100,13 @@ func Open(uri string, opts Options) (*DB, error) {
 	return db, nil
 }
 
+// Server names the database as its admin connection string reaches it: host, port and database. Two
+// ExpenseApps on one database share it.
+func (db *DB) Server() string {
+	cfg := db.pool.Config().ConnConfig
+	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, db.database)
+}
+
 // Database is the name of the database, part of every tenant's identity.
 func (db *DB) Database() string { return db.database }
 
