@@ -96,13 +96,14 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := app.DeepCopy()
+	patchCtx := ctx // the steps below get a deadline; the status patch does not
 	defer func() {
 		if before.Status.Image != "" && app.Status.Image != before.Status.Image && r.Recorder != nil {
 			r.Recorder.Eventf(app, nil, corev1.EventTypeNormal, "ImageRolled", "Rollout",
 				"Every tenant is at schema version %d: rolling the app from %s to %s", app.Status.TargetSchemaVersion,
 				before.Status.Image, app.Status.Image)
 		}
-		result, retErr = summarize(ctx, r.Client, r.Recorder, summary{
+		result, retErr = summarize(patchCtx, r.Client, r.Recorder, summary{
 			obj: app, before: before, conditions: &app.Status.Conditions, beforeConditions: before.Status.Conditions,
 			observed: &app.Status.ObservedGeneration, oldStatus: before.Status, status: func() any { return app.Status },
 			finalizer: tenantryv1.ExpenseAppFinalizer, readyEvents: true,
@@ -113,7 +114,6 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}, result, retErr)
 	}()
 
-	// The steps have a deadline; the status patch above still has the whole context.
 	ctx, cancel := withDeadline(ctx, r.ReconcileTimeout)
 	defer cancel()
 	target := r.Release.Target()

@@ -118,6 +118,8 @@ func runSuite(m *testing.M) int {
 	}
 	defer op.Close()
 	databases, release = op.Databases, op.Release
+	// Every statement of every admin session is checked: none may reach inside a tenant schema.
+	databases.AdminTracer = adminStatements.record
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- mgr.Start(ctx) }()
@@ -130,7 +132,12 @@ func runSuite(m *testing.M) int {
 			citusServers.cluster.Close()
 		}
 	}()
-	return m.Run()
+	code := m.Run()
+	if report := adminStatements.report(); report != "" {
+		fmt.Fprintln(os.Stderr, "FAIL: the admin session reached inside tenant schemas (see docs/security.md):\n"+report)
+		return 1
+	}
+	return code
 }
 
 // operatorIdentity applies the operator's namespace, ServiceAccount and RBAC as config/default renders

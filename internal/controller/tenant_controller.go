@@ -107,8 +107,9 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := t.DeepCopy()
+	patchCtx := ctx // the steps below get a deadline; the status patch does not
 	defer func() {
-		result, retErr = summarize(ctx, r.Client, r.Recorder, summary{
+		result, retErr = summarize(patchCtx, r.Client, r.Recorder, summary{
 			obj: t, before: before, conditions: &t.Status.Conditions, beforeConditions: before.Status.Conditions,
 			observed: &t.Status.ObservedGeneration, oldStatus: before.Status, status: func() any { return t.Status },
 			finalizer: tenantryv1.TenantFinalizer, readyEvents: false,
@@ -118,7 +119,6 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 		}, result, retErr)
 	}()
 
-	// The steps have a deadline; the status patch above still has the whole context.
 	ctx, cancel := withDeadline(ctx, r.ReconcileTimeout)
 	defer cancel()
 	if !t.DeletionTimestamp.IsZero() {
