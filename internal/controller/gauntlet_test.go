@@ -1,0 +1,295 @@
+package controller
+
+// The planted-code gauntlet: with only the app's database login (a compromised app pod), someone plants
+// in a tenant's schema every kind of object that can run code or redirect a name, and the operator is
+// then driven through every action it takes on that tenant. Each planted object calls spy(), which
+// tries to escalate (create a role, make the app login a superuser, grant it the predefined roles that
+// read and write everything, open the registry to it; also after RESET ROLE) and logs who it ran as. It
+// must only ever run as the app's login or the tenant's role, and escalate nothing. See
+// docs/security.md.
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/internal/registry"
+)
+
+// gauntlet is a tenant with the gauntlet planted in its schema.
+type gauntlet struct {
+	f        *fixture
+	tenant   string
+	appLogin string // the app's login role
+	pwned    string // the name of the role spy() tries to create
+}
+
+// plantGauntlet plants, as the app login switched to the tenant's role (what any app pod can do):
+//   - views in place of the tables the operator reads and writes (users, expenses, goose's version table);
+//   - on every table, triggers of every kind: BEFORE and AFTER, row and statement, TRUNCATE, and
+//     triggers enabled ALWAYS and REPLICA (which fire in a subscription's apply worker);
+//   - a rule, CHECK constraints and a column default that call spy();
+//   - row-level security, forced on the owner, with a policy that calls spy();
+//   - functions and an operator named like built-ins in the tenant's schema, to shadow them on its
+//     search_path;
+//   - default privileges that hand every table the tenant role creates from now on to PUBLIC.
+func plantGauntlet(t *testing.T, f *fixture, tenant string) *gauntlet {
+	t.Helper()
+	ctx := context.Background()
+	conn := f.appLogin("")
+	g := &gauntlet{f: f, tenant: tenant, pwned: "pwned_" + strings.ReplaceAll(f.ns, "-", "_")}
+	must(t, conn.QueryRow(ctx, "SELECT current_user").Scan(&g.appLogin))
+	if len(g.pwned) > 50 {
+		g.pwned = g.pwned[:50]
+	}
+	s := f.q(tenant)
+	app := pgx.Identifier{g.appLogin}.Sanitize()
+	tx, err := conn.Begin(ctx)
+	must(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, "SET LOCAL ROLE "+s+"; SET LOCAL search_path = "+s)
+	must(t, err)
+	_, err = tx.Exec(ctx, fmt.Sprintf(`
+CREATE TABLE gauntlet_log (via text, session_as text, ran_as text, escalated text, query text);
+CREATE FUNCTION spy(via text) RETURNS boolean LANGUAGE plpgsql AS $f$
+DECLARE escalated text := '';
+BEGIN
+    BEGIN EXECUTE 'CREATE ROLE %[2]s SUPERUSER'; escalated := escalated || ' created a role;';
+    EXCEPTION WHEN others THEN NULL; END;
+    BEGIN EXECUTE 'ALTER ROLE %[3]s SUPERUSER CREATEROLE BYPASSRLS'; escalated := escalated || ' raised the app login;';
+    EXCEPTION WHEN others THEN NULL; END;
+    BEGIN EXECUTE 'GRANT pg_read_all_data, pg_write_all_data TO %[3]s'; escalated := escalated || ' granted read/write all;';
+    EXCEPTION WHEN others THEN NULL; END;
+    BEGIN EXECUTE 'GRANT ALL ON ALL TABLES IN SCHEMA tenantry TO %[3]s'; escalated := escalated || ' opened the registry;';
+    EXCEPTION WHEN others THEN NULL; END;
+    BEGIN RESET ROLE; EXECUTE 'CREATE ROLE %[2]s_b SUPERUSER'; escalated := escalated || ' created a role after RESET ROLE;';
+    EXCEPTION WHEN others THEN NULL; END;
+    INSERT INTO %[1]s.gauntlet_log VALUES (via, session_user, current_user, escalated, left(current_query(), 300));
+    RETURN true;
+END $f$;
+CREATE FUNCTION spy_text(via text) RETURNS text LANGUAGE sql AS $f$ SELECT CASE WHEN %[1]s.spy(via) THEN 'planted' END $f$;
+CREATE FUNCTION spy_trigger() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    PERFORM %[1]s.spy(TG_NAME || ' ' || TG_OP || ' on ' || TG_TABLE_NAME);
+    IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+    RETURN NEW;
+END $f$;
+
+-- Views in place of the tables the operator reads and writes.
+ALTER TABLE users RENAME TO users_real;
+CREATE VIEW users AS SELECT * FROM users_real WHERE %[1]s.spy('view users');
+ALTER TABLE expenses RENAME TO expenses_real;
+CREATE VIEW expenses AS SELECT e.* FROM expenses_real e, (SELECT %[1]s.spy('view expenses')) AS s;
+ALTER TABLE goose_db_version RENAME TO goose_real;
+CREATE VIEW goose_db_version AS SELECT * FROM goose_real WHERE %[1]s.spy('view goose_db_version');
+
+-- Triggers of every kind on every table.
+DO $d$
+DECLARE tbl text;
+BEGIN
+    FOR tbl IN SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'gauntlet_log' LOOP
+        EXECUTE format('CREATE TRIGGER g_before_row BEFORE INSERT OR UPDATE OR DELETE ON %%I FOR EACH ROW EXECUTE FUNCTION spy_trigger()', tbl);
+        EXECUTE format('CREATE TRIGGER g_after_row AFTER INSERT OR UPDATE OR DELETE ON %%I FOR EACH ROW EXECUTE FUNCTION spy_trigger()', tbl);
+        EXECUTE format('CREATE TRIGGER g_before_stmt BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %%I FOR EACH STATEMENT EXECUTE FUNCTION spy_trigger()', tbl);
+        EXECUTE format('CREATE TRIGGER g_after_stmt AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %%I FOR EACH STATEMENT EXECUTE FUNCTION spy_trigger()', tbl);
+        EXECUTE format('CREATE TRIGGER g_always AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %%I FOR EACH STATEMENT EXECUTE FUNCTION spy_trigger()', tbl);
+        EXECUTE format('ALTER TABLE %%I ENABLE ALWAYS TRIGGER g_always', tbl);
+        EXECUTE format('CREATE TRIGGER g_replica BEFORE INSERT OR UPDATE OR DELETE ON %%I FOR EACH ROW EXECUTE FUNCTION spy_trigger()', tbl);
+        EXECUTE format('ALTER TABLE %%I ENABLE REPLICA TRIGGER g_replica', tbl);
+    END LOOP;
+END $d$;
+
+-- A rule, CHECK constraints, a default.
+CREATE RULE g_rule AS ON INSERT TO departments DO ALSO SELECT %[1]s.spy('rule');
+ALTER TABLE users_real ADD CONSTRAINT g_check CHECK (%[1]s.spy('check users'));
+ALTER TABLE goose_real ADD CONSTRAINT g_check CHECK (%[1]s.spy('check goose_db_version'));
+ALTER TABLE users_real ADD COLUMN g_default text DEFAULT %[1]s.spy_text('default');
+
+-- Row-level security, forced on the owner too.
+ALTER TABLE users_real ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY g_policy ON users_real USING (%[1]s.spy('policy users'));
+ALTER TABLE goose_real ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY g_policy ON goose_real USING (%[1]s.spy('policy goose_db_version'));
+
+-- Built-ins shadowed on the tenant's search_path.
+CREATE FUNCTION lower(text) RETURNS text LANGUAGE sql AS $f$ SELECT %[1]s.spy_text('shadow lower') $f$;
+CREATE FUNCTION now() RETURNS timestamptz LANGUAGE sql AS $f$ SELECT CASE WHEN %[1]s.spy('shadow now') THEN pg_catalog.now() END $f$;
+CREATE FUNCTION set_config(text, text, boolean) RETURNS text LANGUAGE sql AS $f$ SELECT %[1]s.spy_text('shadow set_config') $f$;
+CREATE FUNCTION pg_notify(text, text) RETURNS void LANGUAGE sql AS $f$ SELECT %[1]s.spy('shadow pg_notify'); $f$;
+CREATE FUNCTION pg_total_relation_size(regclass) RETURNS bigint LANGUAGE sql AS $f$ SELECT CASE WHEN %[1]s.spy('shadow size') THEN 0::bigint END $f$;
+CREATE FUNCTION count(text) RETURNS bigint LANGUAGE sql AS $f$ SELECT CASE WHEN %[1]s.spy('shadow count') THEN 0::bigint END $f$;
+CREATE FUNCTION g_eq(name, text) RETURNS boolean LANGUAGE sql AS $f$ SELECT %[1]s.spy('shadow operator') $f$;
+CREATE OPERATOR = (LEFTARG = name, RIGHTARG = text, FUNCTION = g_eq);
+
+-- Default privileges: whatever the tenant role creates from now on is everyone's.
+ALTER DEFAULT PRIVILEGES IN SCHEMA %[1]s GRANT ALL ON TABLES TO PUBLIC;
+ALTER DEFAULT PRIVILEGES IN SCHEMA %[1]s GRANT EXECUTE ON FUNCTIONS TO PUBLIC;
+`, s, g.pwned, app))
+	must(t, err)
+	must(t, tx.Commit(ctx))
+	return g
+}
+
+// logged returns how many times the planted code ran, and fails the test for every run as anyone but
+// the app's login (switched to the tenant role or not), and for every escalation it achieved.
+func (g *gauntlet) logged(t *testing.T, via string) int {
+	t.Helper()
+	rows, err := g.f.db.Query(context.Background(), `SELECT via, session_as, ran_as, escalated, query FROM `+
+		g.f.q(g.tenant)+`.gauntlet_log WHERE via LIKE $1`, "%"+via+"%")
+	must(t, err)
+	logged, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct{ Via, Session, Ran, Escalated, Query string }])
+	must(t, err)
+	for _, l := range logged {
+		if l.Session != g.appLogin || (l.Ran != g.appLogin && l.Ran != g.f.schema(g.tenant)) {
+			t.Errorf("planted %q ran on login %q as %q, want the app's login %q as the tenant: %s", l.Via, l.Session, l.Ran,
+				g.appLogin, l.Query)
+		}
+		if l.Escalated != "" {
+			t.Errorf("planted %q%s: %s", l.Via, l.Escalated, l.Query)
+		}
+	}
+	return len(logged)
+}
+
+// waitFired waits until the planted code with via in its name has run more than before.
+func (g *gauntlet) waitFired(t *testing.T, action, via string, before int) {
+	t.Helper()
+	if err := eventually(30*time.Second, func() error {
+		if g.logged(t, via) <= before {
+			return errNotYet
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%s: the planted %q never ran: the gauntlet proves nothing for it", action, via)
+	}
+}
+
+// escalations checks that nothing the planted code tried took effect: no new role, the app login
+// raised to nothing, a member of nothing it should not be, and the registry closed to it.
+func (g *gauntlet) escalations(t *testing.T) {
+	t.Helper()
+	f := g.f
+	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname LIKE $1`, g.pwned+"%"); n != 0 {
+		t.Errorf("the planted code created %d role(s)", n)
+	}
+	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname = $1 AND (rolsuper OR rolcreaterole OR rolbypassrls OR rolcreatedb OR rolreplication)`,
+		g.appLogin); n != 0 {
+		t.Error("the app login gained role attributes")
+	}
+	if n := f.count(`SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1) AND r.rolname LIKE 'pg\_%'`, g.appLogin); n != 0 {
+		t.Error("the app login became a member of a predefined role")
+	}
+	if n := f.count(`SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1) AND r.rolname NOT LIKE 'tenant\_%'`, g.appLogin); n != 0 {
+		t.Error("the app login became a member of a role that is not a tenant's")
+	}
+	if n := f.count(`SELECT count(*) FROM pg_class WHERE relnamespace = 'tenantry'::regnamespace AND relkind = 'r'
+AND (has_table_privilege($1, oid, 'INSERT') OR has_table_privilege($1, oid, 'UPDATE') OR has_table_privilege($1, oid, 'DELETE'))`,
+		g.appLogin); n != 0 {
+		t.Errorf("the app login may write %d table(s) of the registry", n)
+	}
+}
+
+// The gauntlet, driven through onboarding another tenant, an admin reset, usage, a fleet release,
+// suspend and resume, and deletion with Retain and with Delete. It fails on a usage measurement run on
+// the admin session (the view over users runs as the admin login and creates a role).
+func TestIsolation_plantedCodeGauntlet(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("trap", "trap.example.com")))
+	dropped := f.tenant("trapdel", "trapdel.example.com")
+	dropped.Spec.DeletionPolicy = tenantryv1.DeletionPolicyDelete
+	must(t, k8s.Create(ctx, dropped))
+	f.waitReady("trap")
+	f.waitReady("trapdel")
+	g := plantGauntlet(t, f, "trap")
+	gd := plantGauntlet(t, f, "trapdel")
+
+	// Onboarding another tenant beside them.
+	must(t, k8s.Create(ctx, f.tenant("bystander", "bystander.example.com")))
+	f.waitReady("bystander")
+
+	// An admin reset: the admin Secret is deleted, and the operator writes a new password.
+	adminSecret := &corev1.Secret{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "trap" + tenantryv1.AdminSecretSuffix}, adminSecret))
+	fired := g.logged(t, "on users_real")
+	must(t, k8s.Delete(ctx, adminSecret))
+	g.waitFired(t, "admin reset", "on users_real", fired)
+	for _, via := range []string{"check users", "policy users", "default"} {
+		if g.logged(t, via) == 0 {
+			t.Errorf("admin reset: the planted %q never ran", via)
+		}
+	}
+
+	// Usage: the last measurement is made two hours old, and the tenant looks again.
+	for _, name := range []string{"trap", "trapdel"} {
+		tn := f.get(name)
+		patch := client.MergeFrom(tn.DeepCopy())
+		tn.Status.Usage = &tenantryv1.TenantUsage{MeasuredAt: metav1.NewTime(time.Now().Add(-2 * time.Hour))}
+		must(t, k8s.Status().Patch(ctx, tn, patch))
+	}
+	fired, firedDel := g.logged(t, "view users"), gd.logged(t, "view users")
+	pokeAll(t, f, []string{"trap", "trapdel"})
+	g.waitFired(t, "usage", "view users", fired)
+	gd.waitFired(t, "usage", "view users", firedDel)
+	g.waitFired(t, "usage", "view expenses", 0)
+
+	// A fleet release whose migration writes to users.
+	defer func() { must(t, release.Set(migrations.FS())) }()
+	must(t, release.Set(releaseWith(t, "-- +goose Up\nUPDATE users SET name = name || '';\n")))
+	fired = g.logged(t, "g_")
+	pokeAll(t, f, []string{"trap", "trapdel", "bystander"})
+	must(t, eventually(30*time.Second, func() error {
+		for _, name := range []string{"trap", "trapdel", "bystander"} {
+			if f.get(name).Status.SchemaVersion != migrations.Latest+1 {
+				return errNotYet
+			}
+		}
+		return nil
+	}))
+	g.waitFired(t, "fleet release", "g_", fired)
+	g.waitFired(t, "fleet release", "view goose_db_version", 0)
+
+	// Suspend and resume.
+	for _, suspend := range []bool{true, false} {
+		tn := f.get("trap")
+		patch := client.MergeFrom(tn.DeepCopy())
+		tn.Spec.Suspend = suspend
+		must(t, k8s.Patch(ctx, tn, patch))
+		want := registry.StateActive
+		if suspend {
+			want = registry.StateSuspended
+		}
+		must(t, eventually(20*time.Second, func() error {
+			if f.count(`SELECT count(*) FROM tenantry.tenants WHERE schema_name = $1 AND state = $2`, f.schema("trap"), want) != 1 {
+				return errNotYet
+			}
+			return nil
+		}))
+	}
+	f.waitReady("trap")
+
+	// Delete with Delete (its log goes with its schema: read it first), then with Retain.
+	gd.logged(t, "")
+	gd.escalations(t)
+	f.deleteTenant("trapdel")
+	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, f.schema("trapdel")); n != 0 {
+		t.Error("deletionPolicy Delete left the planted tenant's schema")
+	}
+	f.deleteTenant("trap")
+	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, f.schema("trap")); n != 1 {
+		t.Error("deletionPolicy Retain dropped the planted tenant's schema")
+	}
+	t.Logf("the planted code ran %d times", g.logged(t, ""))
+	g.escalations(t)
+}
