@@ -44,11 +44,13 @@ func NewEnv(ctx context.Context, cluster *pgcluster.Throwaway) (*Env, error) {
 	e := &Env{AdminURL: adminURL, AppRole: registry.AppRoleName(database, Namespace, "app")}
 	u.User = url.UserPassword(e.AppRole, "app-password")
 	e.AppURL = u.String()
-	// As the operator: admin work on the admin's login, work inside tenant schemas on the app's.
-	if e.Admin, err = tenantdb.Open(adminURL, tenantdb.Options{TenantURI: e.AppURL}); err != nil {
+	// As the operator: admin work on the admin's login, work inside tenant schemas on its tenant login.
+	role := tenantdb.Role{Name: e.AppRole, Mark: tenantdb.OwnerMark("app", database, Namespace, "app")}
+	worker := tenantdb.Role{Name: registry.WorkerRoleName(database, Namespace, "app"),
+		Mark: tenantdb.OwnerMark("operator", database, Namespace, "app")}
+	if e.Admin, err = tenantdb.Open(adminURL, tenantdb.Options{AppRole: role, Worker: worker}); err != nil {
 		return nil, err
 	}
-	role := tenantdb.Role{Name: e.AppRole, Mark: tenantdb.OwnerMark("app", database, Namespace, "app")}
 	if err := e.Admin.EnsureAppRole(ctx, role, "app-password"); err != nil {
 		return nil, err
 	}

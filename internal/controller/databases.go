@@ -113,8 +113,7 @@ func (d *Databases) URI(ctx context.Context, app *tenantryv1.ExpenseApp, shard s
 	return c.uri, err
 }
 
-// uris reads the admin connection string of an ExpenseApp's shard, and the app login's for it from the
-// app's Secret (empty while that Secret does not have it yet).
+// uris reads the admin connection string of an ExpenseApp's shard.
 func (d *Databases) uris(ctx context.Context, app *tenantryv1.ExpenseApp, shard string) (cachedURI, error) {
 	ref, ok := shardRef(app, shard)
 	if !ok {
@@ -146,15 +145,6 @@ func (d *Databases) uris(ctx context.Context, app *tenantryv1.ExpenseApp, shard 
 	if c.uri == "" {
 		return cachedURI{}, waitErr(tenantryv1.ReasonInvalidSecret, 10*time.Second,
 			"Secret %s/%s (%s) has no key %q holding the database connection string", app.Namespace, ref.Name, field, ref.KeyOrDefault())
-	}
-	var appSecret corev1.Secret
-	err := d.Reader.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: appSecretName(app)}, &appSecret)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return cachedURI{}, retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("reading Secret %s: %w", appSecretName(app), err))
-	}
-	c.appURI = appLoginURIs(&appSecret)[shard]
-	if c.appURI == "" {
-		return c, nil // not remembered: the app's Secret is about to be written
 	}
 	d.mu.Lock()
 	if d.cache == nil {
@@ -196,7 +186,6 @@ const secretTTL = 5 * time.Second
 type cachedURI struct {
 	ref    tenantryv1.SecretKeyRef
 	uri    string // the admin's
-	appURI string // the app login's, for work inside tenant schemas
 	at     time.Time
 }
 
@@ -215,9 +204,22 @@ func (d *Databases) Shard(ctx context.Context, app *tenantryv1.ExpenseApp, shard
 	if err != nil {
 		return nil, err
 	}
-	opts := tenantdb.Options{MaxConcurrentMigrations: app.Spec.Migrations.MaxConcurrent, TenantURI: c.appURI,
+	// The app's login and the operator's tenant login are named after the home database, on every shard.
+	home := c
+	if shard != tenantryv1.HomeShard {
+		if home, err = d.uris(ctx, app, tenantryv1.HomeShard); err != nil {
+			return nil, err
+		}
+	}
+	homeName, err := tenantdb.DatabaseName(home.uri)
+	if err != nil {
+		return nil, stallErr(tenantryv1.ReasonInvalidSecret, time.Minute,
+			fmt.Errorf("Secret %s/%s key %q (shard %s): %v", app.Namespace, home.ref.Name, home.ref.KeyOrDefault(), tenantryv1.HomeShard, err))
+	}
+	opts := tenantdb.Options{MaxConcurrentMigrations: app.Spec.Migrations.MaxConcurrent,
+		AppRole: appRole(homeName, app), Worker: workerRole(homeName, app),
 		StatementTimeout: d.StatementTimeout, LockTimeout: d.LockTimeout, AdminTracer: d.AdminTracer}
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d", c.uri, c.appURI, opts.MaxConcurrentMigrations))
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d", c.uri, homeName, opts.MaxConcurrentMigrations))
 
 	key := shardKey{app: types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, shard: shard}
 	d.mu.Lock()

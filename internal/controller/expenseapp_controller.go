@@ -521,6 +521,13 @@ func appRole(database string, app *tenantryv1.ExpenseApp) tenantdb.Role {
 		Mark: tenantdb.OwnerMark("app", database, app.Namespace, app.Name)}
 }
 
+// workerRole is the operator's own login for the tenant sessions of an ExpenseApp's tenants, named, like
+// the app's, after the home database.
+func workerRole(database string, app *tenantryv1.ExpenseApp) tenantdb.Role {
+	return tenantdb.Role{Name: registry.WorkerRoleName(database, app.Namespace, app.Name),
+		Mark: tenantdb.OwnerMark("operator", database, app.Namespace, app.Name)}
+}
+
 // withUser returns a postgres:// URL with its user and password replaced. Credentials given as query
 // parameters are dropped too: the admin's must never reach the app's Secret.
 func withUser(uri, user, pass string) (string, error) {

@@ -6,7 +6,8 @@ package controller
 // tries to escalate (create a role, make the app login a superuser, grant it the predefined roles that
 // read and write everything, open the registry to it; also after RESET ROLE) and logs who it ran as. It
 // must only ever run as the app's login or the tenant's role, and escalate nothing. See
-// docs/security.md.
+// docs/security.md. (The operator's own work inside the schema runs on its tenant login, which is a
+// member of the app's login and can do no more.)
 
 import (
 	"context"
@@ -30,6 +31,7 @@ type gauntlet struct {
 	f        *fixture
 	tenant   string
 	appLogin string // the app's login role
+	worker   string // the operator's tenant login
 	pwned    string // the name of the role spy() tries to create
 }
 
@@ -48,6 +50,7 @@ func plantGauntlet(t *testing.T, f *fixture, tenant string) *gauntlet {
 	conn := f.appLogin("")
 	g := &gauntlet{f: f, tenant: tenant, pwned: "pwned_" + strings.ReplaceAll(f.ns, "-", "_")}
 	must(t, conn.QueryRow(ctx, "SELECT current_user").Scan(&g.appLogin))
+	g.worker = registry.WorkerRoleName(f.database, f.ns, "expenses")
 	if len(g.pwned) > 50 {
 		g.pwned = g.pwned[:50]
 	}
@@ -139,8 +142,9 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA %[1]s GRANT EXECUTE ON FUNCTIONS TO PUBLIC;
 	return g
 }
 
-// logged returns how many times the planted code ran, and fails the test for every run as anyone but
-// the app's login (switched to the tenant role or not), and for every escalation it achieved.
+// logged returns how many times the planted code ran, and fails the test for every run on any login
+// but the app's or the operator's tenant login, as anyone but those or the tenant's role, and for
+// every escalation it achieved.
 func (g *gauntlet) logged(t *testing.T, via string) int {
 	t.Helper()
 	rows, err := g.f.db.Query(context.Background(), `SELECT via, session_as, ran_as, escalated, query FROM `+
@@ -149,9 +153,9 @@ func (g *gauntlet) logged(t *testing.T, via string) int {
 	logged, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct{ Via, Session, Ran, Escalated, Query string }])
 	must(t, err)
 	for _, l := range logged {
-		if l.Session != g.appLogin || (l.Ran != g.appLogin && l.Ran != g.f.schema(g.tenant)) {
-			t.Errorf("planted %q ran on login %q as %q, want the app's login %q as the tenant: %s", l.Via, l.Session, l.Ran,
-				g.appLogin, l.Query)
+		if (l.Session != g.appLogin && l.Session != g.worker) || (l.Ran != l.Session && l.Ran != g.f.schema(g.tenant)) {
+			t.Errorf("planted %q ran on login %q as %q, want the app's login %q or the operator's tenant login %q, as the tenant: %s",
+				l.Via, l.Session, l.Ran, g.appLogin, g.worker, l.Query)
 		}
 		if l.Escalated != "" {
 			t.Errorf("planted %q%s: %s", l.Via, l.Escalated, l.Query)
@@ -173,30 +177,30 @@ func (g *gauntlet) waitFired(t *testing.T, action, via string, before int) {
 	}
 }
 
-// escalations checks that nothing the planted code tried took effect: no new role, the app login
-// raised to nothing, a member of nothing it should not be, and the registry closed to it.
+// escalations checks that nothing the planted code tried took effect: no new role; and the app's login
+// and the operator's tenant login raised to nothing, members of nothing they should not be (tenant
+// roles; the app's login, for the operator's), with the registry closed to them.
 func (g *gauntlet) escalations(t *testing.T) {
 	t.Helper()
 	f := g.f
 	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname LIKE $1`, g.pwned+"%"); n != 0 {
 		t.Errorf("the planted code created %d role(s)", n)
 	}
-	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname = $1 AND (rolsuper OR rolcreaterole OR rolbypassrls OR rolcreatedb OR rolreplication)`,
-		g.appLogin); n != 0 {
-		t.Error("the app login gained role attributes")
-	}
-	if n := f.count(`SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
-WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1) AND r.rolname LIKE 'pg\_%'`, g.appLogin); n != 0 {
-		t.Error("the app login became a member of a predefined role")
-	}
-	if n := f.count(`SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
-WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1) AND r.rolname NOT LIKE 'tenant\_%'`, g.appLogin); n != 0 {
-		t.Error("the app login became a member of a role that is not a tenant's")
-	}
-	if n := f.count(`SELECT count(*) FROM pg_class WHERE relnamespace = 'tenantry'::regnamespace AND relkind = 'r'
+	for _, login := range []string{g.appLogin, g.worker} {
+		if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname = $1 AND (rolsuper OR rolcreaterole OR rolbypassrls OR rolcreatedb OR rolreplication)`,
+			login); n != 0 {
+			t.Errorf("%s gained role attributes", login)
+		}
+		if n := f.count(`SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1) AND r.rolname NOT LIKE 'tenant\_%' AND r.rolname <> $2`,
+			login, g.appLogin); n != 0 {
+			t.Errorf("%s became a member of a role that is neither a tenant's nor the app's login", login)
+		}
+		if n := f.count(`SELECT count(*) FROM pg_class WHERE relnamespace = 'tenantry'::regnamespace AND relkind = 'r'
 AND (has_table_privilege($1, oid, 'INSERT') OR has_table_privilege($1, oid, 'UPDATE') OR has_table_privilege($1, oid, 'DELETE'))`,
-		g.appLogin); n != 0 {
-		t.Errorf("the app login may write %d table(s) of the registry", n)
+			login); n != 0 {
+			t.Errorf("%s may write %d table(s) of the registry", login, n)
+		}
 	}
 }
 

@@ -244,6 +244,10 @@ func (r *TenantReconciler) advanceMove(ctx context.Context, run *tenantRun, mv *
 		return r.moving(t, mv, "the cut-over waited too long for writes in flight or for the target; trying again")
 	}
 	err = copySequences(ctx, mv)
+	if err == nil {
+		// Only now may the app's login act as the tenant on the target, just before the app is sent there.
+		err = grantApp(ctx, mv.tgt, run.home.Database(), run.app, mv.role)
+	}
 	if err == nil && !mv.targetIsHome {
 		err = mv.tgt.SetState(ctx, mv.schema, registryState(t, mv.version), mv.version)
 	}
@@ -278,7 +282,7 @@ func (r *TenantReconciler) prepareTarget(ctx context.Context, run *tenantRun, mv
 			return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: %w", mv.target, err))
 		}
 	}
-	if err := r.ensureSchema(ctx, t, run.app, run.home.Database(), mv.tgt, run.id); err != nil {
+	if err := r.ensureSchema(ctx, t, run.app, run.home.Database(), mv.tgt, run.id, true); err != nil {
 		return err
 	}
 	fsys, _ := r.Release.Get()

@@ -30,6 +30,7 @@ import (
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/app/postgres"
 	"tenantry.dev/tenantry/internal/pgcluster"
+	"tenantry.dev/tenantry/internal/tenantdb"
 )
 
 // otherServer is a second PostgreSQL server for shards, started by the first test that needs it and
@@ -679,4 +680,70 @@ func TestShards_targetOutageDuringMove(t *testing.T) {
 	if status, out := server.call(t, "mover.shards.test", "GET", "/api/v1/departments", "", session); status != http.StatusOK {
 		t.Errorf("the moved tenant, served from east: %d %s", status, out)
 	}
+}
+
+// A move's target is closed to the app's login until the cut-over: while the subscription copies the
+// tenant to the other server, the app's login there cannot act as the tenant (so it cannot plant a
+// trigger, rule or check that the subscription's apply worker, which runs as its superuser owner on
+// PostgreSQL 15, would run), and the target's publication found under the move's name is the move's own.
+// After the cut-over it can, and it serves the tenant there.
+func TestShards_moveTargetClosedToTheAppLogin(t *testing.T) {
+	f := newShardedFixture(t)
+	ctx := context.Background()
+	mover := f.tenant("mover", "mover.shards.test")
+	mover.Spec.Shard = tenantryv1.HomeShard
+	must(t, k8s.Create(ctx, mover))
+	f.waitReady("mover")
+	east := f.shardDB["east"].Config().ConnConfig
+	appEast := f.appLoginTo(func(cfg *pgx.ConnConfig) { cfg.Host, cfg.Port, cfg.Database = east.Host, east.Port, east.Database })
+	schema := f.schema("mover")
+	s := f.q("mover")
+	// Enough rows that the copy is seen under way.
+	_, err := f.db.Exec(ctx, `
+INSERT INTO `+s+`.departments (name) VALUES ('Ops');
+INSERT INTO `+s+`.funding_accounts (name, total_minor) VALUES ('Main', 100000);
+INSERT INTO `+s+`.budgets (department_id, account_id, month, amount_minor)
+  SELECT d.id, a.id, date '2026-11-01', 50000 FROM `+s+`.departments d, `+s+`.funding_accounts a`)
+	must(t, err)
+	seedExpenses(t, f.db, schema, 200000)
+	var app string
+	must(t, appEast.QueryRow(ctx, "SELECT current_user").Scan(&app))
+
+	tn := f.get("mover")
+	patch := client.MergeFrom(tn.DeepCopy())
+	tn.Spec.Shard = "east"
+	must(t, k8s.Patch(ctx, tn, patch))
+	copying := 0
+	must(t, eventually(60*time.Second, func() error {
+		// Copying (a table of the subscription not yet ready) is before the cut-over, which waits for
+		// all of them; membership and copy are read at one instant.
+		var inCopy, member bool
+		if err := f.shardDB["east"].QueryRow(ctx, `
+SELECT EXISTS (SELECT FROM pg_subscription_rel sr JOIN pg_subscription s ON s.oid = sr.srsubid WHERE s.subname = $1 AND sr.srsubstate <> 'r'),
+       coalesce((SELECT pg_has_role($2, oid, 'MEMBER') FROM pg_roles WHERE rolname = $3), false)`,
+			tenantdb.MoveName(schema), app, schema).Scan(&inCopy, &member); err != nil {
+			return err
+		}
+		if inCopy {
+			copying++
+			if member {
+				t.Fatal("the app's login is a member of the tenant's role on the move's target while the copy runs")
+			}
+			if err := setRole(appEast, schema); !isPermissionDenied(err) {
+				t.Fatalf("the app's login acting as the tenant on the move's target during the copy: %v, want permission denied", err)
+			}
+		}
+		tn := f.get("mover")
+		if tn.Status.Shard != "east" || meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionMoving) != nil {
+			return errNotYet
+		}
+		return nil
+	}))
+	if copying == 0 {
+		t.Fatal("never saw the move's subscription before the cut-over: nothing was checked")
+	}
+	if err := setRole(appEast, schema); err != nil {
+		t.Fatalf("the app's login cannot act as the tenant on its new shard after the cut-over: %v", err)
+	}
+	t.Logf("the app's login was refused the target %d times during the copy", copying)
 }

@@ -484,7 +484,7 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, run *tenantRun) 
 	}
 	db, id := run.db, run.id
 	if !meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionSchemaReady) {
-		if err := r.ensureSchema(ctx, t, app, run.home.Database(), db, id); err != nil {
+		if err := r.ensureSchema(ctx, t, app, run.home.Database(), db, id, false); err != nil {
 			return err
 		}
 	}
@@ -508,10 +508,6 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, run *tenantRun) 
 		msg := fmt.Sprintf("%s; the schema stays at version %d. Fix the migration and the operator retries", me.Error(), version)
 		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonMigrationFailed, msg)
 		return stallErr(tenantryv1.ReasonMigrationFailed, 2*time.Minute, errors.New(msg))
-	}
-	if errors.Is(err, tenantdb.ErrNoTenantLogin) {
-		return waitErr(tenantryv1.ReasonMigrationQueued, 5*time.Second,
-			"waiting for the login of ExpenseApp %s (Secret %s), on which migrations run", app.Name, appSecretName(app))
 	}
 	if err != nil {
 		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError, err.Error())
@@ -555,10 +551,12 @@ func (r *TenantReconciler) migrateExisting(ctx context.Context, t *tenantryv1.Te
 }
 
 // ensureSchema creates the tenant's role and schema on the shard db and lets the app's login role act
-// as the tenant. Names and ownership marks derive from the identity in the home database (home), wherever
-// the schema is.
+// as the tenant; for a move's target (moveTarget), only the operator's tenant login, until the cut-over
+// (grantApp): nobody who holds the app's login can plant anything in the copy that the subscription's
+// apply worker, which runs as the subscription's owner, would run. Names and ownership marks derive
+// from the identity in the home database (home), wherever the schema is.
 func (r *TenantReconciler) ensureSchema(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp,
-	home string, db *tenantdb.DB, id tenantdb.FleetMember) error {
+	home string, db *tenantdb.DB, id tenantdb.FleetMember, moveTarget bool) error {
 	role := tenantdb.Role{Name: id.Role, Mark: tenantdb.OwnerMark("tenant", home, t.Namespace, t.Name),
 		// A role named before names were derived from the whole identity is taken because the registry
 		// records it for this very tenant.
@@ -571,18 +569,31 @@ func (r *TenantReconciler) ensureSchema(ctx context.Context, t *tenantryv1.Tenan
 		setCondition(t, tenantryv1.ConditionSchemaReady, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError, err.Error())
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	// The app's login role may act as the tenant, and only as the tenants of its ExpenseApp.
+	if moveTarget {
+		if err := db.GrantWorker(ctx, id.Role); err != nil {
+			return retryErr(tenantryv1.ReasonDatabaseError, err)
+		}
+	} else if err := grantApp(ctx, db, home, app, id.Role); err != nil {
+		return err
+	}
+	setCondition(t, tenantryv1.ConditionSchemaReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+		fmt.Sprintf("Schema %q owned by role %q", id.Schema, id.Role))
+	return nil
+}
+
+// grantApp lets the app's login role act as the tenant; the app's login acts only as the tenants of its
+// ExpenseApp.
+func grantApp(ctx context.Context, db *tenantdb.DB, home string, app *tenantryv1.ExpenseApp, tenantRole string) error {
 	appRole := appRole(home, app)
+	var ownership *tenantdb.OwnershipError
 	if err := db.EnsureAppRoleOnce(ctx, appRole); errors.As(err, &ownership) {
 		return stallErr(tenantryv1.ReasonInvalidDatabase, 5*time.Minute, err)
 	} else if err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	if err := db.GrantTenant(ctx, id.Role, appRole.Name); err != nil {
+	if err := db.GrantTenant(ctx, tenantRole, appRole.Name); err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	setCondition(t, tenantryv1.ConditionSchemaReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
-		fmt.Sprintf("Schema %q owned by role %q", id.Schema, id.Role))
 	return nil
 }
 
@@ -982,8 +993,6 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesRawSource(source.Channel(r.Rollouts.Changed, &handler.EnqueueRequestForObject{})).
 		// A tenant whose schema a Citus rebalance moved to another worker.
 		WatchesRawSource(source.Channel(r.Nodes.Changed, &handler.EnqueueRequestForObject{})).
-		// The app's login, on which migrations run: a tenant waiting for it goes on when it appears.
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tenantsOfAppSecret)).
 		// A Tenant that lets go of hosts (deleted, or hosts changed) may unblock one waiting for them.
 		Watches(&tenantryv1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.tenantsWithHostConflicts),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -993,27 +1002,6 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 func (r *TenantReconciler) tenantsOfApp(ctx context.Context, o client.Object) []reconcile.Request {
 	return r.listRequests(ctx, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexAppRef: o.GetName()})
-}
-
-// tenantsOfAppSecret maps an ExpenseApp's login Secret to the app's Tenants that are not Ready: the
-// ones that may be waiting for it.
-func (r *TenantReconciler) tenantsOfAppSecret(ctx context.Context, o client.Object) []reconcile.Request {
-	owner := metav1.GetControllerOf(o)
-	if owner == nil || owner.Kind != "ExpenseApp" || o.GetName() != owner.Name+appSecretSuffix {
-		return nil
-	}
-	var list tenantryv1.TenantList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexAppRef: owner.Name}); err != nil {
-		logf.FromContext(ctx).Error(err, "listing tenants to enqueue")
-		return nil
-	}
-	var reqs []reconcile.Request
-	for _, t := range list.Items {
-		if !meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&t)})
-		}
-	}
-	return reqs
 }
 
 func (r *TenantReconciler) tenantsWithHostConflicts(ctx context.Context, o client.Object) []reconcile.Request {

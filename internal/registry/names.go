@@ -14,6 +14,7 @@ const maxIdentifier = 63
 const (
 	tenantPrefix  = "tenant_"
 	appRolePrefix = "tenantry_app_"
+	workerPrefix  = "tenantry_op_"
 )
 
 // hashLen is the length of the identity hash in a name: 16 base32 characters, 80 bits of SHA-256.
@@ -37,6 +38,12 @@ func TenantName(database, namespace, name string) string {
 // identity: "tenantry_app_<name>_<hash of database, namespace and name>".
 func AppRoleName(database, namespace, app string) string {
 	return derive(appRolePrefix, app, database, namespace, app)
+}
+
+// WorkerRoleName is the operator's own login for the tenant sessions of an ExpenseApp's tenants
+// (tenantdb.Options.Worker), derived like AppRoleName: "tenantry_op_<name>_<hash>".
+func WorkerRoleName(database, namespace, app string) string {
+	return derive(workerPrefix, app, database, namespace, app)
 }
 
 // derive builds prefix + readable + "_" + hash of the parts. Each part is length-prefixed before

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,8 +29,11 @@ import (
 // function or operator a tenant made can stand in for a built-in one.
 type DB struct {
 	pool *pgxpool.Pool
-	// tenant is nil until Options.TenantURI is given. Its size bounds concurrent migrations.
+	opts Options
+	// tenant is the tenant sessions' pool, on the operator's tenant login (Options.Worker), opened by
+	// the first Session. Its size bounds concurrent migrations.
 	tenant   *pgxpool.Pool
+	tenantMu sync.Mutex // serialises opening it
 	database string
 
 	statements atomic.Int64
@@ -48,9 +52,13 @@ type Options struct {
 	MaxConns int32
 	// MaxConcurrentMigrations bounds the tenant schemas migrated at once (default 8).
 	MaxConcurrentMigrations int32
-	// TenantURI is the app login's connection string, on which work inside tenant schemas runs. Without
-	// it, Session fails.
-	TenantURI string
+	// AppRole is the app's login role on this database, and Worker the operator's own login for tenant
+	// sessions: a member of AppRole, and so of every tenant role the app may act as, and of nothing
+	// else but the tenants moving here before their cut-over (GrantWorker). The operator creates it and
+	// gives it a fresh random password, which only its process knows, when the first Session opens; the
+	// tenant sessions then log in as it, where the admin connection string points. Without them, Session
+	// fails with ErrNoTenantLogin.
+	AppRole, Worker Role
 	// StatementTimeout and LockTimeout bound every statement of both kinds of session (defaults:
 	// DefaultStatementTimeout, DefaultLockTimeout): no login can hold the operator's work for longer.
 	StatementTimeout, LockTimeout time.Duration
@@ -63,6 +71,18 @@ const (
 	DefaultStatementTimeout = time.Minute
 	DefaultLockTimeout      = 10 * time.Second
 )
+
+// DatabaseName is the database a connection string names (as libpq: the user's name when it names none).
+func DatabaseName(uri string) (string, error) {
+	cfg, err := pgx.ParseConfig(uri)
+	if err != nil {
+		return "", errors.New("the database connection string is not a valid postgres:// URL or key=value string")
+	}
+	if cfg.Database == "" {
+		return cfg.User, nil
+	}
+	return cfg.Database, nil
+}
 
 // Open returns a DB for an admin connection string. It connects lazily.
 func Open(uri string, opts Options) (*DB, error) {
@@ -78,7 +98,7 @@ func Open(uri string, opts Options) (*DB, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = DefaultLockTimeout
 	}
-	db := &DB{}
+	db := &DB{opts: opts}
 	var err error
 	admin := poolSettings{maxConns: opts.MaxConns, mode: pgx.QueryExecModeCacheStatement, opts: opts, admin: true}
 	if db.pool, err = db.newPool(uri, admin); err != nil {
@@ -88,14 +108,6 @@ func Open(uri string, opts Options) (*DB, error) {
 	db.database = cfg.Database
 	if db.database == "" {
 		db.database = cfg.User // as libpq: the database defaults to the user's name
-	}
-	if opts.TenantURI != "" {
-		// Unnamed statements: a migration's statements are sent once per schema, in one pipelined batch.
-		tenant := poolSettings{maxConns: opts.MaxConcurrentMigrations, mode: pgx.QueryExecModeExec, opts: opts}
-		if db.tenant, err = db.newPool(opts.TenantURI, tenant); err != nil {
-			db.pool.Close()
-			return nil, err
-		}
 	}
 	return db, nil
 }
@@ -124,6 +136,11 @@ func (db *DB) newPool(uri string, s poolSettings) (*pgxpool.Pool, error) {
 		// pgx's message may quote the string, password and all: say only what is wrong.
 		return nil, errors.New("the database connection string is not a valid postgres:// URL or key=value string")
 	}
+	return db.newPoolFrom(cfg, s)
+}
+
+// newPoolFrom opens a pool of one kind of session on cfg.
+func (db *DB) newPoolFrom(cfg *pgxpool.Config, s poolSettings) (*pgxpool.Pool, error) {
 	cfg.MaxConns = s.maxConns
 	cfg.MinConns = 0
 	cfg.MaxConnIdleTime = 5 * time.Minute
@@ -137,13 +154,16 @@ func (db *DB) newPool(uri string, s poolSettings) (*pgxpool.Pool, error) {
 	if cfg.ConnConfig.RuntimeParams == nil {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
-	params := cfg.ConnConfig.RuntimeParams
+	params := maps.Clone(cfg.ConnConfig.RuntimeParams)
+	cfg.ConnConfig.RuntimeParams = params
 	params["application_name"] = "tenantry-operator"
 	// Set at connection start, so that they hold for every statement, whatever the connection string says.
 	params["statement_timeout"] = fmt.Sprint(s.opts.StatementTimeout.Milliseconds())
 	params["lock_timeout"] = fmt.Sprint(s.opts.LockTimeout.Milliseconds())
 	if s.admin {
 		params["search_path"] = "pg_catalog"
+	} else {
+		delete(params, "search_path")
 	}
 	return pgxpool.NewWithConfig(context.Background(), cfg)
 }

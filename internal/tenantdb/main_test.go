@@ -25,8 +25,8 @@ func openTestDB(t *testing.T, opts Options) (*DB, string) {
 	u, _ := url.Parse(adminURL)
 	database := strings.TrimPrefix(u.Path, "/")
 	appRole := Role{Name: "app_" + database, Mark: OwnerMark("app", database, "test", "app")}
-	u.User = url.UserPassword(appRole.Name, "app-password")
-	opts.TenantURI = u.String()
+	opts.AppRole = appRole
+	opts.Worker = Role{Name: "op_" + database, Mark: OwnerMark("operator", database, "test", "app")}
 	db, err := Open(adminURL, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +39,7 @@ func openTestDB(t *testing.T, opts Options) (*DB, string) {
 }
 
 // appRoleOf is the app login of a DB that openTestDB opened.
-func appRoleOf(db *DB) string { return db.tenant.Config().ConnConfig.User }
+func appRoleOf(db *DB) string { return db.opts.AppRole.Name }
 
 // newTenantSchema creates a tenant's role and schema, as the operator does, and lets the app login act
 // as it. The role is named like the schema.

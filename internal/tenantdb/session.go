@@ -2,6 +2,8 @@ package tenantdb
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -22,19 +24,79 @@ type TenantSession struct {
 	citus bool // the database is a Citus coordinator: migrations send one statement at a time
 }
 
-// ErrNoTenantLogin says that work inside a tenant schema needs the app's login (Options.TenantURI).
-var ErrNoTenantLogin = errors.New("no login for work inside tenant schemas: the app's login is not known yet")
+// ErrNoTenantLogin says that work inside a tenant schema needs the app's and the operator's tenant
+// logins (Options.AppRole and Options.Worker).
+var ErrNoTenantLogin = errors.New("no login for work inside tenant schemas: the app's login role is not known")
 
-// Session returns the tenant session of one tenant's schema and role on this database.
+// Session returns the tenant session of one tenant's schema and role on this database. The first one
+// opens the tenant sessions' pool (tenantLogin).
 func (db *DB) Session(ctx context.Context, id Identity) (*TenantSession, error) {
-	if db.tenant == nil {
-		return nil, ErrNoTenantLogin
+	pool, err := db.tenantLogin(ctx)
+	if err != nil {
+		return nil, err
 	}
 	citus, err := db.Citus(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &TenantSession{pool: db.tenant, id: id, citus: citus}, nil
+	return &TenantSession{pool: pool, id: id, citus: citus}, nil
+}
+
+// tenantLogin returns the pool of the tenant sessions, opening it the first time: it makes sure the app
+// role and the operator's tenant login (Options.Worker: LOGIN NOINHERIT, a member of the app role, on
+// Citus of AppsGroup) exist, gives the login a new random password, and connects as it where the admin
+// connection string points.
+func (db *DB) tenantLogin(ctx context.Context) (*pgxpool.Pool, error) {
+	db.tenantMu.Lock()
+	defer db.tenantMu.Unlock()
+	if db.tenant != nil {
+		return db.tenant, nil
+	}
+	app, worker := db.opts.AppRole, db.opts.Worker
+	if app.Name == "" || worker.Name == "" {
+		return nil, ErrNoTenantLogin
+	}
+	if err := db.EnsureAppRoleOnce(ctx, app); err != nil {
+		return nil, err
+	}
+	if err := db.ensureRole(ctx, worker, "LOGIN NOINHERIT"); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 24)
+	_, _ = rand.Read(buf)
+	password := hex.EncodeToString(buf)
+	q := pgx.Identifier{worker.Name}.Sanitize()
+	if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" LOGIN NOINHERIT PASSWORD "+quoteLiteral(password)); err != nil {
+		return nil, fmt.Errorf("setting the password of the operator's tenant login %q: %w", worker.Name, err)
+	}
+	if _, err := db.pool.Exec(ctx, "GRANT "+pgx.Identifier{app.Name}.Sanitize()+" TO "+q); err != nil {
+		return nil, fmt.Errorf("letting the operator's tenant login %q act as the app's tenants: %w", worker.Name, err)
+	}
+	if citus, err := db.Citus(ctx); err != nil {
+		return nil, err
+	} else if citus {
+		if err := db.joinAppsGroup(ctx, worker.Name); err != nil {
+			return nil, err
+		}
+	}
+	cfg := db.pool.Config() // a copy, on the admin connection string: the same server and database
+	cfg.ConnConfig.User, cfg.ConnConfig.Password = worker.Name, password
+	settings := poolSettings{maxConns: db.opts.MaxConcurrentMigrations, mode: pgx.QueryExecModeExec, opts: db.opts}
+	pool, err := db.newPoolFrom(cfg, settings)
+	if err != nil {
+		return nil, err
+	}
+	db.tenant = pool
+	return pool, nil
+}
+
+// GrantWorker lets the operator's tenant login act as a tenant whose app's login may not yet: a move's
+// target, until its cut-over.
+func (db *DB) GrantWorker(ctx context.Context, tenantRole string) error {
+	if _, err := db.tenantLogin(ctx); err != nil { // the login exists from here on
+		return err
+	}
+	return db.GrantTenant(ctx, tenantRole, db.opts.Worker.Name)
 }
 
 // Schema is the schema the session works in.

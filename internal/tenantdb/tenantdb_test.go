@@ -339,7 +339,7 @@ INSERT INTO `+s+`.expenses (budget_id, spent_on, description, amount_minor, crea
 	}
 }
 
-// A migration's connection goes back to the pool as the app's login, not as the tenant it migrated: the
+// A migration's connection goes back to the pool as the operator's tenant login, not as the tenant it migrated: the
 // next user of that connection (another tenant's migration, a rollout) never starts out as someone else.
 func TestDB_Migrate_leavesNoTenantRoleInThePool(t *testing.T) {
 	db, _ := openTestDB(t, Options{MaxConcurrentMigrations: 1})
@@ -353,7 +353,7 @@ func TestDB_Migrate_leavesNoTenantRoleInThePool(t *testing.T) {
 	for range pool.Stat().TotalConns() + 1 {
 		var user, path string
 		must(t, pool.QueryRow(ctx, "SELECT current_user, current_setting('search_path')").Scan(&user, &path))
-		if user != appRoleOf(db) || strings.Contains(path, schema) {
+		if user != db.opts.Worker.Name || strings.Contains(path, schema) {
 			t.Fatalf("a pooled connection runs as %q with search_path %q after a migration", user, path)
 		}
 	}
