@@ -184,9 +184,9 @@ const replacedDBGrace = 30 * time.Second
 const secretTTL = 5 * time.Second
 
 type cachedURI struct {
-	ref    tenantryv1.SecretKeyRef
-	uri    string // the admin's
-	at     time.Time
+	ref tenantryv1.SecretKeyRef
+	uri string // the admin's
+	at  time.Time
 }
 
 // For returns the home database of an ExpenseApp: its registry and routing, and shard "home".

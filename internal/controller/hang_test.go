@@ -147,7 +147,6 @@ WHERE datname = current_database() AND wait_event = 'PgSleep'`)
 	tn.Spec.DisplayName = "Locked out"
 	must(t, k8s.Patch(ctx, tn, patch))
 
-
 	locked := other.waitCondition("locked", tenantryv1.ConditionReady, metav1.ConditionFalse, tenantryv1.ReasonDatabaseError)
 	if c := findCondition(locked, tenantryv1.ConditionReady); !strings.Contains(c.Message, "lock_timeout") {
 		t.Fatalf("the locked tenant's Ready message does not name the lock timeout: %q", c.Message)

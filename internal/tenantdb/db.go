@@ -22,11 +22,11 @@ import (
 // DB is the operator's admin session on one shared database: it logs in with the admin connection
 // string and runs only role, schema, grant, registry and publication/subscription statements. It never
 // reads, writes, truncates or calls anything inside a tenant schema: that is the tenant session's work
-// (TenantSession, from Session), on the app's own login, which can do no more than the app can,
-// switched to the tenant's role. A trigger, function or view a tenant role planted runs there with no
-// more than the app's rights, and never here. Both kinds of session run every statement under a
-// statement_timeout and a lock_timeout; the admin session's search_path is pg_catalog alone, so no
-// function or operator a tenant made can stand in for a built-in one.
+// (TenantSession, from Session), on the operator's own tenant login, which can do no more than the
+// app's login can, switched to the tenant's role. A trigger, function or view a tenant role planted
+// runs there with no more than the app's rights, and never here. Both kinds of session run every
+// statement under a statement_timeout and a lock_timeout; the admin session's search_path is pg_catalog
+// alone, so no function or operator a tenant made can stand in for a built-in one.
 type DB struct {
 	pool *pgxpool.Pool
 	opts Options

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -356,5 +357,47 @@ func TestDB_Migrate_leavesNoTenantRoleInThePool(t *testing.T) {
 		if user != db.opts.Worker.Name || strings.Contains(path, schema) {
 			t.Fatalf("a pooled connection runs as %q with search_path %q after a migration", user, path)
 		}
+	}
+}
+
+// A publication found under a move's name is used only if the operator made it for this move (its
+// mark) and it publishes exactly the tenant's schema and marker row: one made by someone else, or
+// publishing something else, is dropped and made anew; the move's own is kept.
+func TestDB_Publish_takesOnlyItsOwnPublication(t *testing.T) {
+	db, _ := openTestDB(t, Options{})
+	ctx := context.Background()
+	must(t, db.EnsureRegistry(ctx))
+	schema := "tenant_pub"
+	newTenantSchema(t, db, schema)
+	_, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS())
+	must(t, err)
+	name := MoveName(schema)
+	t.Cleanup(func() { _ = db.Unpublish(context.Background(), schema) })
+	// Planted under the move's name: a publication of the registry.
+	_, err = db.pool.Exec(ctx, "CREATE PUBLICATION "+pgx.Identifier{name}.Sanitize()+" FOR TABLE tenantry.tenants")
+	must(t, err)
+	published := func() (oid uint32, tables []string) {
+		t.Helper()
+		must(t, db.pool.QueryRow(ctx, `SELECT p.oid, coalesce(obj_description(p.oid, 'pg_publication'), '') FROM pg_publication p WHERE pubname = $1`,
+			name).Scan(&oid, new(string)))
+		rows, _ := db.pool.Query(ctx, `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`, name)
+		tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		must(t, err)
+		return oid, tables
+	}
+	mark := MoveMark("test", "pub", time.Unix(1, 0))
+	must(t, db.Publish(ctx, schema, mark))
+	first, tables := published()
+	if slices.Contains(tables, "tenantry.tenants") || !slices.Contains(tables, "tenantry.move_markers") ||
+		!slices.Contains(tables, schema+".users") {
+		t.Fatalf("after Publish the move's publication publishes %v, want the tenant's tables and the marker only", tables)
+	}
+	must(t, db.Publish(ctx, schema, mark))
+	if again, _ := published(); again != first {
+		t.Fatal("the move's own publication was made anew")
+	}
+	must(t, db.Publish(ctx, schema, MoveMark("test", "pub", time.Unix(2, 0))))
+	if other, _ := published(); other == first {
+		t.Fatal("another move's publication was kept")
 	}
 }
