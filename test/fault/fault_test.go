@@ -69,6 +69,7 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(pg.Close)
+	checkAdminStatements(t, pg)
 	dir := t.TempDir()
 	s := &stack{t: t, kubeconfig: filepath.Join(dir, "kubeconfig"), binary: filepath.Join(dir, "manager"),
 		migrations: filepath.Join(dir, "migrations"), pg: pg}
@@ -116,6 +117,41 @@ func newStack(t *testing.T) *stack {
 			Migrations: tenantryv1.MigrationsSpec{MaxConcurrent: 2}}}))
 	return s
 }
+
+// checkAdminStatements makes the server log every statement, and at the test's end reads what the
+// operators sent on their admin sessions (as the superuser, the admin connection string's user): none
+// may reach inside a tenant schema (testenv.AdminViolation; docs/security.md).
+func checkAdminStatements(t *testing.T, pg *pgcluster.Throwaway) {
+	if pg.External() {
+		return // someone else's server: its log is not ours to change or read
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pg.Cluster.URL("postgres"))
+	must(t, err)
+	defer conn.Close(ctx)
+	for name, value := range testenv.ServerLogSettings {
+		_, err := conn.Exec(ctx, fmt.Sprintf("ALTER SYSTEM SET %s = %s", name, quote(value)))
+		must(t, err)
+	}
+	_, err = conn.Exec(ctx, "SELECT pg_reload_conf()")
+	must(t, err)
+	t.Cleanup(func() {
+		f, err := os.Open(filepath.Join(pg.Dir, "server.log"))
+		must(t, err)
+		defer f.Close()
+		bad, n, err := testenv.AdminViolationsInLog(f, "tenantry-operator", pgcluster.Superuser)
+		must(t, err)
+		if n == 0 {
+			t.Error("the server log holds no statement of the operators' admin sessions: nothing was checked")
+		}
+		for _, b := range bad {
+			t.Errorf("an operator's admin session reached inside a tenant schema: %s", b)
+		}
+	})
+}
+
+// quote is a string as an SQL literal.
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // operator is one operator process; its log is kept for the test to read.
 type operator struct {
