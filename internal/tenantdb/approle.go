@@ -23,8 +23,12 @@ func (db *DB) EnsureAppRole(ctx context.Context, role Role, password string) err
 	}
 	q := pgx.Identifier{role.Name}.Sanitize()
 	if password != "" {
-		// ALTER ROLE takes no bound parameters: the password goes in as a quoted literal.
-		if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" LOGIN NOINHERIT PASSWORD "+quoteLiteral(password)); err != nil {
+		// ALTER ROLE takes no bound parameters: the password goes in as its SCRAM verifier.
+		clause, err := passwordClause(password)
+		if err != nil {
+			return err
+		}
+		if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" LOGIN NOINHERIT "+clause); err != nil {
 			return fmt.Errorf("setting the password of app role %q: %w", role.Name, err)
 		}
 	}

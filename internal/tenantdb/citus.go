@@ -51,8 +51,12 @@ func (db *DB) citusLogin(ctx context.Context, role string) error {
 	_, _ = rand.Read(buf)
 	pass := hex.EncodeToString(buf)
 	q := pgx.Identifier{role}.Sanitize()
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "ALTER ROLE "+q+" LOGIN PASSWORD "+quoteLiteral(pass)); err != nil {
+	clause, err := passwordClause(pass)
+	if err != nil {
+		return err
+	}
+	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "ALTER ROLE "+q+" LOGIN "+clause); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM pg_catalog.pg_dist_authinfo WHERE rolename = $1 AND nodeid = 0`, role); err != nil {

@@ -66,7 +66,11 @@ func (db *DB) tenantLogin(ctx context.Context) (*pgxpool.Pool, error) {
 	_, _ = rand.Read(buf)
 	password := hex.EncodeToString(buf)
 	q := pgx.Identifier{worker.Name}.Sanitize()
-	if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" LOGIN NOINHERIT PASSWORD "+quoteLiteral(password)); err != nil {
+	clause, err := passwordClause(password)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" LOGIN NOINHERIT "+clause); err != nil {
 		return nil, fmt.Errorf("setting the password of the operator's tenant login %q: %w", worker.Name, err)
 	}
 	if _, err := db.pool.Exec(ctx, "GRANT "+pgx.Identifier{app.Name}.Sanitize()+" TO "+q); err != nil {

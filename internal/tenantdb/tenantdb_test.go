@@ -2,6 +2,7 @@ package tenantdb
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -399,5 +400,37 @@ func TestDB_Publish_takesOnlyItsOwnPublication(t *testing.T) {
 	must(t, db.Publish(ctx, schema, MoveMark("test", "pub", time.Unix(2, 0))))
 	if other, _ := published(); other == first {
 		t.Fatal("another move's publication was kept")
+	}
+}
+
+// The verifier the operator computes for a password is the one PostgreSQL computes for it, with the
+// same salt: the server accepts the password it stands for.
+func TestPasswordVerifier_matchesPostgreSQL(t *testing.T) {
+	db, _ := openTestDB(t, Options{})
+	ctx := context.Background()
+	role := "scram_check_" + fmt.Sprint(time.Now().UnixNano()%1e6)
+	var want string
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL password_encryption = 'scram-sha-256'; CREATE ROLE "+role+" PASSWORD 'correct horse 42'"); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, "SELECT rolpassword FROM pg_authid WHERE rolname = $1", role).Scan(&want)
+	})
+	must(t, err)
+	t.Cleanup(func() { _, _ = db.pool.Exec(context.Background(), "DROP ROLE IF EXISTS "+role) })
+	var iterations int
+	var salt64 string
+	if _, err := fmt.Sscanf(strings.NewReplacer("$", " ", ":", " ").Replace(want), "SCRAM-SHA-256 %d %s", &iterations, &salt64); err != nil {
+		t.Fatalf("reading PostgreSQL's verifier %q: %v", want, err)
+	}
+	salt, err := base64.StdEncoding.DecodeString(salt64)
+	must(t, err)
+	got, err := scramVerifier("correct horse 42", salt, iterations)
+	must(t, err)
+	if got != want {
+		t.Fatalf("verifier %q, PostgreSQL's %q", got, want)
+	}
+	if v, err := passwordVerifier("x"); err != nil || !strings.HasPrefix(v, "SCRAM-SHA-256$4096:") {
+		t.Fatalf("passwordVerifier = %q, %v", v, err)
 	}
 }
