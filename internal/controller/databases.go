@@ -36,39 +36,46 @@ type Databases struct {
 	mu    sync.Mutex
 	dbs   map[shardKey]*appDB
 	cache map[shardKey]cachedURI
-	held  map[string]int // reconciles at work, by tenantdb.DB.Server
+	// places has PerDatabase places for the reconciles at work on a database, by tenantdb.DB.Server.
+	places map[string]chan struct{}
 }
 
 // ErrDatabaseBusy says that as many reconciles as Databases.PerDatabase are already at work on a
 // database: this one waits its turn without holding a worker.
 var ErrDatabaseBusy = errors.New("as many reconciles as the operator allows per database are at work on it")
 
-// Hold reserves one of the database's PerDatabase places for a reconcile, or returns ErrDatabaseBusy
-// at once when none is free. The returned function gives the place back.
-func (d *Databases) Hold(db *tenantdb.DB) (func(), error) {
+// holdWait is how long Hold waits for a place on a busy database before it gives up (and the reconcile
+// is requeued): places free within milliseconds on a healthy database, while a worker that waits for
+// one on a database that hangs is back for other work soon.
+const holdWait = 200 * time.Millisecond
+
+// Hold reserves one of the database's PerDatabase places for a reconcile, waiting up to holdWait for
+// one, or returns ErrDatabaseBusy. The returned function gives the place back.
+func (d *Databases) Hold(ctx context.Context, db *tenantdb.DB) (func(), error) {
 	if d.PerDatabase <= 0 {
 		return func() {}, nil
 	}
-	key := db.Server()
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.held[key] >= d.PerDatabase {
+	places, ok := d.places[db.Server()]
+	if !ok {
+		if d.places == nil {
+			d.places = map[string]chan struct{}{}
+		}
+		places = make(chan struct{}, d.PerDatabase)
+		d.places[db.Server()] = places
+	}
+	d.mu.Unlock()
+	timer := time.NewTimer(holdWait)
+	defer timer.Stop()
+	select {
+	case places <- struct{}{}:
+		var once sync.Once
+		return func() { once.Do(func() { <-places }) }, nil
+	case <-timer.C:
 		return nil, ErrDatabaseBusy
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	if d.held == nil {
-		d.held = map[string]int{}
-	}
-	d.held[key]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			d.mu.Lock()
-			defer d.mu.Unlock()
-			if d.held[key]--; d.held[key] <= 0 {
-				delete(d.held, key)
-			}
-		})
-	}, nil
 }
 
 // shardKey names one shard of one ExpenseApp.
@@ -211,15 +218,7 @@ func (d *Databases) Shard(ctx context.Context, app *tenantryv1.ExpenseApp, shard
 			return nil, err
 		}
 	}
-	homeName, err := tenantdb.DatabaseName(home.uri)
-	if err != nil {
-		return nil, stallErr(tenantryv1.ReasonInvalidSecret, time.Minute,
-			fmt.Errorf("Secret %s/%s key %q (shard %s): %v", app.Namespace, home.ref.Name, home.ref.KeyOrDefault(), tenantryv1.HomeShard, err))
-	}
-	opts := tenantdb.Options{MaxConcurrentMigrations: app.Spec.Migrations.MaxConcurrent,
-		AppRole: appRole(homeName, app), Worker: workerRole(homeName, app),
-		StatementTimeout: d.StatementTimeout, LockTimeout: d.LockTimeout, AdminTracer: d.AdminTracer}
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d", c.uri, homeName, opts.MaxConcurrentMigrations))
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d", c.uri, home.uri, app.Spec.Migrations.MaxConcurrent))
 
 	key := shardKey{app: types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, shard: shard}
 	d.mu.Lock()
@@ -232,7 +231,14 @@ func (d *Databases) Shard(ctx context.Context, app *tenantryv1.ExpenseApp, shard
 		time.AfterFunc(replacedDBGrace, cur.db.Close)
 		delete(d.dbs, key)
 	}
-	db, err := tenantdb.Open(c.uri, opts)
+	homeName, err := tenantdb.DatabaseName(home.uri)
+	if err != nil {
+		return nil, stallErr(tenantryv1.ReasonInvalidSecret, time.Minute,
+			fmt.Errorf("Secret %s/%s key %q (shard %s): %v", app.Namespace, home.ref.Name, home.ref.KeyOrDefault(), tenantryv1.HomeShard, err))
+	}
+	db, err := tenantdb.Open(c.uri, tenantdb.Options{MaxConcurrentMigrations: app.Spec.Migrations.MaxConcurrent,
+		AppRole: appRole(homeName, app), Worker: workerRole(homeName, app),
+		StatementTimeout: d.StatementTimeout, LockTimeout: d.LockTimeout, AdminTracer: d.AdminTracer})
 	if err != nil {
 		return nil, stallErr(tenantryv1.ReasonInvalidSecret, time.Minute,
 			fmt.Errorf("Secret %s/%s key %q (shard %s): %v", app.Namespace, c.ref.Name, c.ref.KeyOrDefault(), shard, err))

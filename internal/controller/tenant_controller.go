@@ -162,11 +162,11 @@ func databaseBusy(err error) error {
 
 // hold takes one of db's places for this reconcile (Databases.Hold), once per database. A database
 // with none free is a pending outcome: the tenant looks again in a moment, holding no worker meanwhile.
-func (r *TenantReconciler) hold(run *tenantRun, db *tenantdb.DB) error {
+func (r *TenantReconciler) hold(ctx context.Context, run *tenantRun, db *tenantdb.DB) error {
 	if run.held[db] != nil {
 		return nil
 	}
-	release, err := r.Databases.Hold(db)
+	release, err := r.Databases.Hold(ctx, db)
 	if err != nil {
 		return databaseBusy(err)
 	}
@@ -283,7 +283,7 @@ func (r *TenantReconciler) database(ctx context.Context, run *tenantRun) error {
 		return err
 	}
 	run.home = home
-	if err := r.hold(run, home); err != nil {
+	if err := r.hold(ctx, run, home); err != nil {
 		return err
 	}
 	if err := home.EnsureRegistry(ctx); err != nil {
@@ -315,7 +315,7 @@ func (r *TenantReconciler) openShard(ctx context.Context, run *tenantRun, id ten
 	if err != nil {
 		return err
 	}
-	if err := r.hold(run, db); err != nil {
+	if err := r.hold(ctx, run, db); err != nil {
 		return err
 	}
 	if err := db.EnsureRegistry(ctx); err != nil {
@@ -840,7 +840,7 @@ func (r *TenantReconciler) deleteFromDatabase(ctx context.Context, t *tenantryv1
 	if err != nil {
 		return blocked(err)
 	}
-	release, err := r.Databases.Hold(home)
+	release, err := r.Databases.Hold(ctx, home)
 	if err != nil {
 		return databaseBusy(err)
 	}

@@ -35,6 +35,7 @@ type DB struct {
 	tenant   *pgxpool.Pool
 	tenantMu sync.Mutex // serialises opening it
 	database string
+	server   string // host:port/database
 
 	statements atomic.Int64
 
@@ -109,15 +110,13 @@ func Open(uri string, opts Options) (*DB, error) {
 	if db.database == "" {
 		db.database = cfg.User // as libpq: the database defaults to the user's name
 	}
+	db.server = fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, db.database)
 	return db, nil
 }
 
 // Server names the database as its admin connection string reaches it: host, port and database. Two
 // ExpenseApps on one database share it.
-func (db *DB) Server() string {
-	cfg := db.pool.Config().ConnConfig
-	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, db.database)
-}
+func (db *DB) Server() string { return db.server }
 
 // Database is the name of the database, part of every tenant's identity.
 func (db *DB) Database() string { return db.database }
