@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -37,44 +38,64 @@ type Databases struct {
 	dbs   map[shardKey]*appDB
 	cache map[shardKey]cachedURI
 	// places has PerDatabase places for the reconciles at work on a database, by tenantdb.DB.Server.
-	places map[string]chan struct{}
+	places map[string]*dbPlaces
 }
 
 // ErrDatabaseBusy says that as many reconciles as Databases.PerDatabase are already at work on a
 // database: this one waits its turn without holding a worker.
 var ErrDatabaseBusy = errors.New("as many reconciles as the operator allows per database are at work on it")
 
-// holdWait is how long Hold waits for a place on a busy database before it gives up (and the reconcile
-// is requeued): places free within milliseconds on a healthy database, while a worker that waits for
-// one on a database that hangs is back for other work soon.
-const holdWait = 200 * time.Millisecond
+// Hold's patience: a reconcile waits for a place on a busy database as long as the database gives
+// places back (one freed in the last holdWait), up to holdMax; on a database that frees none for holdWait
+// (one that hangs) it gives up, and its worker is back for other work.
+const (
+	holdWait = 200 * time.Millisecond
+	holdMax  = 10 * time.Second
+)
 
-// Hold reserves one of the database's PerDatabase places for a reconcile, waiting up to holdWait for
-// one, or returns ErrDatabaseBusy. The returned function gives the place back.
+// dbPlaces are one database's places for reconciles (Databases.PerDatabase of them).
+type dbPlaces struct {
+	slots    chan struct{}
+	lastFree atomic.Int64 // when a place was last given back (UnixNano)
+}
+
+// Hold reserves one of the database's PerDatabase places for a reconcile, waiting for one while the
+// database gives places back, or returns ErrDatabaseBusy. The returned function gives the place back.
 func (d *Databases) Hold(ctx context.Context, db *tenantdb.DB) (func(), error) {
 	if d.PerDatabase <= 0 {
 		return func() {}, nil
 	}
 	d.mu.Lock()
-	places, ok := d.places[db.Server()]
+	p, ok := d.places[db.Server()]
 	if !ok {
 		if d.places == nil {
-			d.places = map[string]chan struct{}{}
+			d.places = map[string]*dbPlaces{}
 		}
-		places = make(chan struct{}, d.PerDatabase)
-		d.places[db.Server()] = places
+		p = &dbPlaces{slots: make(chan struct{}, d.PerDatabase)}
+		d.places[db.Server()] = p
 	}
 	d.mu.Unlock()
+	giveUp := time.Now().Add(holdMax)
 	timer := time.NewTimer(holdWait)
 	defer timer.Stop()
-	select {
-	case places <- struct{}{}:
-		var once sync.Once
-		return func() { once.Do(func() { <-places }) }, nil
-	case <-timer.C:
-		return nil, ErrDatabaseBusy
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	for {
+		select {
+		case p.slots <- struct{}{}:
+			var once sync.Once
+			return func() {
+				once.Do(func() {
+					p.lastFree.Store(time.Now().UnixNano())
+					<-p.slots
+				})
+			}, nil
+		case <-timer.C:
+			if time.Since(time.Unix(0, p.lastFree.Load())) > holdWait || time.Now().After(giveUp) {
+				return nil, ErrDatabaseBusy
+			}
+			timer.Reset(holdWait)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 }
 
