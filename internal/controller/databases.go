@@ -257,8 +257,15 @@ func (d *Databases) Shard(ctx context.Context, app *tenantryv1.ExpenseApp, shard
 		return nil, stallErr(tenantryv1.ReasonInvalidSecret, time.Minute,
 			fmt.Errorf("Secret %s/%s key %q (shard %s): %v", app.Namespace, home.ref.Name, home.ref.KeyOrDefault(), tenantryv1.HomeShard, err))
 	}
+	name, err := tenantdb.DatabaseName(c.uri)
+	if err != nil {
+		return nil, stallErr(tenantryv1.ReasonInvalidSecret, time.Minute,
+			fmt.Errorf("Secret %s/%s key %q (shard %s): %v", app.Namespace, c.ref.Name, c.ref.KeyOrDefault(), shard, err))
+	}
+	// The operator's tenant login is one per database (its password is this DB's): two shards on one
+	// server, where roles are shared, must not reset each other's.
 	db, err := tenantdb.Open(c.uri, tenantdb.Options{MaxConcurrentMigrations: app.Spec.Migrations.MaxConcurrent,
-		AppRole: appRole(homeName, app), Worker: workerRole(homeName, app),
+		AppRole: appRole(homeName, app), Worker: workerRole(name, app),
 		StatementTimeout: d.StatementTimeout, LockTimeout: d.LockTimeout, AdminTracer: d.AdminTracer})
 	if err != nil {
 		return nil, stallErr(tenantryv1.ReasonInvalidSecret, time.Minute,

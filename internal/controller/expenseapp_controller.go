@@ -521,8 +521,8 @@ func appRole(database string, app *tenantryv1.ExpenseApp) tenantdb.Role {
 		Mark: tenantdb.OwnerMark("app", database, app.Namespace, app.Name)}
 }
 
-// workerRole is the operator's own login for the tenant sessions of an ExpenseApp's tenants, named, like
-// the app's, after the home database.
+// workerRole is the operator's own login for the tenant sessions of an ExpenseApp's tenants on one of
+// its databases (named after it).
 func workerRole(database string, app *tenantryv1.ExpenseApp) tenantdb.Role {
 	return tenantdb.Role{Name: registry.WorkerRoleName(database, app.Namespace, app.Name),
 		Mark: tenantdb.OwnerMark("operator", database, app.Namespace, app.Name)}

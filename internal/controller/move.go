@@ -202,6 +202,13 @@ func (r *TenantReconciler) advanceMove(ctx context.Context, run *tenantRun, mv *
 	if err != nil {
 		return fail(err)
 	}
+	if paused, err := mv.tgt.Paused(ctx, mv.schema); err != nil {
+		return fail(err)
+	} else if paused {
+		// A cut-over interrupted after it paused the subscription: the target may have been open to the
+		// app's login since, so it is not resumed. The move starts again from scratch.
+		return r.restartMove(ctx, run, mv, errors.New("a cut-over was interrupted"))
+	}
 	if !subscribed {
 		if err := r.prepareTarget(ctx, run, mv); err != nil {
 			return err
@@ -243,7 +250,19 @@ func (r *TenantReconciler) advanceMove(ctx context.Context, run *tenantRun, mv *
 		}
 		return r.moving(t, mv, "the cut-over waited too long for writes in flight or for the target; trying again")
 	}
-	err = copySequences(ctx, mv)
+	// Everything the source took is on the target. Its subscription stops applying before any login
+	// but the admin may act as the tenant there: whatever someone plants on the target from then on, the
+	// subscription's apply worker (on PostgreSQL 15, its superuser owner) never runs.
+	if err := mv.tgt.PauseSubscription(ctx, mv.schema); err != nil {
+		if uerr := mv.src.Unfence(ctx, mv.schema, mv.role); uerr != nil {
+			return fail(uerr)
+		}
+		return fail(err)
+	}
+	err = mv.tgt.GrantWorker(ctx, mv.role)
+	if err == nil {
+		err = copySequences(ctx, mv)
+	}
 	if err == nil {
 		// Only now may the app's login act as the tenant on the target, just before the app is sent there.
 		err = grantApp(ctx, mv.tgt, run.home.Database(), run.app, mv.role)
@@ -255,10 +274,9 @@ func (r *TenantReconciler) advanceMove(ctx context.Context, run *tenantRun, mv *
 		err = run.home.SetShard(ctx, t.Namespace, t.Name, shardColumn(mv.target), mv.version)
 	}
 	if err != nil {
-		if uerr := mv.src.Unfence(ctx, mv.schema, mv.role); uerr != nil {
-			return fail(uerr)
-		}
-		return fail(err)
+		// The target may have been open to the app's login: its copy is not resumed but dropped, and the
+		// move starts again from scratch.
+		return r.restartMove(ctx, run, mv, err)
 	}
 	unavailable := time.Since(fenced)
 	moveCutoverSeconds.Observe(unavailable.Seconds())
@@ -301,6 +319,12 @@ func (r *TenantReconciler) prepareTarget(ctx context.Context, run *tenantRun, mv
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
 	if err := mv.tgt.ClearMarker(ctx, mv.schema); err != nil {
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	// While the subscription copies and applies, no login but the admin may act as the tenant on the
+	// target: not the app's, and not the operator's tenant login, which runs the code other tenants of
+	// the app may have planted on this server. The cut-over grants both again.
+	if err := mv.tgt.RevokeWorker(ctx, mv.role); err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
 	return nil
@@ -417,6 +441,16 @@ func (r *TenantReconciler) abortMove(ctx context.Context, run *tenantRun, mv *mo
 	msg := fmt.Sprintf("the move from shard %s to shard %s failed and was undone: %v. The tenant is served from shard %s; "+
 		"the move is tried again in a minute, or set spec.shard back to %q", mv.source, mv.target, cause, mv.source, mv.source)
 	return stallErr(tenantryv1.ReasonMoveFailed, time.Minute, errors.New(msg))
+}
+
+// restartMove undoes a move whose target can no longer be trusted (it may have been open to the app's
+// login while its subscription was paused), and has it start again from scratch in a moment.
+func (r *TenantReconciler) restartMove(ctx context.Context, run *tenantRun, mv *move, cause error) error {
+	if err := r.abortMove(ctx, run, mv, cause, false); err != nil {
+		return err
+	}
+	logf.FromContext(ctx).Info("move undone, to start again", "to", mv.target, "cause", cause.Error())
+	return r.moving(run.t, mv, fmt.Sprintf("starting again (%v)", cause))
 }
 
 // isLockTimeout: the cut-over's wait for writes in flight ran out (lock_timeout), or met one of them

@@ -40,8 +40,8 @@ func AppRoleName(database, namespace, app string) string {
 	return derive(appRolePrefix, app, database, namespace, app)
 }
 
-// WorkerRoleName is the operator's own login for the tenant sessions of an ExpenseApp's tenants
-// (tenantdb.Options.Worker), derived like AppRoleName: "tenantry_op_<name>_<hash>".
+// WorkerRoleName is the operator's own login for the tenant sessions of an ExpenseApp's tenants on one
+// database (tenantdb.Options.Worker), derived like AppRoleName: "tenantry_op_<name>_<hash>".
 func WorkerRoleName(database, namespace, app string) string {
 	return derive(workerPrefix, app, database, namespace, app)
 }

@@ -62,7 +62,7 @@ func (s *TenantSession) ApplyPlan(ctx context.Context, from int64, steps []PlanS
 	}
 	queue(-1, "BEGIN")
 	queue(-1, "SELECT pg_advisory_xact_lock($1), set_config('role', $2, true), set_config('search_path', $3, true)",
-		LockID(id.Schema), id.Role, pgx.Identifier{id.Schema}.Sanitize())
+		LockID(id.Schema), id.Role, searchPath(id.Schema))
 	// Division by zero when the schema is not at from: the transaction aborts before any DDL.
 	queue(-1, "SELECT 1 / (CASE WHEN max(version_id) = $1 THEN 1 ELSE 0 END) FROM "+VersionTable+" WHERE is_applied", from)
 	for i, s := range steps {

@@ -101,7 +101,7 @@ func (c *tenantConnector) Connect(ctx context.Context) (driver.Conn, error) {
 			return nil, err
 		}
 		tc := tenantConn{Conn: conn.(*stdlib.Conn), split: c.split}
-		_, err = tc.Conn.Conn().Exec(ctx, "SET search_path TO "+pgx.Identifier{c.schema}.Sanitize()+
+		_, err = tc.Conn.Conn().Exec(ctx, "SET search_path TO "+searchPath(c.schema)+
 			"; SET ROLE "+pgx.Identifier{c.role}.Sanitize())
 		if err == nil {
 			return tc, nil

@@ -163,6 +163,39 @@ func (db *DB) Subscribe(ctx context.Context, schema, sourceURI string) error {
 	return nil
 }
 
+// PauseSubscription stops the tenant's subscription on this (target) database from applying anything
+// more, and waits (up to the context's end) until its apply worker is gone.
+func (db *DB) PauseSubscription(ctx context.Context, schema string) error {
+	name := MoveName(schema)
+	if _, err := db.pool.Exec(ctx, "ALTER SUBSCRIPTION "+pgx.Identifier{name}.Sanitize()+" DISABLE"); err != nil {
+		return fmt.Errorf("pausing subscription %s: %w", name, err)
+	}
+	for {
+		var workers int
+		if err := db.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_subscription WHERE subname = $1 AND pid IS NOT NULL`,
+			name).Scan(&workers); err != nil {
+			return fmt.Errorf("waiting for subscription %s to stop: %w", name, err)
+		}
+		if workers == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// Paused reports whether the tenant's subscription on this (target) database exists and was paused
+// (PauseSubscription).
+func (db *DB) Paused(ctx context.Context, schema string) (bool, error) {
+	var paused bool
+	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_subscription WHERE subname = $1 AND NOT subenabled AND subdbid =
+(SELECT oid FROM pg_database WHERE datname = current_database()))`, MoveName(schema)).Scan(&paused)
+	return paused, err
+}
+
 // CopyProgress says how far the subscription's first copy is: tables copied (ready) of all.
 func (db *DB) CopyProgress(ctx context.Context, schema string) (ready, total int, err error) {
 	err = db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE sr.srsubstate = 'r'), count(*)

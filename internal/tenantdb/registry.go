@@ -49,7 +49,28 @@ func (db *DB) upgradeRegistry(ctx context.Context) error {
 			return err
 		}
 	}
+	// The control schema and all in it belong to this login (or to a superuser): one that someone else
+	// made first, with triggers of their own on its tables, would run them as the operator.
+	var foreign *string
+	if err := db.pool.QueryRow(ctx, `
+SELECT min(o.owner::regrole::text) FROM (
+    SELECT nspowner AS owner FROM pg_namespace WHERE nspname = 'tenantry'
+    UNION ALL SELECT relowner FROM pg_class WHERE relnamespace = 'tenantry'::regnamespace
+    UNION ALL SELECT proowner FROM pg_proc WHERE pronamespace = 'tenantry'::regnamespace) o
+WHERE o.owner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
+  AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = o.owner)`).Scan(&foreign); err != nil {
+		return err
+	}
+	if foreign != nil {
+		return fmt.Errorf("the schema tenantry, or something in it, belongs to %s, not to the operator's login: "+
+			"drop it, or give it to that login, before the operator uses this database", *foreign)
+	}
 	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		// A read lock any app login may hold on the registry makes the upgrade's ALTER TABLE wait, and
+		// every read of the registry behind it: the wait is kept short, and tried again later.
+		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = 2000"); err != nil {
+			return err
+		}
 		var version int
 		if err := tx.QueryRow(ctx, "SELECT version FROM tenantry.registry_version FOR UPDATE").Scan(&version); err != nil {
 			return err

@@ -103,8 +103,18 @@ func (db *DB) GrantWorker(ctx context.Context, tenantRole string) error {
 	return db.GrantTenant(ctx, tenantRole, db.opts.Worker.Name)
 }
 
-// Schema is the schema the session works in.
-func (s *TenantSession) Schema() string { return s.id.Schema }
+// RevokeWorker takes GrantWorker back.
+func (db *DB) RevokeWorker(ctx context.Context, tenantRole string) error {
+	if _, err := db.pool.Exec(ctx, "REVOKE "+pgx.Identifier{tenantRole}.Sanitize()+" FROM "+
+		pgx.Identifier{db.opts.Worker.Name}.Sanitize()); err != nil {
+		return fmt.Errorf("revoking tenant role %q from the operator's tenant login: %w", tenantRole, err)
+	}
+	return nil
+}
+
+// searchPath is a tenant session's search_path: the tenant's schema, then the session's temporary
+// schema, named last so that no temporary table stands in for one of the schema's.
+func searchPath(schema string) string { return pgx.Identifier{schema}.Sanitize() + ", pg_temp" }
 
 // inTx runs fn in one transaction acting as the tenant: SET LOCAL role and search_path, so nothing of
 // the tenant stays on the pooled connection afterwards.
@@ -112,7 +122,7 @@ func (s *TenantSession) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return withTenantConn(ctx, s.pool, func(conn *pgxpool.Conn) error {
 		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)",
-				s.id.Role, pgx.Identifier{s.id.Schema}.Sanitize()); err != nil {
+				s.id.Role, searchPath(s.id.Schema)); err != nil {
 				return err
 			}
 			return fn(tx)

@@ -434,3 +434,45 @@ func TestPasswordVerifier_matchesPostgreSQL(t *testing.T) {
 		t.Fatalf("passwordVerifier = %q, %v", v, err)
 	}
 }
+
+// What a tenant's code leaves on a tenant session's connection (a setting, a temporary table that would
+// stand in for one of another schema's tables) is gone before the connection serves anyone else.
+func TestTenantSession_leavesNothingOnTheConnection(t *testing.T) {
+	db, _ := openTestDB(t, Options{MaxConcurrentMigrations: 1, StatementTimeout: 7 * time.Second})
+	ctx := context.Background()
+	schema := "tenant_leftover"
+	newTenantSchema(t, db, schema)
+	s := sessionOf(t, db, schema, schema)
+	must(t, s.inTx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "SET statement_timeout = 0; CREATE TEMP TABLE users (id int)")
+		return err
+	}))
+	var timeout string
+	var temps int
+	must(t, db.tenant.QueryRow(ctx, `SELECT current_setting('statement_timeout'),
+       (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema())`).Scan(&timeout, &temps))
+	if timeout != "7s" || temps != 0 {
+		t.Fatalf("the next user of the connection finds statement_timeout %q and %d temporary tables, want 7s and none", timeout, temps)
+	}
+}
+
+// A control schema someone else made first (a login with CREATE on the database, ahead of the
+// operator) is refused: the operator would otherwise write to tables whose triggers are theirs.
+func TestDB_EnsureRegistry_refusesAForeignControlSchema(t *testing.T) {
+	ctx := context.Background()
+	adminURL, err := cluster.NewDatabase(ctx, "squat")
+	must(t, err)
+	conn, err := pgx.Connect(ctx, adminURL)
+	must(t, err)
+	defer conn.Close(ctx)
+	squatter := "squatter_" + conn.Config().Database
+	_, err = conn.Exec(ctx, "CREATE ROLE "+squatter+"; GRANT CREATE ON DATABASE "+pgx.Identifier{conn.Config().Database}.Sanitize()+
+		" TO "+squatter+"; SET ROLE "+squatter+"; CREATE SCHEMA tenantry; RESET ROLE")
+	must(t, err)
+	db, err := Open(adminURL, Options{})
+	must(t, err)
+	defer db.Close()
+	if err := db.EnsureRegistry(ctx); err == nil || !strings.Contains(err.Error(), "belongs to "+squatter) {
+		t.Fatalf("EnsureRegistry on a control schema another login made = %v, want a refusal naming it", err)
+	}
+}

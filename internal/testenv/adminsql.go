@@ -16,9 +16,11 @@ var (
 	tenantObject = regexp.MustCompile(`(?i)("tenant_[^"]+"|\btenant_[a-z0-9_$]+)\s*\.\s*("[^"]+"|[a-z_])`)
 	// actsAs is a statement that switches the session to another role or search_path: an admin session
 	// that did would run whatever the tenant planted there.
-	actsAs = regexp.MustCompile(`(?i)(^|;)\s*(SET\s+(LOCAL\s+|SESSION\s+)?(ROLE|SESSION\s+AUTHORIZATION|search_path)\b|RESET\s+(ROLE|search_path))|set_config\s*\(\s*'(role|search_path)'`)
-	// lockOnly is LOCK TABLE: it takes locks on a tenant's tables (a move's fence) and runs nothing.
-	lockOnly = regexp.MustCompile(`(?i)^\s*LOCK\s+TABLE\b`)
+	// set_config and DO blocks are flagged whole: the admin session needs neither, and what they set or
+	// run is not in their text.
+	actsAs = regexp.MustCompile(`(?i)(^|;)\s*(SET\s+(LOCAL\s+|SESSION\s+)?(ROLE|SESSION\s+AUTHORIZATION|search_path)\b|RESET\s+(ROLE|search_path|ALL)\b|DO\b)|\bset_config\s*\(`)
+	// lockOnly is LOCK TABLE alone: it takes locks on a tenant's tables (a move's fence) and runs nothing.
+	lockOnly = regexp.MustCompile(`(?i)^\s*LOCK\s+TABLE\b[^;]*;?\s*$`)
 )
 
 // AdminViolation says why a statement sent on an admin session, with its bound arguments, reaches inside
