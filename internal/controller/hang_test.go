@@ -14,6 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/internal/tenantdb"
 )
 
 // waitReadyWithin waits for Tenants to be Ready and fails if that takes longer than d.
@@ -158,4 +160,36 @@ WHERE datname = current_database() AND wait_event = 'PgSleep'`)
 	if display != "Locked out" {
 		t.Fatalf("registry display name %q after the lock went, want the new one", display)
 	}
+}
+
+// Another app's login on the same database holds the advisory key a release's migration of this app's
+// tenant once took, and tries the lock that replaced it (the tenant's own registry row): it may not act
+// as the tenant, so it cannot take that one, and the release goes through.
+func TestHang_migrationLockOfAnotherApp(t *testing.T) {
+	a := newFixture(t)
+	b := a.sibling()
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, b.tenant("victim", "victim.example.com")))
+	b.waitReady("victim")
+	conn := a.appLogin("")
+	_, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", tenantdb.LockID(b.schema("victim")))
+	must(t, err)
+	if err := setRole(conn, b.schema("victim")); !isPermissionDenied(err) {
+		t.Fatalf("app A's login acting as app B's tenant: %v, want permission denied", err)
+	}
+	tx, err := conn.Begin(ctx)
+	must(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, "SELECT tenantry.lock_own_row()") // as itself: no row is its own
+	must(t, err)
+
+	defer func() { must(t, release.Set(migrations.FS())) }()
+	must(t, release.Set(releaseWith(t, "-- +goose Up\nCREATE TABLE receipts (id int);\n")))
+	pokeAll(t, b, []string{"victim"})
+	must(t, eventually(20*time.Second, func() error {
+		if b.get("victim").Status.SchemaVersion != migrations.Latest+1 {
+			return errNotYet
+		}
+		return nil
+	}))
 }

@@ -31,7 +31,7 @@ const (
 // Version is the version of DDL. Raise it with every change to DDL: an operator runs DDL only on a
 // database whose registry records an older version (RegistryVersion's table), so that a start-up sends
 // no DDL, and takes no lock that a read of the registry could hold up, where nothing changed.
-const Version = 2
+const Version = 3
 
 // Bootstrap creates the control schema and the one-row table that records its version
 // (tenantry.registry_version). The operator creates and upgrades the registry while it holds that
@@ -114,6 +114,14 @@ BEGIN
     IF changed IS NOT NULL THEN
         PERFORM pg_notify('` + NotifyChannel + `', changed);
     END IF;
+END $f$;
+-- A fleet release's migration of a schema holds the lock of the tenant's own registry row, taken as the
+-- tenant role it runs as: only a session that may act as the tenant can take it (the advisory key per
+-- schema that migrations once held could be taken by any login of the database).
+CREATE OR REPLACE FUNCTION tenantry.lock_own_row() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    PERFORM FROM tenantry.tenants WHERE role_name = current_setting('role') FOR UPDATE;
 END $f$;
 GRANT USAGE ON SCHEMA tenantry TO PUBLIC;
 `

@@ -37,8 +37,10 @@ FROM tenantry.tenants WHERE namespace = $1 AND state <> 'retained' AND schema_ve
 }
 
 // ApplyPlan migrates the tenant's schema from version from along the steps given, in one transaction
-// sent in one round trip: the schema's advisory lock, a switch to the tenant role and schema, a check that the schema is still at from, every statement and goose version row of the
-// steps, and the registry's record of the new version. Either all of it commits or none: the app never
+// sent in one round trip: a switch to the tenant role and schema, the lock of the tenant's own registry
+// row (tenantry.lock_own_row: no login that may not act as the tenant can take it), a check that the
+// schema is still at from, every statement and goose version row of the steps, and the registry's
+// record of the new version. Either all of it commits or none: the app never
 // sees a schema ahead of, or behind, its registry row. A schema found at another version than from is
 // a *VersionMovedError (someone else migrated it): nothing is applied. A statement that fails is a
 // *MigrationError; an error reaching the database is returned as it is (IsTransient tells).
@@ -61,8 +63,8 @@ func (s *TenantSession) ApplyPlan(ctx context.Context, from int64, steps []PlanS
 		origins = append(origins, step)
 	}
 	queue(-1, "BEGIN")
-	queue(-1, "SELECT pg_advisory_xact_lock($1), set_config('role', $2, true), set_config('search_path', $3, true)",
-		LockID(id.Schema), id.Role, searchPath(id.Schema))
+	queue(-1, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)", id.Role, searchPath(id.Schema))
+	queue(-1, "SELECT tenantry.lock_own_row()")
 	// Division by zero when the schema is not at from: the transaction aborts before any DDL.
 	queue(-1, "SELECT 1 / (CASE WHEN max(version_id) = $1 THEN 1 ELSE 0 END) FROM "+VersionTable+" WHERE is_applied", from)
 	for i, s := range steps {
@@ -106,7 +108,7 @@ func (s *TenantSession) ApplyPlan(ctx context.Context, from int64, steps []PlanS
 }
 
 // versionCheck is the place of the version check in ApplyPlan's batch.
-const versionCheck = 2
+const versionCheck = 3
 
 // VersionMovedError says a schema was not at the version a plan started from.
 type VersionMovedError struct{ Schema string }

@@ -47,7 +47,9 @@ func (s *TenantSession) Migrate(ctx context.Context, fsys fs.FS) (int64, error) 
 	// One connection: goose takes the lock and runs every migration on the same session.
 	sqlDB.SetMaxOpenConns(1)
 
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(LockID(schema)), lock.WithLockTimeout(1, 300))
+	// A new schema, or a move's copy, which no other session works on: the lock is for two operators
+	// at once, and its patience short, since any login of the database could hold its key.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(LockID(schema)), lock.WithLockTimeout(1, 15))
 	if err != nil {
 		return 0, err
 	}
