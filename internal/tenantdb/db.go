@@ -163,14 +163,6 @@ func (db *DB) newPoolFrom(cfg *pgxpool.Config, s poolSettings) (*pgxpool.Pool, e
 		params["search_path"] = "pg_catalog"
 	} else {
 		delete(params, "search_path")
-		// Whatever a tenant's code left on the session (a setting, a temporary table, a lock, a LISTEN)
-		// goes before the connection serves another tenant; one that cannot be cleaned is closed.
-		cfg.AfterRelease = func(c *pgx.Conn) bool {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_, err := c.Exec(ctx, "DISCARD ALL")
-			return err == nil
-		}
 	}
 	return pgxpool.NewWithConfig(context.Background(), cfg)
 }

@@ -82,6 +82,7 @@ func (s *TenantSession) ApplyPlan(ctx context.Context, from int64, steps []PlanS
 	target := steps[len(steps)-1].Version
 	queue(-1, "SELECT tenantry.record_schema_version($1)", target)
 	queue(-1, "COMMIT")
+	queue(-1, discardAll) // in the same round trip, after the transaction
 
 	results := conn.SendBatch(ctx, b)
 	var failed error
@@ -99,7 +100,11 @@ func (s *TenantSession) ApplyPlan(ctx context.Context, from int64, steps []PlanS
 		// The server skipped the rest and left the transaction aborted: end it before the connection
 		// goes back to the pool. A connection that cannot even do that is closed instead, and so is one
 		// whose backend refused the tenant's role out of a stale membership cache.
-		if _, err := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); err != nil || pgerr.SetRoleDenied(failed) {
+		_, err := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		if err == nil {
+			_, err = conn.Exec(context.WithoutCancel(ctx), discardAll)
+		}
+		if err != nil || pgerr.SetRoleDenied(failed) {
 			_ = conn.Conn().Close(context.WithoutCancel(ctx))
 		}
 		return from, failed

@@ -119,8 +119,9 @@ func (c *tenantConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	}
 }
 
-// tenantConn is a pooled connection acting as a tenant. Closing it returns it to the pool as the app's
-// login again (RESET ROLE, RESET search_path), or, if that fails, closes it for good: the next user of
+// tenantConn is a pooled connection acting as a tenant. Closing it returns it to the pool as the
+// operator's tenant login again, its session state discarded (DISCARD ALL), or, if that fails, closes
+// it for good: the next user of
 // the pool never starts out as a tenant it did not choose.
 type tenantConn struct {
 	*stdlib.Conn
@@ -147,7 +148,7 @@ func (c tenantConn) ExecContext(ctx context.Context, query string, args []driver
 func (c tenantConn) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := c.Conn.Conn().Exec(ctx, "RESET ROLE; RESET search_path"); err != nil {
+	if _, err := c.Conn.Conn().Exec(ctx, discardAll); err != nil {
 		_ = c.Conn.Conn().Close(ctx) // a closed connection is destroyed, not pooled
 	}
 	return c.Conn.Close()

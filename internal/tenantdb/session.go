@@ -116,17 +116,26 @@ func (db *DB) RevokeWorker(ctx context.Context, tenantRole string) error {
 // schema, named last so that no temporary table stands in for one of the schema's.
 func searchPath(schema string) string { return pgx.Identifier{schema}.Sanitize() + ", pg_temp" }
 
-// inTx runs fn in one transaction acting as the tenant: SET LOCAL role and search_path, so nothing of
-// the tenant stays on the pooled connection afterwards.
+// discardAll is sent after every piece of tenant work, outside its transaction: whatever the tenant's
+// code left on the session (a setting such as statement_timeout = 0, a temporary table, a session
+// lock, a LISTEN) goes before the connection serves anyone else.
+const discardAll = "DISCARD ALL"
+
+// inTx runs fn in one transaction acting as the tenant (SET LOCAL role and search_path), then
+// discards the session's state. A connection that cannot be cleaned is closed.
 func (s *TenantSession) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return withTenantConn(ctx, s.pool, func(conn *pgxpool.Conn) error {
-		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)",
 				s.id.Role, searchPath(s.id.Schema)); err != nil {
 				return err
 			}
 			return fn(tx)
 		})
+		if _, derr := conn.Exec(context.WithoutCancel(ctx), discardAll); derr != nil {
+			_ = conn.Conn().Close(context.WithoutCancel(ctx)) // released closed: the pool drops it
+		}
+		return err
 	})
 }
 
