@@ -252,15 +252,18 @@ func (d *Databases) Shard(ctx context.Context, app *tenantryv1.ExpenseApp, shard
 		time.AfterFunc(replacedDBGrace, cur.db.Close)
 		delete(d.dbs, key)
 	}
+	// A connection string that does not parse is a stall error, naming its Secret.
+	invalid := func(ref tenantryv1.SecretKeyRef, shard string, err error) error {
+		return stallErr(tenantryv1.ReasonInvalidSecret, time.Minute,
+			fmt.Errorf("Secret %s/%s key %q (shard %s): %v", app.Namespace, ref.Name, ref.KeyOrDefault(), shard, err))
+	}
 	homeName, err := tenantdb.DatabaseName(home.uri)
 	if err != nil {
-		return nil, stallErr(tenantryv1.ReasonInvalidSecret, time.Minute,
-			fmt.Errorf("Secret %s/%s key %q (shard %s): %v", app.Namespace, home.ref.Name, home.ref.KeyOrDefault(), tenantryv1.HomeShard, err))
+		return nil, invalid(home.ref, tenantryv1.HomeShard, err)
 	}
 	name, err := tenantdb.DatabaseName(c.uri)
 	if err != nil {
-		return nil, stallErr(tenantryv1.ReasonInvalidSecret, time.Minute,
-			fmt.Errorf("Secret %s/%s key %q (shard %s): %v", app.Namespace, c.ref.Name, c.ref.KeyOrDefault(), shard, err))
+		return nil, invalid(c.ref, shard, err)
 	}
 	// The operator's tenant login is one per database (its password is this DB's): two shards on one
 	// server, where roles are shared, must not reset each other's.
@@ -268,8 +271,7 @@ func (d *Databases) Shard(ctx context.Context, app *tenantryv1.ExpenseApp, shard
 		AppRole: appRole(homeName, app), Worker: workerRole(name, app),
 		StatementTimeout: d.StatementTimeout, LockTimeout: d.LockTimeout, AdminTracer: d.AdminTracer})
 	if err != nil {
-		return nil, stallErr(tenantryv1.ReasonInvalidSecret, time.Minute,
-			fmt.Errorf("Secret %s/%s key %q (shard %s): %v", app.Namespace, c.ref.Name, c.ref.KeyOrDefault(), shard, err))
+		return nil, invalid(c.ref, shard, err)
 	}
 	if d.dbs == nil {
 		d.dbs = map[shardKey]*appDB{}
