@@ -198,13 +198,11 @@ func (r *TenantReconciler) advanceMove(ctx context.Context, run *tenantRun, mv *
 	if err := mv.src.Unfence(ctx, mv.schema, mv.role); err != nil {
 		return fail(err)
 	}
-	subscribed, err := mv.tgt.Subscribed(ctx, mv.schema)
+	subscribed, paused, err := mv.tgt.Subscribed(ctx, mv.schema)
 	if err != nil {
 		return fail(err)
 	}
-	if paused, err := mv.tgt.Paused(ctx, mv.schema); err != nil {
-		return fail(err)
-	} else if paused {
+	if paused {
 		// A cut-over interrupted after it paused the subscription: the target may have been open to the
 		// app's login since, so it is not resumed. The move starts again from scratch.
 		return r.restartMove(ctx, run, mv, errors.New("a cut-over was interrupted"))

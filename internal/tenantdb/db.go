@@ -79,10 +79,15 @@ func DatabaseName(uri string) (string, error) {
 	if err != nil {
 		return "", errors.New("the database connection string is not a valid postgres:// URL or key=value string")
 	}
+	return databaseOf(cfg), nil
+}
+
+// databaseOf is the database a parsed connection string names.
+func databaseOf(cfg *pgx.ConnConfig) string {
 	if cfg.Database == "" {
-		return cfg.User, nil
+		return cfg.User // as libpq: the database defaults to the user's name
 	}
-	return cfg.Database, nil
+	return cfg.Database
 }
 
 // Open returns a DB for an admin connection string. It connects lazily.
@@ -106,10 +111,7 @@ func Open(uri string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	cfg := db.pool.Config().ConnConfig
-	db.database = cfg.Database
-	if db.database == "" {
-		db.database = cfg.User // as libpq: the database defaults to the user's name
-	}
+	db.database = databaseOf(cfg)
 	db.server = fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, db.database)
 	return db, nil
 }

@@ -134,12 +134,13 @@ ON CONFLICT (schema_name) DO NOTHING`, schema); err != nil {
 	return nil
 }
 
-// Subscribed reports whether the tenant's subscription exists on this (target) database.
-func (db *DB) Subscribed(ctx context.Context, schema string) (bool, error) {
-	var ok bool
-	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_subscription WHERE subname = $1 AND subdbid =
-(SELECT oid FROM pg_database WHERE datname = current_database()))`, MoveName(schema)).Scan(&ok)
-	return ok, err
+// Subscribed reports whether the tenant's subscription exists on this (target) database, and whether
+// it was paused (PauseSubscription).
+func (db *DB) Subscribed(ctx context.Context, schema string) (subscribed, paused bool, err error) {
+	err = db.pool.QueryRow(ctx, `SELECT count(*) > 0, coalesce(bool_or(NOT subenabled), false) FROM pg_subscription
+WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+		MoveName(schema)).Scan(&subscribed, &paused)
+	return subscribed, paused, err
 }
 
 // ClearMarker removes the tenant's marker row on this (target) database, so that the subscription's copy
@@ -185,15 +186,6 @@ func (db *DB) PauseSubscription(ctx context.Context, schema string) error {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-}
-
-// Paused reports whether the tenant's subscription on this (target) database exists and was paused
-// (PauseSubscription).
-func (db *DB) Paused(ctx context.Context, schema string) (bool, error) {
-	var paused bool
-	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_subscription WHERE subname = $1 AND NOT subenabled AND subdbid =
-(SELECT oid FROM pg_database WHERE datname = current_database()))`, MoveName(schema)).Scan(&paused)
-	return paused, err
 }
 
 // CopyProgress says how far the subscription's first copy is: tables copied (ready) of all.
@@ -292,7 +284,7 @@ func (db *DB) HasMarker(ctx context.Context, schema, token string) (bool, error)
 // Unsubscribe drops the tenant's subscription on this (target) database, if there is one, without
 // touching the slot (DropPublication drops it on the source).
 func (db *DB) Unsubscribe(ctx context.Context, schema string) error {
-	ok, err := db.Subscribed(ctx, schema)
+	ok, _, err := db.Subscribed(ctx, schema)
 	if err != nil || !ok {
 		return err
 	}
