@@ -153,15 +153,44 @@ func (db *DB) ClearMarker(ctx context.Context, schema string) error {
 }
 
 // Subscribe subscribes this (target) database to the tenant's publication on the source, copying
-// what is there first. sourceURI is how the target server reaches the source.
+// what is there first. sourceURI is how the target server reaches the source. The subscription reads
+// the source with row_security off: should that login be subject to the tenant's row-level security (a
+// login without SUPERUSER or BYPASSRLS), a policy the tenant forced on its own tables stops the copy
+// instead of running the tenant's code as that login.
 func (db *DB) Subscribe(ctx context.Context, schema, sourceURI string) error {
 	name := pgx.Identifier{MoveName(schema)}.Sanitize()
-	_, err := db.pool.Exec(ctx, "CREATE SUBSCRIPTION "+name+" CONNECTION "+quoteLiteral(sourceURI)+
+	conninfo, err := rowSecurityOff(sourceURI)
+	if err != nil {
+		return err
+	}
+	_, err = db.pool.Exec(ctx, "CREATE SUBSCRIPTION "+name+" CONNECTION "+quoteLiteral(conninfo)+
 		" PUBLICATION "+name+" WITH (create_slot = false, slot_name = "+quoteLiteral(MoveName(schema))+", copy_data = true)")
 	if err != nil {
 		return fmt.Errorf("subscribing to schema %s: %w", schema, err)
 	}
 	return nil
+}
+
+// rowSecurityOff adds "-c row_security=off" to the options of a libpq connection string, a URI
+// (postgres://...) or keyword/value pairs.
+func rowSecurityOff(conninfo string) (string, error) {
+	const off, offEncoded = "-c row_security=off", "-c%20row_security%3Doff"
+	if strings.HasPrefix(conninfo, "postgres://") || strings.HasPrefix(conninfo, "postgresql://") {
+		// The query is edited as written: libpq decodes %XX there and nothing else (a "+" is a "+").
+		base, query, _ := strings.Cut(conninfo, "?")
+		params := strings.Split(query, "&")
+		for i, p := range params {
+			if v, ok := strings.CutPrefix(p, "options="); ok {
+				params[i] = "options=" + v + "%20" + offEncoded
+				return base + "?" + strings.Join(params, "&"), nil
+			}
+		}
+		return base + "?" + strings.TrimPrefix(query+"&options="+offEncoded, "&"), nil
+	}
+	if strings.Contains(conninfo, "options") {
+		return "", errors.New("the source's connection string sets options in keyword/value form: write it as a URI (postgres://...)")
+	}
+	return conninfo + " options='" + off + "'", nil
 }
 
 // PauseSubscription stops the tenant's subscription on this (target) database from applying anything

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -474,5 +475,82 @@ func TestDB_EnsureRegistry_refusesAForeignControlSchema(t *testing.T) {
 	defer db.Close()
 	if err := db.EnsureRegistry(ctx); err == nil || !strings.Contains(err.Error(), "belongs to "+squatter) {
 		t.Fatalf("EnsureRegistry on a control schema another login made = %v, want a refusal naming it", err)
+	}
+}
+
+// A move's copy reads the source with row_security off: when the login it reads with is subject to row
+// security (no SUPERUSER, no BYPASSRLS: a replication login of the platform team's), a policy the tenant
+// forced on its own table stops the copy; it never runs the tenant's code as that login.
+func TestDB_Subscribe_runsNoPolicyOfTheTenant(t *testing.T) {
+	ctx := context.Background()
+	src, srcURL := openTestDB(t, Options{})
+	tgt, _ := openTestDB(t, Options{})
+	schema := "tenant_rls"
+	must(t, src.EnsureRegistry(ctx))
+	must(t, tgt.EnsureRegistry(ctx))
+	role := newTenantSchema(t, src, schema)
+	must(t, tgt.EnsureSchema(ctx, schema, role)) // the same server: its role is the source's
+	must(t, tgt.GrantWorker(ctx, schema))
+	for _, db := range []*DB{src, tgt} {
+		_, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS())
+		must(t, err)
+	}
+	must(t, sessionOf(t, tgt, schema, schema).EmptyCopy(ctx))
+	// Planted by the tenant: a policy forced on its own table, which calls its own function.
+	must(t, sessionOf(t, src, schema, schema).inTx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `
+CREATE FUNCTION spy() RETURNS boolean LANGUAGE sql AS $f$ SELECT true $f$;
+ALTER TABLE departments ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY g_policy ON departments USING (spy())`)
+		return err
+	}))
+	repl := "repl_" + src.Database()
+	s := pgx.Identifier{schema}.Sanitize()
+	_, err := src.pool.Exec(ctx, "CREATE ROLE "+repl+" LOGIN REPLICATION; GRANT USAGE ON SCHEMA "+s+", tenantry TO "+repl+
+		"; GRANT SELECT ON ALL TABLES IN SCHEMA "+s+" TO "+repl+"; GRANT SELECT ON tenantry.move_markers TO "+repl)
+	must(t, err)
+	must(t, src.Publish(ctx, schema, MoveMark("test", "rls", time.Now())))
+	u, err := url.Parse(srcURL)
+	must(t, err)
+	u.User = url.User(repl)
+	must(t, tgt.Subscribe(ctx, schema, u.String()))
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = tgt.Unsubscribe(ctx, schema)
+		_ = src.Unpublish(ctx, schema)
+		_, _ = src.pool.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+WHERE slot_name LIKE 'pg\_%\_sync\_%' AND NOT active AND database = current_database()`)
+	})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ready, total, err := tgt.CopyProgress(ctx, schema)
+		must(t, err)
+		if total > 0 && ready == total {
+			t.Fatal("the copy read the tenant's table through its policy: its code ran as the replication login")
+		}
+		errs, err := tgt.SubscriptionErrors(ctx, schema)
+		must(t, err)
+		if errs > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the copy neither failed nor finished in 30 s")
+		}
+	}
+}
+
+// row_security=off joins whatever options a connection string already sets, in either of libpq's forms.
+func TestRowSecurityOff(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://h/db": "postgres://h/db?options=-c%20row_security%3Doff",
+		"postgres://u:p%2Bq@h:5432/db?sslmode=require":   "postgres://u:p%2Bq@h:5432/db?sslmode=require&options=-c%20row_security%3Doff",
+		"postgresql://h/db?options=-c%20work_mem%3D64MB": "postgresql://h/db?options=-c%20work_mem%3D64MB%20-c%20row_security%3Doff",
+		"host=h dbname=db user=u":                        "host=h dbname=db user=u options='-c row_security=off'",
+	} {
+		if got, err := rowSecurityOff(in); err != nil || got != want {
+			t.Errorf("rowSecurityOff(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := rowSecurityOff("host=h options='-c x=1'"); err == nil {
+		t.Error("options in keyword/value form were overwritten, not refused")
 	}
 }
