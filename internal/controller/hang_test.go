@@ -15,7 +15,6 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/migrations"
-	"tenantry.dev/tenantry/internal/tenantdb"
 )
 
 // waitReadyWithin waits for Tenants to be Ready and fails if that takes longer than d.
@@ -162,9 +161,10 @@ WHERE datname = current_database() AND wait_event = 'PgSleep'`)
 	}
 }
 
-// Another app's login on the same database holds the advisory key a release's migration of this app's
-// tenant once took, and tries the lock that replaced it (the tenant's own registry row): it may not act
-// as the tenant, so it cannot take that one, and the release goes through.
+// Another app's login on the same database cannot learn the key of goose's lock for a new schema (a MAC
+// under a secret it may not read), and tries the lock of a release's migration (the tenant's own registry
+// row, which replaced an advisory key it could compute): it may not act as the tenant, so it cannot take
+// it, and the release goes through.
 func TestHang_migrationLockOfAnotherApp(t *testing.T) {
 	a := newFixture(t)
 	b := a.sibling()
@@ -172,8 +172,10 @@ func TestHang_migrationLockOfAnotherApp(t *testing.T) {
 	must(t, k8s.Create(ctx, b.tenant("victim", "victim.example.com")))
 	b.waitReady("victim")
 	conn := a.appLogin("")
-	_, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", tenantdb.LockID(b.schema("victim")))
-	must(t, err)
+	// The key of goose's lock for a new schema is derived from a secret the app's login may not read.
+	if _, err := conn.Exec(ctx, "SELECT migration_secret FROM tenantry.registry_version"); !isPermissionDenied(err) {
+		t.Fatalf("the app's login reading the registry's migration secret: %v, want permission denied", err)
+	}
 	if err := setRole(conn, b.schema("victim")); !isPermissionDenied(err) {
 		t.Fatalf("app A's login acting as app B's tenant: %v, want permission denied", err)
 	}

@@ -31,7 +31,7 @@ const (
 // Version is the version of DDL. Raise it with every change to DDL: an operator runs DDL only on a
 // database whose registry records an older version (RegistryVersion's table), so that a start-up sends
 // no DDL, and takes no lock that a read of the registry could hold up, where nothing changed.
-const Version = 3
+const Version = 4
 
 // Bootstrap creates the control schema and the one-row table that records its version
 // (tenantry.registry_version). The operator creates and upgrades the registry while it holds that
@@ -101,6 +101,10 @@ CREATE TABLE IF NOT EXISTS tenantry.moved_schemas (
     moved_to    text        NOT NULL,
     moved_at    timestamptz NOT NULL DEFAULT now()
 );
+-- migration_secret is known to the operators of this database alone (the table is closed to every other
+-- login): the key of the advisory lock under which a new schema is migrated is derived from it, so that
+-- no other login can compute a schema's key and hold it first (tenantdb.LockID).
+ALTER TABLE tenantry.registry_version ADD COLUMN IF NOT EXISTS migration_secret text;
 -- A migration records its schema's new version in the same transaction, as the tenant role it runs
 -- as: this function lets the current role (SET ROLE) record its own row's version, only upwards, and
 -- nothing else. Tenant roles reach it through USAGE on the schema; the tables stay closed to them.

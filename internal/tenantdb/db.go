@@ -42,9 +42,11 @@ type DB struct {
 	mu         sync.Mutex
 	appRoleMu  sync.Mutex // serialises EnsureAppRole
 	registryOK bool
-	citusKnown bool            // whether citus below has been looked up
-	citus      bool            // the database is a Citus coordinator
-	appRoles   map[string]bool // app roles known to exist
+	// migrationSecret is the registry's migration_secret, read with the registry's version.
+	migrationSecret string
+	citusKnown      bool            // whether citus below has been looked up
+	citus           bool            // the database is a Citus coordinator
+	appRoles        map[string]bool // app roles known to exist
 }
 
 // Options tune a DB.

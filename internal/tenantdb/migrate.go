@@ -2,11 +2,13 @@ package tenantdb
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io/fs"
 	"time"
 
@@ -48,8 +50,8 @@ func (s *TenantSession) Migrate(ctx context.Context, fsys fs.FS) (int64, error) 
 	sqlDB.SetMaxOpenConns(1)
 
 	// A new schema, or a move's copy, which no other session works on: the lock is for two operators
-	// at once, and its patience short, since any login of the database could hold its key.
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(LockID(schema)), lock.WithLockTimeout(1, 15))
+	// at once, and its patience short.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(s.lockID), lock.WithLockTimeout(1, 15))
 	if err != nil {
 		return 0, err
 	}
@@ -81,11 +83,14 @@ func (s *TenantSession) Migrate(ctx context.Context, fsys fs.FS) (int64, error) 
 	return version, upErr
 }
 
-// LockID is the advisory lock key under which a schema is migrated.
-func LockID(schema string) int64 {
-	h := fnv.New64a()
-	h.Write([]byte("tenantry/migrate/" + schema))
-	return int64(h.Sum64())
+// LockID is the advisory lock key under which a schema is migrated: a MAC of the schema's name under
+// the registry's migration secret (which only the operator's admin login may read). Any login of the
+// database may take any advisory lock; without the secret, none can tell which key a schema will use.
+// (pg_locks shows a key while it is held, and the MAC gives away nothing of the secret or of other keys.)
+func LockID(secret, schema string) int64 {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte("tenantry/migrate/" + schema))
+	return int64(binary.BigEndian.Uint64(mac.Sum(nil)))
 }
 
 // tenantConnector hands database/sql connections from the migration pool, each switched to one

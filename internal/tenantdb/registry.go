@@ -2,6 +2,8 @@ package tenantdb
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,22 +24,23 @@ func (db *DB) EnsureRegistry(ctx context.Context) error {
 		return nil
 	}
 	var version int
-	err := db.pool.QueryRow(ctx, "SELECT version FROM tenantry.registry_version").Scan(&version)
-	if err != nil && !isCode(err, codeUndefinedTable, codeUndefinedSchema) {
+	var secret *string
+	err := db.pool.QueryRow(ctx, "SELECT version, migration_secret FROM tenantry.registry_version").Scan(&version, &secret)
+	if err != nil && !isCode(err, codeUndefinedTable, codeUndefinedSchema, codeUndefinedColumn) {
 		return fmt.Errorf("reading the registry's version: %w", err)
 	}
-	if err != nil || version < registry.Version {
-		if err := db.upgradeRegistry(ctx); err != nil {
+	if err != nil || version < registry.Version || secret == nil {
+		if secret, err = db.upgradeRegistry(ctx); err != nil {
 			return fmt.Errorf("creating the registry schema tenantry: %w", err)
 		}
 	}
-	db.registryOK = true
+	db.registryOK, db.migrationSecret = true, *secret
 	return nil
 }
 
 // upgradeRegistry creates the registry's version row if need be, then, holding its lock, brings the
-// registry to registry.Version.
-func (db *DB) upgradeRegistry(ctx context.Context) error {
+// registry to registry.Version and gives it a migration secret if it has none. It returns the secret.
+func (db *DB) upgradeRegistry(ctx context.Context) (*string, error) {
 	// Two operators creating the schema or table at once: one of them fails on a unique key; by the
 	// time it tries again, both exist.
 	for attempt := 0; ; attempt++ {
@@ -46,7 +49,7 @@ func (db *DB) upgradeRegistry(ctx context.Context) error {
 			break
 		}
 		if attempt > 0 || !isCode(err, codeUniqueViolation, codeDuplicateObject, codeDuplicateTable, codeDuplicateSchema) {
-			return err
+			return nil, err
 		}
 	}
 	// The control schema and all in it belong to this login (or to a superuser): one that someone else
@@ -59,13 +62,16 @@ SELECT min(o.owner::regrole::text) FROM (
     UNION ALL SELECT proowner FROM pg_proc WHERE pronamespace = 'tenantry'::regnamespace) o
 WHERE o.owner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
   AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = o.owner)`).Scan(&foreign); err != nil {
-		return err
+		return nil, err
 	}
 	if foreign != nil {
-		return fmt.Errorf("the schema tenantry, or something in it, belongs to %s, not to the operator's login: "+
+		return nil, fmt.Errorf("the schema tenantry, or something in it, belongs to %s, not to the operator's login: "+
 			"drop it, or give it to that login, before the operator uses this database", *foreign)
 	}
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	buf := make([]byte, 16)
+	_, _ = rand.Read(buf)
+	var secret *string
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		// A read lock any app login may hold on the registry makes the upgrade's ALTER TABLE wait, and
 		// every read of the registry behind it: the wait is kept short, and tried again later.
 		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = 2000"); err != nil {
@@ -75,15 +81,18 @@ WHERE o.owner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
 		if err := tx.QueryRow(ctx, "SELECT version FROM tenantry.registry_version FOR UPDATE").Scan(&version); err != nil {
 			return err
 		}
-		if version >= registry.Version {
-			return nil // another operator upgraded it meanwhile
+		if version < registry.Version { // else another operator upgraded it meanwhile
+			if _, err := tx.Exec(ctx, registry.DDL); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "UPDATE tenantry.registry_version SET version = $1", registry.Version); err != nil {
+				return err
+			}
 		}
-		if _, err := tx.Exec(ctx, registry.DDL); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, "UPDATE tenantry.registry_version SET version = $1", registry.Version)
-		return err
+		return tx.QueryRow(ctx, `UPDATE tenantry.registry_version SET migration_secret = coalesce(migration_secret, $1)
+RETURNING migration_secret`, hex.EncodeToString(buf)).Scan(&secret)
 	})
+	return secret, err
 }
 
 // Registration is a tenant's row in the registry. Schema and Role are the names derived from the

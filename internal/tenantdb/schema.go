@@ -16,6 +16,7 @@ const (
 	codeDependentObjects = "2BP01"
 	codeUndefinedTable   = "42P01"
 	codeUndefinedSchema  = "3F000"
+	codeUndefinedColumn  = "42703"
 	codeDuplicateTable   = "42P07"
 	codeDuplicateSchema  = "42P06"
 )

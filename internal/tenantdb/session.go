@@ -22,6 +22,8 @@ type TenantSession struct {
 	pool  *pgxpool.Pool
 	id    Identity
 	citus bool // the database is a Citus coordinator: migrations send one statement at a time
+	// lockID is the key of the advisory lock under which goose migrates the schema (LockID).
+	lockID int64
 }
 
 // ErrNoTenantLogin says that work inside a tenant schema needs the app's and the operator's tenant
@@ -29,8 +31,11 @@ type TenantSession struct {
 var ErrNoTenantLogin = errors.New("no login for work inside tenant schemas: the app's login role is not known")
 
 // Session returns the tenant session of one tenant's schema and role on this database. The first one
-// opens the tenant sessions' pool (tenantLogin).
+// opens the tenant sessions' pool (tenantLogin), and makes sure of the registry (EnsureRegistry).
 func (db *DB) Session(ctx context.Context, id Identity) (*TenantSession, error) {
+	if err := db.EnsureRegistry(ctx); err != nil {
+		return nil, err
+	}
 	pool, err := db.tenantLogin(ctx)
 	if err != nil {
 		return nil, err
@@ -39,7 +44,10 @@ func (db *DB) Session(ctx context.Context, id Identity) (*TenantSession, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &TenantSession{pool: pool, id: id, citus: citus}, nil
+	db.mu.Lock()
+	secret := db.migrationSecret
+	db.mu.Unlock()
+	return &TenantSession{pool: pool, id: id, citus: citus, lockID: LockID(secret, id.Schema)}, nil
 }
 
 // tenantLogin returns the pool of the tenant sessions, opening it the first time: it makes sure the app

@@ -554,3 +554,35 @@ func TestRowSecurityOff(t *testing.T) {
 		t.Error("options in keyword/value form were overwritten, not refused")
 	}
 }
+
+// The key of goose's lock for a schema is the same for every operator of a database (the secret is
+// kept in its registry), different on another database, and not the key the bare name would give.
+func TestLockID_secretOfTheDatabase(t *testing.T) {
+	ctx := context.Background()
+	db, url := openTestDB(t, Options{})
+	other, _ := openTestDB(t, Options{})
+	again, err := Open(url, Options{AppRole: db.opts.AppRole, Worker: db.opts.Worker})
+	must(t, err)
+	t.Cleanup(again.Close)
+	key := func(db *DB) int64 {
+		t.Helper()
+		s, err := db.Session(ctx, Identity{Schema: "tenant_key", Role: "tenant_key"})
+		must(t, err)
+		return s.lockID
+	}
+	if key(db) != key(again) {
+		t.Error("two operators of one database derive different keys for one schema")
+	}
+	if key(db) == key(other) {
+		t.Error("two databases derive the same key for one schema")
+	}
+	if key(db) == LockID("", "tenant_key") {
+		t.Error("the key is the one the schema's name alone gives")
+	}
+	var readable bool
+	must(t, db.pool.QueryRow(ctx, `SELECT has_column_privilege($1, 'tenantry.registry_version', 'migration_secret', 'SELECT')`,
+		appRoleOf(db)).Scan(&readable))
+	if readable {
+		t.Error("the app's login may read the migration secret")
+	}
+}
