@@ -99,7 +99,7 @@ dev-clean: ## Remove the state of make dev (.dev/), stopping its PostgreSQL if i
 ##@ Build
 
 .PHONY: citus
-citus: ## Build Citus 13.2.2 from ../shared/third_party into PostgreSQL 15, cached in ~/.cache/tenantry (root; build dependencies in hack/citus.sh).
+citus: ## Build Citus 13.2.2 (from CITUS_TARBALL, else downloaded) into PostgreSQL 15, cached in ~/.cache/tenantry (root; build dependencies in hack/citus.sh).
 	@hack/citus.sh >/dev/null
 
 .PHONY: build

@@ -1,26 +1,21 @@
 #!/usr/bin/env bash
-# Builds Citus from ../shared/third_party (no registry serves it for this Debian) and installs it into
-# the machine's PostgreSQL, caching the build under ~/.cache/tenantry so that a second checkout, or a
-# second run, only copies files. Prints the directory of the installed extension's files.
+# Builds Citus from source (no Debian registry serves it for PostgreSQL 15) and installs it into the
+# machine's PostgreSQL, caching the build under ~/.cache/tenantry so that a second checkout, or a second
+# run, only copies files. Prints the directory of the installed extension's files.
+#
+# The source is $CITUS_TARBALL when set (a machine with no internet: .ci/run points it at a copy);
+# otherwise Citus's own release tarball is downloaded once into the cache. Either must match the pinned
+# checksum.
 #
 # Needs root (it writes into PostgreSQL's lib and share directories) and Debian's build dependencies:
 #   apt-get install postgresql-server-dev-15 libcurl4-openssl-dev liblz4-dev libzstd-dev libkrb5-dev \
 #     libssl-dev libicu-dev flex bison
 # Fails, with a message saying what is missing, when it cannot build or install.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
 
 version=13.2.2
 sha256=c8fc76dc8294636a52b1a0dd75a20d8b4a36937df6443e30ca84d8d0464a6bb9
-# The source: $CITUS_TARBALL, else the shared third_party directory beside this checkout (a clone made
-# elsewhere on the machine finds the one of the workspace).
-tarball="${CITUS_TARBALL:-}"
-if [ -z "$tarball" ]; then
-  for dir in "$root/../shared/third_party" /work/shared/third_party; do
-    tarball="$dir/citus-$version.tar.gz"
-    [ -f "$tarball" ] && break
-  done
-fi
+url="https://github.com/citusdata/citus/archive/refs/tags/v$version.tar.gz"
 
 pg_config="${PG_CONFIG:-$(ls -d /usr/lib/postgresql/*/bin/pg_config 2>/dev/null | sort -V | tail -1)}"
 if [ -z "$pg_config" ] || [ ! -x "$pg_config" ]; then
@@ -47,8 +42,18 @@ if [ ! -w "$libdir" ] || [ ! -w "$extdir" ]; then
 fi
 
 if [ ! -d "$cache/stage" ]; then
-  if [ ! -f "$tarball" ]; then
-    echo "hack/citus.sh: $tarball not found (set CITUS_TARBALL)" >&2
+  tarball="${CITUS_TARBALL:-}"
+  if [ -z "$tarball" ]; then
+    tarball="$(dirname "$cache")/citus-$version.tar.gz"
+    if [ ! -f "$tarball" ]; then
+      mkdir -p "$(dirname "$tarball")"
+      echo "hack/citus.sh: downloading $url" >&2
+      curl -fsSL --retry 3 -o "$tarball.part" "$url" ||
+        { rm -f "$tarball.part"; echo "hack/citus.sh: cannot download $url: set CITUS_TARBALL to a copy of it" >&2; exit 1; }
+      mv "$tarball.part" "$tarball"
+    fi
+  elif [ ! -f "$tarball" ]; then
+    echo "hack/citus.sh: CITUS_TARBALL=$tarball not found" >&2
     exit 1
   fi
   echo "$sha256  $tarball" | sha256sum -c --quiet - || { echo "hack/citus.sh: $tarball: checksum mismatch" >&2; exit 1; }
