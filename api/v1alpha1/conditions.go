@@ -20,32 +20,58 @@ const (
 	ConditionMoving = "Moving"
 )
 
-// Condition reasons.
+// Condition reasons. Each names one situation, and a reconciler sets no reason that is not here
+// (TestReasons_documentedAndUsed).
 const (
-	ReasonSucceeded      = "Succeeded"
-	ReasonProgressing    = "Progressing"
-	ReasonAppNotFound    = "AppNotFound"
+	// ReasonSucceeded: the step's work is done.
+	ReasonSucceeded = "Succeeded"
+	// ReasonProgressing: the step's work is under way (a Deployment rolling out, a reconcile running).
+	ReasonProgressing = "Progressing"
+	// ReasonAppNotFound: the Tenant's spec.appRef names no ExpenseApp in its namespace.
+	ReasonAppNotFound = "AppNotFound"
+	// ReasonSecretNotFound: a Secret the spec names does not exist.
 	ReasonSecretNotFound = "SecretNotFound"
-	ReasonInvalidSecret  = "InvalidSecret"
-	ReasonDatabaseError  = "DatabaseError"
+	// ReasonInvalidSecret: a Secret the spec names exists but lacks the key it names, or holds nothing.
+	ReasonInvalidSecret = "InvalidSecret"
+	// ReasonDatabaseError: a statement failed, or the database could not be reached (the message names a
+	// timeout when one ran out); the operator tries again.
+	ReasonDatabaseError = "DatabaseError"
 	// ReasonAPIServerError: a request to the Kubernetes API server failed (a conflict, a timeout).
-	ReasonAPIServerError  = "APIServerError"
+	ReasonAPIServerError = "APIServerError"
+	// ReasonMigrationFailed: a migration failed on the tenant's schema, which stays at its last version.
 	ReasonMigrationFailed = "MigrationFailed"
-	ReasonHostConflict    = "HostConflict"
-	ReasonSchemaConflict  = "SchemaConflict"
-	ReasonIngressFailed   = "IngressFailed"
+	// ReasonHostConflict: a host the Tenant claims belongs to another tenant.
+	ReasonHostConflict = "HostConflict"
+	// ReasonSchemaConflict: the schema or role the Tenant's identity derives exists and belongs to
+	// someone else.
+	ReasonSchemaConflict = "SchemaConflict"
+	// ReasonRoleConflict: the ExpenseApp's login role (or the operator's tenant login) exists and
+	// belongs to someone else, another ExpenseApp of the same name or a role made by hand.
+	ReasonRoleConflict = "RoleConflict"
+	// ReasonIngressFailed: writing or deleting the tenant's Ingress failed.
+	ReasonIngressFailed = "IngressFailed"
 	// ReasonRouteFailed: writing or deleting the tenant's HTTPRoute (or a former route) failed.
 	ReasonRouteFailed = "RouteFailed"
 	// ReasonRouteNotAccepted: a Gateway refused the tenant's HTTPRoute; the message has its reason.
 	ReasonRouteNotAccepted = "RouteNotAccepted"
 	// ReasonGatewayAPIMissing: the app routes through the Gateway API, whose CRDs the cluster lacks.
 	ReasonGatewayAPIMissing = "GatewayAPIMissing"
-	ReasonAdminFailed       = "AdminFailed"
-	ReasonDeletionBlocked   = "DeletionBlocked"
-	ReasonMigrationQueued   = "MigrationQueued"
-	ReasonRolloutHalted     = "RolloutHalted"
-	ReasonNoImage           = "NoImage"
-	ReasonInvalidDatabase   = "InvalidDatabaseURL"
+	// ReasonAdminFailed: the tenant's first admin user or its Secret could not be written.
+	ReasonAdminFailed = "AdminFailed"
+	// ReasonDeletionBlocked: a deletion cannot go on yet (an ExpenseApp with Tenants left, a Tenant
+	// whose database cannot be reached); the message says what it waits for.
+	ReasonDeletionBlocked = "DeletionBlocked"
+	// ReasonMigrationQueued: the tenant's schema waits for a migration that is not its own step's to run
+	// (the ExpenseApp's rollout), before it is Ready or before a move.
+	ReasonMigrationQueued = "MigrationQueued"
+	// ReasonRolloutHalted: the ExpenseApp's rollout stopped after failed migrations (the canary, or
+	// too many of the fleet).
+	ReasonRolloutHalted = "RolloutHalted"
+	// ReasonNoImage: the ExpenseApp names no image and the operator was started without a default.
+	ReasonNoImage = "NoImage"
+	// ReasonInvalidDatabase: a database connection string does not parse, or lacks what the operator
+	// needs.
+	ReasonInvalidDatabase = "InvalidDatabaseURL"
 	// ReasonShardNotFound: a Tenant names (spec.shard) a shard its ExpenseApp does not have.
 	ReasonShardNotFound = "ShardNotFound"
 	// ReasonShardInUse: a shard was removed from the ExpenseApp's spec.shards while tenants remain on it.

@@ -167,7 +167,7 @@ func (d *Databases) uris(ctx context.Context, app *tenantryv1.ExpenseApp, shard 
 			return cachedURI{}, waitErr(tenantryv1.ReasonSecretNotFound, 10*time.Second,
 				"Secret %s/%s named by ExpenseApp %s (%s) does not exist", app.Namespace, ref.Name, app.Name, field)
 		}
-		return cachedURI{}, retryErr(tenantryv1.ReasonSecretNotFound, err)
+		return cachedURI{}, retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("reading Secret %s/%s: %w", app.Namespace, ref.Name, err))
 	}
 	c := cachedURI{ref: ref, uri: string(secret.Data[ref.KeyOrDefault()]), at: time.Now()}
 	if c.uri == "" {

@@ -359,7 +359,7 @@ func (r *ExpenseAppReconciler) ensureLoginOn(ctx context.Context, app *tenantryv
 	}
 	var ownership *tenantdb.OwnershipError
 	if err := db.EnsureAppRole(ctx, role, pass); errors.As(err, &ownership) {
-		return stallErr(tenantryv1.ReasonInvalidDatabase, 5*time.Minute,
+		return stallErr(tenantryv1.ReasonRoleConflict, 5*time.Minute,
 			fmt.Errorf("shard %s: %w: give the ExpenseApp another name, or point it at another database", shard, err))
 	} else if err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: %w", shard, err))
@@ -581,8 +581,9 @@ func (r *ExpenseAppReconciler) reconcileDeployment(ctx context.Context, run *app
 		return controllerutil.SetControllerReference(app, dep, r.Scheme)
 	})
 	if err != nil {
-		setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionFalse, tenantryv1.ReasonProgressing, err.Error())
-		return retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("writing Deployment %s: %w", app.Name, err))
+		err = fmt.Errorf("writing Deployment %s: %w", app.Name, err)
+		setAppCondition(app, tenantryv1.ConditionDeployed, metav1.ConditionFalse, tenantryv1.ReasonAPIServerError, err.Error())
+		return retryErr(tenantryv1.ReasonAPIServerError, err)
 	}
 	app.Status.Image = currentImage(dep)
 	app.Status.ReadyReplicas = dep.Status.ReadyReplicas

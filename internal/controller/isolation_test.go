@@ -15,10 +15,12 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/internal/registry"
 )
 
 // sibling is another namespace with an ExpenseApp "expenses" on the same database as f: someone with
@@ -287,5 +289,29 @@ func TestIsolation_foreignRoleNotAdopted(t *testing.T) {
 	}
 	if n := f.count(`SELECT count(*) FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid WHERE r.rolname = $1`, f.schema("squat")); n != 0 {
 		t.Fatalf("%d memberships granted in a role that is not the operator's", n)
+	}
+}
+
+// The same for the app's login: a role of its derived name that someone else made first stalls the
+// ExpenseApp with RoleConflict (not a connection string's InvalidDatabaseURL), and the operator gives
+// it no password and no tenant.
+func TestIsolation_foreignAppLoginNotAdopted(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	squatted := registry.AppRoleName(f.database, f.ns+"-x", "expenses")
+	_, err := f.db.Exec(ctx, `CREATE ROLE `+pgx.Identifier{squatted}.Sanitize()+` LOGIN`)
+	must(t, err)
+	s := f.sibling()
+	app := s.waitApp("a stall for the squatted login", func(a *tenantryv1.ExpenseApp) bool {
+		return meta.IsStatusConditionTrue(a.Status.Conditions, tenantryv1.ConditionStalled)
+	})
+	for _, typ := range []string{tenantryv1.ConditionStalled, tenantryv1.ConditionDatabaseReady} {
+		if c := meta.FindStatusCondition(app.Status.Conditions, typ); c == nil || c.Reason != tenantryv1.ReasonRoleConflict ||
+			!strings.Contains(c.Message, "belongs to someone else") {
+			t.Errorf("%s: %+v, want reason %s saying the role belongs to someone else", typ, c, tenantryv1.ReasonRoleConflict)
+		}
+	}
+	if n := f.count(`SELECT count(*) FROM pg_authid WHERE rolname = $1 AND rolpassword IS NOT NULL`, squatted); n != 0 {
+		t.Error("the operator set a password on a login that is not its own")
 	}
 }

@@ -587,7 +587,7 @@ func grantApp(ctx context.Context, db *tenantdb.DB, home string, app *tenantryv1
 	appRole := appRole(home, app)
 	var ownership *tenantdb.OwnershipError
 	if err := db.EnsureAppRoleOnce(ctx, appRole); errors.As(err, &ownership) {
-		return stallErr(tenantryv1.ReasonInvalidDatabase, 5*time.Minute, err)
+		return stallErr(tenantryv1.ReasonRoleConflict, 5*time.Minute, err)
 	} else if err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}

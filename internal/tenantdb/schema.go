@@ -36,7 +36,7 @@ type OwnershipError struct {
 }
 
 func (e *OwnershipError) Error() string {
-	return fmt.Sprintf("%s %q exists and belongs to someone else; it is not this tenant's to take", e.What, e.Name)
+	return fmt.Sprintf("%s %q exists and belongs to someone else; the operator does not take it", e.What, e.Name)
 }
 
 // Role describes a role the operator wants: its name and the owner mark it must carry. Legacy is set
