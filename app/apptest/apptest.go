@@ -121,7 +121,7 @@ func (e *Env) Provision(ctx context.Context, t Tenant) (*Provisioned, error) {
 	if err != nil {
 		return nil, err
 	}
-	version, err := session.Migrate(ctx, migrations.FS())
+	version, err := session.Migrate(ctx, migrations.FS(), "apptest")
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,8 @@ package controller
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -72,6 +74,10 @@ func gauntletLog(t *testing.T, db *pgxpool.Pool) {
 	}
 }
 
+// marker is the file spy() tries to create on the server's machine with COPY TO PROGRAM, which only a
+// superuser (or pg_execute_server_program) may run: unlike a role, it stays if the work rolls back.
+func (g *gauntlet) marker() string { return filepath.Join(os.TempDir(), "tenantry-"+g.pwned) }
+
 // plant is one statement of the gauntlet, and what its code logs as (via, for waitFired).
 type plant struct{ logs, sql string }
 
@@ -99,11 +105,20 @@ BEGIN
     EXCEPTION WHEN others THEN NULL; END;
     BEGIN EXECUTE 'GRANT ALL ON tenantry.tenants TO %[3]s'; escalated := escalated || ' opened the registry;';
     EXCEPTION WHEN others THEN NULL; END;
+    BEGIN PERFORM migration_secret FROM tenantry.registry_version; escalated := escalated || ' read the migration secret;';
+    EXCEPTION WHEN others THEN NULL; END;
+    -- Outside the transaction: a file written as the server's user stays even if the work rolls back.
+    BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch %[5]s'''; escalated := escalated || ' ran a program on the server;';
+    EXCEPTION WHEN others THEN NULL; END;
     BEGIN RESET ROLE; EXECUTE 'CREATE ROLE %[2]s_b SUPERUSER'; escalated := escalated || ' created a role after RESET ROLE;';
     EXCEPTION WHEN others THEN NULL; END;
-    INSERT INTO gauntlet.log VALUES (%[4]s, via, session_user, current_user, escalated, left(current_query(), 300));
+    BEGIN
+        INSERT INTO gauntlet.log VALUES (%[4]s, via, session_user, current_user, escalated, left(current_query(), 300));
+    EXCEPTION WHEN others THEN -- a read-only transaction: the log is the server's
+        RAISE WARNING 'gauntlet: %% ran on %% as %%:%%', via, session_user, current_user, escalated;
+    END;
     RETURN true;
-END $f$`, s, g.pwned, app, tenantLiteral)},
+END $f$`, s, g.pwned, app, tenantLiteral, g.marker())},
 		{"spy", `CREATE FUNCTION spy_text(via text) RETURNS text LANGUAGE sql AS $f$ SELECT CASE WHEN ` + s + `.spy(via) THEN 'planted' END $f$`},
 		{"spy", `CREATE FUNCTION spy_trigger() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
@@ -177,6 +192,7 @@ func plantGauntlet(t *testing.T, f *fixture, conn *pgx.Conn, dbs []*pgxpool.Pool
 	if len(g.pwned) > 50 {
 		g.pwned = g.pwned[:50]
 	}
+	_ = os.Remove(g.marker()) // left by an earlier run
 	s := f.q(tenant)
 	rows, _ := conn.Query(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1", f.schema(tenant))
 	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
@@ -300,6 +316,9 @@ func (g *gauntlet) escalations(t *testing.T) {
 	rows, _ := g.f.db.Query(ctx, `SELECT role_name FROM tenantry.tenants WHERE namespace = $1`, g.f.ns)
 	tenantRoles, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	must(t, err)
+	if _, err := os.Stat(g.marker()); err == nil {
+		t.Errorf("the planted code ran a program on the database server (%s exists)", g.marker())
+	}
 	for _, db := range g.dbs {
 		count := func(query string, args ...any) int {
 			t.Helper()
@@ -324,6 +343,10 @@ WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1) AND r.rolname <> 
 AND (has_table_privilege($1, oid, 'INSERT') OR has_table_privilege($1, oid, 'UPDATE') OR has_table_privilege($1, oid, 'DELETE'))`,
 				login); n != 0 {
 				t.Errorf("%s may write %d table(s) of the registry", login, n)
+			}
+			if n := count(`SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('tenantry.registry_version')
+AND attname = 'migration_secret' AND has_column_privilege($1, attrelid, attname, 'SELECT')`, login); n != 0 {
+				t.Errorf("%s may read the registry's migration secret", login)
 			}
 		}
 	}

@@ -305,7 +305,7 @@ func (r *TenantReconciler) prepareTarget(ctx context.Context, run *tenantRun, mv
 	session, err := mv.tgt.Session(ctx, mv.identity())
 	var version int64
 	if err == nil {
-		version, err = session.Migrate(ctx, fsys)
+		version, err = session.Migrate(ctx, fsys, tenantdb.MoveMark(t.Namespace, t.Name, mv.startedAt))
 	}
 	if err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: migrating the new copy: %w", mv.target, err))

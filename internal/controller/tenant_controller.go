@@ -496,7 +496,7 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, run *tenantRun) 
 	session, err := db.Session(ctx, id.Identity)
 	var version int64
 	if err == nil {
-		version, err = session.Migrate(ctx, fsys)
+		version, err = session.Migrate(ctx, fsys, string(t.UID))
 	}
 	migrationSeconds.Observe(time.Since(start).Seconds())
 	if version > t.Status.SchemaVersion || (err == nil && version != t.Status.SchemaVersion) {

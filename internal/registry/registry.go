@@ -105,6 +105,7 @@ CREATE TABLE IF NOT EXISTS tenantry.moved_schemas (
 -- login): the key of the advisory lock under which a new schema is migrated is derived from it, so that
 -- no other login can compute a schema's key and hold it first (tenantdb.LockID).
 ALTER TABLE tenantry.registry_version ADD COLUMN IF NOT EXISTS migration_secret text;
+REVOKE ALL ON tenantry.registry_version FROM PUBLIC;
 -- A migration records its schema's new version in the same transaction, as the tenant role it runs
 -- as: this function lets the current role (SET ROLE) record its own row's version, only upwards, and
 -- nothing else. Tenant roles reach it through USAGE on the schema; the tables stay closed to them.

@@ -28,7 +28,7 @@ func TestDB_ApplyPlan(t *testing.T) {
 	id, err := db.Register(ctx, Registration{Schema: schema, Role: role.Name, Namespace: "test", Name: "plan", UID: "u",
 		DisplayName: "Plan", State: registry.StateActive, SchemaVersion: 1})
 	must(t, err)
-	if _, err := sessionOf(t, db, schema, role.Name).Migrate(ctx, v1); err != nil {
+	if _, err := sessionOf(t, db, schema, role.Name).Migrate(ctx, v1, "test"); err != nil {
 		t.Fatal(err)
 	}
 	plan, err := NewPlan(v2)
@@ -47,7 +47,7 @@ func TestDB_ApplyPlan(t *testing.T) {
 		t.Fatalf("registry version %d after the plan, want 2", version)
 	}
 	// goose's own runner reads the schema as at version 2, with nothing left to apply.
-	if v, err := sessionOf(t, db, schema, role.Name).Migrate(ctx, v2); err != nil || v != 2 {
+	if v, err := sessionOf(t, db, schema, role.Name).Migrate(ctx, v2, "test"); err != nil || v != 2 {
 		t.Fatalf("goose reads version %d (%v) after the plan, want 2 and nothing to apply", v, err)
 	}
 	if !exists(t, db, schema, "a") {

@@ -40,9 +40,12 @@ func (e *MigrationError) Unwrap() error { return e.Err }
 
 // Migrate applies the pending migrations of fsys to the tenant's schema with goose and returns the
 // schema's version afterwards. Each migration runs in its own transaction on the tenant session, with
-// search_path set to the schema, under a session advisory lock keyed by the schema: two operators (or
-// two reconciles) never migrate one schema at once, while different schemas migrate in parallel.
-func (s *TenantSession) Migrate(ctx context.Context, fsys fs.FS) (int64, error) {
+// search_path set to the schema, under a session advisory lock keyed by the schema and the occasion
+// (LockID): two operators (or two reconciles) never migrate one schema at once for one occasion, while
+// different schemas migrate in parallel. The occasion names this one piece of work, the same for every
+// operator that may do it (a Tenant's UID for its onboarding, a move's start for its copy), so that a
+// key seen in pg_locks once is never used again.
+func (s *TenantSession) Migrate(ctx context.Context, fsys fs.FS, occasion string) (int64, error) {
 	schema := s.id.Schema
 	sqlDB := sql.OpenDB(&tenantConnector{pool: s.pool, schema: schema, role: s.id.Role, split: s.citus})
 	defer sqlDB.Close()
@@ -51,7 +54,7 @@ func (s *TenantSession) Migrate(ctx context.Context, fsys fs.FS) (int64, error) 
 
 	// A new schema, or a move's copy, which no other session works on: the lock is for two operators
 	// at once, and its patience short.
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(s.lockID), lock.WithLockTimeout(1, 15))
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(LockID(s.secret, schema, occasion)), lock.WithLockTimeout(1, 15))
 	if err != nil {
 		return 0, err
 	}
@@ -83,13 +86,14 @@ func (s *TenantSession) Migrate(ctx context.Context, fsys fs.FS) (int64, error) 
 	return version, upErr
 }
 
-// LockID is the advisory lock key under which a schema is migrated: a MAC of the schema's name under
-// the registry's migration secret (which only the operator's admin login may read). Any login of the
-// database may take any advisory lock; without the secret, none can tell which key a schema will use.
-// (pg_locks shows a key while it is held, and the MAC gives away nothing of the secret or of other keys.)
-func LockID(secret, schema string) int64 {
+// LockID is the advisory lock key under which a schema is migrated on one occasion: a MAC of the
+// schema's name and the occasion under the registry's migration secret (which only the operator's admin
+// login may read). Any login of the database may take any advisory lock; without the secret, none can
+// tell which key a schema will use next. (pg_locks shows a key while it is held; the MAC gives away
+// nothing of the secret or of other keys, and the occasion is not repeated.)
+func LockID(secret, schema, occasion string) int64 {
 	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write([]byte("tenantry/migrate/" + schema))
+	mac.Write([]byte("tenantry/migrate/" + schema + "\x00" + occasion))
 	return int64(binary.BigEndian.Uint64(mac.Sum(nil)))
 }
 

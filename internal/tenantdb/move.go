@@ -3,9 +3,11 @@ package tenantdb
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -22,11 +24,15 @@ import (
 // registry to name the target. Publication, subscription and replication slot share one name, derived
 // from the schema.
 
-// MoveName is the name of a schema's publication, subscription and replication slot.
+// MoveName is the name of a schema's publication, subscription and replication slot. A name too long
+// for PostgreSQL (63 bytes) ends in a hash of the whole schema name: cut short, the names of two
+// schemas that differ only in their last characters (the hash that ends a schema's name) would meet,
+// and one tenant's move would take the other's publication for its own.
 func MoveName(schema string) string {
 	name := "tenantry_move_" + schema
 	if len(name) > 63 {
-		name = name[:63]
+		sum := sha256.Sum256([]byte(schema))
+		name = name[:63-17] + "_" + hex.EncodeToString(sum[:8])
 	}
 	return name
 }
@@ -172,25 +178,49 @@ func (db *DB) Subscribe(ctx context.Context, schema, sourceURI string) error {
 }
 
 // rowSecurityOff adds "-c row_security=off" to the options of a libpq connection string, a URI
-// (postgres://...) or keyword/value pairs.
+// (postgres://...) or keyword/value pairs. The URI's query is edited as libpq reads it: it starts at the
+// first "?" after the user info (which ends at the first "@" before any "/"), and a parameter's name is
+// percent-decoded. A URI that names options twice is refused: libpq would take the last.
 func rowSecurityOff(conninfo string) (string, error) {
 	const off, offEncoded = "-c row_security=off", "-c%20row_security%3Doff"
-	if strings.HasPrefix(conninfo, "postgres://") || strings.HasPrefix(conninfo, "postgresql://") {
-		// The query is edited as written: libpq decodes %XX there and nothing else (a "+" is a "+").
-		base, query, _ := strings.Cut(conninfo, "?")
-		params := strings.Split(query, "&")
-		for i, p := range params {
-			if v, ok := strings.CutPrefix(p, "options="); ok {
-				params[i] = "options=" + v + "%20" + offEncoded
-				return base + "?" + strings.Join(params, "&"), nil
-			}
+	rest, isURI := strings.CutPrefix(conninfo, "postgres://")
+	if !isURI {
+		rest, isURI = strings.CutPrefix(conninfo, "postgresql://")
+	}
+	if !isURI {
+		if strings.Contains(conninfo, "options") {
+			return "", errors.New("the source's connection string sets options in keyword/value form: write it as a URI (postgres://...)")
 		}
-		return base + "?" + strings.TrimPrefix(query+"&options="+offEncoded, "&"), nil
+		return conninfo + " options='" + off + "'", nil
 	}
-	if strings.Contains(conninfo, "options") {
-		return "", errors.New("the source's connection string sets options in keyword/value form: write it as a URI (postgres://...)")
+	afterUser := len(conninfo) - len(rest)
+	if i := strings.IndexAny(rest, "@/"); i >= 0 && rest[i] == '@' {
+		afterUser += i + 1
 	}
-	return conninfo + " options='" + off + "'", nil
+	q := strings.IndexByte(conninfo[afterUser:], '?')
+	if q < 0 {
+		return conninfo + "?options=" + offEncoded, nil
+	}
+	base, query := conninfo[:afterUser+q], conninfo[afterUser+q+1:]
+	params := strings.Split(query, "&")
+	found := -1
+	for i, p := range params {
+		key, value, _ := strings.Cut(p, "=")
+		if name, err := url.PathUnescape(key); err != nil {
+			return "", fmt.Errorf("the source's connection string does not parse: %w", err)
+		} else if name != "options" {
+			continue
+		}
+		if found >= 0 {
+			return "", errors.New("the source's connection string sets options twice")
+		}
+		found = i
+		params[i] = key + "=" + value + "%20" + offEncoded
+	}
+	if found < 0 {
+		params = append(params, "options="+offEncoded)
+	}
+	return base + "?" + strings.TrimPrefix(strings.Join(params, "&"), "&"), nil
 }
 
 // PauseSubscription stops the tenant's subscription on this (target) database from applying anything

@@ -22,8 +22,8 @@ type TenantSession struct {
 	pool  *pgxpool.Pool
 	id    Identity
 	citus bool // the database is a Citus coordinator: migrations send one statement at a time
-	// lockID is the key of the advisory lock under which goose migrates the schema (LockID).
-	lockID int64
+	// secret is the registry's migration secret, the key of LockID.
+	secret string
 }
 
 // ErrNoTenantLogin says that work inside a tenant schema needs the app's and the operator's tenant
@@ -47,7 +47,7 @@ func (db *DB) Session(ctx context.Context, id Identity) (*TenantSession, error) 
 	db.mu.Lock()
 	secret := db.migrationSecret
 	db.mu.Unlock()
-	return &TenantSession{pool: pool, id: id, citus: citus, lockID: LockID(secret, id.Schema)}, nil
+	return &TenantSession{pool: pool, id: id, citus: citus, secret: secret}, nil
 }
 
 // tenantLogin returns the pool of the tenant sessions, opening it the first time: it makes sure the app

@@ -139,7 +139,7 @@ func TestDB_EnsureSchemaAndMigrate(t *testing.T) {
 	ctx := context.Background()
 	schema := "tenant_mig_" + fmt.Sprint(len(t.Name()))
 	role := newTenantSchema(t, db, schema)
-	v, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS())
+	v, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS(), "test")
 	if err != nil || v != migrations.Latest {
 		t.Fatalf("Migrate = %d, %v; want %d", v, err, migrations.Latest)
 	}
@@ -155,7 +155,7 @@ func TestDB_EnsureSchemaAndMigrate(t *testing.T) {
 	}
 	// Nothing pending: a second run applies nothing and sends no DDL.
 	before := db.Statements()
-	if v, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS()); err != nil || v != migrations.Latest {
+	if v, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS(), "test"); err != nil || v != migrations.Latest {
 		t.Fatalf("second Migrate = %d, %v", v, err)
 	}
 	if err := db.EnsureSchema(ctx, schema, role); err != nil {
@@ -181,7 +181,7 @@ func TestDB_Migrate_failureKeepsLastGoodVersion(t *testing.T) {
 		"00002_b.sql": {Data: []byte("-- +goose Up\nCREATE TABLE b (id int);\nINSERT INTO nowhere VALUES (1);\n")},
 		"00003_c.sql": {Data: []byte("-- +goose Up\nCREATE TABLE c (id int);\n")},
 	}
-	v, err := sessionOf(t, db, schema, schema).Migrate(ctx, fsys)
+	v, err := sessionOf(t, db, schema, schema).Migrate(ctx, fsys, "test")
 	var me *MigrationError
 	if !errors.As(err, &me) || me.Version != 2 || v != 1 {
 		t.Fatalf("Migrate = %d, %v; want version 1 and a MigrationError for migration 2", v, err)
@@ -193,7 +193,7 @@ func TestDB_Migrate_failureKeepsLastGoodVersion(t *testing.T) {
 		t.Fatal("table b exists: the failed migration was not rolled back")
 	}
 	fsys["00002_b.sql"] = &fstest.MapFile{Data: []byte("-- +goose Up\nCREATE TABLE b (id int);\n")}
-	if v, err := sessionOf(t, db, schema, schema).Migrate(ctx, fsys); err != nil || v != 3 {
+	if v, err := sessionOf(t, db, schema, schema).Migrate(ctx, fsys, "test"); err != nil || v != 3 {
 		t.Fatalf("Migrate after the fix = %d, %v; want 3", v, err)
 	}
 	if !exists(t, db, schema, "c") {
@@ -217,7 +217,7 @@ func TestDB_tenantIsolation(t *testing.T) {
 	ctx := context.Background()
 	for _, s := range []string{"tenant_iso_a", "tenant_iso_b"} {
 		newTenantSchema(t, db, s)
-		if _, err := sessionOf(t, db, s, s).Migrate(ctx, migrations.FS()); err != nil {
+		if _, err := sessionOf(t, db, s, s).Migrate(ctx, migrations.FS(), "test"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -295,7 +295,7 @@ func TestDB_Migrate_maxConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := sessionOf(t, db, s, s).Migrate(ctx, slow); err != nil {
+			if _, err := sessionOf(t, db, s, s).Migrate(ctx, slow, "test"); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -313,7 +313,7 @@ func TestDB_Usage(t *testing.T) {
 	ctx := context.Background()
 	schema := "tenant_usage"
 	newTenantSchema(t, db, schema)
-	if _, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS()); err != nil {
+	if _, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS(), "test"); err != nil {
 		t.Fatal(err)
 	}
 	empty, err := sessionOf(t, db, schema, schema).Usage(ctx)
@@ -349,7 +349,7 @@ func TestDB_Migrate_leavesNoTenantRoleInThePool(t *testing.T) {
 	ctx := context.Background()
 	schema := "tenant_pooled"
 	newTenantSchema(t, db, schema)
-	if _, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS()); err != nil {
+	if _, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS(), "test"); err != nil {
 		t.Fatal(err)
 	}
 	pool := db.tenant
@@ -371,7 +371,7 @@ func TestDB_Publish_takesOnlyItsOwnPublication(t *testing.T) {
 	must(t, db.EnsureRegistry(ctx))
 	schema := "tenant_pub"
 	newTenantSchema(t, db, schema)
-	_, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS())
+	_, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS(), "test")
 	must(t, err)
 	name := MoveName(schema)
 	t.Cleanup(func() { _ = db.Unpublish(context.Background(), schema) })
@@ -492,7 +492,7 @@ func TestDB_Subscribe_runsNoPolicyOfTheTenant(t *testing.T) {
 	must(t, tgt.EnsureSchema(ctx, schema, role)) // the same server: its role is the source's
 	must(t, tgt.GrantWorker(ctx, schema))
 	for _, db := range []*DB{src, tgt} {
-		_, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS())
+		_, err := sessionOf(t, db, schema, schema).Migrate(ctx, migrations.FS(), "test")
 		must(t, err)
 	}
 	must(t, sessionOf(t, tgt, schema, schema).EmptyCopy(ctx))
@@ -538,25 +538,32 @@ WHERE slot_name LIKE 'pg\_%\_sync\_%' AND NOT active AND database = current_data
 	}
 }
 
-// row_security=off joins whatever options a connection string already sets, in either of libpq's forms.
+// row_security=off joins whatever options a connection string already sets, in either of libpq's forms,
+// where libpq reads them; a string that would have libpq take options from elsewhere is refused.
 func TestRowSecurityOff(t *testing.T) {
 	for in, want := range map[string]string{
 		"postgres://h/db": "postgres://h/db?options=-c%20row_security%3Doff",
 		"postgres://u:p%2Bq@h:5432/db?sslmode=require":   "postgres://u:p%2Bq@h:5432/db?sslmode=require&options=-c%20row_security%3Doff",
 		"postgresql://h/db?options=-c%20work_mem%3D64MB": "postgresql://h/db?options=-c%20work_mem%3D64MB%20-c%20row_security%3Doff",
+		"postgres://u:pw?x@h/db?sslmode=disable":         "postgres://u:pw?x@h/db?sslmode=disable&options=-c%20row_security%3Doff",
+		"postgres://h/db?opt%69ons=-c%20a%3Db":           "postgres://h/db?opt%69ons=-c%20a%3Db%20-c%20row_security%3Doff",
 		"host=h dbname=db user=u":                        "host=h dbname=db user=u options='-c row_security=off'",
 	} {
 		if got, err := rowSecurityOff(in); err != nil || got != want {
 			t.Errorf("rowSecurityOff(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	if _, err := rowSecurityOff("host=h options='-c x=1'"); err == nil {
-		t.Error("options in keyword/value form were overwritten, not refused")
+	for _, in := range []string{"host=h options='-c x=1'", "postgres://h/db?options=x&options=-c%20row_security%3Don",
+		"postgres://h/db?options=x&opt%69ons=y"} {
+		if got, err := rowSecurityOff(in); err == nil {
+			t.Errorf("rowSecurityOff(%q) = %q, want it refused", in, got)
+		}
 	}
 }
 
-// The key of goose's lock for a schema is the same for every operator of a database (the secret is
-// kept in its registry), different on another database, and not the key the bare name would give.
+// The key of goose's lock for a schema on one occasion is the same for every operator of a database
+// (the secret is kept in its registry), different on another database or another occasion, and not the
+// key the bare name would give.
 func TestLockID_secretOfTheDatabase(t *testing.T) {
 	ctx := context.Background()
 	db, url := openTestDB(t, Options{})
@@ -564,19 +571,22 @@ func TestLockID_secretOfTheDatabase(t *testing.T) {
 	again, err := Open(url, Options{AppRole: db.opts.AppRole, Worker: db.opts.Worker})
 	must(t, err)
 	t.Cleanup(again.Close)
-	key := func(db *DB) int64 {
+	key := func(db *DB, occasion string) int64 {
 		t.Helper()
 		s, err := db.Session(ctx, Identity{Schema: "tenant_key", Role: "tenant_key"})
 		must(t, err)
-		return s.lockID
+		return LockID(s.secret, "tenant_key", occasion)
 	}
-	if key(db) != key(again) {
-		t.Error("two operators of one database derive different keys for one schema")
+	if key(db, "uid-1") != key(again, "uid-1") {
+		t.Error("two operators of one database derive different keys for one schema and occasion")
 	}
-	if key(db) == key(other) {
+	if key(db, "uid-1") == key(other, "uid-1") {
 		t.Error("two databases derive the same key for one schema")
 	}
-	if key(db) == LockID("", "tenant_key") {
+	if key(db, "uid-1") == key(db, "uid-2") {
+		t.Error("two occasions derive the same key for one schema")
+	}
+	if key(db, "uid-1") == LockID("", "tenant_key", "uid-1") {
 		t.Error("the key is the one the schema's name alone gives")
 	}
 	var readable bool
@@ -584,5 +594,18 @@ func TestLockID_secretOfTheDatabase(t *testing.T) {
 		appRoleOf(db)).Scan(&readable))
 	if readable {
 		t.Error("the app's login may read the migration secret")
+	}
+}
+
+// Two schemas whose names differ only at their end (where a schema name's hash is) get move names of
+// their own, within PostgreSQL's 63 bytes.
+func TestMoveName_longNamesStayApart(t *testing.T) {
+	a := "tenant_" + strings.Repeat("x", 40) + "_aaaaaaaaaaaaaaaa"
+	b := "tenant_" + strings.Repeat("x", 40) + "_aaaaaaaaaaaaaaab"
+	if MoveName(a) == MoveName(b) || len(MoveName(a)) > 63 || len(MoveName(b)) > 63 {
+		t.Fatalf("MoveName(%q) = %q, MoveName(%q) = %q", a, MoveName(a), b, MoveName(b))
+	}
+	if short := "tenant_acme_0123456789abcdef"; MoveName(short) != "tenantry_move_"+short {
+		t.Fatalf("MoveName(%q) = %q", short, MoveName(short))
 	}
 }
