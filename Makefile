@@ -47,8 +47,12 @@ vet: ## go vet.
 envtest-assets: ## Print the directory holding etcd and kube-apiserver, getting them first.
 	@hack/envtest-assets.sh
 
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint with .golangci.yml (govet, staticcheck, errcheck, revive and more).
+	$(GOLANGCI_LINT) run ./...
+
 .PHONY: test
-test: manifests generate vet citus ## Run every test: unit, PostgreSQL, envtest integration, Citus and browser tests.
+test: manifests generate vet lint citus ## Run every test: the linter, unit, PostgreSQL, envtest integration, Citus and browser tests.
 	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-citus

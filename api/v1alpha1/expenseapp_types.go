@@ -350,10 +350,6 @@ func (a *ExpenseApp) DatabaseSecretKey() string {
 	return a.Spec.Database.SecretRef.KeyOrDefault()
 }
 
-func init() {
-	SchemeBuilder.Register(&ExpenseApp{}, &ExpenseAppList{})
-}
-
 // KeyOrDefault is the key that holds the connection string: key, or "uri".
 func (s SecretKeyRef) KeyOrDefault() string {
 	if s.Key != "" {

@@ -216,7 +216,3 @@ func (t *Tenant) DisplayNameOrName() string {
 	}
 	return t.Name
 }
-
-func init() {
-	SchemeBuilder.Register(&Tenant{}, &TenantList{})
-}

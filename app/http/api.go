@@ -108,7 +108,7 @@ func (s *Server) apiCreateAccount(w http.ResponseWriter, r *http.Request, tx *po
 }
 
 func (s *Server) apiBudgets(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
-	month, err := formMonth(r, "month")
+	month, err := formMonth(r)
 	if err != nil {
 		return nil, err
 	}

@@ -50,8 +50,9 @@ func formDate(r *http.Request, name string) (time.Time, error) {
 	return t, nil
 }
 
-// formMonth reads a YYYY-MM field; empty is this month.
-func formMonth(r *http.Request, name string) (time.Time, error) {
+// formMonth reads the YYYY-MM field "month"; empty is this month.
+func formMonth(r *http.Request) (time.Time, error) {
+	const name = "month"
 	v := r.FormValue(name)
 	if v == "" {
 		return app.FirstOfMonth(time.Now()), nil
@@ -126,7 +127,7 @@ func expenseOf(r *http.Request, tx *postgres.Tx) (*app.Expense, error) {
 
 // dashboardOf is the dashboard of the month in ?month= (this month by default).
 func dashboardOf(r *http.Request, tx *postgres.Tx) (*app.Dashboard, error) {
-	month, err := formMonth(r, "month")
+	month, err := formMonth(r)
 	if err != nil {
 		return nil, err
 	}

@@ -76,7 +76,7 @@ func TestServer_invalidTextIs400(t *testing.T) {
 func TestServer_expensesCSV_formulaInEmail(t *testing.T) {
 	h := newHarness(t, options{})
 	sa := h.loginA()
-	budget := setupBudget(h, "acme.test", sa, 1_000_000, 500_000)
+	budget := setupBudget(h, sa, 1_000_000, 500_000)
 	evil := "=hyperlink(1)@acme.test"
 	h.api(http.StatusCreated, req{method: "POST", host: "acme.test", path: "/api/v1/users", session: sa,
 		json: fmt.Sprintf(`{"email":%q,"name":"Eve","role":"admin","password":"correct horse battery"}`, evil)})
@@ -152,7 +152,7 @@ func TestServer_noisyTenantDoesNotStarveOthers(t *testing.T) {
 	h := newHarness(t, options{pool: postgres.Options{MaxConns: 2, PoolShards: 1}})
 	ctx := context.Background()
 	sa := h.loginA()
-	budget := setupBudget(h, "acme.test", sa, 1_000_000_000, 500_000_000)
+	budget := setupBudget(h, sa, 1_000_000_000, 500_000_000)
 	// Enough expenses that the export fills every socket buffer while its reader stalls.
 	admin, err := pgx.Connect(ctx, h.env.AdminURL)
 	must(t, err)
@@ -171,7 +171,7 @@ func TestServer_noisyTenantDoesNotStarveOthers(t *testing.T) {
 		hr.AddCookie(&http.Cookie{Name: "tenantry_session", Value: sa})
 		res, err := http.DefaultClient.Do(hr)
 		must(t, err)
-		defer res.Body.Close()
+		t.Cleanup(func() { _ = res.Body.Close() })
 		// The first stalled reader must not hold the tenant's one connection slot: the second is served.
 		if res.StatusCode != http.StatusOK {
 			t.Fatalf("export %d while another reader stalls: %d", len(stalled)+1, res.StatusCode)

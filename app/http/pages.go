@@ -233,7 +233,7 @@ func (s *Server) budgetsView(r *http.Request, tx *postgres.Tx, u *app.User, mont
 }
 
 func (s *Server) budgetsPage(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
-	month, err := formMonth(r, "month")
+	month, err := formMonth(r)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +241,7 @@ func (s *Server) budgetsPage(w http.ResponseWriter, r *http.Request, tx *postgre
 }
 
 func (s *Server) createBudgetForm(w http.ResponseWriter, r *http.Request, tx *postgres.Tx, u *app.User) (response, error) {
-	month, err := formMonth(r, "month")
+	month, err := formMonth(r)
 	if err != nil {
 		return nil, err
 	}

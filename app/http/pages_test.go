@@ -15,7 +15,7 @@ func TestServer_pages(t *testing.T) {
 	const evil = `<script>alert("x")</script>`
 	h.api(http.StatusCreated, req{method: "POST", host: "acme.test", path: "/api/v1/departments", session: sa,
 		json: fmt.Sprintf(`{"name":%q}`, evil)})
-	budget := setupBudget(h, "acme.test", sa, 100_000, 50_000)
+	budget := setupBudget(h, sa, 100_000, 50_000)
 	h.api(http.StatusCreated, req{method: "POST", host: "acme.test", path: "/api/v1/expenses", session: sa,
 		json: fmt.Sprintf(`{"budgetId":%d,"spentOn":%q,"description":%q,"amountMinor":100}`, budget, today(), evil)})
 

@@ -80,7 +80,7 @@ func TestServer_isolation(t *testing.T) {
 		t.Run(fmt.Sprintf("pgbouncer=%v", bouncer), func(t *testing.T) {
 			h := newHarness(t, options{bouncer: bouncer})
 			sa, sb := h.loginA(), h.loginB()
-			budgetA := setupBudget(h, "acme.test", sa, 1_000_000, 500_000)
+			budgetA := setupBudget(h, sa, 1_000_000, 500_000)
 			var ids []int64
 			for i := range 3 {
 				var e app.Expense
@@ -147,7 +147,8 @@ func TestServer_isolation(t *testing.T) {
 
 // setupBudget creates a department, an account and this month's budget through the API and returns
 // the budget's id.
-func setupBudget(h *harness, host, session string, accountMinor, budgetMinor int64) int64 {
+func setupBudget(h *harness, session string, accountMinor, budgetMinor int64) int64 {
+	const host = "acme.test"
 	h.t.Helper()
 	var d app.Department
 	must(h.t, json.Unmarshal([]byte(h.api(http.StatusCreated, req{method: "POST", host: host, path: "/api/v1/departments",
@@ -167,7 +168,7 @@ func setupBudget(h *harness, host, session string, accountMinor, budgetMinor int
 func TestServer_expenseFlow(t *testing.T) {
 	h := newHarness(t, options{})
 	sa := h.loginA()
-	budget := setupBudget(h, "acme.test", sa, 1_000_000, 600_000)
+	budget := setupBudget(h, sa, 1_000_000, 600_000)
 
 	// The account holds 10,000.00; 6,000.00 is committed; 5,000.00 more would over-commit it.
 	var accounts struct{ Items []app.Account }

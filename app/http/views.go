@@ -75,7 +75,7 @@ func (v *view) Color() template.CSS {
 		return "#0b5fff"
 	}
 	for _, r := range c[1:] {
-		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') && (r < 'A' || r > 'F') {
 			return "#0b5fff"
 		}
 	}

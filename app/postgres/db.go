@@ -385,7 +385,7 @@ func constraint(err error, messages map[string]string) error {
 // Savepoint runs fn inside a savepoint: when fn fails, what it did is undone and the transaction stays
 // usable, so a form can be shown again with the error, read from the same transaction.
 func (tx *Tx) Savepoint(ctx context.Context, fn func() error) error {
-	sp, err := tx.Tx.Begin(ctx)
+	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return err
 	}

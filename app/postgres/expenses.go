@@ -141,26 +141,26 @@ VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
 	return tx.Expense(ctx, id)
 }
 
-// editable loads an expense the user may change: their own, or any for an admin; decided ones only by
-// an admin.
-func (tx *Tx) editable(ctx context.Context, user *app.User, id int64) (*app.Expense, error) {
+// editable says whether the user may change an expense: their own, or any for an admin; decided ones
+// only by an admin.
+func (tx *Tx) editable(ctx context.Context, user *app.User, id int64) error {
 	e, err := tx.Expense(ctx, id)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if !user.IsAdmin() && e.CreatedBy != user.ID {
-		return nil, app.Errorf(app.ENOTFOUND, "Expense not found.")
+		return app.Errorf(app.ENOTFOUND, "Expense not found.")
 	}
 	if !user.IsAdmin() && e.Status == app.ExpenseRejected {
-		return nil, app.Errorf(app.ECONFLICT, "A rejected expense cannot be changed.")
+		return app.Errorf(app.ECONFLICT, "A rejected expense cannot be changed.")
 	}
-	return e, nil
+	return nil
 }
 
 // UpdateExpense changes an expense. Its approval is decided afresh: an amount raised above the threshold
 // waits again. Balances are derived, so nothing is counted twice.
 func (tx *Tx) UpdateExpense(ctx context.Context, user *app.User, id int64, in app.ExpenseInput) (*app.Expense, error) {
-	if _, err := tx.editable(ctx, user, id); err != nil {
+	if err := tx.editable(ctx, user, id); err != nil {
 		return nil, err
 	}
 	status, err := tx.admit(ctx, user, &in)
@@ -178,7 +178,7 @@ WHERE id = $1`, id, in.BudgetID, in.SpentOn, in.Description, in.Note, in.AmountM
 
 // DeleteExpense removes an expense.
 func (tx *Tx) DeleteExpense(ctx context.Context, user *app.User, id int64) error {
-	if _, err := tx.editable(ctx, user, id); err != nil {
+	if err := tx.editable(ctx, user, id); err != nil {
 		return err
 	}
 	_, err := tx.Exec(ctx, `DELETE FROM expenses WHERE id = $1`, id)

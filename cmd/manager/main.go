@@ -97,17 +97,16 @@ func main() {
 		log.Error(err, "setting up controllers")
 		os.Exit(1)
 	}
-	defer dbs.Close()
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		log.Error(err, "adding the health check")
-		os.Exit(1)
+	err = mgr.AddHealthzCheck("healthz", healthz.Ping)
+	if err == nil {
+		err = mgr.AddReadyzCheck("readyz", healthz.Ping)
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		log.Error(err, "adding the readiness check")
-		os.Exit(1)
+	if err == nil {
+		log.Info("starting the manager")
+		err = mgr.Start(ctrl.SetupSignalHandler())
 	}
-	log.Info("starting the manager")
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	dbs.Close()
+	if err != nil {
 		log.Error(err, "running the manager")
 		os.Exit(1)
 	}

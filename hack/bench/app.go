@@ -68,7 +68,7 @@ func appBench(ctx context.Context, n int) error {
 		name, url string
 		shards    int
 	}{{fmt.Sprintf("direct, %d pool shard(s)", shards), env.AppURL, shards}, {"PgBouncer (transaction), 1 pool", viaBouncer.String(), 1}} {
-		stop, base, err := startApp(ctx, bin, path.url, env.AppURL, path.shards)
+		stop, base, err := startApp(bin, path.url, env.AppURL, path.shards)
 		if err != nil {
 			return err
 		}
@@ -83,8 +83,8 @@ func appBench(ctx context.Context, n int) error {
 				// Warm up until PostgreSQL's backends have the tenants' catalog entries cached: a fresh
 				// backend reads each relation's metadata once, and with many tenants that first touch,
 				// not the steady state, would be what a short run measures.
-				c.closedLoop(ctx, op.fn, pool, 16, warmup(len(pool)))
-				peak := c.closedLoop(ctx, op.fn, pool, 16, window)
+				c.closedLoop(ctx, op.fn, pool, warmup(len(pool)))
+				peak := c.closedLoop(ctx, op.fn, pool, window)
 				half := c.openLoop(ctx, op.fn, pool, peak.rps/2, window)
 				fmt.Printf("| %s | %d | %s | %.0f | %s | %s | %.0f | %s | %s | %d |\n", path.name, len(pool), op.name, peak.rps,
 					msf(peak.p50), msf(peak.p99), half.rps, msf(half.p50), msf(half.p99), peak.errors+half.errors)
@@ -189,13 +189,13 @@ func prepareTargets(ctx context.Context, db *postgres.DB, reg *postgres.Registry
 
 // startApp runs the app binary on a free port and waits until it is ready. Extra arguments go on its
 // command line.
-func startApp(ctx context.Context, bin, dbURL, listenURL string, shards int, extra ...string) (stop func(), base string, err error) {
-	_, stop, base, err = startAppProcess(ctx, bin, dbURL, listenURL, shards, extra...)
+func startApp(bin, dbURL, listenURL string, shards int, extra ...string) (stop func(), base string, err error) {
+	_, stop, base, err = startAppProcess(bin, dbURL, listenURL, shards, extra...)
 	return stop, base, err
 }
 
 // startAppProcess is startApp, with the process, for its memory.
-func startAppProcess(ctx context.Context, bin, dbURL, listenURL string, shards int, extra ...string) (cmd *exec.Cmd, stop func(), base string, err error) {
+func startAppProcess(bin, dbURL, listenURL string, shards int, extra ...string) (cmd *exec.Cmd, stop func(), base string, err error) {
 	port, err := pgcluster.FreePort()
 	if err != nil {
 		return nil, nil, "", err

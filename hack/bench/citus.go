@@ -79,7 +79,7 @@ func citusBenchRun(ctx context.Context, kind string, n int, r *citusResult) erro
 	if err := copyMigrations(dir); err != nil {
 		return err
 	}
-	s, err := startStack(ctx, 4, "--migrations-dir="+dir, "--usage-interval=0")
+	s, err := startStack(4, "--migrations-dir="+dir, "--usage-interval=0")
 	if err != nil {
 		return err
 	}
@@ -128,15 +128,15 @@ func citusBenchRun(ctx context.Context, kind string, n int, r *citusResult) erro
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("building the app: %w", err)
 	}
-	_, stop, base, err := a.start(ctx, bin)
+	_, stop, base, err := a.start(bin)
 	if err != nil {
 		return err
 	}
 	defer stop()
 	c := newLoadClient(base)
 	for i, pool := range [][]target{targets[:1], targets} {
-		c.closedLoop(ctx, c.dashboardRead, pool, 16, warmup(len(pool)))
-		res := c.closedLoop(ctx, c.dashboardRead, pool, 16, 5*time.Second)
+		c.closedLoop(ctx, c.dashboardRead, pool, warmup(len(pool)))
+		res := c.closedLoop(ctx, c.dashboardRead, pool, 5*time.Second)
 		if i == 0 {
 			r.one = res
 		} else {

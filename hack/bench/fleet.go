@@ -51,7 +51,7 @@ func fleet(ctx context.Context, n int) error {
 	}
 	// Usage measurement is a separate, bounded cost (bench-restart and bench-onboard include it): it is
 	// off here so that the first measurements of the last tenants onboarded do not fall in the release.
-	s, err := startStack(ctx, concurrency, "--migrations-dir="+dir, "--usage-interval=0")
+	s, err := startStack(concurrency, "--migrations-dir="+dir, "--usage-interval=0")
 	if err != nil {
 		return err
 	}
@@ -315,7 +315,7 @@ func psql(ctx context.Context, url string, script *bytes.Buffer) error {
 // restart onboards n tenants, then restarts the operator and measures until it has re-confirmed every
 // one (its reconcile count), with the SQL it sent and its peak memory.
 func restart(ctx context.Context, n int) error {
-	s, err := startStack(ctx, concurrency)
+	s, err := startStack(concurrency)
 	if err != nil {
 		return err
 	}

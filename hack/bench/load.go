@@ -58,8 +58,12 @@ func (c *loadClient) once(op operation, t target) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
-// closedLoop runs workers back to back for d: the peak rate the app sustains.
-func (c *loadClient) closedLoop(ctx context.Context, op operation, targets []target, workers int, d time.Duration) loadResult {
+// closedLoopClients is how many clients a closed loop runs back to back.
+const closedLoopClients = 16
+
+// closedLoop runs closedLoopClients clients back to back for d: the peak rate the app sustains.
+func (c *loadClient) closedLoop(ctx context.Context, op operation, targets []target, d time.Duration) loadResult {
+	workers := closedLoopClients
 	var mu sync.Mutex
 	var lat []time.Duration
 	var errs atomic.Int64

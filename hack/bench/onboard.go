@@ -25,7 +25,7 @@ import (
 const concurrency = 8
 
 func onboard(ctx context.Context, sizes []int) error {
-	s, err := startStack(ctx, concurrency)
+	s, err := startStack(concurrency)
 	if err != nil {
 		return err
 	}
@@ -187,8 +187,9 @@ func (rw *readyWatcher) wait(ctx context.Context, names []string, timeout time.D
 		rw.mu.Unlock()
 		if done == len(names) {
 			rw.mu.Lock()
-			defer rw.mu.Unlock()
-			return maps.Clone(rw.ready), nil
+			ready := maps.Clone(rw.ready)
+			rw.mu.Unlock()
+			return ready, nil
 		}
 		select {
 		case <-rw.ch:

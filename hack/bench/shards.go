@@ -32,7 +32,7 @@ import (
 // while it is written to and the other tenants are read: total move time, write pause, writes lost, and
 // the other tenants' p99.
 func shardsBench(ctx context.Context, n int) error {
-	s, err := startStack(ctx, 4, "--usage-interval=0")
+	s, err := startStack(4, "--usage-interval=0")
 	if err != nil {
 		return err
 	}
@@ -80,15 +80,15 @@ func shardsBench(ctx context.Context, n int) error {
 			return err
 		}
 		a.prepared = targets
-		cmd, stop, base, err := a.start(ctx, bin)
+		cmd, stop, base, err := a.start(bin)
 		if err != nil {
 			return err
 		}
 		c := newLoadClient(base)
 		var one, all loadResult
 		for i, pool := range [][]target{targets[:1], targets} {
-			c.closedLoop(ctx, c.dashboardRead, pool, 16, warmup(len(pool)))
-			r := c.closedLoop(ctx, c.dashboardRead, pool, 16, 5*time.Second)
+			c.closedLoop(ctx, c.dashboardRead, pool, warmup(len(pool)))
+			r := c.closedLoop(ctx, c.dashboardRead, pool, 5*time.Second)
 			if i == 0 {
 				one = r
 			} else {
@@ -140,13 +140,13 @@ SELECT $1, current_date, 'seed ' || g, 100, 1 FROM generate_series(1, $2) g`, bi
 		return err
 	}
 	others := a.prepared[:min(n, 200)]
-	_, stop, base, err := a.start(ctx, bin)
+	_, stop, base, err := a.start(bin)
 	if err != nil {
 		return err
 	}
 	defer stop()
 	c := newLoadClient(base)
-	c.closedLoop(ctx, c.dashboardRead, others, 16, warmup(len(others)))
+	c.closedLoop(ctx, c.dashboardRead, others, warmup(len(others)))
 	baseline := c.openLoop(ctx, c.dashboardRead, others, 100, 5*time.Second)
 
 	loadCtx, endLoad := context.WithCancel(ctx)
@@ -261,7 +261,8 @@ func (s *stack) shardedApp(ctx context.Context, ns string, shards bool, east *pg
 	if shards {
 		want = "east"
 	}
-	return a, a.waitLogin(ctx, want)
+	err = a.waitLogin(ctx, want)
+	return a, err
 }
 
 // waitLogin waits for the app's login Secret (with the shard named, if any) and reads it.
@@ -384,12 +385,12 @@ func (a *shardedApp) targets(ctx context.Context, n int, names ...string) ([]tar
 }
 
 // start runs the app binary for this ExpenseApp, as its Deployment would.
-func (a *shardedApp) start(ctx context.Context, bin string) (*exec.Cmd, func(), string, error) {
+func (a *shardedApp) start(bin string) (*exec.Cmd, func(), string, error) {
 	var extra []string
 	if a.appShardsJSON != "" && a.appShardsJSON != "{}" {
 		extra = append(extra, "--shard-database-urls", a.appShardsJSON)
 	}
-	return startAppProcess(ctx, bin, a.appURI, a.appURI, 4, extra...)
+	return startAppProcess(bin, a.appURI, a.appURI, 4, extra...)
 }
 
 // startWriter writes expenses for a tenant back to back through the app, with its API token.

@@ -36,7 +36,7 @@ type stack struct {
 	logLines    int               // the operator's log lines already shown
 }
 
-func startStack(ctx context.Context, concurrency int, extraArgs ...string) (*stack, error) {
+func startStack(concurrency int, extraArgs ...string) (*stack, error) {
 	s := &stack{}
 	var err error
 	if s.dir, err = os.MkdirTemp("", "tenantry-bench-"); err != nil {
@@ -85,7 +85,8 @@ func startStack(ctx context.Context, concurrency int, extraArgs ...string) (*sta
 	s.pprofAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	s.args = append([]string{bin, "--kubeconfig=" + kubeconfig, "--metrics-bind-address=" + s.metricsAddr, "--metrics-secure=false",
 		"--health-probe-bind-address=0", "--pprof-bind-address=" + s.pprofAddr, "--zap-time-encoding=rfc3339nano", "--max-concurrent-reconciles=" + strconv.Itoa(concurrency)}, extraArgs...)
-	return s, s.startOperator()
+	err = s.startOperator()
+	return s, err
 }
 
 func (s *stack) startOperator() error {
@@ -99,12 +100,6 @@ func (s *stack) startOperator() error {
 		return fmt.Errorf("starting the operator: %w", err)
 	}
 	return nil
-}
-
-// restartOperator stops the operator and starts it again, as a rollout of a new release does.
-func (s *stack) restartOperator() error {
-	s.stopOperator()
-	return s.startOperator()
 }
 
 func (s *stack) stopOperator() {

@@ -243,7 +243,14 @@ func startOperator(ctx context.Context, cfg *ctrlConfig, logPath string) (func()
 	mctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(mctx) }()
-	return func() { cancel(); <-done; dbs.Close(); logFile.Close() }, nil
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			fmt.Fprintf(os.Stderr, "make dev: the operator stopped: %v\n", err)
+		}
+		dbs.Close()
+		_ = logFile.Close() // the operator has stopped writing to it
+	}, nil
 }
 
 // stablePort is the port of the development PostgreSQL: the one recorded in .dev/postgres-port by an
@@ -318,7 +325,7 @@ func applySamples(ctx context.Context, k8s client.Client, adminURL string) error
 				return err
 			}
 		}
-		if err := k8s.Patch(ctx, o, client.Apply, client.FieldOwner("tenantry-dev"), client.ForceOwnership); err != nil {
+		if err := k8s.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner("tenantry-dev"), client.ForceOwnership); err != nil {
 			return fmt.Errorf("applying %s %s: %w", o.GetKind(), o.GetName(), err)
 		}
 	}

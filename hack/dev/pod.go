@@ -65,7 +65,9 @@ func (p *localPod) run(ctx context.Context) {
 			p.logf("the app exited (%v); restarting it", err)
 			p.proc, p.running = nil, ""
 			p.restarts++
-			p.setStatus(ctx, false)
+			if err := p.setStatus(ctx, false); err != nil {
+				p.logf("recording the restart in the Deployment's status: %v", err)
+			}
 			select { // back off as a kubelet does for a crashing container, up to 10 s
 			case <-ctx.Done():
 				return
@@ -144,11 +146,11 @@ func (p *localPod) start(ctx context.Context, dep *appsv1.Deployment, c *corev1.
 	}
 	proc, err := kubelet.Start(ctx, p.k8s, dep, c, kubelet.Options{Binaries: map[string]string{"/app": p.binary}, Args: args, Log: logFile})
 	if err != nil {
-		logFile.Close()
+		_ = logFile.Close() // nothing was written to it
 		return err
 	}
 	p.proc, p.exited = proc, make(chan error, 1)
-	go func() { p.exited <- <-proc.Exited; logFile.Close() }()
+	go func() { p.exited <- <-proc.Exited; _ = logFile.Close() }() // the process that wrote it has exited
 	return nil
 }
 
@@ -158,12 +160,14 @@ func (p *localPod) stop() {
 		return
 	}
 	_ = p.proc.Cmd.Process.Signal(syscall.SIGTERM)
+	var err error
 	select {
-	case <-p.exited:
+	case err = <-p.exited:
 	case <-time.After(10 * time.Second):
 		_ = p.proc.Cmd.Process.Kill()
-		<-p.exited
+		err = <-p.exited
 	}
+	p.logf("the app stopped (%v)", err)
 	p.proc, p.running = nil, ""
 }
 
@@ -221,6 +225,11 @@ func (p *localPod) logf(format string, args ...any) {
 	if err != nil {
 		return
 	}
-	defer f.Close()
-	fmt.Fprintf(f, "make dev: %s %s\n", time.Now().Format(time.RFC3339), fmt.Sprintf(format, args...))
+	line := fmt.Sprintf("make dev: %s %s\n", time.Now().Format(time.RFC3339), fmt.Sprintf(format, args...))
+	if _, err := f.WriteString(line); err != nil {
+		fmt.Fprint(os.Stderr, line)
+	}
+	if err := f.Close(); err != nil {
+		fmt.Fprintf(os.Stderr, "make dev: writing %s: %v\n", p.logPath, err)
+	}
 }

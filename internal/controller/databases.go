@@ -255,7 +255,7 @@ func (d *Databases) Shard(ctx context.Context, app *tenantryv1.ExpenseApp, shard
 	// A connection string that does not parse is a stall error, naming its Secret.
 	invalid := func(ref tenantryv1.SecretKeyRef, shard string, err error) error {
 		return stallErr(tenantryv1.ReasonInvalidSecret, time.Minute,
-			fmt.Errorf("Secret %s/%s key %q (shard %s): %v", app.Namespace, ref.Name, ref.KeyOrDefault(), shard, err))
+			fmt.Errorf("key %q of Secret %s/%s (shard %s): %v", ref.KeyOrDefault(), app.Namespace, ref.Name, shard, err))
 	}
 	homeName, err := tenantdb.DatabaseName(home.uri)
 	if err != nil {

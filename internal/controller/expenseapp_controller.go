@@ -507,7 +507,7 @@ func SecretHash(s *corev1.Secret) string {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(h, "%s\x00%d\x00", k, len(s.Data[k]))
+		_, _ = fmt.Fprintf(h, "%s\x00%d\x00", k, len(s.Data[k])) // a hash's Write never fails
 		h.Write(s.Data[k])
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]

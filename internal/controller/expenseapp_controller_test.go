@@ -343,7 +343,7 @@ ALTER TABLE expenses ADD COLUMN receipt_url text;
 CREATE INDEX expenses_receipt_idx ON expenses (receipt_url);
 `)))
 	pokeAll(t, f, names)
-	app = f.waitApp("every tenant at the new version", func(a *tenantryv1.ExpenseApp) bool {
+	f.waitApp("every tenant at the new version", func(a *tenantryv1.ExpenseApp) bool {
 		return a.Status.TenantsAtTarget == int32(len(names)) && a.Status.TargetSchemaVersion == old+1
 	})
 	for _, n := range names {

@@ -28,7 +28,7 @@ func (r *ExpenseAppReconciler) reconcileNetworkPolicy(ctx context.Context, run *
 		if err != nil || !metav1.IsControlledBy(np, app) {
 			return client.IgnoreNotFound(err)
 		}
-		if err := r.Delete(ctx, np); client.IgnoreNotFound(err) != nil {
+		if err := client.IgnoreNotFound(r.Delete(ctx, np)); err != nil {
 			return retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("deleting NetworkPolicy %s: %w", app.Name, err))
 		}
 		return nil

@@ -21,7 +21,8 @@ type Release struct {
 // NewRelease reads the migrations of fsys.
 func NewRelease(fsys fs.FS) (*Release, error) {
 	r := &Release{}
-	return r, r.Set(fsys)
+	err := r.Set(fsys)
+	return r, err
 }
 
 // Get returns the migrations and their target version.

@@ -229,7 +229,7 @@ func (r *rollout) run(ctx context.Context, rs *Rollouts, namespace string, dbs m
 	// The canary tenants alone, one after the other; then the rest, on every worker of each shard.
 	n := min(canary, len(behind))
 	for _, m := range behind[:n] {
-		if !r.migrate(ctx, rs, dbs[m.Shard], m, budget) {
+		if !r.migrate(ctx, dbs[m.Shard], m, budget) {
 			break
 		}
 	}
@@ -242,7 +242,7 @@ func (r *rollout) run(ctx context.Context, rs *Rollouts, namespace string, dbs m
 			go func() {
 				defer wg.Done()
 				for m := range queue {
-					r.migrate(ctx, rs, db, m, budget)
+					r.migrate(ctx, db, m, budget)
 				}
 			}()
 		}
@@ -287,7 +287,7 @@ func (r *rollout) stopped(ctx context.Context) bool {
 
 // migrate brings one schema to the target, retrying transient errors, and reports whether the rollout
 // may go on (false once it halted).
-func (r *rollout) migrate(ctx context.Context, rs *Rollouts, db *tenantdb.DB, m tenantdb.FleetMember, budget int) bool {
+func (r *rollout) migrate(ctx context.Context, db *tenantdb.DB, m tenantdb.FleetMember, budget int) bool {
 	if r.stopped(ctx) {
 		return false
 	}

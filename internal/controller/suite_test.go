@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 	os.Exit(runSuite(m))
 }
 
-func runSuite(m *testing.M) int {
+func runSuite(m *testing.M) (code int) {
 	if os.Getenv("TENANTRY_TEST_VERBOSE") != "" {
 		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
 	}
@@ -123,7 +123,13 @@ func runSuite(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- mgr.Start(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: the manager stopped with", err)
+			code = 1
+		}
+	}()
 	defer func() {
 		if otherServer.pg != nil {
 			otherServer.pg.Close()
@@ -132,7 +138,7 @@ func runSuite(m *testing.M) int {
 			citusServers.cluster.Close()
 		}
 	}()
-	code := m.Run()
+	code = m.Run()
 	if report := adminStatements.report(); report != "" {
 		fmt.Fprintln(os.Stderr, "FAIL: the admin session reached inside tenant schemas (see docs/security.md):\n"+report)
 		return 1

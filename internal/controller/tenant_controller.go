@@ -795,7 +795,7 @@ func (r *TenantReconciler) deleteOwned(ctx context.Context, t *tenantryv1.Tenant
 	if !metav1.IsControlledBy(obj, t) {
 		return nil
 	}
-	if err := r.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
+	if err := client.IgnoreNotFound(r.Delete(ctx, obj)); err != nil {
 		return retryErr(tenantryv1.ReasonRouteFailed, fmt.Errorf("deleting the tenant's former route %s: %w", t.Name, err))
 	}
 	return nil

@@ -29,7 +29,7 @@ func Container(dep *appsv1.Deployment, name string) (*corev1.Container, error) {
 			return c, nil
 		}
 	}
-	return nil, fmt.Errorf("Deployment %s has no container %q", dep.Name, name)
+	return nil, fmt.Errorf("no container %q in Deployment %s", name, dep.Name)
 }
 
 // Env returns the container's environment as a process gets it: values as written, Secret references

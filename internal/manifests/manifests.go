@@ -76,7 +76,7 @@ func Apply(ctx context.Context, c client.Client, fieldOwner string, objs []*unst
 	for _, o := range objs {
 		o = o.DeepCopy()
 		o.SetResourceVersion("")
-		if err := c.Patch(ctx, o, client.Apply, client.FieldOwner(fieldOwner), client.ForceOwnership); err != nil {
+		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner(fieldOwner), client.ForceOwnership); err != nil {
 			return fmt.Errorf("applying %s %s/%s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), err)
 		}
 	}

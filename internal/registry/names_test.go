@@ -9,11 +9,11 @@ import (
 
 // validIdentifier: what PostgreSQL takes unquoted, within its 63 bytes.
 func validIdentifier(s string) bool {
-	if len(s) == 0 || len(s) > 63 || !(s[0] >= 'a' && s[0] <= 'z') {
+	if len(s) == 0 || len(s) > 63 || s[0] < 'a' || s[0] > 'z' {
 		return false
 	}
 	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
 			return false
 		}
 	}

@@ -88,7 +88,7 @@ func (s *TenantSession) ApplyPlan(ctx context.Context, from int64, steps []PlanS
 	var failed error
 	for i := range b.Len() {
 		if _, err := results.Exec(); err != nil {
-			failed = classify(err, id.Schema, from, i, origins, steps)
+			failed = classify(err, id.Schema, i, origins, steps)
 			break
 		}
 	}
@@ -122,7 +122,7 @@ func (e *VersionMovedError) Error() string {
 	return fmt.Sprintf("schema %q is no longer at the version the migration started from", e.Schema)
 }
 
-func classify(err error, schema string, from int64, i int, origins []int, steps []PlanStep) error {
+func classify(err error, schema string, i int, origins []int, steps []PlanStep) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return err

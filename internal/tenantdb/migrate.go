@@ -121,7 +121,7 @@ func (c *tenantConnector) Connect(ctx context.Context) (driver.Conn, error) {
 			// A stale membership cache (withTenantConn): this backend goes, another is tried once.
 			_ = tc.Conn.Conn().Close(ctx)
 		}
-		tc.Close()
+		_ = tc.Close() // back to the pool; the switch's error is the one to report
 		if !pgerr.SetRoleDenied(err) || attempt > 0 {
 			return nil, fmt.Errorf("switching to tenant %q: %w", c.schema, err)
 		}

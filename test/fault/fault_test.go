@@ -126,7 +126,7 @@ func checkAdminStatements(t *testing.T, pg *pgcluster.Throwaway) {
 		return // someone else's server: its log is not ours to change or read
 	}
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, pg.Cluster.URL("postgres"))
+	conn, err := pgx.Connect(ctx, pg.URL("postgres"))
 	must(t, err)
 	defer conn.Close(ctx)
 	for name, value := range testenv.ServerLogSettings {
@@ -138,7 +138,7 @@ func checkAdminStatements(t *testing.T, pg *pgcluster.Throwaway) {
 	t.Cleanup(func() {
 		f, err := os.Open(filepath.Join(pg.Dir, "server.log"))
 		must(t, err)
-		defer f.Close()
+		defer f.Close() //nolint:errcheck // opened for reading
 		bad, n, err := testenv.AdminViolationsInLog(f, "tenantry-operator", pgcluster.Superuser)
 		must(t, err)
 		if n == 0 {

@@ -134,7 +134,7 @@ func TestManifests_serverSideDryRun(t *testing.T) {
 			}
 			kinds[o.GetKind()] = true
 			o = o.DeepCopy()
-			if err := k8s.Patch(ctx, o, client.Apply, client.FieldOwner("dry-run"), client.ForceOwnership, client.DryRunAll); err != nil {
+			if err := k8s.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner("dry-run"), client.ForceOwnership, client.DryRunAll); err != nil {
 				t.Errorf("%s: %s: %v", name, key(o), err)
 			}
 		}
