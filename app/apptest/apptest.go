@@ -11,10 +11,10 @@ import (
 	"sync/atomic"
 
 	"tenantry.dev/tenantry/app/migrations"
-	"tenantry.dev/tenantry/app/password"
-	"tenantry.dev/tenantry/internal/pgcluster"
+	"tenantry.dev/tenantry/internal/password"
 	"tenantry.dev/tenantry/internal/registry"
 	"tenantry.dev/tenantry/internal/tenantdb"
+	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
 
 // Namespace is the namespace of every test tenant and app.

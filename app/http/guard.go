@@ -13,8 +13,8 @@ import (
 	"unicode/utf8"
 
 	"tenantry.dev/tenantry/app"
-	"tenantry.dev/tenantry/app/password"
 	"tenantry.dev/tenantry/app/postgres"
+	"tenantry.dev/tenantry/internal/password"
 )
 
 // maxBody is the largest request body the app reads.

@@ -20,7 +20,7 @@ import (
 
 	"tenantry.dev/tenantry/app/apptest"
 	"tenantry.dev/tenantry/app/postgres"
-	"tenantry.dev/tenantry/internal/monitoring"
+	"tenantry.dev/tenantry/test/utils/monitoring"
 )
 
 // Sign-in never sends the browser to another host, however the target is spelled.

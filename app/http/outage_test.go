@@ -16,7 +16,7 @@ import (
 	apphttp "tenantry.dev/tenantry/app/http"
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/app/postgres"
-	"tenantry.dev/tenantry/internal/pgcluster"
+	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
 
 // Before the registry has been read once, no host is known to be unknown: every host gets 503 with

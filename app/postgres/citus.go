@@ -23,7 +23,7 @@ import (
 // tenant's transaction is forwarded on a connection the coordinator opens to that worker as the tenant's
 // role, and keeps none of (docs/citus.md): one new, authenticated connection per transaction. Sent to
 // the worker that holds the schema, the same transaction runs there locally, as the same role, on a
-// pooled connection. So with CitusRouteWorkers the app keeps a pool per worker and a map of which worker
+// pooled connection. So with registry.CitusRouteWorkers the app keeps a pool per worker and a map of which worker
 // holds which schema, read from Citus's metadata every citusRefresh; the coordinator still holds the
 // registry, and still serves a tenant whose worker is unknown or unreachable.
 //
@@ -32,15 +32,6 @@ import (
 // refused (a worker has no password for tenant roles: only the coordinator's pg_dist_authinfo does), in
 // which case the transaction failed before anything ran; it is tried once more on the coordinator, and
 // the tenant is served by the coordinator until the refresh.
-
-// Where the app sends a tenant's transactions when its home database is a Citus coordinator.
-const (
-	// CitusRouteWorkers sends each to the worker that holds the tenant's schema (the default).
-	CitusRouteWorkers = "workers"
-	// CitusRouteCoordinator sends everything to the coordinator, e.g. when the app reaches it through
-	// PgBouncer and the workers are not reachable from the app.
-	CitusRouteCoordinator = "coordinator"
-)
 
 // citusRefresh is how often the app reads which worker holds which schema.
 const citusRefresh = 2 * time.Second

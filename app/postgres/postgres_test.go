@@ -10,7 +10,7 @@ import (
 	"tenantry.dev/tenantry/app"
 	"tenantry.dev/tenantry/app/apptest"
 	"tenantry.dev/tenantry/app/postgres"
-	"tenantry.dev/tenantry/internal/pgcluster"
+	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
 
 var cluster *pgcluster.Throwaway

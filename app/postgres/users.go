@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"tenantry.dev/tenantry/app"
-	"tenantry.dev/tenantry/app/password"
+	"tenantry.dev/tenantry/internal/password"
 )
 
 const userColumns = `id, email, name, role, active, department_id, created_at`

@@ -18,6 +18,7 @@ import (
 	apphttp "tenantry.dev/tenantry/app/http"
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/app/postgres"
+	"tenantry.dev/tenantry/internal/registry"
 )
 
 func main() {
@@ -31,7 +32,7 @@ func main() {
 		poolShards  = flag.Int("pool-shards", 4, "Split each database's pool into pool shards that each serve a fixed share of the tenants (1: one pool; use 1 behind PgBouncer).")
 		shardURLs   = flag.String("shard-database-urls", os.Getenv("SHARD_DATABASE_URLS"), "The app's connection strings to the ExpenseApp's shards besides the home database, as a JSON object of shard name to connection string.")
 		shardListen = flag.String("shard-listen-database-urls", os.Getenv("SHARD_LISTEN_DATABASE_URLS"), "Direct connection strings to the shards for LISTEN/NOTIFY, as -shard-database-urls; defaults to those.")
-		citusRoute  = flag.String("citus-routing", envOr("CITUS_ROUTING", postgres.CitusRouteWorkers), "On a Citus coordinator, where tenants' transactions go: \"workers\" (straight to the worker that holds the tenant's schema) or \"coordinator\" (e.g. behind PgBouncer, or when workers are not reachable from the app).")
+		citusRoute  = flag.String("citus-routing", envOr("CITUS_ROUTING", registry.CitusRouteWorkers), "On a Citus coordinator, where tenants' transactions go: \"workers\" (straight to the worker that holds the tenant's schema) or \"coordinator\" (e.g. behind PgBouncer, or when workers are not reachable from the app).")
 		insecure    = flag.Bool("insecure-cookies", os.Getenv("INSECURE_COOKIES") == "true", "Send the session cookie over plain HTTP too (local development only).")
 		devSuffix   = flag.String("dev-host-suffix", os.Getenv("DEV_HOST_SUFFIX"), "Also serve each tenant at <tenant name><suffix>, e.g. .localhost (local development only).")
 		tenantStats = flag.Int("tenant-metrics", 0, "Count requests and server errors per tenant for up to this many tenants (the rest as \"other\"); 0 leaves them out.")
@@ -49,7 +50,7 @@ func main() {
 		log.Error("--shard-listen-database-urls: " + err.Error())
 		os.Exit(2)
 	}
-	if *citusRoute != postgres.CitusRouteWorkers && *citusRoute != postgres.CitusRouteCoordinator {
+	if *citusRoute != registry.CitusRouteWorkers && *citusRoute != registry.CitusRouteCoordinator {
 		log.Error("--citus-routing: must be \"workers\" or \"coordinator\"")
 		os.Exit(2)
 	}
@@ -60,7 +61,7 @@ func main() {
 	}
 	cfg := apphttp.Config{Log: log, SchemaVersion: migrations.Latest, SecureCookies: !*insecure, DevHostSuffix: *devSuffix,
 		TrustedProxies: trusted, TenantMetrics: *tenantStats}
-	if err := run(cfg, *addr, *metricsAddr, *dbURL, *listenURL, listen, opts, *citusRoute == postgres.CitusRouteWorkers); err != nil {
+	if err := run(cfg, *addr, *metricsAddr, *dbURL, *listenURL, listen, opts, *citusRoute == registry.CitusRouteWorkers); err != nil {
 		log.Error("app stopped", "error", err)
 		os.Exit(1)
 	}

@@ -15,7 +15,7 @@ import (
 	"tenantry.dev/tenantry/app"
 	"tenantry.dev/tenantry/app/apptest"
 	"tenantry.dev/tenantry/app/postgres"
-	"tenantry.dev/tenantry/internal/pgcluster"
+	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
 
 // appBench measures the app's throughput and latency with 1 tenant and with n tenants (a random host

@@ -14,9 +14,9 @@ import (
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/apptest"
 	"tenantry.dev/tenantry/app/migrations"
-	"tenantry.dev/tenantry/internal/pgcluster"
 	"tenantry.dev/tenantry/internal/registry"
 	"tenantry.dev/tenantry/internal/tenantdb"
+	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
 
 // citusBench measures Tenantry on Citus (a coordinator and two workers on this machine) against plain

@@ -22,8 +22,8 @@ import (
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/apptest"
 	"tenantry.dev/tenantry/app/postgres"
-	"tenantry.dev/tenantry/internal/pgcluster"
 	"tenantry.dev/tenantry/internal/registry"
+	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
 
 // shardsBench measures an ExpenseApp over two PostgreSQL servers (home, and shard "east" on a second

@@ -18,7 +18,7 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/internal/controller"
-	"tenantry.dev/tenantry/internal/pgcluster"
+	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
 
 // stack is an API server, a PostgreSQL cluster and the operator as a child process.

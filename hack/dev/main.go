@@ -35,8 +35,8 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/internal/controller"
-	"tenantry.dev/tenantry/internal/manifests"
-	"tenantry.dev/tenantry/internal/pgcluster"
+	"tenantry.dev/tenantry/test/utils/manifests"
+	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
 
 const (

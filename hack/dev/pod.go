@@ -18,11 +18,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"tenantry.dev/tenantry/internal/controller"
-	"tenantry.dev/tenantry/internal/kubelet"
+	"tenantry.dev/tenantry/test/utils/kubelet"
 )
 
 // localPod plays the kubelet for the app's Deployment, which envtest cannot run: it runs the
-// Deployment's "app" container as a process on this machine (internal/kubelet), as the operator wrote it
+// Deployment's "app" container as a process on this machine (test/utils/kubelet), as the operator wrote it
 // (command, args and env, with Secret references resolved; as nobody when make dev runs as root, since
 // the pod must not run as root), except for what only a laptop needs: the binary is
 // this checkout's build of cmd/app, the addresses are make dev's, and tenants are also served at

@@ -16,7 +16,7 @@ import (
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/apptest"
 	"tenantry.dev/tenantry/app/migrations"
-	"tenantry.dev/tenantry/internal/pgcluster"
+	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
 
 // The Citus suite (make test-citus runs it alone): the operator and the app on a Citus coordinator with

@@ -38,8 +38,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
-	"tenantry.dev/tenantry/app/password"
-	"tenantry.dev/tenantry/app/postgres"
+	"tenantry.dev/tenantry/internal/password"
 	"tenantry.dev/tenantry/internal/registry"
 	"tenantry.dev/tenantry/internal/tenantdb"
 )
@@ -649,9 +648,9 @@ func appPodSpec(app *tenantryv1.ExpenseApp, image string) corev1.PodSpec {
 // citusRouting is the app's --citus-routing for the ExpenseApp's spec.database.citusRouting.
 func citusRouting(app *tenantryv1.ExpenseApp) string {
 	if app.Spec.Database.CitusRouting == tenantryv1.CitusRoutingCoordinator {
-		return postgres.CitusRouteCoordinator
+		return registry.CitusRouteCoordinator
 	}
-	return postgres.CitusRouteWorkers
+	return registry.CitusRouteWorkers
 }
 
 // reconcileService keeps the Service tenant Ingresses point at: named after the app, port "http", and

@@ -28,9 +28,9 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/migrations"
-	"tenantry.dev/tenantry/internal/pgcluster"
 	"tenantry.dev/tenantry/internal/registry"
 	"tenantry.dev/tenantry/internal/tenantdb"
+	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
 
 // gauntlet is a tenant with the gauntlet planted in its schema, on one database.

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
-	"tenantry.dev/tenantry/internal/monitoring"
+	"tenantry.dev/tenantry/test/utils/monitoring"
 )
 
 // Every operator metric that the shipped alerts and dashboard name (config/prometheus,

@@ -29,8 +29,8 @@ import (
 	apphttp "tenantry.dev/tenantry/app/http"
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/app/postgres"
-	"tenantry.dev/tenantry/internal/pgcluster"
 	"tenantry.dev/tenantry/internal/tenantdb"
+	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
 
 // otherServer is a second PostgreSQL server for shards, started by the first test that needs it and

@@ -24,10 +24,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
-	"tenantry.dev/tenantry/internal/manifests"
-	"tenantry.dev/tenantry/internal/pgcluster"
 	"tenantry.dev/tenantry/internal/registry"
-	"tenantry.dev/tenantry/internal/testenv"
+	"tenantry.dev/tenantry/test/utils/manifests"
+	"tenantry.dev/tenantry/test/utils/pgcluster"
+	"tenantry.dev/tenantry/test/utils/testenv"
 )
 
 // The suite runs the operator against a real API server (envtest) and a real PostgreSQL cluster.

@@ -33,7 +33,7 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
-	"tenantry.dev/tenantry/app/password"
+	"tenantry.dev/tenantry/internal/password"
 	"tenantry.dev/tenantry/internal/registry"
 	"tenantry.dev/tenantry/internal/tenantdb"
 )

@@ -20,7 +20,7 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/migrations"
-	"tenantry.dev/tenantry/app/password"
+	"tenantry.dev/tenantry/internal/password"
 	"tenantry.dev/tenantry/internal/registry"
 )
 

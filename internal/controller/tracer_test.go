@@ -5,7 +5,7 @@ import (
 	"strings"
 	"sync"
 
-	"tenantry.dev/tenantry/internal/testenv"
+	"tenantry.dev/tenantry/test/utils/testenv"
 )
 
 // adminTrace records every statement the suite's operator sends on an admin session

@@ -16,6 +16,16 @@ import (
 // payload is the tenant's schema name.
 const NotifyChannel = "tenantry_tenants"
 
+// Where the app sends a tenant's transactions when its home database is a Citus coordinator: the
+// operator passes the ExpenseApp's choice to the app (CITUS_ROUTING), which follows it (app/postgres).
+const (
+	// CitusRouteWorkers sends each to the worker that holds the tenant's schema (the default).
+	CitusRouteWorkers = "workers"
+	// CitusRouteCoordinator sends everything to the coordinator, e.g. when the app reaches it through
+	// PgBouncer and the workers are not reachable from the app.
+	CitusRouteCoordinator = "coordinator"
+)
+
 // Tenant states in the registry.
 const (
 	// StateProvisioning: schema not yet migrated; the app answers 503.

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"tenantry.dev/tenantry/internal/pgcluster"
+	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
 
 var cluster *pgcluster.Throwaway

@@ -27,10 +27,10 @@ import (
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/internal/controller"
-	"tenantry.dev/tenantry/internal/manifests"
-	"tenantry.dev/tenantry/internal/pgcluster"
 	"tenantry.dev/tenantry/internal/registry"
-	"tenantry.dev/tenantry/internal/testenv"
+	"tenantry.dev/tenantry/test/utils/manifests"
+	"tenantry.dev/tenantry/test/utils/pgcluster"
+	"tenantry.dev/tenantry/test/utils/testenv"
 )
 
 const ns = "fault"

@@ -22,7 +22,7 @@ import (
 	"helm.sh/helm/v4/pkg/engine"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"tenantry.dev/tenantry/internal/manifests"
+	"tenantry.dev/tenantry/test/utils/manifests"
 )
 
 var root = filepath.Join("..", "..")

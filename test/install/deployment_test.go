@@ -17,14 +17,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"tenantry.dev/tenantry/internal/kubelet"
+	"tenantry.dev/tenantry/test/utils/kubelet"
 )
 
 // The app's Deployment, as the operator (installed by the chart) writes it, runs: its container, run
 // exactly as written (command, args, env with the Secret references read; as nobody, since the pod must
 // not run as root), passes its readiness and liveness probes, serves the tenant at its host and its
 // metrics on the port the Service names, and stops cleanly on SIGTERM. No kubelet runs here, so
-// internal/kubelet plays it.
+// test/utils/kubelet plays it.
 func TestDeployment_runsAsWritten(t *testing.T) {
 	ctx := context.Background()
 	ns := "app-run"

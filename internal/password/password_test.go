@@ -64,7 +64,7 @@ func TestHashGeneratedAndRehash(t *testing.T) {
 	}
 }
 
-// go test -bench . ./app/password: the cost of a person's password and of a generated one.
+// go test -bench . ./internal/password: the cost of a person's password and of a generated one.
 func BenchmarkHash(b *testing.B) {
 	for b.Loop() {
 		if _, err := Hash("correct horse battery staple"); err != nil {

@@ -7,7 +7,7 @@ import (
 
 // Every alert and every dashboard panel parses with Prometheus's own parser and names a metric.
 func TestLoad_everyExpressionParses(t *testing.T) {
-	exprs, err := Load("../..")
+	exprs, err := Load("../../..")
 	if err != nil {
 		t.Fatal(err)
 	}
