@@ -150,23 +150,40 @@ func TestIsolation_sameNameInTwoNamespaces(t *testing.T) {
 	}
 }
 
-// The same namespace and name on two databases of one server get different roles, and the app login of
-// one cannot act as the tenant of the other, although it can connect to that database.
+// Two databases on one server, seen from one namespace: its Tenant "globex" is deleted (Retain: schema
+// and role stay) and made again on another database, through another ExpenseApp of the namespace. Roles
+// are server-wide, so only the database in the identity's hash keeps the two apart: the new tenant gets
+// a role of its own (it is not refused as the retained one's), and the other app's login cannot act as
+// the retained role.
 func TestIsolation_twoDatabasesOnOneServer(t *testing.T) {
 	a, b := newFixture(t), newFixture(t)
 	ctx := context.Background()
+	a.createSecret("other-db", b.url)
+	must(t, k8s.Create(ctx, &tenantryv1.ExpenseApp{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: a.ns},
+		Spec: tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "other-db"}}}}))
 	must(t, k8s.Create(ctx, a.tenant("globex", "globex-a.example.com")))
-	must(t, k8s.Create(ctx, b.tenant("globex", "globex-b.example.com")))
-	ta, tb := a.waitReady("globex"), b.waitReady("globex")
+	ta := a.waitReady("globex")
+	a.deleteTenant("globex")
+	again := a.tenant("globex", "globex-b.example.com")
+	again.Spec.AppRef.Name = "other"
+	must(t, k8s.Create(ctx, again))
+	tb := a.waitReady("globex")
 	if ta.Status.Schema == tb.Status.Schema {
-		t.Fatalf("both databases' globex use role %s", ta.Status.Schema)
+		t.Fatalf("the tenant on both databases uses role %s", ta.Status.Schema)
 	}
-	conn := b.appLogin(a.database) // B's app login, connected to A's database
+	sec := &corev1.Secret{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: a.ns, Name: "other-app-db"}, sec))
+	cfg, err := pgx.ParseConfig(string(sec.Data["uri"]))
+	must(t, err)
+	cfg.Database = a.database // the other app's login, connected to the first database
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	must(t, err)
+	defer conn.Close(ctx)
 	if err := setRole(conn, ta.Status.Schema); !isPermissionDenied(err) {
-		t.Fatalf("B's app login: SET ROLE to A's globex = %v, want permission denied", err)
+		t.Fatalf("the other app's login: SET ROLE to the retained globex = %v, want permission denied", err)
 	}
-	if _, err := conn.Exec(ctx, `SELECT count(*) FROM `+a.q("globex")+`.users`); !isPermissionDenied(err) {
-		t.Fatalf("B's app login reading A's globex: %v, want permission denied", err)
+	if _, err := conn.Exec(ctx, `SELECT count(*) FROM `+pgx.Identifier{ta.Status.Schema}.Sanitize()+`.users`); !isPermissionDenied(err) {
+		t.Fatalf("the other app's login reading the retained globex: %v, want permission denied", err)
 	}
 }
 

@@ -2,8 +2,8 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -236,6 +236,29 @@ func TestTenantReconciler_hostConflict(t *testing.T) {
 
 	must(t, k8s.Delete(ctx, f.get(winner)))
 	f.waitReady(loser)
+
+	// A tenant of another namespace on the same database claims the host too: it stalls, it is told
+	// the host is taken but not by whom (who else the database serves is not for every namespace to
+	// learn), and it gets no Ingress for the host.
+	other := f.sibling()
+	must(t, k8s.Create(ctx, other.tenant("squatter", "squatter.example.com", "shared.example.com")))
+	s := other.waitCondition("squatter", tenantryv1.ConditionStalled, metav1.ConditionTrue, tenantryv1.ReasonHostConflict)
+	msg := findCondition(s, tenantryv1.ConditionReady).Message
+	if !strings.Contains(msg, "shared.example.com") || strings.Contains(msg, f.ns) || strings.Contains(msg, loser) {
+		t.Errorf("the other namespace's tenant is told %q: it must name the host and not its holder", msg)
+	}
+	var ing networkingv1.Ingress
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: other.ns, Name: "squatter"}, &ing); err == nil {
+		for _, rule := range ing.Spec.Rules {
+			if rule.Host == "shared.example.com" {
+				t.Error("the other namespace's tenant got an Ingress rule for the host another tenant holds")
+			}
+		}
+	}
+	if n := f.count(`SELECT count(*) FROM tenantry.tenant_hosts h JOIN tenantry.tenants t USING (schema_name)
+WHERE h.host = 'shared.example.com' AND t.namespace = $1 AND t.name = $2`, f.ns, loser); n != 1 {
+		t.Error("the holder lost the host to a tenant of another namespace")
+	}
 }
 
 func readyStatus(t *tenantryv1.Tenant) string {
@@ -411,17 +434,32 @@ func TestTenantReconciler_longName(t *testing.T) {
 	}
 }
 
-// The registry holds JSON the app can read back into the API types.
+// The registry's row is what the app reads: read through the app's own query and scanner
+// (registry.SelectServed, registry.ScanTenant), it gives back the Tenant's spec, branding and settings
+// included.
 func TestTenantReconciler_registryJSON(t *testing.T) {
 	f := newFixture(t)
-	must(t, k8s.Create(context.Background(), f.tenant("js", "js.example.com")))
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("js", "js.example.com", "js2.example.com")))
 	f.waitReady("js")
-	var raw []byte
-	must(t, f.db.QueryRow(context.Background(), `SELECT settings FROM tenantry.tenants WHERE name = 'js'`).Scan(&raw))
-	var s tenantryv1.Settings
-	must(t, json.Unmarshal(raw, &s))
-	if s.Currency != "EUR" || s.ApprovalThreshold == nil || *s.ApprovalThreshold != 50000 {
-		t.Fatalf("settings = %s", raw)
+	rows, err := f.db.Query(ctx, registry.SelectServed+" AND t.schema_name = $1", f.schema("js"))
+	must(t, err)
+	read, err := pgx.CollectRows(rows, registry.ScanTenant)
+	must(t, err)
+	if len(read) != 1 {
+		t.Fatalf("the app reads %d rows for the tenant, want 1", len(read))
+	}
+	got, want := read[0], f.tenant("js", "js.example.com", "js2.example.com").Spec
+	if got.Namespace != f.ns || got.Name != "js" || got.DisplayName != want.DisplayName || got.State != registry.StateActive ||
+		!slices.Equal(got.Hosts, want.Hosts) {
+		t.Errorf("the app reads %+v", got)
+	}
+	if got.Branding.PrimaryColor != want.Branding.PrimaryColor || got.Branding.LogoURL != want.Branding.LogoURL {
+		t.Errorf("branding read as %+v, want %+v", got.Branding, want.Branding)
+	}
+	if got.Settings.CurrencyOrDefault() != "EUR" || got.Settings.ApprovalThreshold == nil ||
+		*got.Settings.ApprovalThreshold != *want.Settings.ApprovalThreshold || !got.Settings.NeedsApproval(50001) {
+		t.Errorf("settings read as %+v, want %+v", got.Settings, want.Settings)
 	}
 }
 
