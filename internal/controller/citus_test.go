@@ -311,7 +311,7 @@ func expensesTables(f *fixture, names []string) []string {
 // appRoleName is the fixture's app login, from its Secret.
 func appRoleName(t *testing.T, f *fixture) string {
 	t.Helper()
-	conn := f.appLogin("")
+	conn := f.appLogin()
 	return conn.Config().User
 }
 

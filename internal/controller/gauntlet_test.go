@@ -387,8 +387,8 @@ func runGauntlet(t *testing.T, f *fixture, dbs []*pgxpool.Pool, views bool) {
 	must(t, k8s.Create(ctx, dropped))
 	f.waitReady("trap")
 	f.waitReady("trapdel")
-	g := plantGauntlet(t, f, f.appLogin(""), dbs, "trap", views)
-	gd := plantGauntlet(t, f, f.appLogin(""), dbs, "trapdel", views)
+	g := plantGauntlet(t, f, f.appLogin(), dbs, "trap", views)
+	gd := plantGauntlet(t, f, f.appLogin(), dbs, "trapdel", views)
 
 	// Onboarding another tenant beside them.
 	must(t, k8s.Create(ctx, f.tenant("bystander", host("bystander"))))
@@ -514,7 +514,7 @@ func TestIsolation_plantedCodeGauntletThroughMoves(t *testing.T) {
 			t.Fatalf("the planted tenant never moved to %s: %+v", shard, f.get("trapmove").Status.Conditions)
 		}
 	}
-	home := plantGauntlet(t, f.fixture, f.appLogin(""), []*pgxpool.Pool{f.db}, "trapmove", false)
+	home := plantGauntlet(t, f.fixture, f.appLogin(), []*pgxpool.Pool{f.db}, "trapmove", false)
 	moveTo("east")
 	east := f.shardDB["east"].Config().ConnConfig
 	onEast := plantGauntlet(t, f.fixture, f.appLoginTo(func(cfg *pgx.ConnConfig) {

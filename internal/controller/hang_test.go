@@ -37,7 +37,7 @@ func TestHang_registryLock(t *testing.T) {
 	ctx := context.Background()
 	must(t, k8s.Create(ctx, f.tenant("first", "first.example.com")))
 	f.waitReady("first")
-	conn := f.appLogin("")
+	conn := f.appLogin()
 	tx, err := conn.Begin(ctx)
 	must(t, err)
 	defer func() { _ = tx.Rollback(ctx) }()
@@ -62,7 +62,7 @@ func TestHang_registryReadLock(t *testing.T) {
 	ctx := context.Background()
 	must(t, k8s.Create(ctx, f.tenant("first", "first.example.com")))
 	f.waitReady("first")
-	tx, err := f.appLogin("").Begin(ctx)
+	tx, err := f.appLogin().Begin(ctx)
 	must(t, err)
 	defer func() { _ = tx.Rollback(ctx) }()
 	_, err = tx.Exec(ctx, "LOCK TABLE tenantry.tenants IN ACCESS SHARE MODE")
@@ -93,7 +93,7 @@ func TestHang_oneDatabaseHoldsNoOther(t *testing.T) {
 	for _, n := range names {
 		stuck.waitReady(n)
 	}
-	conn := stuck.appLogin("")
+	conn := stuck.appLogin()
 	for _, n := range names {
 		_, err := conn.Exec(ctx, fmt.Sprintf(`BEGIN; SET LOCAL ROLE %[1]s;
 ALTER TABLE %[1]s.users RENAME TO users_real;
@@ -138,7 +138,7 @@ WHERE datname = current_database() AND wait_event = 'PgSleep'`)
 	}
 
 	// The locked tenant: its registry row held by a transaction of the app's login, as the tenant.
-	lockTx, err := other.appLogin("").Begin(ctx)
+	lockTx, err := other.appLogin().Begin(ctx)
 	must(t, err)
 	defer func() { _ = lockTx.Rollback(ctx) }()
 	_, err = lockTx.Exec(ctx, "SET LOCAL ROLE "+other.q("locked")+"; SELECT tenantry.record_schema_version(1000000)")
@@ -171,7 +171,7 @@ func TestHang_migrationLockOfAnotherApp(t *testing.T) {
 	ctx := context.Background()
 	must(t, k8s.Create(ctx, b.tenant("victim", "victim.example.com")))
 	b.waitReady("victim")
-	conn := a.appLogin("")
+	conn := a.appLogin()
 	// The key of goose's lock for a new schema is derived from a secret the app's login may not read.
 	if _, err := conn.Exec(ctx, "SELECT migration_secret FROM tenantry.registry_version"); !isPermissionDenied(err) {
 		t.Fatalf("the app's login reading the registry's migration secret: %v, want permission denied", err)

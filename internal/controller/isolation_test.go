@@ -41,13 +41,9 @@ func (f *fixture) sibling() *fixture {
 
 // appLogin connects with the app's own login of the fixture's ExpenseApp, from its Secret: what a
 // compromised app pod holds.
-func (f *fixture) appLogin(database string) *pgx.Conn {
+func (f *fixture) appLogin() *pgx.Conn {
 	f.t.Helper()
-	return f.appLoginTo(func(cfg *pgx.ConnConfig) {
-		if database != "" {
-			cfg.Database = database
-		}
-	})
+	return f.appLoginTo(func(*pgx.ConnConfig) {})
 }
 
 // appLoginAt connects as the app's login to the server on a port of loopback (e.g. a Citus worker).
@@ -128,10 +124,10 @@ func TestIsolation_sameNameInTwoNamespaces(t *testing.T) {
 		t.Fatal("the newcomer sees departments it never made")
 	}
 	// Its app login cannot act as the retained tenant; neither can the owner's own app login any more.
-	if err := setRole(mallory.appLogin(""), owner.schema("acme")); !isPermissionDenied(err) {
+	if err := setRole(mallory.appLogin(), owner.schema("acme")); !isPermissionDenied(err) {
 		t.Fatalf("the other namespace's app login: SET ROLE to the retained tenant = %v, want permission denied", err)
 	}
-	if err := setRole(owner.appLogin(""), owner.schema("acme")); !isPermissionDenied(err) {
+	if err := setRole(owner.appLogin(), owner.schema("acme")); !isPermissionDenied(err) {
 		t.Fatalf("a retained tenant's role is still reachable by its app login: %v", err)
 	}
 
@@ -196,10 +192,10 @@ func TestIsolation_appLoginCannotReachAnotherApp(t *testing.T) {
 	must(t, k8s.Create(ctx, b.tenant("tb", "tb.example.com")))
 	a.waitReady("ta")
 	b.waitReady("tb")
-	if err := setRole(a.appLogin(""), b.schema("tb")); !isPermissionDenied(err) {
+	if err := setRole(a.appLogin(), b.schema("tb")); !isPermissionDenied(err) {
 		t.Fatalf("app A's login: SET ROLE to app B's tenant = %v, want permission denied", err)
 	}
-	if err := setRole(a.appLogin(""), a.schema("ta")); err != nil {
+	if err := setRole(a.appLogin(), a.schema("ta")); err != nil {
 		t.Fatalf("app A's login cannot act as its own tenant: %v", err)
 	}
 }
