@@ -741,14 +741,19 @@ func setAppCondition(app *tenantryv1.ExpenseApp, typ string, status metav1.Condi
 }
 
 // SetupWithManager registers the reconciler: it follows its own objects and its Tenants.
+// appChanged says which changes of an ExpenseApp call for a reconcile: its spec (a new generation), its
+// deletion, its annotations (a manual nudge) and labels; not its status, which the operator itself
+// writes. Following status patches, each count a rollout patched started the next reconcile at once, a
+// pass over every tenant and another patch: with 10,000 tenants, 425 reconciles of the app in one
+// release instead of 51, and the release 9 s slower.
+var appChanged = predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
+	predicate.LabelChangedPredicate{})
+
+// SetupWithManager registers the ExpenseApp controller: its kind (appChanged), what it owns, its
+// Tenants, and the ends of fleet rollouts.
 func (r *ExpenseAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		// Spec changes, deletion and annotation changes (a manual nudge) call for a reconcile; the
-		// operator's own status patches do not. Following them, each count a rollout patched started
-		// the next reconcile at once, a pass over every tenant and another patch: with 10,000 tenants,
-		// 425 reconciles of the app in one release instead of 51, and the release 9 s slower.
-		For(&tenantryv1.ExpenseApp{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
-			predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		For(&tenantryv1.ExpenseApp{}, builder.WithPredicates(appChanged)).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&networkingv1.NetworkPolicy{}).
