@@ -61,12 +61,21 @@ func (f *fixture) setImage(image string) {
 }
 
 // markRolledOut does what a kubelet and the Deployment controller would: every replica updated and
-// available (envtest runs neither).
+// available (envtest runs neither). It waits for the Deployment to run the ExpenseApp's image first, so
+// that it marks the template the operator wrote last, not one before it.
 func (f *fixture) markRolledOut() {
 	f.t.Helper()
 	dep := &appsv1.Deployment{}
+	app := f.getApp()
 	must(f.t, eventually(10*time.Second, func() error {
-		return k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: "expenses"}, dep)
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: "expenses"}, dep); err != nil {
+			return err
+		}
+		if len(dep.Spec.Template.Spec.Containers) == 0 || dep.Spec.Template.Spec.Containers[0].Image != app.Spec.Image ||
+			(app.Spec.Replicas != nil && (dep.Spec.Replicas == nil || *dep.Spec.Replicas != *app.Spec.Replicas)) {
+			return fmt.Errorf("the Deployment is not yet the ExpenseApp's (%s)", app.Spec.Image)
+		}
+		return nil
 	}))
 	patch := client.MergeFrom(dep.DeepCopy())
 	n := *dep.Spec.Replicas
@@ -464,6 +473,7 @@ func TestExpenseAppReconciler_specChangeSendsNoSQL(t *testing.T) {
 	patch := client.MergeFrom(app.DeepCopy())
 	app.Spec.Replicas = ptr.To(int32(3))
 	must(t, k8s.Patch(ctx, app, patch))
+	f.markRolledOut() // the new replicas: the generation is observed once they are
 	f.waitApp("the new generation observed", func(a *tenantryv1.ExpenseApp) bool { return a.Status.ObservedGeneration == a.Generation })
 	if got := databases.Statements(key); got != stmts {
 		t.Fatalf("changing replicas sent %d SQL statements, want 0", got-stmts)

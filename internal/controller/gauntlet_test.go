@@ -464,6 +464,7 @@ func runGauntlet(t *testing.T, f *fixture, dbs []*pgxpool.Pool, views bool) {
 			}
 			if failed {
 				t.Logf("fleet release: %s", meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionMigrationsApplied).Message)
+				f.stallExpected = true // the rollout halts on the failed tenants
 			}
 		}
 		return nil

@@ -168,6 +168,9 @@ type fixture struct {
 	url      string
 	database string
 	db       *pgxpool.Pool // superuser connection to the app's database, to look at what the operator did
+	// stallExpected: the test stalls the fixture's ExpenseApp on purpose (newFixtureOn checks it is not
+	// stalled at the end otherwise).
+	stallExpected bool
 }
 
 // schema is the schema (and role) name a tenant of this fixture derives.
@@ -209,11 +212,26 @@ func newFixtureOn(t *testing.T, url string) *fixture {
 	f.database = f.db.Config().ConnConfig.Database
 	t.Cleanup(f.db.Close)
 	f.createSecret("db", f.url)
+	// With an image, as every real ExpenseApp has one (without, it stalls with NoImage); its Deployment
+	// is written, and never rolls out, since envtest runs no kubelet (markRolledOut plays one).
 	f.app = &tenantryv1.ExpenseApp{
 		ObjectMeta: metav1.ObjectMeta{Name: "expenses", Namespace: f.ns},
-		Spec:       tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "db"}}},
+		Spec: tenantryv1.ExpenseAppSpec{Image: "tenantry:test",
+			Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "db"}}},
 	}
 	must(t, k8s.Create(ctx, f.app))
+	// A test whose ExpenseApp stalled where the test did not mean it to proves less than it says: it
+	// fails, unless the test set the stall off itself (f.stallExpected).
+	t.Cleanup(func() {
+		app := &tenantryv1.ExpenseApp{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: "expenses"}, app); err != nil {
+			return // deleted by the test
+		}
+		if c := meta.FindStatusCondition(app.Status.Conditions, tenantryv1.ConditionStalled); c != nil &&
+			c.Status == metav1.ConditionTrue && !f.stallExpected {
+			t.Errorf("the fixture's ExpenseApp ended the test stalled: %s: %s", c.Reason, c.Message)
+		}
+	})
 	return f
 }
 
