@@ -120,6 +120,13 @@ BEGIN
     RETURN true;
 END $f$`, s, g.pwned, app, tenantLiteral, g.marker())},
 		{"spy", `CREATE FUNCTION spy_text(via text) RETURNS text LANGUAGE sql AS $f$ SELECT CASE WHEN ` + s + `.spy(via) THEN 'planted' END $f$`},
+		// Declared IMMUTABLE, which PostgreSQL takes on trust: an index expression or a generated column
+		// may call it, and both run on every write.
+		{"spy", `CREATE FUNCTION spy_immutable(v text) RETURNS text IMMUTABLE LANGUAGE plpgsql AS $f$
+BEGIN
+    PERFORM ` + s + `.spy('index or generated column');
+    RETURN v;
+END $f$`},
 		{"spy", `CREATE FUNCTION spy_trigger() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
     PERFORM ` + s + `.spy(TG_NAME || ' ' || TG_OP || ' on ' || TG_TABLE_NAME);
@@ -144,6 +151,7 @@ END $f$`}}
 		plant{"check users", "ALTER TABLE users ADD CONSTRAINT g_check CHECK (" + spy("check users") + ")"},
 		plant{"check goose_db_version", "ALTER TABLE goose_db_version ADD CONSTRAINT g_check CHECK (" + spy("check goose_db_version") + ")"},
 		plant{"default", "ALTER TABLE users ALTER COLUMN created_at SET DEFAULT CASE WHEN " + spy("default") + " THEN pg_catalog.now() END"},
+		plant{"index or generated column", "CREATE INDEX g_index ON users (" + s + ".spy_immutable(email))"},
 		// Row-level security, forced on the owner too.
 		plant{"policy users", "ALTER TABLE users ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY"},
 		plant{"policy users", "CREATE POLICY g_policy ON users USING (" + spy("policy users") + ")"},
@@ -158,13 +166,16 @@ END $f$`}}
 		plant{"shadow count", "CREATE FUNCTION count(text) RETURNS bigint LANGUAGE sql AS $f$ SELECT CASE WHEN " + spy("shadow count") + " THEN 0::bigint END $f$"},
 		plant{"shadow operator", "CREATE FUNCTION g_eq(name, text) RETURNS boolean LANGUAGE sql AS $f$ SELECT " + spy("shadow operator") + " $f$"},
 		plant{"shadow operator", "CREATE OPERATOR = (LEFTARG = name, RIGHTARG = text, FUNCTION = g_eq)"},
-		// Default privileges: whatever the tenant role creates from now on is everyone's.
+		// Default privileges: whatever the tenant role creates from now on is everyone's, in its schema
+		// and (without IN SCHEMA) wherever it creates it.
 		plant{"default privileges", "ALTER DEFAULT PRIVILEGES IN SCHEMA " + s + " GRANT ALL ON TABLES TO PUBLIC"},
-		plant{"default privileges", "ALTER DEFAULT PRIVILEGES IN SCHEMA " + s + " GRANT EXECUTE ON FUNCTIONS TO PUBLIC"})
+		plant{"default privileges", "ALTER DEFAULT PRIVILEGES IN SCHEMA " + s + " GRANT EXECUTE ON FUNCTIONS TO PUBLIC"},
+		plant{"default privileges", "ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO PUBLIC"})
 	if views {
-		// Views in place of the tables the operator reads and writes (the tables keep what was planted
-		// on them).
+		// A generated column (a column the release does not have), and views in place of the tables
+		// the operator reads and writes (the tables keep what was planted on them).
 		ps = append(ps,
+			plant{"index or generated column", "ALTER TABLE users ADD COLUMN g_generated text GENERATED ALWAYS AS (" + s + ".spy_immutable(email)) STORED"},
 			plant{"view users", "ALTER TABLE users RENAME TO users_real"},
 			plant{"view users", "CREATE VIEW users AS SELECT * FROM users_real WHERE " + spy("view users")},
 			plant{"view expenses", "ALTER TABLE expenses RENAME TO expenses_real"},
@@ -482,6 +493,20 @@ func runGauntlet(t *testing.T, f *fixture, dbs []*pgxpool.Pool, views bool) {
 	f.deleteTenant("trap")
 	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, f.schema("trap")); n != 1 {
 		t.Error("deletionPolicy Retain dropped the planted tenant's schema")
+	}
+
+	// The retained tenant returns (the same namespace and name): the operator takes its planted schema
+	// back. It is Ready again, or, where its plants broke its release (Citus), stays at its version.
+	must(t, k8s.Create(ctx, f.tenant("trap", host("trap"))))
+	if err := eventually(30*time.Second, func() error {
+		tn := f.get("trap")
+		if meta.IsStatusConditionTrue(tn.Status.Conditions, tenantryv1.ConditionReady) ||
+			meta.IsStatusConditionFalse(tn.Status.Conditions, tenantryv1.ConditionMigrationsApplied) && f.stallExpected {
+			return nil
+		}
+		return fmt.Errorf("%+v", tn.Status.Conditions)
+	}); err != nil {
+		t.Fatalf("the retained planted tenant's return: %v", err)
 	}
 	t.Logf("the planted code ran %d times: %s", g.logged(t, "")+gd.logged(t, ""), g.ran(t))
 	g.escalations(t)
