@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"tenantry.dev/tenantry/app/apptest"
 	apphttp "tenantry.dev/tenantry/app/http"
 	"tenantry.dev/tenantry/app/migrations"
@@ -180,4 +182,30 @@ func TestServer_databaseOutage(t *testing.T) {
 	waitFor("a tenant added after the outage is served", 10*time.Second, func() bool {
 		return h.do(req{host: "initech.test", path: "/login"}).status == http.StatusOK
 	})
+}
+
+// A request that finds its tenant's schema gone from where the app looked (the tenant moved to another
+// shard a moment ago and the source's copy was renamed before the app heard of it) is answered 503 with
+// Retry-After, as a move's fence is: nothing was written, and the next request goes to the new shard.
+func TestServer_schemaMovedAwayIs503(t *testing.T) {
+	h := newHarness(t, options{})
+	ctx := context.Background()
+	sa := h.loginA()
+	admin, err := pgx.Connect(ctx, h.env.AdminURL)
+	must(t, err)
+	defer admin.Close(ctx)
+	schema := pgx.Identifier{h.a.Schema}.Sanitize()
+	moved := pgx.Identifier{h.a.Schema + "_moved"}.Sanitize()
+	_, err = admin.Exec(ctx, "ALTER SCHEMA "+schema+" RENAME TO "+moved)
+	must(t, err)
+	r := h.do(req{method: "GET", host: "acme.test", path: "/api/v1/departments", session: sa})
+	_, err = admin.Exec(ctx, "ALTER SCHEMA "+moved+" RENAME TO "+schema)
+	must(t, err)
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+		t.Fatalf("a request for a schema moved away: %d (Retry-After %q), want 503 with Retry-After\n%s",
+			r.status, r.header.Get("Retry-After"), r.body)
+	}
+	if r := h.do(req{method: "GET", host: "acme.test", path: "/api/v1/departments", session: sa}); r.status != http.StatusOK {
+		t.Fatalf("once the schema is back: %d", r.status)
+	}
 }

@@ -338,6 +338,12 @@ func unavailable(err error) error {
 			// it lost its rights a moment ago): nothing was written.
 			return &app.Error{Code: app.EUNAVAILABLE, Err: err,
 				Message: "This organisation is being moved. Nothing was saved; try again in a second."}
+		case "42P01", "3F000":
+			// The tenant's schema is gone from where the app looked: it moved to another shard a moment
+			// ago, and the source's copy was renamed or dropped before the app heard of the move. The
+			// tables a version of the app needs are there otherwise (the app serves no schema behind it).
+			return &app.Error{Code: app.EUNAVAILABLE, Err: err,
+				Message: "This organisation is being moved. Nothing was saved; try again in a second."}
 		case "40P01", "40001":
 			// A deadlock or serialization failure rolled the transaction back: nothing was written,
 			// and the same request succeeds when sent again.

@@ -520,9 +520,7 @@ func runGauntlet(t *testing.T, f *fixture, dbs []*pgxpool.Pool, views bool) {
 func TestIsolation_plantedCodeGauntletThroughMoves(t *testing.T) {
 	f := newShardedFixture(t)
 	ctx := context.Background()
-	mover := f.tenant("trapmove", "trapmove.example.com")
-	mover.Spec.Shard = tenantryv1.HomeShard
-	must(t, k8s.Create(ctx, mover))
+	f.createOn(tenantryv1.HomeShard, "trapmove", "trapmove.example.com")
 	f.waitReady("trapmove")
 	moveTo := func(shard string) {
 		t.Helper()

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -90,6 +91,14 @@ func newShardedFixture(t *testing.T) *shardedFixture {
 			meta.IsStatusConditionTrue(a.Status.Conditions, tenantryv1.ConditionShardsReady)
 	})
 	return f
+}
+
+// createOn creates a Tenant of the fixture placed on a shard (spec.shard).
+func (f *shardedFixture) createOn(shard, name string, hosts ...string) {
+	f.t.Helper()
+	tn := f.tenant(name, hosts...)
+	tn.Spec.Shard = shard
+	must(f.t, k8s.Create(context.Background(), tn))
 }
 
 // schemaOn counts the tenant's schema on each shard's database.
@@ -366,7 +375,14 @@ func startApp(t *testing.T, f *fixture, bounced ...string) *runningApp {
 	}
 	db, err := postgres.Open(homeURI, opts)
 	must(t, err)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// The app's warnings and errors, shown if the test fails (a 500 says no more than "internal").
+	var logged syncBuffer
+	log := slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the app's log:\n%s", logged.String())
+		}
+	})
 	reg := postgres.NewRegistry()
 	go func() { _ = reg.Run(ctx, connector(string(sec.Data["uri"])), log) }()
 	for name, u := range listen {
@@ -383,6 +399,24 @@ func startApp(t *testing.T, f *fixture, bounced ...string) *runningApp {
 	return &runningApp{Server: srv, db: db, client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
 	}}}
+}
+
+// syncBuffer is a bytes.Buffer that goroutines may write at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // bounce starts a PgBouncer in transaction mode in front of the server of a connection string, for
@@ -462,12 +496,8 @@ func (a *runningApp) signIn(t *testing.T, f *fixture, tenant string) string {
 func TestShards_moveUnderLoad(t *testing.T) {
 	f := newShardedFixture(t)
 	ctx := context.Background()
-	mover := f.tenant("mover", "mover.shards.test")
-	mover.Spec.Shard = tenantryv1.HomeShard
-	must(t, k8s.Create(ctx, mover))
-	bystander := f.tenant("bystander", "bystander.shards.test")
-	bystander.Spec.Shard = "west"
-	must(t, k8s.Create(ctx, bystander))
+	f.createOn(tenantryv1.HomeShard, "mover", "mover.shards.test")
+	f.createOn("west", "bystander", "bystander.shards.test")
 	f.waitReady("mover")
 	f.waitReady("bystander")
 
@@ -613,12 +643,8 @@ func (a *runningApp) setupBudget(t *testing.T, host, session string) (budget int
 func TestShards_targetOutageDuringMove(t *testing.T) {
 	f := newShardedFixture(t)
 	ctx := context.Background()
-	mover := f.tenant("mover", "mover.shards.test")
-	mover.Spec.Shard = tenantryv1.HomeShard
-	resident := f.tenant("resident", "resident.shards.test")
-	resident.Spec.Shard = "east"
-	must(t, k8s.Create(ctx, mover))
-	must(t, k8s.Create(ctx, resident))
+	f.createOn(tenantryv1.HomeShard, "mover", "mover.shards.test")
+	f.createOn("east", "resident", "resident.shards.test")
 	f.waitReady("mover")
 	f.waitReady("resident")
 	server := startApp(t, f.fixture)
@@ -690,9 +716,7 @@ func TestShards_targetOutageDuringMove(t *testing.T) {
 func TestShards_moveTargetClosedToTheAppLogin(t *testing.T) {
 	f := newShardedFixture(t)
 	ctx := context.Background()
-	mover := f.tenant("mover", "mover.shards.test")
-	mover.Spec.Shard = tenantryv1.HomeShard
-	must(t, k8s.Create(ctx, mover))
+	f.createOn(tenantryv1.HomeShard, "mover", "mover.shards.test")
 	f.waitReady("mover")
 	east := f.shardDB["east"].Config().ConnConfig
 	appEast := f.appLoginTo(func(cfg *pgx.ConnConfig) { cfg.Host, cfg.Port, cfg.Database = east.Host, east.Port, east.Database })
