@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -131,12 +132,31 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}
 	run := &appRun{app: app, tenants: tenants, target: target}
-	// The NetworkPolicy comes before the Deployment: pods start fenced in.
-	for _, step := range []appStep{r.reconcileDatabase, r.reconcileShards, r.reconcileCitus, r.reconcileFleet, r.reconcileNetworkPolicy, r.reconcileDeployment,
-		r.reconcileService, r.rolloutDone} {
-		if err := step(ctx, run); err != nil {
+	// Each step returns its verdict, and the first that fails or waits ends the reconcile, with two
+	// exceptions: the fleet's and the shards' verdicts (a rollout under way, a shard away) hold only the
+	// rollout's end. The Deployment and Service are kept in place meanwhile (the app serves with the image
+	// it runs), and the held verdict, the fleet's first, is given once they are. The NetworkPolicy comes
+	// before the Deployment: pods start fenced in.
+	var held error
+	for _, s := range []struct {
+		step  appStep
+		holds bool
+	}{{r.reconcileDatabase, false}, {r.reconcileCitus, false}, {r.reconcileFleet, true}, {r.reconcileShards, true},
+		{r.reconcileNetworkPolicy, false}, {r.reconcileDeployment, false}, {r.reconcileService, false}} {
+		err := s.step(ctx, run)
+		switch {
+		case err == nil:
+		case s.holds:
+			held = cmp.Or(held, err)
+		default:
 			return ctrl.Result{}, err
 		}
+	}
+	if held != nil {
+		return ctrl.Result{}, held
+	}
+	if err := r.rolloutDone(ctx, run); err != nil {
+		return ctrl.Result{}, err
 	}
 	return run.result, nil
 }
@@ -147,11 +167,6 @@ type appRun struct {
 	tenants []tenantryv1.Tenant
 	target  int64
 	secret  *corev1.Secret // the app's database Secret, as reconcileDatabase left it
-	// fleet is the fleet's verdict, given only once the Deployment and Service are in place: a rollout
-	// in progress keeps the app serving with the image it runs.
-	fleet error
-	// shards is the shards' verdict (one unreachable, or removed while in use), given after the fleet's.
-	shards error
 	// requeue, when set, bounds the wait until the next reconcile of a Ready app.
 	requeue time.Duration
 	result  ctrl.Result
@@ -173,13 +188,7 @@ func (r *ExpenseAppReconciler) tenants(ctx context.Context, app *tenantryv1.Expe
 // is at the target, a wait while the fleet is on its way (the status is patched about once a second),
 // and a stall when the rollout halted.
 func (r *ExpenseAppReconciler) reconcileFleet(ctx context.Context, run *appRun) error {
-	run.fleet = r.fleet(ctx, run.app, run.tenants, run.target)
-	return nil
-}
-
-// fleet is reconcileFleet's work: it returns the fleet's verdict.
-func (r *ExpenseAppReconciler) fleet(ctx context.Context, app *tenantryv1.ExpenseApp, tenants []tenantryv1.Tenant,
-	target int64) error {
+	app, tenants, target := run.app, run.tenants, run.target
 	key := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
 	view, ran := r.Rollouts.View(key, r.Release.Plan())
 	behind := false
@@ -415,6 +424,7 @@ func appShards(app *tenantryv1.ExpenseApp, tenants []tenantryv1.Tenant) []string
 // them and, when the app has shards besides home, whether the operator reaches it. A shard removed
 // from spec.shards while tenants remain on it keeps being served, and the app is Stalled until they
 // have moved; an unreachable shard leaves the app not Ready (its tenants get 503s, the others are served).
+// Its verdict (a stall for a shard removed in use, a retry for one away) holds only the rollout's end.
 func (r *ExpenseAppReconciler) reconcileShards(ctx context.Context, run *appRun) error {
 	app := run.app
 	placed := tenantsByShard(run.tenants)
@@ -432,6 +442,7 @@ func (r *ExpenseAppReconciler) reconcileShards(ctx context.Context, run *appRun)
 	}
 	var statuses []tenantryv1.ShardStatus
 	var problems []string
+	var verdict error
 	for _, shard := range appShards(app, run.tenants) {
 		ref, _ := shardRef(app, shard)
 		st := tenantryv1.ShardStatus{Name: shard, Tenants: int32(len(placed[shard])), SchemaVersion: minVersion[shard],
@@ -447,7 +458,7 @@ func (r *ExpenseAppReconciler) reconcileShards(ctx context.Context, run *appRun)
 		if !inSpec[shard] {
 			st.Message = fmt.Sprintf("removed from spec.shards but still holds %d tenant(s) (%s): set their spec.shard "+
 				"to another shard, and remove it once they have moved", len(placed[shard]), strings.Join(firstNames(placed[shard], 5), ", "))
-			run.shards = stallErr(tenantryv1.ReasonShardInUse, time.Minute, fmt.Errorf("shard %s %s", shard, st.Message))
+			verdict = stallErr(tenantryv1.ReasonShardInUse, time.Minute, fmt.Errorf("shard %s %s", shard, st.Message))
 		}
 		statuses = append(statuses, st)
 	}
@@ -463,19 +474,19 @@ func (r *ExpenseAppReconciler) reconcileShards(ctx context.Context, run *appRun)
 	}
 	app.Status.Shards = statuses
 	switch {
-	case run.shards != nil:
-		setAppCondition(app, tenantryv1.ConditionShardsReady, metav1.ConditionFalse, tenantryv1.ReasonShardInUse, run.shards.Error())
+	case verdict != nil:
+		setAppCondition(app, tenantryv1.ConditionShardsReady, metav1.ConditionFalse, tenantryv1.ReasonShardInUse, verdict.Error())
 	case len(problems) > 0:
 		msg := strings.Join(problems, "; ")
 		setAppCondition(app, tenantryv1.ConditionShardsReady, metav1.ConditionFalse, tenantryv1.ReasonShardUnreachable, msg)
-		run.shards = retryErr(tenantryv1.ReasonShardUnreachable, errors.New(msg))
+		verdict = retryErr(tenantryv1.ReasonShardUnreachable, errors.New(msg))
 	case len(statuses) > 1:
 		setAppCondition(app, tenantryv1.ConditionShardsReady, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 			fmt.Sprintf("%d shards reachable", len(statuses)))
 	default:
 		meta.RemoveStatusCondition(&app.Status.Conditions, tenantryv1.ConditionShardsReady)
 	}
-	return nil
+	return verdict
 }
 
 // pingShard checks that the operator reaches a shard, within a few seconds.
@@ -671,15 +682,9 @@ func (r *ExpenseAppReconciler) reconcileService(ctx context.Context, run *appRun
 	return nil
 }
 
-// rolloutDone gives the fleet's verdict, then: Ready once the Deployment runs spec.image with every
+// rolloutDone, once every other step has passed: Ready once the Deployment runs spec.image with every
 // replica updated and available.
 func (r *ExpenseAppReconciler) rolloutDone(ctx context.Context, run *appRun) error {
-	if run.fleet != nil {
-		return run.fleet
-	}
-	if run.shards != nil {
-		return run.shards
-	}
 	app := run.app
 	dep := &appsv1.Deployment{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, dep); err != nil {
