@@ -114,26 +114,6 @@ type appDB struct {
 // a JSON object of shard name to connection string. (Key "uri" holds the home database's.)
 const appShardsKey = "shards"
 
-// shardRef is the Secret of a shard's admin connection string: spec.database for home, spec.shards for
-// the others, and, for a shard removed from the spec while tenants remain on it, the Secret it was
-// last reached with (status.shards).
-func shardRef(app *tenantryv1.ExpenseApp, shard string) (tenantryv1.SecretKeyRef, bool) {
-	if shard == tenantryv1.HomeShard || shard == "" {
-		return app.Spec.Database.SecretRef, true
-	}
-	for _, s := range app.Spec.Shards {
-		if s.Name == shard {
-			return s.SecretRef, true
-		}
-	}
-	for _, s := range app.Status.Shards {
-		if s.Name == shard && s.SecretRef != nil {
-			return *s.SecretRef, true
-		}
-	}
-	return tenantryv1.SecretKeyRef{}, false
-}
-
 // URI reads the admin connection string of an ExpenseApp's shard from its Secret. A missing Secret or
 // key is a wait error, with a message that says what to fix.
 func (d *Databases) URI(ctx context.Context, app *tenantryv1.ExpenseApp, shard string) (string, error) {

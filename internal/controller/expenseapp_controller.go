@@ -378,48 +378,6 @@ func (r *ExpenseAppReconciler) ensureLoginOn(ctx context.Context, app *tenantryv
 	return nil
 }
 
-// placedShard is the shard that holds a tenant's schema: status.shard, or home for a tenant placed before
-// there were shards; "" for a tenant not placed yet.
-func placedShard(t *tenantryv1.Tenant) string {
-	switch {
-	case t.Status.Shard != "":
-		return t.Status.Shard
-	case t.Status.Schema != "":
-		return tenantryv1.HomeShard
-	}
-	return ""
-}
-
-// tenantsByShard names the tenants placed on each shard.
-func tenantsByShard(tenants []tenantryv1.Tenant) map[string][]string {
-	placed := map[string][]string{}
-	for i := range tenants {
-		if shard := placedShard(&tenants[i]); shard != "" {
-			placed[shard] = append(placed[shard], tenants[i].Name)
-		}
-	}
-	return placed
-}
-
-// appShards lists an ExpenseApp's shards: home, those of its spec, and any it had that still holds
-// tenants (removed from the spec too early; still served, and reported Stalled).
-func appShards(app *tenantryv1.ExpenseApp, tenants []tenantryv1.Tenant) []string {
-	shards := []string{tenantryv1.HomeShard}
-	known := map[string]bool{tenantryv1.HomeShard: true}
-	for _, s := range app.Spec.Shards {
-		shards = append(shards, s.Name)
-		known[s.Name] = true
-	}
-	var kept []string
-	for shard := range tenantsByShard(tenants) {
-		if _, ok := shardRef(app, shard); ok && !known[shard] {
-			kept = append(kept, shard)
-		}
-	}
-	sort.Strings(kept)
-	return append(shards, kept...)
-}
-
 // reconcileShards reports every shard in status.shards: its tenants, the lowest schema version among
 // them and, when the app has shards besides home, whether the operator reaches it. A shard removed
 // from spec.shards while tenants remain on it keeps being served, and the app is Stalled until they

@@ -13,6 +13,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/internal/registry"
 	"tenantry.dev/tenantry/internal/tenantdb"
 )
 
@@ -42,22 +43,6 @@ const (
 	fenceLockTimeout = 2 * time.Second  // waiting for the tenant's writes in flight
 	markerWait       = 10 * time.Second // waiting for the target to apply a marker
 )
-
-// shardColumn is a shard's name as the registry's shard column writes it: empty for home.
-func shardColumn(shard string) string {
-	if shard == tenantryv1.HomeShard {
-		return ""
-	}
-	return shard
-}
-
-// shardOf is the shard a registry shard column names.
-func shardOf(column string) string {
-	if column == "" {
-		return tenantryv1.HomeShard
-	}
-	return column
-}
 
 // reconcileMove moves the tenant to the shard its spec names, or finishes or undoes a move under way.
 // A tenant with no move asked and none under way sends no SQL here.
@@ -140,7 +125,7 @@ func (r *TenantReconciler) startMove(ctx context.Context, run *tenantRun) (tenan
 			return tenantdb.Move{}, retryErr(tenantryv1.ReasonDatabaseError, err)
 		}
 	}
-	m, err := run.home.StartMove(ctx, t.Namespace, t.Name, shardColumn(t.Status.Shard), shardColumn(target))
+	m, err := run.home.StartMove(ctx, t.Namespace, t.Name, registry.ShardColumn(t.Status.Shard), registry.ShardColumn(target))
 	if err != nil {
 		return m, retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
@@ -150,7 +135,7 @@ func (r *TenantReconciler) startMove(ctx context.Context, run *tenantRun) (tenan
 
 // openMove opens the two databases of a recorded move.
 func (r *TenantReconciler) openMove(ctx context.Context, run *tenantRun, m tenantdb.Move) (*move, error) {
-	mv := &move{source: shardOf(m.Source), target: shardOf(m.Target), schema: run.id.Schema, role: run.id.Role,
+	mv := &move{source: registry.ShardName(m.Source), target: registry.ShardName(m.Target), schema: run.id.Schema, role: run.id.Role,
 		version: run.id.Version, startedAt: m.StartedAt}
 	mv.sourceIsHome, mv.targetIsHome = mv.source == tenantryv1.HomeShard, mv.target == tenantryv1.HomeShard
 	var err error
@@ -269,7 +254,7 @@ func (r *TenantReconciler) advanceMove(ctx context.Context, run *tenantRun, mv *
 		err = mv.tgt.SetState(ctx, mv.schema, registryState(t, mv.version), mv.version)
 	}
 	if err == nil {
-		err = run.home.SetShard(ctx, t.Namespace, t.Name, shardColumn(mv.target), mv.version)
+		err = run.home.SetShard(ctx, t.Namespace, t.Name, registry.ShardColumn(mv.target), mv.version)
 	}
 	if err != nil {
 		// The target may have been open to the app's login: its copy is not resumed but dropped, and the

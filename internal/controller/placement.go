@@ -80,16 +80,3 @@ func (p *Placement) Choose(ctx context.Context, c client.Reader, t *tenantryv1.T
 	p.chosen[me] = choice{shard: best, at: now}
 	return best, nil
 }
-
-// hasShard says whether an ExpenseApp's spec has a shard of that name (home included).
-func hasShard(app *tenantryv1.ExpenseApp, shard string) bool {
-	if shard == tenantryv1.HomeShard {
-		return true
-	}
-	for _, s := range app.Spec.Shards {
-		if s.Name == shard {
-			return true
-		}
-	}
-	return false
-}

@@ -30,6 +30,7 @@ import (
 	apphttp "tenantry.dev/tenantry/app/http"
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/app/postgres"
+	"tenantry.dev/tenantry/internal/registry"
 	"tenantry.dev/tenantry/internal/tenantdb"
 	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
@@ -542,8 +543,8 @@ func TestShards_moveUnderLoad(t *testing.T) {
 		}
 		var recorded string
 		must(t, f.db.QueryRow(ctx, `SELECT shard FROM tenantry.tenants WHERE name = 'mover'`).Scan(&recorded))
-		if recorded != shardColumn(target) {
-			t.Errorf("home registry says shard %q, want %q", recorded, shardColumn(target))
+		if recorded != registry.ShardColumn(target) {
+			t.Errorf("home registry says shard %q, want %q", recorded, registry.ShardColumn(target))
 		}
 		// The copy left behind: kept renamed with every row the target has (Retain), or gone (Delete).
 		rows, _ := f.shardDB[source].Query(ctx, `SELECT schema_name FROM tenantry.moved_schemas WHERE name = 'mover' AND moved_to = $1`, target)
@@ -770,4 +771,11 @@ SELECT EXISTS (SELECT FROM pg_subscription_rel sr JOIN pg_subscription s ON s.oi
 		t.Fatalf("the app's login cannot act as the tenant on its new shard after the cut-over: %v", err)
 	}
 	t.Logf("the app's login was refused the target %d times during the copy", copying)
+}
+
+// The API and the registry call home by one name.
+func TestShards_homeSpelledOnce(t *testing.T) {
+	if tenantryv1.HomeShard != registry.HomeShard {
+		t.Fatalf("the API calls home %q, the registry %q", tenantryv1.HomeShard, registry.HomeShard)
+	}
 }

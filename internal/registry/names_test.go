@@ -108,3 +108,15 @@ func FuzzTenantName(f *testing.F) {
 		}
 	})
 }
+
+// A registry's shard column spells home as the empty string, and nothing else changes on the way.
+func TestShardColumn(t *testing.T) {
+	for name, column := range map[string]string{HomeShard: "", "east": "east"} {
+		if got := ShardColumn(name); got != column {
+			t.Errorf("ShardColumn(%q) = %q, want %q", name, got, column)
+		}
+		if got := ShardName(column); got != name {
+			t.Errorf("ShardName(%q) = %q, want %q", column, got, name)
+		}
+	}
+}

@@ -26,6 +26,26 @@ const (
 	CitusRouteCoordinator = "coordinator"
 )
 
+// HomeShard is what the ExpenseApp API calls the database of spec.database (tenantryv1.HomeShard); a
+// registry's shard column calls the database it is in the empty string.
+const HomeShard = "home"
+
+// ShardColumn is a shard's name as a registry's shard column writes it: the empty string for home.
+func ShardColumn(shard string) string {
+	if shard == HomeShard {
+		return ""
+	}
+	return shard
+}
+
+// ShardName is the shard a registry's shard column names: home for the empty string.
+func ShardName(column string) string {
+	if column == "" {
+		return HomeShard
+	}
+	return column
+}
+
 // Tenant states in the registry.
 const (
 	// StateProvisioning: schema not yet migrated; the app answers 503.
