@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -177,6 +178,9 @@ func (db *DB) Subscribe(ctx context.Context, schema, sourceURI string) error {
 	return nil
 }
 
+// keywordOptions finds the options keyword in a keyword/value connection string.
+var keywordOptions = regexp.MustCompile(`(^|\s)options\s*=`)
+
 // rowSecurityOff adds "-c row_security=off" to the options of a libpq connection string, a URI
 // (postgres://...) or keyword/value pairs. The URI's query is edited as libpq reads it: it starts at the
 // first "?" after the user info (which ends at the first "@" before any "/"), and a parameter's name is
@@ -188,7 +192,7 @@ func rowSecurityOff(conninfo string) (string, error) {
 		rest, isURI = strings.CutPrefix(conninfo, "postgresql://")
 	}
 	if !isURI {
-		if strings.Contains(conninfo, "options") {
+		if keywordOptions.MatchString(conninfo) {
 			return "", errors.New("the source's connection string sets options in keyword/value form: write it as a URI (postgres://...)")
 		}
 		return conninfo + " options='" + off + "'", nil

@@ -548,12 +548,13 @@ func TestRowSecurityOff(t *testing.T) {
 		"postgres://u:pw?x@h/db?sslmode=disable":         "postgres://u:pw?x@h/db?sslmode=disable&options=-c%20row_security%3Doff",
 		"postgres://h/db?opt%69ons=-c%20a%3Db":           "postgres://h/db?opt%69ons=-c%20a%3Db%20-c%20row_security%3Doff",
 		"host=h dbname=db user=u":                        "host=h dbname=db user=u options='-c row_security=off'",
+		"host=h password=nooptions":                      "host=h password=nooptions options='-c row_security=off'",
 	} {
 		if got, err := rowSecurityOff(in); err != nil || got != want {
 			t.Errorf("rowSecurityOff(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"host=h options='-c x=1'", "postgres://h/db?options=x&options=-c%20row_security%3Don",
+	for _, in := range []string{"host=h options='-c x=1'", "host=h options = '-c x=1'", "postgres://h/db?options=x&options=-c%20row_security%3Don",
 		"postgres://h/db?options=x&opt%69ons=y"} {
 		if got, err := rowSecurityOff(in); err == nil {
 			t.Errorf("rowSecurityOff(%q) = %q, want it refused", in, got)
