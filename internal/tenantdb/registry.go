@@ -184,28 +184,8 @@ RETURNING schema_name, role_name, schema_version, shard`,
 		if err != nil {
 			return fmt.Errorf("writing registry row: %w", err)
 		}
-		// Release hosts no longer listed, claim the new ones; a host another tenant holds stays theirs.
-		if _, err := tx.Exec(ctx, `
-WITH released AS (
-    DELETE FROM tenantry.tenant_hosts WHERE schema_name = $1 AND NOT host = ANY($2)
-)
-INSERT INTO tenantry.tenant_hosts (host, schema_name)
-SELECT unnest($2::text[]), $1
-ON CONFLICT (host) DO NOTHING`, id.Schema, r.Hosts); err != nil {
-			return fmt.Errorf("claiming hosts: %w", err)
-		}
-		conflict := &HostConflictError{namespace: r.Namespace}
-		err = tx.QueryRow(ctx, `
-SELECT h.host, t.namespace, t.name
-FROM tenantry.tenant_hosts h JOIN tenantry.tenants t USING (schema_name)
-WHERE h.host = ANY($1) AND h.schema_name <> $2
-ORDER BY array_position($1, h.host)
-LIMIT 1`, r.Hosts, id.Schema).Scan(&conflict.Host, &conflict.HolderNamespace, &conflict.HolderName)
-		if err == nil {
-			return conflict
-		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("checking hosts: %w", err)
+		if err := claimHosts(ctx, tx, id.Schema, r.Hosts, r.Namespace); err != nil {
+			return err
 		}
 		_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", registry.NotifyChannel, id.Schema)
 		return err
@@ -216,6 +196,43 @@ LIMIT 1`, r.Hosts, id.Schema).Scan(&conflict.Host, &conflict.HolderNamespace, &c
 		return FleetMember{}, fmt.Errorf("registering tenant %s/%s: %w", r.Namespace, r.Name, err)
 	}
 	return id, err
+}
+
+// claimHosts releases the hosts a tenant's schema no longer lists and claims the ones it lists; a host
+// another tenant holds stays theirs, and is a *HostConflictError. It then checks that the schema holds
+// every host it lists: a host whose holder let go of it between the claim and the check (its tenant was
+// deleted a moment ago) is claimed again, never left unclaimed by a tenant that is told it has it.
+func claimHosts(ctx context.Context, tx pgx.Tx, schema string, hosts []string, namespace string) error {
+	for {
+		if _, err := tx.Exec(ctx, `
+WITH released AS (
+    DELETE FROM tenantry.tenant_hosts WHERE schema_name = $1 AND NOT host = ANY($2)
+)
+INSERT INTO tenantry.tenant_hosts (host, schema_name)
+SELECT unnest($2::text[]), $1
+ON CONFLICT (host) DO NOTHING`, schema, hosts); err != nil {
+			return fmt.Errorf("claiming hosts: %w", err)
+		}
+		conflict := &HostConflictError{namespace: namespace}
+		var holder *string
+		err := tx.QueryRow(ctx, `
+SELECT want.host, h.schema_name, coalesce(t.namespace, ''), coalesce(t.name, '')
+FROM unnest($1::text[]) WITH ORDINALITY AS want (host, i)
+LEFT JOIN tenantry.tenant_hosts h ON h.host = want.host
+LEFT JOIN tenantry.tenants t ON t.schema_name = h.schema_name
+WHERE h.schema_name IS DISTINCT FROM $2
+ORDER BY want.i
+LIMIT 1`, hosts, schema).Scan(&conflict.Host, &holder, &conflict.HolderNamespace, &conflict.HolderName)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return nil // every host is the schema's
+		case err != nil:
+			return fmt.Errorf("checking hosts: %w", err)
+		case holder != nil:
+			return conflict
+		}
+		// Released since the claim: claim it again.
+	}
 }
 
 // Lookup returns the schema, role, schema version and shard recorded for a tenant's identity, and false

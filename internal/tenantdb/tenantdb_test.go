@@ -123,6 +123,52 @@ func TestDB_Register_race(t *testing.T) {
 	}
 }
 
+// A host whose holder lets go of it between another tenant's claim and its check (the holder was
+// deleted a moment ago) goes to the tenant asking, which is never told it has a host it does not hold.
+// A statement trigger the test plants holds the claimant right after its claim, until the holder let go.
+func TestDB_Register_holderLetsGoMidClaim(t *testing.T) {
+	db, _ := openTestDB(t, Options{})
+	ctx := context.Background()
+	must(t, db.EnsureRegistry(ctx))
+	must(t, register(db, "tenant_a", "ns", "a", "shared.example.com"))
+	_, err := db.pool.Exec(ctx, `
+CREATE FUNCTION public.pause_after_claim() RETURNS trigger LANGUAGE plpgsql AS
+$$BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NULL; END$$;
+CREATE TRIGGER pause_after_claim AFTER INSERT ON tenantry.tenant_hosts
+    FOR EACH STATEMENT EXECUTE FUNCTION public.pause_after_claim();`)
+	must(t, err)
+	gate, err := db.pool.Acquire(ctx)
+	must(t, err)
+	defer gate.Release()
+	_, err = gate.Exec(ctx, "SELECT pg_advisory_lock(4242)")
+	must(t, err)
+
+	claimed := make(chan error, 1)
+	go func() { claimed <- register(db, "tenant_b", "other", "b", "shared.example.com") }()
+	must(t, waitFor(ctx, db, `SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)`))
+	must(t, db.Retire(ctx, "ns", "a"))
+	_, err = gate.Exec(ctx, "SELECT pg_advisory_unlock(4242)")
+	must(t, err)
+	if err := <-claimed; err != nil {
+		t.Fatalf("Register(b) after a let go of the host: %v", err)
+	}
+	if hosts := hostsOf(t, db, "tenant_b"); !slices.Equal(hosts, []string{"shared.example.com"}) {
+		t.Fatalf("hosts of b = %v: b was registered without the host it asked for", hosts)
+	}
+}
+
+// waitFor polls a boolean query until it is true, for at most 10 s.
+func waitFor(ctx context.Context, db *DB, query string) error {
+	for range 1000 {
+		var ok bool
+		if err := db.pool.QueryRow(ctx, query).Scan(&ok); err != nil || ok {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: still false after 10 s", query)
+}
+
 func hostsOf(t *testing.T, db *DB, schema string) []string {
 	t.Helper()
 	rows, _ := db.pool.Query(context.Background(),
