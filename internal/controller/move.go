@@ -52,23 +52,24 @@ func (r *TenantReconciler) reconcileMove(ctx context.Context, run *tenantRun) er
 	if !moving && (t.Spec.Shard == "" || t.Spec.Shard == placedShard(t)) {
 		return nil
 	}
-	if err := r.database(ctx, run); err != nil {
+	loc, err := r.locate(ctx, run)
+	if err != nil {
 		return err
 	}
-	m, err := run.home.CurrentMove(ctx, t.Namespace, t.Name)
+	m, err := loc.home.CurrentMove(ctx, t.Namespace, t.Name)
 	switch {
 	case errors.Is(err, tenantdb.ErrNoMove):
 		if t.Spec.Shard == "" || t.Spec.Shard == t.Status.Shard {
 			meta.RemoveStatusCondition(&t.Status.Conditions, tenantryv1.ConditionMoving)
 			return nil
 		}
-		if m, err = r.startMove(ctx, run); err != nil {
+		if m, err = r.startMove(ctx, run, loc); err != nil {
 			return err
 		}
 	case err != nil:
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	mv, err := r.openMove(ctx, run, m)
+	mv, err := r.openMove(ctx, run, loc, m)
 	if err != nil {
 		return err
 	}
@@ -81,10 +82,12 @@ func (r *TenantReconciler) reconcileMove(ctx context.Context, run *tenantRun) er
 	return r.advanceMove(ctx, run, mv)
 }
 
-// move is a move in progress with its two databases open.
+// move is a move in progress with its two databases open, read from where the tenant lives (location).
 type move struct {
 	source, target     string // shard names
 	src, tgt           *tenantdb.DB
+	home               *tenantdb.DB // records the move, and routes the tenant
+	homeDatabase       string       // names the tenant's role and the app's login (location.homeDatabase)
 	schema, role       string
 	version            int64
 	sourceIsHome       bool
@@ -100,23 +103,23 @@ func (mv *move) identity() tenantdb.Identity {
 }
 
 // startMove checks that the move can be made and records it.
-func (r *TenantReconciler) startMove(ctx context.Context, run *tenantRun) (tenantdb.Move, error) {
+func (r *TenantReconciler) startMove(ctx context.Context, run *tenantRun, loc *location) (tenantdb.Move, error) {
 	t, app := run.t, run.app
 	target := t.Spec.Shard
 	if !hasShard(app, target) {
 		return tenantdb.Move{}, stallErr(tenantryv1.ReasonShardNotFound, time.Minute, fmt.Errorf(
 			"spec.shard %q is not a shard of ExpenseApp %s: name %q or one of its spec.shards", target, app.Name, tenantryv1.HomeShard))
 	}
-	if want := r.Release.Target(); run.id.Version != want {
+	if want := r.Release.Target(); loc.id.Version != want {
 		return tenantdb.Move{}, waitErr(tenantryv1.ReasonMigrationQueued, 5*time.Second,
-			"the move to shard %s waits for the schema to reach version %d (it is at %d)", target, want, run.id.Version)
+			"the move to shard %s waits for the schema to reach version %d (it is at %d)", target, want, loc.id.Version)
 	}
 	tgt, err := r.Databases.Shard(ctx, app, target)
 	if err != nil {
 		return tenantdb.Move{}, err
 	}
 	var req *tenantdb.MoveRequirementError
-	for _, check := range []func(context.Context) error{run.db.CheckMoveSource, tgt.CheckMoveTarget} {
+	for _, check := range []func(context.Context) error{loc.db.CheckMoveSource, tgt.CheckMoveTarget} {
 		if err := check(ctx); errors.As(err, &req) {
 			msg := fmt.Sprintf("cannot move to shard %s: %s; the tenant stays on shard %s", target, req.Msg, t.Status.Shard)
 			setCondition(t, tenantryv1.ConditionMoving, metav1.ConditionFalse, tenantryv1.ReasonMoveBlocked, msg)
@@ -125,7 +128,7 @@ func (r *TenantReconciler) startMove(ctx context.Context, run *tenantRun) (tenan
 			return tenantdb.Move{}, retryErr(tenantryv1.ReasonDatabaseError, err)
 		}
 	}
-	m, err := run.home.StartMove(ctx, t.Namespace, t.Name, registry.ShardColumn(t.Status.Shard), registry.ShardColumn(target))
+	m, err := loc.home.StartMove(ctx, t.Namespace, t.Name, loc.id.Shard, registry.ShardColumn(target))
 	if err != nil {
 		return m, retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
@@ -133,10 +136,10 @@ func (r *TenantReconciler) startMove(ctx context.Context, run *tenantRun) (tenan
 	return m, nil
 }
 
-// openMove opens the two databases of a recorded move.
-func (r *TenantReconciler) openMove(ctx context.Context, run *tenantRun, m tenantdb.Move) (*move, error) {
-	mv := &move{source: registry.ShardName(m.Source), target: registry.ShardName(m.Target), schema: run.id.Schema, role: run.id.Role,
-		version: run.id.Version, startedAt: m.StartedAt}
+// openMove opens the two databases of a recorded move of the tenant at loc.
+func (r *TenantReconciler) openMove(ctx context.Context, run *tenantRun, loc *location, m tenantdb.Move) (*move, error) {
+	mv := &move{source: registry.ShardName(m.Source), target: registry.ShardName(m.Target), home: loc.home,
+		homeDatabase: loc.homeDatabase(), schema: loc.id.Schema, role: loc.id.Role, version: loc.id.Version, startedAt: m.StartedAt}
 	mv.sourceIsHome, mv.targetIsHome = mv.source == tenantryv1.HomeShard, mv.target == tenantryv1.HomeShard
 	var err error
 	if mv.src, err = r.Databases.Shard(ctx, run.app, mv.source); err != nil {
@@ -157,7 +160,7 @@ func (r *TenantReconciler) openMove(ctx context.Context, run *tenantRun, m tenan
 	}
 	if same {
 		// Preparing the target would empty the source: refused before anything is touched, and forgotten.
-		if err := run.home.EndMove(ctx, run.t.Namespace, run.t.Name); err != nil {
+		if err := mv.home.EndMove(ctx, run.t.Namespace, run.t.Name); err != nil {
 			return nil, retryErr(tenantryv1.ReasonDatabaseError, err)
 		}
 		msg := fmt.Sprintf("cannot move to shard %s: it is the same database as shard %s; point spec.shards at another database",
@@ -248,13 +251,13 @@ func (r *TenantReconciler) advanceMove(ctx context.Context, run *tenantRun, mv *
 	}
 	if err == nil {
 		// Only now may the app's login act as the tenant on the target, just before the app is sent there.
-		err = grantApp(ctx, mv.tgt, run.home.Database(), run.app, mv.role)
+		err = grantApp(ctx, mv.tgt, mv.homeDatabase, run.app, mv.role)
 	}
 	if err == nil && !mv.targetIsHome {
 		err = mv.tgt.SetState(ctx, mv.schema, registryState(t, mv.version), mv.version)
 	}
 	if err == nil {
-		err = run.home.SetShard(ctx, t.Namespace, t.Name, registry.ShardColumn(mv.target), mv.version)
+		err = mv.home.SetShard(ctx, t.Namespace, t.Name, registry.ShardColumn(mv.target), mv.version)
 	}
 	if err != nil {
 		// The target may have been open to the app's login: its copy is not resumed but dropped, and the
@@ -267,7 +270,7 @@ func (r *TenantReconciler) advanceMove(ctx context.Context, run *tenantRun, mv *
 	r.Recorder.Eventf(t, nil, corev1.EventTypeNormal, "MoveCutOver", "Move",
 		"Now served from shard %s; writes were paused for %s", mv.target, unavailable.Round(time.Millisecond))
 	t.Status.Shard = mv.target
-	run.db = mv.tgt
+	run.loc = run.loc.movedTo(mv.tgt, mv.target)
 	return r.finishMove(ctx, run, mv)
 }
 
@@ -283,7 +286,7 @@ func (r *TenantReconciler) prepareTarget(ctx context.Context, run *tenantRun, mv
 			return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: %w", mv.target, err))
 		}
 	}
-	if err := r.ensureSchema(ctx, t, run.app, run.home.Database(), mv.tgt, run.id, true); err != nil {
+	if err := r.ensureSchema(ctx, t, run.app, mv.homeDatabase, mv.tgt, mv.identity(), true); err != nil {
 		return err
 	}
 	fsys, _ := r.Release.Get()
@@ -390,7 +393,7 @@ func (r *TenantReconciler) finishMove(ctx context.Context, run *tenantRun, mv *m
 	if err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	if err := run.home.EndMove(ctx, t.Namespace, t.Name); err != nil {
+	if err := mv.home.EndMove(ctx, t.Namespace, t.Name); err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
 	meta.RemoveStatusCondition(&t.Status.Conditions, tenantryv1.ConditionMoving)
@@ -409,7 +412,7 @@ func (r *TenantReconciler) abortMove(ctx context.Context, run *tenantRun, mv *mo
 		func() error { return mv.src.Unpublish(ctx, mv.schema) },
 		func() error { return mv.src.Unfence(ctx, mv.schema, mv.role) },
 		func() error { return mv.tgt.DropMoved(ctx, t.Namespace, t.Name, mv.schema, !mv.targetIsHome) },
-		func() error { return run.home.EndMove(ctx, t.Namespace, t.Name) },
+		func() error { return mv.home.EndMove(ctx, t.Namespace, t.Name) },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {

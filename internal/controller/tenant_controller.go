@@ -139,42 +139,14 @@ type tenantRun struct {
 	t           *tenantryv1.Tenant
 	app         *tenantryv1.ExpenseApp
 	adminSecret *corev1.Secret // nil when there is none
-	// home, db and id are looked up the first time a step needs the database, never before: a Ready
-	// tenant whose spec has not changed sends no SQL at all. home is the app's home database (registry
-	// and routing); db the shard that holds the tenant's schema (home itself, or another); id what the
-	// registries record (the version is the shard's).
-	home, db *tenantdb.DB
-	id       tenantdb.FleetMember
-	// registered: this reconcile wrote the tenant's registry row already.
-	registered bool
+	// loc is where the tenant lives (locate), resolved the first time a step needs the database, never
+	// before: a Ready tenant whose spec has not changed sends no SQL at all.
+	loc *location
 	// wasReady: the tenant was Ready, at its generation, when this reconcile began.
 	wasReady bool
 	result   ctrl.Result
 	// held are the places this reconcile holds on its databases (Databases.Hold), given back at its end.
 	held map[*tenantdb.DB]func()
-}
-
-// databaseBusy is the pending outcome of a reconcile that found no free place on its database.
-func databaseBusy(err error) error {
-	return &stepError{kind: pending, err: fmt.Errorf("waiting for a free place on the database: %w", err),
-		after: time.Second + jitter(time.Second)}
-}
-
-// hold takes one of db's places for this reconcile (Databases.Hold), once per database. A database
-// with none free is a pending outcome: the tenant looks again in a moment, holding no worker meanwhile.
-func (r *TenantReconciler) hold(ctx context.Context, run *tenantRun, db *tenantdb.DB) error {
-	if run.held[db] != nil {
-		return nil
-	}
-	release, err := r.Databases.Hold(ctx, db)
-	if err != nil {
-		return databaseBusy(err)
-	}
-	if run.held == nil {
-		run.held = map[*tenantdb.DB]func(){}
-	}
-	run.held[db] = release
-	return nil
 }
 
 // tenantStep is one step of a Tenant's reconcile. Each checks for itself whether it has anything to do.
@@ -183,11 +155,7 @@ type tenantStep func(ctx context.Context, run *tenantRun) error
 // reconcileTenant runs the steps in order, stopping at the first that fails or waits.
 func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Tenant) (ctrl.Result, error) {
 	run := &tenantRun{t: t, wasReady: readyAtGeneration(t)}
-	defer func() {
-		for _, release := range run.held {
-			release()
-		}
-	}()
+	defer run.release()
 	for _, step := range []tenantStep{r.reconcileApp, r.reconcileRegistration, r.reconcileMove, r.reconcileSchema, r.reconcileAdmin,
 		r.reconcileState, r.reconcileRoute, r.reconcileNode, r.reconcileUsage} {
 		if err := step(ctx, run); err != nil {
@@ -221,16 +189,17 @@ func (r *TenantReconciler) reconcileUsage(ctx context.Context, run *tenantRun) e
 		}
 	}
 	run.result.RequeueAfter = r.UsageInterval + jitter(r.UsageInterval/10)
-	if err := r.database(ctx, run); err != nil {
+	loc, err := r.locate(ctx, run)
+	if err != nil {
 		if errors.Is(err, ErrDatabaseBusy) {
 			run.result.RequeueAfter = time.Second + jitter(time.Second) // measured when a place is free
 		}
 		return nil // the database's absence shows in the conditions of the steps that need it
 	}
-	if err := r.locateNode(ctx, run); err != nil {
+	if err := locateNode(ctx, run.t, loc); err != nil {
 		logf.FromContext(ctx).Info("cannot find the tenant's Citus worker; keeping the last one", "error", err.Error())
 	}
-	session, err := run.db.Session(ctx, run.id.Identity)
+	session, err := loc.db.Session(ctx, loc.id.Identity)
 	var u tenantdb.Usage
 	if err == nil {
 		u, err = session.Usage(ctx)
@@ -267,77 +236,6 @@ func (r *TenantReconciler) reconcileApp(ctx context.Context, run *tenantRun) err
 	if run.adminSecret, err = r.adminSecret(ctx, t); err != nil {
 		return retryErr(tenantryv1.ReasonAPIServerError, err)
 	}
-	return nil
-}
-
-// database opens the app's home database and looks up what its registry records for the tenant's
-// identity, then opens the shard that holds the schema, once per reconcile. Every write acts on that
-// schema and role, never on status.schema, which anyone allowed to write status could have changed. A
-// tenant the registry does not know is placed on a shard and registered.
-func (r *TenantReconciler) database(ctx context.Context, run *tenantRun) error {
-	if run.db != nil {
-		return nil
-	}
-	home, err := r.Databases.For(ctx, run.app)
-	if err != nil {
-		return err
-	}
-	run.home = home
-	if err := r.hold(ctx, run, home); err != nil {
-		return err
-	}
-	if err := home.EnsureRegistry(ctx); err != nil {
-		return retryErr(tenantryv1.ReasonDatabaseError, err)
-	}
-	id, registered, err := home.Lookup(ctx, run.t.Namespace, run.t.Name)
-	if err != nil {
-		return retryErr(tenantryv1.ReasonDatabaseError, err)
-	}
-	if !registered {
-		return r.register(ctx, run)
-	}
-	return r.openShard(ctx, run, id)
-}
-
-// openShard opens the shard the home registry records for the tenant, and registers the tenant in
-// that shard's own registry if it is not there yet. The schema version is the shard's: migrations
-// record it there, in their own transaction.
-func (r *TenantReconciler) openShard(ctx context.Context, run *tenantRun, id tenantdb.FleetMember) error {
-	t := run.t
-	t.Status.Schema = id.Schema
-	if id.Shard == "" {
-		t.Status.Shard = tenantryv1.HomeShard
-		run.db, run.id = run.home, id
-		return nil
-	}
-	t.Status.Shard = id.Shard
-	db, err := r.Databases.Shard(ctx, run.app, id.Shard)
-	if err != nil {
-		return err
-	}
-	if err := r.hold(ctx, run, db); err != nil {
-		return err
-	}
-	if err := db.EnsureRegistry(ctx); err != nil {
-		return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: %w", id.Shard, err))
-	}
-	held, registered, err := db.Lookup(ctx, t.Namespace, t.Name)
-	if err != nil {
-		return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: %w", id.Shard, err))
-	}
-	if !registered {
-		reg := registration(t, id.Schema, id.Role)
-		reg.Hosts = nil // routing is the home database's
-		var sc *tenantdb.SchemaConflictError
-		held, err = db.Register(ctx, reg)
-		if errors.As(err, &sc) {
-			return r.schemaConflict(t, fmt.Errorf("shard %s: %w", id.Shard, err))
-		} else if err != nil {
-			return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: %w", id.Shard, err))
-		}
-	}
-	id.Version = held.Version
-	run.db, run.id = db, id
 	return nil
 }
 
@@ -390,17 +288,47 @@ func registryState(t *tenantryv1.Tenant, version int64) string {
 }
 
 // reconcileRegistration claims the tenant's schema name and hosts in the registry and writes its
-// display name, branding and settings, once per generation. It runs before any DDL, so a tenant that
-// conflicts with another creates nothing.
+// display name, branding and settings, once per generation; a new tenant is first placed on a shard
+// (Placement), and registered in that shard's registry too. It runs before any DDL, so a tenant that
+// conflicts with another creates nothing, and it resolves where the tenant lives for the steps after.
 func (r *TenantReconciler) reconcileRegistration(ctx context.Context, run *tenantRun) error {
 	t := run.t
 	if t.Status.ObservedGeneration == t.Generation && meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionRegistered) {
 		return nil
 	}
-	if err := r.database(ctx, run); err != nil || run.registered {
+	home, _, registered, err := r.lookUp(ctx, run)
+	if err != nil {
 		return err
 	}
-	return r.register(ctx, run)
+	name := registry.TenantName(home.Database(), t.Namespace, t.Name)
+	reg := registration(t, name, name)
+	if !registered { // where it goes; a registered tenant keeps its shard
+		shard, err := r.Placement.Choose(ctx, r.Client, t, run.app)
+		if err != nil {
+			return err
+		}
+		reg.Shard = registry.ShardColumn(shard)
+	}
+	id, err := home.Register(ctx, reg)
+	var hc *tenantdb.HostConflictError
+	var sc *tenantdb.SchemaConflictError
+	switch {
+	case errors.As(err, &hc):
+		setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionFalse, tenantryv1.ReasonHostConflict,
+			hc.Error()+"; choose another host or remove it from that tenant")
+		return stallErr(tenantryv1.ReasonHostConflict, 5*time.Minute,
+			fmt.Errorf("%s; choose another host or remove it from that tenant", hc.Error()))
+	case errors.As(err, &sc):
+		return r.schemaConflict(t, sc)
+	case err != nil:
+		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	if run.loc, err = r.openShard(ctx, run, home, id, true); err != nil {
+		return err
+	}
+	setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
+		fmt.Sprintf("Registered with hosts %v", t.Spec.Hosts))
+	return nil
 }
 
 // registration is the registry row of a tenant, with the schema and role names given.
@@ -418,47 +346,6 @@ func registration(t *tenantryv1.Tenant, schema, role string) tenantdb.Registrati
 		SchemaVersion: t.Status.SchemaVersion,
 		Hosts:         t.Spec.Hosts,
 	}
-}
-
-// register writes the tenant's row in the home registry and records the schema and role it holds, and
-// the shard that holds them: for a new tenant, the one Placement chooses; a registered tenant keeps its
-// own. Then it opens that shard.
-func (r *TenantReconciler) register(ctx context.Context, run *tenantRun) error {
-	t, home := run.t, run.home
-	name := registry.TenantName(home.Database(), t.Namespace, t.Name)
-	reg := registration(t, name, name)
-	if run.db == nil { // not registered yet: where it goes
-		shard, err := r.Placement.Choose(ctx, r.Client, t, run.app)
-		if err != nil {
-			return err
-		}
-		if shard != tenantryv1.HomeShard {
-			reg.Shard = shard
-		}
-	}
-	id, err := home.Register(ctx, reg)
-	var hc *tenantdb.HostConflictError
-	var sc *tenantdb.SchemaConflictError
-	switch {
-	case errors.As(err, &hc):
-		setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionFalse, tenantryv1.ReasonHostConflict,
-			hc.Error()+"; choose another host or remove it from that tenant")
-		return stallErr(tenantryv1.ReasonHostConflict, 5*time.Minute,
-			fmt.Errorf("%s; choose another host or remove it from that tenant", hc.Error()))
-	case errors.As(err, &sc):
-		return r.schemaConflict(t, sc)
-	case err != nil:
-		return retryErr(tenantryv1.ReasonDatabaseError, err)
-	}
-	run.registered = true
-	if run.db == nil {
-		if err := r.openShard(ctx, run, id); err != nil {
-			return err
-		}
-	}
-	setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
-		fmt.Sprintf("Registered with hosts %v", t.Spec.Hosts))
-	return nil
 }
 
 // schemaConflict stalls a tenant whose schema or role belongs to someone else.
@@ -479,12 +366,13 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, run *tenantRun) 
 	if readyAtGeneration(t) && run.adminSecret != nil && t.Status.SchemaVersion > 0 {
 		return r.followRollout(t, app, t.Status.SchemaVersion)
 	}
-	if err := r.database(ctx, run); err != nil {
+	loc, err := r.locate(ctx, run)
+	if err != nil {
 		return err
 	}
-	db, id := run.db, run.id
+	db, id := loc.db, loc.id
 	if !meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionSchemaReady) {
-		if err := r.ensureSchema(ctx, t, app, run.home.Database(), db, id, false); err != nil {
+		if err := r.ensureSchema(ctx, t, app, loc.homeDatabase(), db, id.Identity, false); err != nil {
 			return err
 		}
 	}
@@ -556,7 +444,7 @@ func (r *TenantReconciler) migrateExisting(ctx context.Context, t *tenantryv1.Te
 // apply worker, which runs as the subscription's owner, would run. Names and ownership marks derive
 // from the identity in the home database (home), wherever the schema is.
 func (r *TenantReconciler) ensureSchema(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp,
-	home string, db *tenantdb.DB, id tenantdb.FleetMember, moveTarget bool) error {
+	home string, db *tenantdb.DB, id tenantdb.Identity, moveTarget bool) error {
 	role := tenantdb.Role{Name: id.Role, Mark: tenantdb.OwnerMark("tenant", home, t.Namespace, t.Name),
 		// A role named before names were derived from the whole identity is taken because the registry
 		// records it for this very tenant.
@@ -623,10 +511,10 @@ func (r *TenantReconciler) reconcileAdmin(ctx context.Context, run *tenantRun) e
 		t.Status.AdminSecretName = name
 		return nil
 	}
-	if err := r.database(ctx, run); err != nil {
+	loc, err := r.locate(ctx, run)
+	if err != nil {
 		return err
 	}
-	db, id := run.db, run.id
 	email := t.Spec.Admin.Email
 	plain := password.Generate(generatedPasswordLength)
 	if secret != nil {
@@ -648,7 +536,7 @@ func (r *TenantReconciler) reconcileAdmin(ctx context.Context, run *tenantRun) e
 	}
 	// Until the admin is confirmed, the Secret's password is the one that counts, also when a Secret
 	// turns out to exist already (created by an earlier attempt that the cache had not shown yet).
-	session, err := db.Session(ctx, id.Identity)
+	session, err := loc.db.Session(ctx, loc.id.Identity)
 	if err == nil {
 		_, err = session.EnsureAdmin(ctx, email, hash)
 	}
@@ -684,30 +572,31 @@ func (r *TenantReconciler) reconcileState(ctx context.Context, run *tenantRun) e
 	if readyAtGeneration(t) {
 		return nil
 	}
-	if err := r.database(ctx, run); err != nil {
+	loc, err := r.locate(ctx, run)
+	if err != nil {
 		return err
 	}
 	// The shard's registry first (its versions), then the home database's (routing).
-	for _, db := range uniqueDBs(run.db, run.home) {
-		if err := db.SetState(ctx, run.id.Schema, registryState(t, t.Status.SchemaVersion), t.Status.SchemaVersion); err != nil {
+	for _, db := range uniqueDBs(loc.db, loc.home) {
+		if err := db.SetState(ctx, loc.id.Schema, registryState(t, t.Status.SchemaVersion), t.Status.SchemaVersion); err != nil {
 			return retryErr(tenantryv1.ReasonDatabaseError, err)
 		}
 	}
-	return r.locateNode(ctx, run)
+	return locateNode(ctx, t, loc)
 }
 
 // locateNode records in status.node the Citus worker that holds the tenant's schema, when its database
 // is a Citus coordinator.
-func (r *TenantReconciler) locateNode(ctx context.Context, run *tenantRun) error {
-	citus, err := run.db.Citus(ctx)
+func locateNode(ctx context.Context, t *tenantryv1.Tenant, loc *location) error {
+	citus, err := loc.db.Citus(ctx)
 	if err != nil || !citus {
 		return err
 	}
-	node, err := run.db.SchemaNode(ctx, run.id.Schema)
+	node, err := loc.db.SchemaNode(ctx, loc.id.Schema)
 	if err != nil && !errors.Is(err, tenantdb.ErrNotDistributed) {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	run.t.Status.Node = node
+	t.Status.Node = node
 	return nil
 }
 
@@ -836,38 +725,15 @@ func (r *TenantReconciler) deleteFromDatabase(ctx context.Context, t *tenantryv1
 		return &stepError{kind: se.kind, reason: tenantryv1.ReasonDeletionBlocked, after: 10 * time.Second,
 			err: fmt.Errorf("cannot reach the database to remove the tenant: %w", se.err)}
 	}
-	home, err := r.Databases.For(ctx, app)
+	run := &tenantRun{t: t, app: app}
+	defer run.release()
+	// What to retire or drop is what the registry records for this identity, never status.schema.
+	home, id, registered, err := r.lookUp(ctx, run)
 	if err != nil {
 		return blocked(err)
 	}
-	release, err := r.Databases.Hold(ctx, home)
-	if err != nil {
-		return databaseBusy(err)
-	}
-	defer release()
-	if err := home.EnsureRegistry(ctx); err != nil {
-		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
-	}
-	// What to retire or drop is what the registry records for this identity, never status.schema.
-	id, registered, err := home.Lookup(ctx, t.Namespace, t.Name)
-	if err != nil {
-		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
-	}
 	if !registered {
 		return nil
-	}
-	// A move under way is undone first: its copy and replication go, and the tenant is where it was.
-	if m, err := home.CurrentMove(ctx, t.Namespace, t.Name); err == nil {
-		run := &tenantRun{t: t, app: app, home: home, id: id}
-		mv, err := r.openMove(ctx, run, m)
-		if err != nil {
-			return blocked(err)
-		}
-		if err := r.abortMove(ctx, run, mv, errors.New("the Tenant is being deleted"), false); err != nil {
-			return blocked(err)
-		}
-	} else if !errors.Is(err, tenantdb.ErrNoMove) {
-		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 	}
 	db := home
 	if id.Shard != "" {
@@ -877,6 +743,18 @@ func (r *TenantReconciler) deleteFromDatabase(ctx context.Context, t *tenantryv1
 		if err := db.EnsureRegistry(ctx); err != nil {
 			return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 		}
+	}
+	// A move under way is undone first: its copy and replication go, and the tenant is where it was.
+	if m, err := home.CurrentMove(ctx, t.Namespace, t.Name); err == nil {
+		mv, err := r.openMove(ctx, run, &location{home: home, db: db, id: id}, m)
+		if err != nil {
+			return blocked(err)
+		}
+		if err := r.abortMove(ctx, run, mv, errors.New("the Tenant is being deleted"), false); err != nil {
+			return blocked(err)
+		}
+	} else if !errors.Is(err, tenantdb.ErrNoMove) {
+		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 	}
 	// The home database's routing first: no request reaches the tenant while its shard lets go.
 	for _, d := range uniqueDBs(home, db) {

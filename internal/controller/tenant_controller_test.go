@@ -498,6 +498,34 @@ func TestTenantReconciler_adminSecretReset(t *testing.T) {
 	}
 }
 
+// A Ready tenant whose registry row was removed by hand is registered again when a step next needs its
+// database (here, an admin reset): the step gives up, and the registration step of the next reconcile
+// registers it. Its schema and data are kept.
+func TestTenantReconciler_registryRowRemovedByHand(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("lost", "lost.example.com")))
+	schema := f.waitReady("lost").Status.Schema
+	_, err := f.db.Exec(ctx, `INSERT INTO `+f.q("lost")+`.departments (name) VALUES ('kept')`)
+	must(t, err)
+	_, err = f.db.Exec(ctx, `DELETE FROM tenantry.tenants WHERE namespace = $1 AND name = 'lost'`, f.ns)
+	must(t, err)
+	must(t, k8s.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "lost-admin"}}))
+	must(t, eventually(30*time.Second, func() error {
+		if n := f.count(`SELECT count(*) FROM tenantry.tenants t JOIN tenantry.tenant_hosts h USING (schema_name)
+WHERE t.schema_name = $1 AND t.state = 'active' AND h.host = 'lost.example.com'`, schema); n != 1 {
+			return fmt.Errorf("%d active registry rows with the host for schema %s", n, schema)
+		}
+		return k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "lost-admin"}, &corev1.Secret{})
+	}))
+	if got := f.waitReady("lost").Status.Schema; got != schema {
+		t.Fatalf("schema %s, want the one the tenant had: %s", got, schema)
+	}
+	if n := f.count(`SELECT count(*) FROM ` + f.q("lost") + `.departments WHERE name = 'kept'`); n != 1 {
+		t.Fatal("the tenant's data is gone")
+	}
+}
+
 // waitUsage waits for a tenant's first usage measurement.
 func (f *fixture) waitUsage(name string) *tenantryv1.Tenant {
 	f.t.Helper()
