@@ -24,7 +24,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"

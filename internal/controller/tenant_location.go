@@ -25,12 +25,9 @@ type location struct {
 	home *tenantdb.DB
 	db   *tenantdb.DB
 	// id is the identity's schema and role, the schema version db records, and the shard that holds
-	// it in the registry's spelling (shard()).
+	// it, in the registry's spelling (registry.ShardName turns it into the API's).
 	id tenantdb.FleetMember
 }
-
-// shard names the shard that holds the schema (tenantryv1.HomeShard for home).
-func (l *location) shard() string { return registry.ShardName(l.id.Shard) }
 
 // homeDatabase is the home database's name, from which the names of the tenant's schema and role and
 // of the app's logins derive wherever they are.
