@@ -9,9 +9,13 @@ import (
 type SecretKeyRef struct {
 	// name of the Secret.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	Name string `json:"name"`
 	// key in the Secret holding the value.
 	// +kubebuilder:default=uri
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
 	// +optional
 	Key string `json:"key,omitempty"`
 }
@@ -88,6 +92,8 @@ type IngressTLS struct {
 	Enabled bool `json:"enabled,omitempty"`
 	// secretName is the TLS Secret every tenant Ingress uses (e.g. a wildcard certificate). Empty means
 	// one Secret per tenant, "<tenant>-tls", as cert-manager creates from an Ingress annotation.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
 }
@@ -95,9 +101,13 @@ type IngressTLS struct {
 // IngressSpec shapes the Ingress the operator creates for each Tenant.
 type IngressSpec struct {
 	// className is the IngressClass of every tenant Ingress. Empty uses the cluster's default class.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	// +optional
 	ClassName string `json:"className,omitempty"`
 	// annotations are copied onto every tenant Ingress (e.g. cert-manager.io/cluster-issuer).
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$'))",message="each annotation key must be a Kubernetes annotation key: an optional DNS prefix and '/', then a name"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 	// tls configures TLS on tenant Ingresses.
@@ -110,15 +120,18 @@ type GatewayParentRef struct {
 	// name of the Gateway.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	Name string `json:"name"`
 	// namespace of the Gateway; empty is the ExpenseApp's. The Gateway's listeners must allow routes
 	// from the ExpenseApp's namespace (allowedRoutes).
 	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	// +optional
 	Namespace string `json:"namespace,omitempty"`
 	// sectionName is the name of one listener of the Gateway; empty attaches to every listener that
 	// accepts the route.
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	// +optional
 	SectionName string `json:"sectionName,omitempty"`
 }
@@ -145,11 +158,15 @@ type NetworkPolicySpec struct {
 	// ingressNamespaces are the namespaces whose pods may reach the app's HTTP port: the ingress
 	// controller's or the Gateway's.
 	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	// +listType=set
 	// +optional
 	IngressNamespaces []string `json:"ingressNamespaces,omitempty"`
 	// metricsNamespaces are the namespaces whose pods may scrape the app's metrics port (Prometheus's).
 	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	// +listType=set
 	// +optional
 	MetricsNamespaces []string `json:"metricsNamespaces,omitempty"`
@@ -157,6 +174,8 @@ type NetworkPolicySpec struct {
 	// +kubebuilder:default={5432}
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:Minimum=1
+	// +kubebuilder:validation:items:Maximum=65535
 	// +listType=set
 	// +optional
 	DatabasePorts []int32 `json:"databasePorts,omitempty"`
@@ -180,12 +199,14 @@ type MigrationsSpec struct {
 	// canary is how many tenants are migrated first, alone, when a release brings new migrations; the
 	// rest of the fleet follows once they have succeeded.
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
 	// +kubebuilder:default=1
 	// +optional
 	Canary int32 `json:"canary,omitempty"`
 	// maxFailures is the failure budget of a fleet migration: once more tenants than this fail, the
 	// rollout halts until the failures are fixed.
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
 	// +kubebuilder:default=0
 	// +optional
 	MaxFailures int32 `json:"maxFailures,omitempty"`
@@ -213,11 +234,14 @@ type ExpenseAppSpec struct {
 
 	// image is the app's container image. Empty runs the operator's default app image (its
 	// --default-app-image flag; the Helm chart sets it to the app of the operator's own release).
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="!self.contains(' ')",message="image must not contain spaces"
 	// +optional
 	Image string `json:"image,omitempty"`
 
 	// replicas is the number of app pods.
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
 	// +kubebuilder:default=2
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
@@ -240,6 +264,18 @@ type ExpenseAppSpec struct {
 	// migrations bounds how tenant schemas are migrated.
 	// +optional
 	Migrations MigrationsSpec `json:"migrations,omitempty"`
+
+	// trustedProxies are the addresses (CIDRs, or single IPs) of the proxies in front of the app, the
+	// ingress controller's or the Gateway's pods: from them, the client of a request is the nearest
+	// address in X-Forwarded-For that is not a trusted proxy itself, and sign-in limits count per client.
+	// From anyone else X-Forwarded-For is ignored. Empty trusts no proxy: every client behind one then
+	// shares its address, and so its sign-in limits.
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self) || isIP(self)",message="each of trustedProxies must be a CIDR, e.g. 10.0.0.0/8, or an IP address"
+	// +listType=set
+	// +optional
+	TrustedProxies []string `json:"trustedProxies,omitempty"`
 
 	// networkPolicy restricts the app's network traffic to what it needs.
 	// +kubebuilder:validation:XValidation:rule="!self.enabled || (has(self.ingressNamespaces) && size(self.ingressNamespaces) > 0)",message="networkPolicy.ingressNamespaces must name the ingress controller's or Gateway's namespace, or no request reaches the app"

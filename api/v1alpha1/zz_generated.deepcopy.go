@@ -152,6 +152,11 @@ func (in *ExpenseAppSpec) DeepCopyInto(out *ExpenseAppSpec) {
 		(*in).DeepCopyInto(*out)
 	}
 	out.Migrations = in.Migrations
+	if in.TrustedProxies != nil {
+		in, out := &in.TrustedProxies, &out.TrustedProxies
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.NetworkPolicy != nil {
 		in, out := &in.NetworkPolicy, &out.NetworkPolicy
 		*out = new(NetworkPolicySpec)

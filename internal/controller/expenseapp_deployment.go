@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -90,6 +91,8 @@ func appPodSpec(app *tenantryv1.ExpenseApp, image string) corev1.PodSpec {
 			Path: path, Port: intstr.FromString(ServicePortName)}}, PeriodSeconds: 10}
 	}
 	return corev1.PodSpec{
+		// The app never talks to the API server: a pod that is taken over holds no token for it.
+		AutomountServiceAccountToken: ptr.To(false),
 		SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true),
 			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 		Containers: []corev1.Container{{
@@ -102,7 +105,8 @@ func appPodSpec(app *tenantryv1.ExpenseApp, image string) corev1.PodSpec {
 				{Name: "SHARD_DATABASE_URLS", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 					LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: appShardsKey,
 					Optional: ptr.To(true)}}},
-				{Name: "CITUS_ROUTING", Value: citusRouting(app)}},
+				{Name: "CITUS_ROUTING", Value: citusRouting(app)},
+				{Name: "TRUSTED_PROXIES", Value: strings.Join(app.Spec.TrustedProxies, ",")}},
 			Ports: []corev1.ContainerPort{{Name: ServicePortName, ContainerPort: appPort},
 				{Name: MetricsPortName, ContainerPort: appMetricsPort}},
 			Resources:      app.Spec.Resources,

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
@@ -70,5 +72,94 @@ func TestTenantValidation(t *testing.T) {
 	err := k8s.Patch(ctx, tn, patch)
 	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "appRef is immutable") {
 		t.Fatalf("changing appRef: %v, want Invalid with 'appRef is immutable'", err)
+	}
+}
+
+// The API server refuses an ExpenseApp field that cannot work, as strictly as a Tenant's, with a message
+// naming the field.
+func TestExpenseAppValidation(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		mutate func(*tenantryv1.ExpenseApp)
+		want   string // part of the API server's message
+	}{
+		{"Secret name that is no Kubernetes name", func(a *tenantryv1.ExpenseApp) { a.Spec.Database.SecretRef.Name = "DB_Secret" }, "spec.database.secretRef.name"},
+		{"Secret key with a slash", func(a *tenantryv1.ExpenseApp) { a.Spec.Database.SecretRef.Key = "a/b" }, "spec.database.secretRef.key"},
+		{"shard Secret name with spaces", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.Shards = []tenantryv1.ShardSpec{{Name: "eu", SecretRef: tenantryv1.SecretKeyRef{Name: "eu db"}}}
+		}, "spec.shards[0].secretRef.name"},
+		{"shard named home", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.Shards = []tenantryv1.ShardSpec{{Name: "home", SecretRef: tenantryv1.SecretKeyRef{Name: "db"}}}
+		}, `the shard name "home" is spec.database's`},
+		{"negative replicas", func(a *tenantryv1.ExpenseApp) { a.Spec.Replicas = ptr.To(int32(-1)) }, "spec.replicas"},
+		{"replicas beyond reason", func(a *tenantryv1.ExpenseApp) { a.Spec.Replicas = ptr.To(int32(100000)) }, "spec.replicas"},
+		{"image with a space", func(a *tenantryv1.ExpenseApp) { a.Spec.Image = "tenantry app:v1" }, "image must not contain spaces"},
+		{"IngressClass that is no name", func(a *tenantryv1.ExpenseApp) { a.Spec.Ingress.ClassName = "Nginx!" }, "spec.ingress.className"},
+		{"annotation key that is no key", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.Ingress.Annotations = map[string]string{"bad key": "x"}
+		}, "each annotation key must be a Kubernetes annotation key"},
+		{"TLS Secret that is no name", func(a *tenantryv1.ExpenseApp) { a.Spec.Ingress.TLS.SecretName = "-tls" }, "spec.ingress.tls.secretName"},
+		{"Gateway name that is no name", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.Gateway = &tenantryv1.GatewaySpec{ParentRefs: []tenantryv1.GatewayParentRef{{Name: "Main_Gateway"}}}
+		}, "spec.gateway.parentRefs[0].name"},
+		{"Gateway namespace that is no namespace", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.Gateway = &tenantryv1.GatewaySpec{ParentRefs: []tenantryv1.GatewayParentRef{{Name: "gw", Namespace: "infra.system"}}}
+		}, "spec.gateway.parentRefs[0].namespace"},
+		{"no Gateway at all", func(a *tenantryv1.ExpenseApp) { a.Spec.Gateway = &tenantryv1.GatewaySpec{} }, "spec.gateway.parentRefs"},
+		{"negative concurrent migrations", func(a *tenantryv1.ExpenseApp) { a.Spec.Migrations.MaxConcurrent = -1 }, "spec.migrations.maxConcurrent"},
+		{"too many concurrent migrations", func(a *tenantryv1.ExpenseApp) { a.Spec.Migrations.MaxConcurrent = 1000 }, "spec.migrations.maxConcurrent"},
+		{"negative failure budget", func(a *tenantryv1.ExpenseApp) { a.Spec.Migrations.MaxFailures = -1 }, "spec.migrations.maxFailures"},
+		{"canary beyond reason", func(a *tenantryv1.ExpenseApp) { a.Spec.Migrations.Canary = 100000 }, "spec.migrations.canary"},
+		{"unknown placement policy", func(a *tenantryv1.ExpenseApp) { a.Spec.Placement.Policy = "Random" }, "spec.placement.policy"},
+		{"unknown Citus routing", func(a *tenantryv1.ExpenseApp) { a.Spec.Database.CitusRouting = "Direct" }, "spec.database.citusRouting"},
+		{"network policy open to nobody", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.NetworkPolicy = &tenantryv1.NetworkPolicySpec{Enabled: true}
+		}, "networkPolicy.ingressNamespaces must name"},
+		{"ingress namespace that is no namespace", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.NetworkPolicy = &tenantryv1.NetworkPolicySpec{Enabled: true, IngressNamespaces: []string{"Ingress Nginx"}}
+		}, "spec.networkPolicy.ingressNamespaces[0]"},
+		{"database port zero", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.NetworkPolicy = &tenantryv1.NetworkPolicySpec{IngressNamespaces: []string{"ingress"}, DatabasePorts: []int32{0}}
+		}, "spec.networkPolicy.databasePorts[0]"},
+		{"database port past 65535", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.NetworkPolicy = &tenantryv1.NetworkPolicySpec{IngressNamespaces: []string{"ingress"}, DatabasePorts: []int32{70000}}
+		}, "spec.networkPolicy.databasePorts[0]"},
+		{"malformed database CIDR", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.NetworkPolicy = &tenantryv1.NetworkPolicySpec{IngressNamespaces: []string{"ingress"}, DatabaseCIDRs: []string{"10.0.0.0/33"}}
+		}, "each of databaseCIDRs must be a CIDR"},
+		{"malformed trusted proxy", func(a *tenantryv1.ExpenseApp) { a.Spec.TrustedProxies = []string{"10.0.0.0/8", "ingress"} },
+			"each of trustedProxies must be a CIDR"},
+		{"trusted proxy with a bad prefix", func(a *tenantryv1.ExpenseApp) { a.Spec.TrustedProxies = []string{"192.168.1.0/40"} },
+			"each of trustedProxies must be a CIDR"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			app := f.app.DeepCopy()
+			app.ObjectMeta = metav1.ObjectMeta{Name: "invalid", Namespace: f.ns}
+			tt.mutate(app)
+			err := k8s.Create(ctx, app, client.DryRunAll)
+			if !apierrors.IsInvalid(err) {
+				t.Fatalf("Create = %v, want Invalid", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not mention %q", err, tt.want)
+			}
+		})
+	}
+
+	// What works passes: every field set to something that can work.
+	app := f.app.DeepCopy()
+	app.ObjectMeta = metav1.ObjectMeta{Name: "valid", Namespace: f.ns}
+	app.Spec.Replicas = ptr.To(int32(3))
+	app.Spec.Ingress = tenantryv1.IngressSpec{ClassName: "nginx", Annotations: map[string]string{
+		"cert-manager.io/cluster-issuer": "letsencrypt", "nginx.ingress.kubernetes.io/proxy-body-size": "8m"},
+		TLS: tenantryv1.IngressTLS{Enabled: true, SecretName: "wildcard.example.com"}}
+	app.Spec.TrustedProxies = []string{"10.0.0.0/8", "192.168.1.7", "fd00::/8"}
+	app.Spec.NetworkPolicy = &tenantryv1.NetworkPolicySpec{Enabled: true, IngressNamespaces: []string{"ingress-nginx"},
+		DatabasePorts: []int32{5432, 6432}, DatabaseCIDRs: []string{"10.1.0.0/16"}}
+	if err := k8s.Create(ctx, app, client.DryRunAll); err != nil {
+		t.Fatalf("valid ExpenseApp rejected: %v", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/test/utils/kubelet"
 )
 
@@ -36,11 +37,31 @@ func TestDeployment_runsAsWritten(t *testing.T) {
 	must(t, err)
 	onboard(t, ns, url)
 	waitReady(t, ns, "acme")
+	// The app sits behind an ingress controller, here this machine: spec.trustedProxies says so.
+	app := &tenantryv1.ExpenseApp{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "expenses"}, app))
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Spec.TrustedProxies = []string{"127.0.0.1"}
+	must(t, k8s.Patch(ctx, app, patch))
 
 	dep := &appsv1.Deployment{}
-	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "expenses"}, dep))
-	c, err := kubelet.Container(dep, "app")
-	must(t, err)
+	var c *corev1.Container
+	must(t, eventually(30*time.Second, func() error {
+		must(t, k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "expenses"}, dep))
+		var err error
+		if c, err = kubelet.Container(dep, "app"); err != nil {
+			return err
+		}
+		for _, e := range c.Env {
+			if e.Name == "TRUSTED_PROXIES" && e.Value == "127.0.0.1" {
+				return nil
+			}
+		}
+		return fmt.Errorf("the app's container does not get spec.trustedProxies: %+v", c.Env)
+	}))
+	if automount := dep.Spec.Template.Spec.AutomountServiceAccountToken; automount == nil || *automount {
+		t.Error("the app's pods get a ServiceAccount token, though the app never talks to the API server")
+	}
 	// The pod's ports are the container's own, as written; here they are this machine's.
 	for _, p := range c.Ports {
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p.ContainerPort))
@@ -82,6 +103,32 @@ func TestDeployment_runsAsWritten(t *testing.T) {
 	body := get(t, req)
 	if !strings.Contains(body, "Acme in "+ns) {
 		t.Errorf("the tenant's sign-in page does not name it:\n%.300s", body)
+	}
+	// Behind the trusted proxy, sign-in limits count per client: one client's flood of wrong passwords
+	// is refused, and another client behind the same proxy still gets its answer.
+	signIn := func(client string) int {
+		req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/login", httpPort),
+			strings.NewReader("email=admin%40acme.example.com&password=wrong-password"))
+		req.Host = "acme." + ns + ".example.com"
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-Forwarded-For", client)
+		res, err := http.DefaultClient.Do(req)
+		must(t, err)
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	refused := 0
+	for range 15 {
+		if signIn("203.0.113.7") == http.StatusTooManyRequests {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Error("15 wrong passwords from one client were all answered: the sign-in limit does not count per client")
+	}
+	if status := signIn("198.51.100.9"); status == http.StatusTooManyRequests {
+		t.Error("another client behind the same proxy is refused: the app does not trust spec.trustedProxies")
 	}
 	req, _ = http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), nil)
 	if body := get(t, req); !strings.Contains(body, "tenantry_app_database_up 1") {
