@@ -184,9 +184,15 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		}
 		return err
 	})
+	var done func()
+	if err == nil {
+		done, err = s.hashes.take(r.Context())
+	}
 	if err == nil {
 		var rehash string
-		if rehash, err = checkPassword(u, hash, pass); err == nil {
+		rehash, err = checkPassword(u, hash, pass)
+		done()
+		if err == nil {
 			err = s.cfg.DB.InTenant(r.Context(), t, func(tx *postgres.Tx) error {
 				if rehash != "" {
 					if err := tx.SetPasswordHash(r.Context(), u.ID, rehash); err != nil {

@@ -1,6 +1,10 @@
 package http
 
-import "tenantry.dev/tenantry/app"
+import (
+	"time"
+
+	"tenantry.dev/tenantry/app"
+)
 
 // WatchPasswordChecks calls watch as each sign-in's password check begins, and returns the function
 // that stops watching.
@@ -11,4 +15,12 @@ func WatchPasswordChecks(watch func()) (stop func()) {
 		return orig(u, hash, plain)
 	}
 	return func() { checkPassword = orig }
+}
+
+// SetSlotWait sets how long a request waits for a slot of costly work, and returns the function that
+// sets it back.
+func SetSlotWait(d time.Duration) (restore func()) {
+	orig := slotWait
+	slotWait = d
+	return func() { slotWait = orig }
 }

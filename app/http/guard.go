@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"tenantry.dev/tenantry/app"
@@ -123,7 +124,13 @@ func (s *Server) hashingPassword(next http.HandlerFunc, api bool) http.HandlerFu
 			plain = in.Password
 		}
 		if len(plain) >= password.MinLength {
+			done, err := s.hashes.take(r.Context())
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
 			hash, err := password.Hash(plain)
+			done()
 			if err != nil {
 				s.fail(w, r, err)
 				return
@@ -209,4 +216,41 @@ func methodLabel(m string) string {
 		return m
 	}
 	return "other"
+}
+
+// slots bound how many requests do one costly thing at once: hash or check a password (argon2id holds
+// 19 MiB while it runs), or build a CSV export (every row in memory). Whatever the number of requests,
+// the app's memory for them is bounded. A request that finds no slot free waits, holding no database
+// connection, for at most slotWait, then gets a 503 with Retry-After.
+type slots chan struct{}
+
+// slotWait is how long a request waits for a slot.
+var slotWait = 5 * time.Second
+
+func newSlots(n int) slots { return make(slots, n) }
+
+// take waits for a free slot; the function it returns gives it back.
+func (s slots) take(ctx context.Context) (func(), error) {
+	timer := time.NewTimer(slotWait)
+	defer timer.Stop()
+	select {
+	case s <- struct{}{}:
+		return func() { <-s }, nil
+	case <-timer.C:
+	case <-ctx.Done(): // the client is gone
+	}
+	return nil, app.Errorf(app.EUNAVAILABLE, "The server is busy. Try again in a moment.")
+}
+
+// bounded runs a handler once it holds one of the slots.
+func (s *Server) bounded(sl slots, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		done, err := sl.take(r.Context())
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		defer done()
+		next(w, r)
+	}
 }

@@ -2,6 +2,7 @@ package http_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -54,3 +55,13 @@ func apptestTenantWith(name, host, currency string, threshold *int64) apptest.Te
 }
 
 func today() string { return time.Now().Format("2006-01-02") }
+
+// waitUntil polls ok until it is true, or fails once timeout has passed.
+func waitUntil(timeout time.Duration, ok func() bool) error {
+	for deadline := time.Now().Add(timeout); !ok(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still not so after %s", timeout)
+		}
+	}
+	return nil
+}

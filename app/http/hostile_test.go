@@ -337,3 +337,89 @@ func TestServer_metrics_monitoringNamesExist(t *testing.T) {
 		t.Fatal("no app metric named in the rules or the dashboard")
 	}
 }
+
+// Password checks and CSV exports run at most Config.MaxHashes and Config.MaxExports at once, whoever
+// sends them: what argon2id and an export's rows hold in memory is bounded. A request that finds no slot
+// free waits (holding no connection), then gets a 503 with Retry-After; the work under way finishes.
+func TestServer_costlyWorkIsBounded(t *testing.T) {
+	defer apphttp.SetSlotWait(300 * time.Millisecond)()
+	h := newHarness(t, options{maxHashes: 1, maxExports: 1})
+	session := h.loginA()
+
+	var checks atomic.Int32
+	entered, release := make(chan struct{}), make(chan struct{})
+	stop := apphttp.WatchPasswordChecks(func() {
+		if checks.Add(1) == 1 {
+			close(entered)
+			<-release
+		}
+	})
+	defer stop()
+	first := make(chan int, 1)
+	go func() {
+		first <- post(h, "acme.test", "/login", url.Values{"email": {h.a.AdminEmail}, "password": {h.a.AdminPassword}})
+	}()
+	<-entered
+	r := h.do(req{method: "POST", host: "globex.test", path: "/login", form: url.Values{"email": {h.b.AdminEmail}, "password": {h.b.AdminPassword}}})
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" || checks.Load() != 1 {
+		t.Errorf("a sign-in while the one hash slot is taken: %d (Retry-After %q), %d checks; want 503 with Retry-After, 1 check",
+			r.status, r.header.Get("Retry-After"), checks.Load())
+	}
+	close(release)
+	if status := <-first; status != http.StatusSeeOther {
+		t.Errorf("the sign-in that held the slot: %d, want 303", status)
+	}
+
+	// An export held up inside its transaction (its table locked) keeps the one export slot.
+	lock, err := pgx.Connect(context.Background(), h.env.AdminURL)
+	must(t, err)
+	defer lock.Close(context.Background())
+	tx, err := lock.Begin(context.Background())
+	must(t, err)
+	_, err = tx.Exec(context.Background(), "LOCK TABLE "+pgx.Identifier{h.a.Schema, "expenses"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE")
+	must(t, err)
+	exported := make(chan int, 1)
+	go func() { exported <- get(h, "acme.test", "/expenses.csv", session) }()
+	must(t, waitUntil(10*time.Second, func() bool {
+		var waiting bool
+		_ = lock.QueryRow(context.Background(), "SELECT EXISTS (SELECT FROM pg_locks WHERE NOT granted)").Scan(&waiting)
+		return waiting
+	}))
+	r = h.do(req{host: "globex.test", path: "/expenses.csv", session: h.loginB()})
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+		t.Errorf("an export while the one export slot is taken: %d (Retry-After %q), want 503 with Retry-After", r.status, r.header.Get("Retry-After"))
+	}
+	must(t, tx.Rollback(context.Background()))
+	if status := <-exported; status != http.StatusOK {
+		t.Errorf("the export that held the slot: %d, want 200", status)
+	}
+	if r := h.do(req{host: "globex.test", path: "/expenses.csv", session: h.loginB()}); r.status != http.StatusOK {
+		t.Errorf("an export once the slot is free: %d, want 200", r.status)
+	}
+}
+
+// post sends a form from another goroutine than the test's, and returns the status.
+func post(h *harness, host, path string, form url.Values) int {
+	hr, _ := http.NewRequest(http.MethodPost, h.srv.URL+path, strings.NewReader(form.Encode()))
+	hr.Host = host
+	hr.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return send(h, hr)
+}
+
+// get sends a GET with a session from another goroutine than the test's, and returns the status.
+func get(h *harness, host, path, session string) int {
+	hr, _ := http.NewRequest(http.MethodGet, h.srv.URL+path, nil)
+	hr.Host = host
+	hr.AddCookie(&http.Cookie{Name: "tenantry_session", Value: session})
+	return send(h, hr)
+}
+
+func send(h *harness, hr *http.Request) int {
+	res, err := h.client.Do(hr)
+	if err != nil {
+		return 0
+	}
+	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, res.Body)
+	return res.StatusCode
+}

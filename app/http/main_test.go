@@ -47,6 +47,8 @@ type options struct {
 	pool    postgres.Options     // the app's pool (default 8 connections in 2 shards)
 	proxies []netip.Prefix       // trusted proxies
 	tenants int                  // per-tenant metrics for up to this many tenants (Config.TenantMetrics)
+	// maxHashes and maxExports are Config.MaxHashes and Config.MaxExports.
+	maxHashes, maxExports int
 }
 
 func newHarness(t *testing.T, opts options) *harness {
@@ -111,7 +113,7 @@ func newHarness(t *testing.T, opts options) *harness {
 		h.sync()
 	}
 	srv := apphttp.New(apphttp.Config{DB: h.db, Registry: h.reg, SchemaVersion: migrations.Latest, SecureCookies: opts.secure,
-		Log: discardLog(), TrustedProxies: opts.proxies, TenantMetrics: opts.tenants})
+		Log: discardLog(), TrustedProxies: opts.proxies, TenantMetrics: opts.tenants, MaxHashes: opts.maxHashes, MaxExports: opts.maxExports})
 	h.app = srv
 	h.srv = httptest.NewServer(srv)
 	t.Cleanup(h.srv.Close)

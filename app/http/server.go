@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strings"
 	"time"
 
@@ -35,6 +36,9 @@ type Config struct {
 	// TenantMetrics, when above 0, counts requests and server errors per tenant for that many tenants
 	// (by namespace and name); the tenants beyond them are counted together as "other".
 	TenantMetrics int
+	// MaxHashes bounds the password hashes and checks run at once (0: two per CPU), MaxExports the CSV
+	// exports built at once (0: 4): the memory they take is bounded whatever clients send.
+	MaxHashes, MaxExports int
 }
 
 // Server is the app's HTTP handler.
@@ -43,6 +47,8 @@ type Server struct {
 	handler http.Handler
 	limiter *loginLimiter
 	metrics *Metrics
+	hashes  slots // password hashes and checks (Config.MaxHashes)
+	exports slots // CSV exports (Config.MaxExports)
 }
 
 // New returns a Server with every route registered.
@@ -53,7 +59,14 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	s := &Server{cfg: cfg, limiter: newLoginLimiter(), metrics: NewMetrics(cfg.TenantMetrics)}
+	if cfg.MaxHashes <= 0 {
+		cfg.MaxHashes = 2 * runtime.GOMAXPROCS(0)
+	}
+	if cfg.MaxExports <= 0 {
+		cfg.MaxExports = 4
+	}
+	s := &Server{cfg: cfg, limiter: newLoginLimiter(), metrics: NewMetrics(cfg.TenantMetrics),
+		hashes: newSlots(cfg.MaxHashes), exports: newSlots(cfg.MaxExports)}
 	s.metrics.watch(cfg.DB, cfg.Registry)
 	s.handler = s.routes()
 	return s
@@ -77,7 +90,7 @@ func (s *Server) routes() http.Handler {
 	t.HandleFunc("POST /logout", s.logout)
 	t.HandleFunc("GET /{$}", s.page(s.dashboardPage))
 	t.HandleFunc("GET /expenses", s.page(s.expensesPage))
-	t.HandleFunc("GET /expenses.csv", s.page(s.expensesCSV))
+	t.HandleFunc("GET /expenses.csv", s.bounded(s.exports, s.page(s.expensesCSV)))
 	t.HandleFunc("GET /expenses/new", s.page(s.newExpensePage))
 	t.HandleFunc("POST /expenses", s.page(s.createExpenseForm))
 	t.HandleFunc("GET /expenses/{id}", s.page(s.editExpensePage))

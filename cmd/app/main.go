@@ -36,6 +36,8 @@ func main() {
 		insecure    = flag.Bool("insecure-cookies", os.Getenv("INSECURE_COOKIES") == "true", "Send the session cookie over plain HTTP too (local development only).")
 		devSuffix   = flag.String("dev-host-suffix", os.Getenv("DEV_HOST_SUFFIX"), "Also serve each tenant at <tenant name><suffix>, e.g. .localhost (local development only).")
 		tenantStats = flag.Int("tenant-metrics", 0, "Count requests and server errors per tenant for up to this many tenants (the rest as \"other\"); 0 leaves them out.")
+		maxHashes   = flag.Int("max-hashes", 0, "Password hashes and checks run at once (0: two per CPU); each holds 19 MiB while it runs.")
+		maxExports  = flag.Int("max-exports", 4, "CSV exports built at once; each holds its rows in memory.")
 		proxies     = flag.String("trusted-proxies", os.Getenv("TRUSTED_PROXIES"), "Comma-separated CIDRs of proxies (the ingress controller) whose X-Forwarded-For names the client.")
 	)
 	flag.Parse()
@@ -60,7 +62,7 @@ func main() {
 		os.Exit(2)
 	}
 	cfg := apphttp.Config{Log: log, SchemaVersion: migrations.Latest, SecureCookies: !*insecure, DevHostSuffix: *devSuffix,
-		TrustedProxies: trusted, TenantMetrics: *tenantStats}
+		TrustedProxies: trusted, TenantMetrics: *tenantStats, MaxHashes: *maxHashes, MaxExports: *maxExports}
 	if err := run(cfg, *addr, *metricsAddr, *dbURL, *listenURL, listen, opts, *citusRoute == registry.CitusRouteWorkers); err != nil {
 		log.Error("app stopped", "error", err)
 		os.Exit(1)
