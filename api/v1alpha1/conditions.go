@@ -56,6 +56,10 @@ const (
 	ReasonRouteNotAccepted = "RouteNotAccepted"
 	// ReasonGatewayAPIMissing: the app routes through the Gateway API, whose CRDs the cluster lacks.
 	ReasonGatewayAPIMissing = "GatewayAPIMissing"
+	// ReasonNotAllowed: the ExpenseApp asks for routing the operator's route policy refuses (an Ingress
+	// annotation such as a configuration snippet, a Gateway in another namespace); it is left out of
+	// every tenant's route, and the message names it.
+	ReasonNotAllowed = "NotAllowed"
 	// ReasonAdminFailed: the tenant's first admin user or its Secret could not be written.
 	ReasonAdminFailed = "AdminFailed"
 	// ReasonDeletionBlocked: a deletion cannot go on yet (an ExpenseApp with Tenants left, a Tenant

@@ -60,6 +60,14 @@ func main() {
 	flag.StringVar(&defaultAppImage, "default-app-image", "", "The app image of an ExpenseApp that sets no spec.image (the chart sets the operator's own image, which holds the app).")
 	flag.DurationVar(&usageInterval, "usage-interval", 30*time.Minute, "How often each Ready tenant's usage (users, expenses, schema size) is measured into its status; 0 never.")
 	flag.StringVar(&migrationsDir, "migrations-dir", "", "Read tenant migrations from this directory instead of the embedded ones.")
+	var deniedAnnotations, allowedAnnotations, gatewayNamespaces string
+	flag.StringVar(&deniedAnnotations, "denied-ingress-annotations", strings.Join(controller.DefaultDeniedAnnotations, ","),
+		"Comma-separated patterns ('*' matches anything) of the ExpenseApp Ingress annotations never copied onto tenant Ingresses: "+
+			"by default configuration snippets and authentication overrides.")
+	flag.StringVar(&allowedAnnotations, "allowed-ingress-annotations", "", "Comma-separated patterns of the only ExpenseApp Ingress "+
+		"annotations copied onto tenant Ingresses (the denied ones still not); empty allows every one not denied.")
+	flag.StringVar(&gatewayNamespaces, "gateway-namespaces", "", "Comma-separated namespaces, besides an ExpenseApp's own, whose "+
+		"Gateways its tenants' HTTPRoutes may attach to; \"*\" allows every namespace.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -92,7 +100,9 @@ func main() {
 	}
 	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: concurrency, Migrations: migrations,
 		DefaultAppImage: defaultAppImage, UsageInterval: usageInterval, MaxConcurrentAppReconciles: appConcurrency,
-		ReconcileTimeout: reconcileTimeout, StatementTimeout: statementTimeout, LockTimeout: lockTimeout})
+		ReconcileTimeout: reconcileTimeout, StatementTimeout: statementTimeout, LockTimeout: lockTimeout,
+		RoutePolicy: &controller.RoutePolicy{DeniedAnnotations: splitList(deniedAnnotations),
+			AllowedAnnotations: splitList(allowedAnnotations), GatewayNamespaces: splitList(gatewayNamespaces)}})
 	if err != nil {
 		log.Error(err, "setting up controllers")
 		os.Exit(1)

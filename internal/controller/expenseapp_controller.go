@@ -65,6 +65,8 @@ type ExpenseAppReconciler struct {
 	MaxConcurrentReconciles int
 	// ReconcileTimeout bounds the work of one reconcile (0: DefaultReconcileTimeout).
 	ReconcileTimeout time.Duration
+	// RoutePolicy is what of an ExpenseApp's routing reaches its tenants' routes (nil: all of it).
+	RoutePolicy *RoutePolicy
 }
 
 // +kubebuilder:rbac:groups=tenantry.dev,resources=expenseapps,verbs=get;list;watch;update;patch
@@ -140,8 +142,11 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if held != nil {
 		return ctrl.Result{}, held
 	}
-	if err := r.rolloutDone(ctx, run); err != nil {
-		return ctrl.Result{}, err
+	// Last, what the route policy left out of the tenants' routes: all else is done and reported.
+	for _, step := range []appStep{r.rolloutDone, r.reconcileRoutePolicy} {
+		if err := step(ctx, run); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	return run.result, nil
 }

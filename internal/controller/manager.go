@@ -88,6 +88,8 @@ type Config struct {
 	ReconcileTimeout time.Duration
 	// StatementTimeout and LockTimeout bound every database statement (0: tenantdb's defaults).
 	StatementTimeout, LockTimeout time.Duration
+	// RoutePolicy is what of an ExpenseApp's routing reaches its tenants' routes (nil: all of it).
+	RoutePolicy *RoutePolicy
 }
 
 // Setup registers every controller of the operator with mgr and returns the databases they share,
@@ -130,13 +132,14 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		Nodes:                   nodes,
 		Recorder:                mgr.GetEventRecorder("tenantry-tenant"),
 		ReconcileTimeout:        cfg.ReconcileTimeout,
+		RoutePolicy:             cfg.RoutePolicy,
 	}
 	if err := tenants.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Tenant controller: %w", err)
 	}
 	apps := &ExpenseAppReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Databases: dbs, Release: release,
 		Rollouts: rollouts, Nodes: nodes, DefaultImage: cfg.DefaultAppImage, Recorder: mgr.GetEventRecorder("tenantry-expenseapp"),
-		MaxConcurrentReconciles: appWorkers, ReconcileTimeout: cfg.ReconcileTimeout}
+		MaxConcurrentReconciles: appWorkers, ReconcileTimeout: cfg.ReconcileTimeout, RoutePolicy: cfg.RoutePolicy}
 	if err := apps.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ExpenseApp controller: %w", err)
 	}

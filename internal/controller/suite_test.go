@@ -111,7 +111,9 @@ func runSuite(m *testing.M) (code int) {
 		fmt.Fprintln(os.Stderr, "creating the manager:", err)
 		return 1
 	}
-	op, err := Setup(mgr, Config{MaxConcurrentReconciles: 4, UsageInterval: time.Hour, UsageFirstDelay: time.Second})
+	// The operator's own route policy, which also lets routes attach to the Gateways of "gateways".
+	op, err := Setup(mgr, Config{MaxConcurrentReconciles: 4, UsageInterval: time.Hour, UsageFirstDelay: time.Second,
+		RoutePolicy: &RoutePolicy{DeniedAnnotations: DefaultDeniedAnnotations, GatewayNamespaces: []string{"gateways"}}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

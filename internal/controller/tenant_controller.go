@@ -71,6 +71,8 @@ type TenantReconciler struct {
 	Recorder events.EventRecorder
 	// ReconcileTimeout bounds the work of one reconcile (0: DefaultReconcileTimeout).
 	ReconcileTimeout time.Duration
+	// RoutePolicy is what of an ExpenseApp's routing reaches its tenants' routes (nil: all of it).
+	RoutePolicy *RoutePolicy
 }
 
 // DefaultReconcileTimeout bounds a reconcile's work when no other bound is set.

@@ -618,3 +618,94 @@ func TestTenantReconciler_gatewayAPI(t *testing.T) {
 		t.Errorf("url after moving to an Ingress without TLS = %q", tn.Status.URL)
 	}
 }
+
+// The operator's route policy decides what of an ExpenseApp's routing reaches its tenants' routes:
+// configuration snippets and authentication overrides never reach an Ingress (also one planted on the
+// tenant's Ingress by hand), nor does a route attach to a Gateway of a namespace the platform did not
+// allow; the app is Stalled with NotAllowed, naming what was left out, until its spec stops asking.
+func TestTenantReconciler_routePolicy(t *testing.T) {
+	f := newFixture(t)
+	f.stallExpected = true
+	ctx := context.Background()
+	setApp := func(mutate func(*tenantryv1.ExpenseApp)) {
+		t.Helper()
+		app := f.getApp()
+		patch := client.MergeFrom(app.DeepCopy())
+		mutate(app)
+		must(t, k8s.Patch(ctx, app, patch))
+	}
+	appStalled := func(want ...string) {
+		t.Helper()
+		app := f.waitApp("Stalled NotAllowed", func(a *tenantryv1.ExpenseApp) bool {
+			c := meta.FindStatusCondition(a.Status.Conditions, tenantryv1.ConditionStalled)
+			return c != nil && c.Status == metav1.ConditionTrue && c.Reason == tenantryv1.ReasonNotAllowed && a.Status.ObservedGeneration == a.Generation
+		})
+		msg := meta.FindStatusCondition(app.Status.Conditions, tenantryv1.ConditionStalled).Message
+		for _, w := range want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("the app's Stalled message %q does not name %q", msg, w)
+			}
+		}
+	}
+	setApp(func(a *tenantryv1.ExpenseApp) {
+		a.Spec.Ingress.Annotations = map[string]string{"nginx.ingress.kubernetes.io/server-snippet": "return 200 'owned';",
+			"nginx.ingress.kubernetes.io/auth-url": "http://collector.evil/", "cert-manager.io/cluster-issuer": "letsencrypt"}
+	})
+	must(t, k8s.Create(ctx, f.tenant("pol", "pol.example.com")))
+	f.waitReady("pol")
+	onlyIssuer := func() error {
+		ing := &networkingv1.Ingress{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "pol"}, ing); err != nil {
+			return err
+		}
+		if len(ing.Annotations) != 1 || ing.Annotations["cert-manager.io/cluster-issuer"] != "letsencrypt" {
+			return fmt.Errorf("Ingress annotations %v, want the issuer alone", ing.Annotations)
+		}
+		return nil
+	}
+	must(t, onlyIssuer())
+	f.markRolledOut()
+	appStalled("nginx.ingress.kubernetes.io/server-snippet", "nginx.ingress.kubernetes.io/auth-url")
+
+	// A snippet planted on the tenant's Ingress by hand goes at the next reconcile of the tenant.
+	ing := &networkingv1.Ingress{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "pol"}, ing))
+	ing.Annotations["nginx.ingress.kubernetes.io/configuration-snippet"] = "more_set_headers 'X: y';"
+	must(t, k8s.Update(ctx, ing))
+	must(t, eventually(20*time.Second, onlyIssuer))
+
+	// Asking for no more than the policy allows: the app is Ready again.
+	setApp(func(a *tenantryv1.ExpenseApp) {
+		a.Spec.Ingress.Annotations = map[string]string{"cert-manager.io/cluster-issuer": "letsencrypt"}
+	})
+	f.markRolledOut()
+	f.waitApp("Ready", func(a *tenantryv1.ExpenseApp) bool {
+		return meta.IsStatusConditionTrue(a.Status.Conditions, tenantryv1.ConditionReady) && a.Status.ObservedGeneration == a.Generation
+	})
+
+	// Gateways: one of an allowed namespace and one of another. The route attaches to the first alone.
+	setApp(func(a *tenantryv1.ExpenseApp) {
+		a.Spec.Gateway = &tenantryv1.GatewaySpec{ParentRefs: []tenantryv1.GatewayParentRef{
+			{Name: "shared", Namespace: "gateways"}, {Name: "theirs", Namespace: "other-team"}}}
+	})
+	must(t, eventually(20*time.Second, func() error {
+		route := &gwapiv1.HTTPRoute{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "pol"}, route); err != nil {
+			return err
+		}
+		if len(route.Spec.ParentRefs) != 1 || string(*route.Spec.ParentRefs[0].Namespace) != "gateways" {
+			return fmt.Errorf("HTTPRoute parents %+v, want the Gateway of namespace gateways alone", route.Spec.ParentRefs)
+		}
+		return nil
+	}))
+	f.markRolledOut()
+	appStalled("other-team/theirs")
+	// Only a Gateway of another namespace: the tenant has no route, and says why.
+	setApp(func(a *tenantryv1.ExpenseApp) {
+		a.Spec.Gateway = &tenantryv1.GatewaySpec{ParentRefs: []tenantryv1.GatewayParentRef{{Name: "theirs", Namespace: "other-team"}}}
+	})
+	tn := f.waitCondition("pol", tenantryv1.ConditionRouted, metav1.ConditionFalse, tenantryv1.ReasonNotAllowed)
+	if c := findCondition(tn, tenantryv1.ConditionReady); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "--gateway-namespaces") {
+		t.Errorf("Ready of a tenant whose Gateways are all refused: %+v", c)
+	}
+}

@@ -38,9 +38,17 @@ func (r *TenantReconciler) reconcileRoute(ctx context.Context, run *tenantRun) e
 		setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionFalse, tenantryv1.ReasonGatewayAPIMissing, msg)
 		return stallErr(tenantryv1.ReasonGatewayAPIMissing, 5*time.Minute, errors.New(msg))
 	}
+	parents := r.RoutePolicy.gatewayParents(app)
+	if len(parents) == 0 {
+		msg := fmt.Sprintf("none of ExpenseApp %s's Gateways (spec.gateway.parentRefs) is in a namespace its tenants' routes "+
+			"may attach to (the operator's --gateway-namespaces): name a Gateway of namespace %s, or ask the platform team to allow one",
+			app.Name, app.Namespace)
+		setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionFalse, tenantryv1.ReasonNotAllowed, msg)
+		return stallErr(tenantryv1.ReasonNotAllowed, 5*time.Minute, errors.New(msg))
+	}
 	route := &gwapiv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: t.Name, Namespace: t.Namespace}}
 	op, err := controllerutil.CreateOrUpdate(ctx, r.Client, route, func() error {
-		desired := desiredHTTPRoute(t, app)
+		desired := desiredHTTPRoute(t, app, parents)
 		route.Labels = mergeMaps(route.Labels, desired.Labels)
 		route.Spec = desired.Spec
 		return controllerutil.SetControllerReference(t, route, r.Scheme)
@@ -60,8 +68,8 @@ func (r *TenantReconciler) reconcileRoute(ctx context.Context, run *tenantRun) e
 		setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionFalse, tenantryv1.ReasonRouteNotAccepted, refused)
 		return waitErr(tenantryv1.ReasonRouteNotAccepted, time.Minute, "%s", refused)
 	}
-	gateways := make([]string, 0, len(app.Spec.Gateway.ParentRefs))
-	for _, p := range app.Spec.Gateway.ParentRefs {
+	gateways := make([]string, 0, len(parents))
+	for _, p := range parents {
 		gateways = append(gateways, p.Name)
 	}
 	setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
@@ -74,9 +82,14 @@ func (r *TenantReconciler) reconcileRoute(ctx context.Context, run *tenantRun) e
 func (r *TenantReconciler) reconcileIngress(ctx context.Context, t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp) error {
 	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: t.Name, Namespace: t.Namespace}}
 	op, err := controllerutil.CreateOrUpdate(ctx, r.Client, ing, func() error {
-		desired := desiredIngress(t, app)
+		desired := desiredIngress(t, app, r.RoutePolicy.ingressAnnotations(app))
 		ing.Labels = mergeMaps(ing.Labels, desired.Labels)
 		ing.Annotations = mergeMaps(ing.Annotations, desired.Annotations)
+		for k := range ing.Annotations { // also one an earlier policy (or release) let through
+			if !r.RoutePolicy.annotationAllowed(k) {
+				delete(ing.Annotations, k)
+			}
+		}
 		ing.Spec = desired.Spec
 		return controllerutil.SetControllerReference(t, ing, r.Scheme)
 	})
@@ -124,15 +137,16 @@ const (
 	appServicePort  = 80
 )
 
-// desiredIngress is the Ingress of a tenant: a rule per host, all to the app's Service.
-func desiredIngress(t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp) *networkingv1.Ingress {
+// desiredIngress is the Ingress of a tenant: a rule per host, all to the app's Service, with the app's
+// annotations the route policy lets through.
+func desiredIngress(t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp, annotations map[string]string) *networkingv1.Ingress {
 	pathType := networkingv1.PathTypePrefix
 	backend := networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{
 		Name: app.Name, Port: networkingv1.ServiceBackendPort{Name: ServicePortName},
 	}}
 	ing := &networkingv1.Ingress{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: t.Name, Namespace: t.Namespace, Labels: ownedLabels(t), Annotations: app.Spec.Ingress.Annotations,
+			Name: t.Name, Namespace: t.Namespace, Labels: ownedLabels(t), Annotations: annotations,
 		},
 	}
 	for _, h := range t.Spec.Hosts {
@@ -157,11 +171,11 @@ func desiredIngress(t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp) *networkin
 	return ing
 }
 
-// desiredHTTPRoute is the Gateway API route of a tenant: its hosts, on the app's Gateways, all to the
-// app's Service.
-func desiredHTTPRoute(t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp) *gwapiv1.HTTPRoute {
+// desiredHTTPRoute is the Gateway API route of a tenant: its hosts, on the app's Gateways the route
+// policy allows (parents), all to the app's Service.
+func desiredHTTPRoute(t *tenantryv1.Tenant, app *tenantryv1.ExpenseApp, parents []tenantryv1.GatewayParentRef) *gwapiv1.HTTPRoute {
 	route := &gwapiv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: t.Name, Namespace: t.Namespace, Labels: ownedLabels(t)}}
-	for _, p := range app.Spec.Gateway.ParentRefs {
+	for _, p := range parents {
 		ref := gwapiv1.ParentReference{Name: gwapiv1.ObjectName(p.Name)}
 		if p.Namespace != "" {
 			ns := gwapiv1.Namespace(p.Namespace)

@@ -43,6 +43,8 @@ func everything(watch ...string) map[string]any {
 		"prometheus":    map[string]any{"enabled": true},
 		"grafana":       map[string]any{"enabled": true},
 		"networkPolicy": map[string]any{"enabled": true, "postgresCIDRs": []any{"10.10.0.0/16"}},
+		"routePolicy": map[string]any{"deniedIngressAnnotations": []any{"*snippet*", "*/auth-*"},
+			"allowedIngressAnnotations": []any{"cert-manager.io/*"}, "gatewayNamespaces": []any{"gateways", "edge"}},
 	}
 	if len(watch) > 0 {
 		ns := make([]any, len(watch))
@@ -100,6 +102,35 @@ func TestChart_lint(t *testing.T) {
 		if len(res.Errors) > 0 {
 			t.Errorf("%s: helm lint: %v", name, res.Errors)
 		}
+	}
+}
+
+// The chart's routePolicy values reach the operator as its flags; left empty, the operator's defaults
+// hold (no flag at all).
+func TestChart_routePolicyArgs(t *testing.T) {
+	args := func(vals map[string]any) string {
+		for _, o := range render(t, vals) {
+			if o.GetKind() != "Deployment" {
+				continue
+			}
+			containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+			for _, c := range containers {
+				a, _, _ := unstructured.NestedStringSlice(c.(map[string]any), "args")
+				return strings.Join(a, " ")
+			}
+		}
+		t.Fatal("no Deployment rendered")
+		return ""
+	}
+	got := args(everything())
+	for _, want := range []string{"--denied-ingress-annotations=*snippet*,*/auth-*", "--allowed-ingress-annotations=cert-manager.io/*",
+		"--gateway-namespaces=gateways,edge"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("operator args %q lack %q", got, want)
+		}
+	}
+	if got := args(nil); strings.Contains(got, "ingress-annotations") || strings.Contains(got, "gateway-namespaces") {
+		t.Errorf("default values pass route policy flags: %q", got)
 	}
 }
 
@@ -226,6 +257,8 @@ func TestChart_valuesSchema(t *testing.T) {
 		{map[string]any{"watchNamespaces": []any{"Team_A"}}, "watchNamespaces"},
 		{map[string]any{"manager": map[string]any{"replicas": -1}}, "replicas"},
 		{map[string]any{"networkPolicy": map[string]any{"postgresPorts": []any{70000}}}, "postgresPorts"},
+		{map[string]any{"routePolicy": map[string]any{"gatewayNamespaces": []any{"Gateways!"}}}, "gatewayNamespaces"},
+		{map[string]any{"routePolicy": map[string]any{"deniedAnnotations": []any{"*snippet*"}}}, "deniedAnnotations"},
 	} {
 		_, err := util.ToRenderValues(chrt, c.vals, common.ReleaseOptions{Name: releaseName, Namespace: releaseNamespace,
 			IsInstall: true}, common.DefaultCapabilities)
