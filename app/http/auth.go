@@ -6,10 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
-	"time"
-
-	"golang.org/x/time/rate"
 
 	"tenantry.dev/tenantry/app"
 	"tenantry.dev/tenantry/app/postgres"
@@ -156,19 +152,23 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 // argon2id runs.
 var checkPassword = postgres.CheckPassword
 
-// login signs a user in. Attempts are limited per client address and per address and email, within the
-// tenant.
+// login signs a user in. Failed attempts slow further ones down, per client address and per account,
+// or per device for a browser that signed in to the account before (signInGuard).
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	t := tenantOf(r)
 	email, pass := strings.TrimSpace(r.FormValue("email")), r.FormValue("password")
 	next := safeNext(r.FormValue("next"))
 	again := &view{Page: "login", Title: "Sign in", Data: map[string]string{"Next": next, "Email": email}}
-	// Per client address, and per address and email: a flood from one address cannot lock a person out
-	// from everywhere else, and behind trusted proxies the address is the client's, not the ingress's.
-	ip := s.clientIP(r)
-	if !s.limiter.allow(t.Schema+"|ip|"+ip) || !s.limiter.allow(t.Schema+"|email|"+ip+"|"+strings.ToLower(email)) {
-		w.Header().Set("Retry-After", "60")
-		again.Error, again.status = "Too many sign-in attempts. Wait a minute and try again.", http.StatusTooManyRequests
+	// Behind trusted proxies the address is the client's, not the ingress's.
+	var device string
+	if c, err := r.Cookie(s.deviceCookieName()); err == nil {
+		device = c.Value
+	}
+	keys, reset := s.guard.keysOf(t.Schema, s.clientIP(r), email, device)
+	if wait := s.guard.wait(keys); wait > 0 {
+		w.Header().Set("Retry-After", retryAfter(wait))
+		again.Error = "Too many failed sign-ins. Wait " + retryAfter(wait) + " s and try again."
+		again.status = http.StatusTooManyRequests
 		again.write(w, r)
 		return
 	}
@@ -205,6 +205,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 			})
 		}
 	}
+	if app.ErrorCode(err) == app.EUNAUTHORIZED {
+		s.guard.failed(keys)
+	}
 	if err != nil {
 		if app.ErrorCode(err) == app.EINTERNAL {
 			s.fail(w, r, err)
@@ -214,10 +217,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		again.write(w, r)
 		return
 	}
+	s.guard.succeeded(reset)
 	http.SetCookie(w, &http.Cookie{
 		Name: s.cookieName(), Value: token, Path: "/", HttpOnly: true, Secure: s.cfg.SecureCookies,
 		SameSite: http.SameSiteLaxMode, MaxAge: int(s.cfg.SessionTTL.Seconds()),
 	})
+	s.setDeviceCookie(w, t.Schema, email)
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
@@ -248,37 +253,4 @@ func safeNext(next string) string {
 		return "/"
 	}
 	return next
-}
-
-// loginLimiter is a token bucket per key: 10 attempts at once, then one every 6 seconds.
-type loginLimiter struct {
-	mu      sync.Mutex
-	buckets map[string]*bucket
-}
-
-type bucket struct {
-	lim  *rate.Limiter
-	seen time.Time
-}
-
-func newLoginLimiter() *loginLimiter { return &loginLimiter{buckets: map[string]*bucket{}} }
-
-func (l *loginLimiter) allow(key string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := time.Now()
-	if len(l.buckets) > 100_000 { // forget idle keys, so a flood of addresses cannot grow memory forever
-		for k, b := range l.buckets {
-			if now.Sub(b.seen) > 10*time.Minute {
-				delete(l.buckets, k)
-			}
-		}
-	}
-	b, ok := l.buckets[key]
-	if !ok {
-		b = &bucket{lim: rate.NewLimiter(rate.Every(6*time.Second), 10)}
-		l.buckets[key] = b
-	}
-	b.seen = now
-	return b.lim.Allow()
 }

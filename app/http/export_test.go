@@ -24,3 +24,10 @@ func SetSlotWait(d time.Duration) (restore func()) {
 	slotWait = d
 	return func() { slotWait = orig }
 }
+
+// SetSignInClock makes the sign-in guard of s read the time from now.
+func SetSignInClock(s *Server, now func() time.Time) {
+	s.guard.mu.Lock()
+	defer s.guard.mu.Unlock()
+	s.guard.now = now
+}

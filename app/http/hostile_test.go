@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -113,24 +114,23 @@ func TestServer_metrics_methodLabelBounded(t *testing.T) {
 }
 
 // Behind a trusted proxy, sign-in limits apply per client (X-Forwarded-For), so one client's failures
-// lock out neither the other clients nor, from elsewhere, the person whose email it tries. From an
-// untrusted peer, X-Forwarded-For is ignored.
+// do not slow the other clients down. From an untrusted peer, X-Forwarded-For is ignored.
 func TestServer_login_limitsPerClientBehindProxy(t *testing.T) {
 	h := newHarness(t, options{proxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
-	try := func(client, pw string) int {
+	try := func(client, email, pw string) int {
 		return h.do(req{method: "POST", host: "acme.test", path: "/login", form: url.Values{
-			"email": {h.a.AdminEmail}, "password": {pw}}, header: map[string]string{"X-Forwarded-For": "203.0.113.9, " + client}}).status
+			"email": {email}, "password": {pw}}, header: map[string]string{"X-Forwarded-For": "203.0.113.9, " + client}}).status
 	}
 	limited := false
-	for range 15 {
-		if try("198.51.100.1", "wrong") == http.StatusTooManyRequests {
+	for i := range 15 {
+		if try("198.51.100.1", fmt.Sprintf("guess%d@acme.test", i), "wrong") == http.StatusTooManyRequests {
 			limited = true
 		}
 	}
 	if !limited {
 		t.Fatal("15 wrong passwords from one client were never limited")
 	}
-	if got := try("198.51.100.2", h.a.AdminPassword); got != http.StatusSeeOther {
+	if got := try("198.51.100.2", h.a.AdminEmail, h.a.AdminPassword); got != http.StatusSeeOther {
 		t.Fatalf("the admin signing in from another client after the flood: %d, want 303", got)
 	}
 
@@ -185,9 +185,9 @@ func TestServer_noisyTenantDoesNotStarveOthers(t *testing.T) {
 		stalled = append(stalled, res.Body)
 	}
 
-	// The sign-in flood: each attempt from an address of its own (behind the trusted proxy), for A's
-	// admin with a wrong password, so that none is cut short by the rate limiter and each checks the
-	// password (argon2id).
+	// The sign-in flood: each attempt from an address of its own (behind the trusted proxy), for an
+	// account of its own of A with a wrong password, so that none is slowed down by the sign-in guard and
+	// each checks a password (argon2id).
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var attempts, limited atomic.Int64
@@ -202,7 +202,7 @@ func TestServer_noisyTenantDoesNotStarveOthers(t *testing.T) {
 					return
 				default:
 				}
-				form := url.Values{"email": {h.a.AdminEmail}, "password": {"wrong password"}}
+				form := url.Values{"email": {fmt.Sprintf("flood%d-%d@acme.test", w, i)}, "password": {"wrong password"}}
 				r, _ := http.NewRequest("POST", h.srv.URL+"/login", strings.NewReader(form.Encode()))
 				r.Host = "acme.test"
 				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -422,4 +422,93 @@ func send(h *harness, hr *http.Request) int {
 	defer res.Body.Close()
 	_, _ = io.Copy(io.Discard, res.Body)
 	return res.StatusCode
+}
+
+// Failed sign-ins slow guessing down and lock no one out. A flood at an account from many addresses
+// slows every browser new to that account, by delays that double up to a minute, never more; the
+// account's owner, whose browser signed in before (its device cookie), signs in during the flood. A
+// device cookie is good for its own account only. An address many failures came from is slowed, never
+// locked: once its delay is up, an attempt goes through.
+func TestServer_login_slowsGuessingLocksNoOneOut(t *testing.T) {
+	h := newHarness(t, options{proxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	clock := time.Now()
+	apphttp.SetSignInClock(h.app, func() time.Time { return clock })
+	try := func(client, email, pw, device string) resp {
+		r := req{method: "POST", host: "acme.test", path: "/login", form: url.Values{"email": {email}, "password": {pw}},
+			header: map[string]string{"X-Forwarded-For": client}}
+		if device != "" {
+			r.header["Cookie"] = "tenantry_device=" + device
+		}
+		return h.do(r)
+	}
+	owner := try("198.51.100.7", h.a.AdminEmail, h.a.AdminPassword, "")
+	var device string
+	for _, c := range (&http.Response{Header: owner.header}).Cookies() {
+		if c.Name == "tenantry_device" {
+			device = c.Value
+		}
+	}
+	if owner.status != http.StatusSeeOther || device == "" {
+		t.Fatalf("the owner's first sign-in: %d, device cookie %q", owner.status, device)
+	}
+
+	// The flood: wrong passwords at the admin, each from an address of its own.
+	var waits []int
+	for i := range 20 {
+		r := try(fmt.Sprintf("203.0.113.%d", i), h.a.AdminEmail, "wrong password", "")
+		if r.status == http.StatusTooManyRequests {
+			after, err := strconv.Atoi(r.header.Get("Retry-After"))
+			if err != nil || after < 1 || after > 60 {
+				t.Fatalf("Retry-After %q, want 1 to 60 seconds", r.header.Get("Retry-After"))
+			}
+			waits = append(waits, after)
+			clock = clock.Add(time.Duration(after) * time.Second) // the attacker waits it out
+		}
+	}
+	if len(waits) == 0 {
+		t.Fatal("20 wrong passwords at one account were never slowed down")
+	}
+	for i := 1; i < len(waits); i++ {
+		if waits[i] < waits[i-1] {
+			t.Errorf("delays %v shrink while the failures go on", waits)
+		}
+	}
+	if last := waits[len(waits)-1]; last != 60 {
+		t.Errorf("delays %v: want them to double up to a minute", waits)
+	}
+	// The attacker's next guess, its delay up, is checked, and sets the next delay going.
+	if r := try("203.0.113.99", h.a.AdminEmail, "wrong password", ""); r.status != http.StatusUnauthorized {
+		t.Fatalf("a guess once the delay is up: %d, want 401 (checked)", r.status)
+	}
+	// A browser new to the account is slowed down; the owner's is not.
+	if r := try("198.51.100.8", h.a.AdminEmail, h.a.AdminPassword, ""); r.status != http.StatusTooManyRequests {
+		t.Errorf("a new browser at the flooded account: %d, want 429", r.status)
+	}
+	if r := try("198.51.100.7", h.a.AdminEmail, h.a.AdminPassword, device); r.status != http.StatusSeeOther {
+		t.Errorf("the owner's browser during the flood: %d, want 303", r.status)
+	}
+	// The owner's device cookie is no pass for another account.
+	slowed := false
+	for i := range 10 {
+		if try("198.51.100.7", "member@acme.test", fmt.Sprintf("guess %d", i), device).status == http.StatusTooManyRequests {
+			slowed = true
+		}
+	}
+	if !slowed {
+		t.Error("guesses at another account with the owner's device cookie were never slowed down")
+	}
+	// One address, many failures: slowed, not locked.
+	shared := "192.0.2.1"
+	var r resp
+	for i := range 12 {
+		r = try(shared, fmt.Sprintf("user%d@acme.test", i), "wrong password", "")
+	}
+	if r.status != http.StatusTooManyRequests {
+		t.Fatalf("12 failures from one address: %d, want 429", r.status)
+	}
+	after, _ := strconv.Atoi(r.header.Get("Retry-After"))
+	clock = clock.Add(time.Duration(after) * time.Second)
+	if r := try(shared, "someone@acme.test", "wrong password", ""); r.status != http.StatusUnauthorized {
+		t.Errorf("an attempt from the busy address once its delay is up: %d, want 401 (checked)", r.status)
+	}
 }

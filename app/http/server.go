@@ -36,6 +36,9 @@ type Config struct {
 	// TenantMetrics, when above 0, counts requests and server errors per tenant for that many tenants
 	// (by namespace and name); the tenants beyond them are counted together as "other".
 	TenantMetrics int
+	// DeviceKey signs the device cookies of browsers that signed in (signInGuard). Every replica must
+	// have the same; empty makes one for this replica alone.
+	DeviceKey []byte
 	// MaxHashes bounds the password hashes and checks run at once (0: two per CPU), MaxExports the CSV
 	// exports built at once (0: 4): the memory they take is bounded whatever clients send.
 	MaxHashes, MaxExports int
@@ -45,7 +48,7 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	handler http.Handler
-	limiter *loginLimiter
+	guard   *signInGuard
 	metrics *Metrics
 	hashes  slots // password hashes and checks (Config.MaxHashes)
 	exports slots // CSV exports (Config.MaxExports)
@@ -65,7 +68,7 @@ func New(cfg Config) *Server {
 	if cfg.MaxExports <= 0 {
 		cfg.MaxExports = 4
 	}
-	s := &Server{cfg: cfg, limiter: newLoginLimiter(), metrics: NewMetrics(cfg.TenantMetrics),
+	s := &Server{cfg: cfg, guard: newSignInGuard(cfg.DeviceKey), metrics: NewMetrics(cfg.TenantMetrics),
 		hashes: newSlots(cfg.MaxHashes), exports: newSlots(cfg.MaxExports)}
 	s.metrics.watch(cfg.DB, cfg.Registry)
 	s.handler = s.routes()

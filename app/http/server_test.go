@@ -289,7 +289,7 @@ func TestServer_login(t *testing.T) {
 			t.Errorf("session cookie %q lacks %s", cookie, attr)
 		}
 	}
-	// Ten tries go through, then the address is slowed down, on this tenant only.
+	// Five failures go through, then the address is slowed down, on this tenant only.
 	var limited int
 	for range 12 {
 		r := h.do(req{method: "POST", host: "globex.test", path: "/login", form: url.Values{"email": {"x@globex.test"}, "password": {"nope"}}})

@@ -38,6 +38,7 @@ func main() {
 		tenantStats = flag.Int("tenant-metrics", 0, "Count requests and server errors per tenant for up to this many tenants (the rest as \"other\"); 0 leaves them out.")
 		maxHashes   = flag.Int("max-hashes", 0, "Password hashes and checks run at once (0: two per CPU); each holds 19 MiB while it runs.")
 		maxExports  = flag.Int("max-exports", 4, "CSV exports built at once; each holds its rows in memory.")
+		deviceKey   = flag.String("device-key", os.Getenv("DEVICE_KEY"), "The key that signs the device cookies of browsers that signed in (every replica needs the same; the operator puts one in the app's Secret). Empty makes one for this process alone.")
 		proxies     = flag.String("trusted-proxies", os.Getenv("TRUSTED_PROXIES"), "Comma-separated CIDRs of proxies (the ingress controller) whose X-Forwarded-For names the client.")
 	)
 	flag.Parse()
@@ -62,7 +63,8 @@ func main() {
 		os.Exit(2)
 	}
 	cfg := apphttp.Config{Log: log, SchemaVersion: migrations.Latest, SecureCookies: !*insecure, DevHostSuffix: *devSuffix,
-		TrustedProxies: trusted, TenantMetrics: *tenantStats, MaxHashes: *maxHashes, MaxExports: *maxExports}
+		TrustedProxies: trusted, TenantMetrics: *tenantStats, MaxHashes: *maxHashes, MaxExports: *maxExports,
+		DeviceKey: []byte(*deviceKey)}
 	if err := run(cfg, *addr, *metricsAddr, *dbURL, *listenURL, listen, opts, *citusRoute == registry.CitusRouteWorkers); err != nil {
 		log.Error("app stopped", "error", err)
 		os.Exit(1)

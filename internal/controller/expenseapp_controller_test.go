@@ -115,6 +115,10 @@ func TestExpenseAppReconciler_install(t *testing.T) {
 	if string(sec.Data["username"]) != role || !strings.Contains(string(sec.Data["uri"]), role+":") {
 		t.Fatalf("app Secret = %s", sec.Data["uri"])
 	}
+	// And the key every replica signs its device cookies with.
+	if len(sec.Data[deviceKeyKey]) < 40 {
+		t.Fatalf("app Secret's %s holds %d bytes, want a key of 40 or more", deviceKeyKey, len(sec.Data[deviceKeyKey]))
+	}
 	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname = $1 AND rolcanlogin AND NOT rolinherit AND NOT rolsuper
 		AND NOT rolcreaterole AND NOT rolcreatedb`, role); n != 1 {
 		t.Fatalf("app role %s is not a plain NOINHERIT login", role)

@@ -26,6 +26,11 @@ import (
 	"tenantry.dev/tenantry/internal/tenantdb"
 )
 
+// deviceKeyKey is the key of the app's Secret that holds the key every replica signs its device
+// cookies with (the app's DEVICE_KEY): a browser that signed in to an account is not slowed down by
+// failed sign-ins of others at it.
+const deviceKeyKey = "device-key"
+
 // appSecretSuffix names the Secret holding the app's own connection string: <app>-app-db.
 const appSecretSuffix = "-app-db"
 
@@ -82,7 +87,7 @@ func (r *ExpenseAppReconciler) ensureAppLogin(ctx context.Context, app *tenantry
 	// the spec (replicas, maxConcurrent) must not re-grant thousands of tenants.
 	have := appLoginURIs(secret)
 	ready := exists && meta.IsStatusConditionTrue(app.Status.Conditions, tenantryv1.ConditionDatabaseReady)
-	if ready && maps.Equal(have, want) {
+	if ready && maps.Equal(have, want) && len(secret.Data[deviceKeyKey]) > 0 {
 		return secret, nil
 	}
 	if app.Status.Citus, err = home.Citus(ctx); err != nil {
@@ -105,8 +110,12 @@ func (r *ExpenseAppReconciler) ensureAppLogin(ctx context.Context, app *tenantry
 	}
 	secret.ObjectMeta = metav1.ObjectMeta{Name: appSecretName(app), Namespace: app.Namespace,
 		ResourceVersion: secret.ResourceVersion, Labels: map[string]string{LabelManagedBy: ManagedBy}}
+	deviceKey := secret.Data[deviceKeyKey]
+	if len(deviceKey) == 0 {
+		deviceKey = []byte(password.Generate(43)) // about 250 random bits
+	}
 	secret.Data = map[string][]byte{"uri": []byte(want[tenantryv1.HomeShard]), appShardsKey: shardURIs,
-		"username": []byte(role.Name), "password": []byte(pass)}
+		"username": []byte(role.Name), "password": []byte(pass), deviceKeyKey: deviceKey}
 	if err := controllerutil.SetControllerReference(app, secret, r.Scheme); err != nil {
 		return fail(err)
 	}

@@ -6,9 +6,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,9 +35,9 @@ func TestDeployment_runsAsWritten(t *testing.T) {
 	objs := render(t, nil)
 	installCRDs(t, objs)
 	startOperator(t, objs)
-	url, err := pg.NewDatabase(ctx, "apprun")
+	dbURL, err := pg.NewDatabase(ctx, "apprun")
 	must(t, err)
-	onboard(t, ns, url)
+	onboard(t, ns, dbURL)
 	waitReady(t, ns, "acme")
 	// The app sits behind an ingress controller, here this machine: spec.trustedProxies says so.
 	app := &tenantryv1.ExpenseApp{}
@@ -59,6 +61,11 @@ func TestDeployment_runsAsWritten(t *testing.T) {
 		}
 		return fmt.Errorf("the app's container does not get spec.trustedProxies: %+v", c.Env)
 	}))
+	if env, _ := kubelet.Env(ctx, k8s, ns, c); !slices.ContainsFunc(env, func(e string) bool {
+		return strings.HasPrefix(e, "DEVICE_KEY=") && len(e) > len("DEVICE_KEY=")+40
+	}) {
+		t.Error("the app's container gets no DEVICE_KEY from the app's Secret: replicas could not share device cookies")
+	}
 	if automount := dep.Spec.Template.Spec.AutomountServiceAccountToken; automount == nil || *automount {
 		t.Error("the app's pods get a ServiceAccount token, though the app never talks to the API server")
 	}
@@ -106,9 +113,9 @@ func TestDeployment_runsAsWritten(t *testing.T) {
 	}
 	// Behind the trusted proxy, sign-in limits count per client: one client's flood of wrong passwords
 	// is refused, and another client behind the same proxy still gets its answer.
-	signIn := func(client string) int {
+	signIn := func(client, email string) int {
 		req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/login", httpPort),
-			strings.NewReader("email=admin%40acme.example.com&password=wrong-password"))
+			strings.NewReader(url.Values{"email": {email}, "password": {"wrong-password"}}.Encode()))
 		req.Host = "acme." + ns + ".example.com"
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("X-Forwarded-For", client)
@@ -119,15 +126,15 @@ func TestDeployment_runsAsWritten(t *testing.T) {
 		return res.StatusCode
 	}
 	refused := 0
-	for range 15 {
-		if signIn("203.0.113.7") == http.StatusTooManyRequests {
+	for i := range 15 {
+		if signIn("203.0.113.7", fmt.Sprintf("guess%d@acme.example.com", i)) == http.StatusTooManyRequests {
 			refused++
 		}
 	}
 	if refused == 0 {
 		t.Error("15 wrong passwords from one client were all answered: the sign-in limit does not count per client")
 	}
-	if status := signIn("198.51.100.9"); status == http.StatusTooManyRequests {
+	if status := signIn("198.51.100.9", "admin@acme.example.com"); status == http.StatusTooManyRequests {
 		t.Error("another client behind the same proxy is refused: the app does not trust spec.trustedProxies")
 	}
 	req, _ = http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), nil)

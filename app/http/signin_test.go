@@ -1,0 +1,32 @@
+package http
+
+import (
+	"testing"
+)
+
+// A device cookie made by one replica is good at every replica that shares its key, for its own
+// tenant and account only (the email's case aside); one made under another key, or altered, is not.
+func TestSignInGuard_deviceCookies(t *testing.T) {
+	key := []byte("the key every replica of the app shares")
+	one, two, other := newSignInGuard(key), newSignInGuard(key), newSignInGuard([]byte("another app's key"))
+	cookie := one.deviceCookie("tenant_acme", "Finance@Acme.com")
+	swap := "A" // one character of it changed
+	if cookie[10] == 'A' {
+		swap = "B"
+	}
+	altered := cookie[:10] + swap + cookie[11:]
+	if _, ok := two.device(cookie, "tenant_acme", "finance@acme.com"); !ok {
+		t.Error("another replica refuses the device cookie")
+	}
+	for name, check := range map[string]func() bool{
+		"another account":  func() bool { _, ok := two.device(cookie, "tenant_acme", "boss@acme.com"); return ok },
+		"another tenant":   func() bool { _, ok := two.device(cookie, "tenant_globex", "finance@acme.com"); return ok },
+		"another key":      func() bool { _, ok := other.device(cookie, "tenant_acme", "finance@acme.com"); return ok },
+		"an altered value": func() bool { _, ok := two.device(altered, "tenant_acme", "finance@acme.com"); return ok },
+		"garbage":          func() bool { _, ok := two.device("not a cookie", "tenant_acme", "finance@acme.com"); return ok },
+	} {
+		if check() {
+			t.Errorf("a device cookie is accepted for %s", name)
+		}
+	}
+}
