@@ -133,6 +133,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		Recorder:                mgr.GetEventRecorder("tenantry-tenant"),
 		ReconcileTimeout:        cfg.ReconcileTimeout,
 		RoutePolicy:             cfg.RoutePolicy,
+		APIReader:               mgr.GetAPIReader(),
 	}
 	if err := tenants.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Tenant controller: %w", err)

@@ -38,6 +38,11 @@ const (
 	LabelTenant    = "tenantry.dev/tenant"
 )
 
+// LabelAdoptRetainedFrom, on a Namespace, names the UID of an earlier namespace of the same name
+// (tenantdb.RetainedLegacy: one from before UIDs were recorded) whose retained tenants the Tenants of
+// this one take back. The platform team sets it: rights in a namespace do not reach its labels.
+const LabelAdoptRetainedFrom = "tenantry.dev/adopt-retained-from"
+
 // Index keys of the manager's cache.
 const (
 	indexAppRef       = "spec.appRef.name"
@@ -73,6 +78,9 @@ type TenantReconciler struct {
 	ReconcileTimeout time.Duration
 	// RoutePolicy is what of an ExpenseApp's routing reaches its tenants' routes (nil: all of it).
 	RoutePolicy *RoutePolicy
+	// APIReader reads from the API server, not the cache: a tenant's Namespace (its UID), which the
+	// operator does not watch.
+	APIReader client.Reader
 }
 
 // DefaultReconcileTimeout bounds a reconcile's work when no other bound is set.
@@ -94,6 +102,7 @@ func withDeadline(ctx context.Context, d time.Duration) (context.Context, contex
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
 
 // Reconcile brings one Tenant to its desired state.
 func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {

@@ -417,6 +417,63 @@ func TestTenantReconciler_deletionPolicy(t *testing.T) {
 	}
 }
 
+// A retained tenant goes back to a Tenant of its own namespace only: the registry row records the
+// namespace's UID. One of a namespace created again under the same name (here: a row that says it
+// was retained for another UID) stalls, creating nothing, until the platform labels the namespace the
+// earlier one's successor; then it gets its data back.
+func TestTenantReconciler_retainedForAnEarlierNamespace(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("heir", "heir.example.com")))
+	f.waitReady("heir")
+	_, err := f.db.Exec(ctx, `INSERT INTO `+f.q("heir")+`.departments (name) VALUES ('Legacy')`)
+	must(t, err)
+	ns := &corev1.Namespace{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Name: f.ns}, ns))
+	must(t, k8s.Delete(ctx, f.get("heir")))
+	must(t, eventually(20*time.Second, func() error {
+		if n := f.count(`SELECT count(*) FROM tenantry.tenants WHERE schema_name = $1 AND state = 'retained' AND namespace_uid = $2`,
+			f.schema("heir"), string(ns.UID)); n != 1 {
+			return fmt.Errorf("no retained row recording namespace UID %s", ns.UID)
+		}
+		return nil
+	}))
+	// As if the namespace had been deleted and created again: the row names an earlier UID.
+	earlier := "0b9c6d4e-earlier-namespace"
+	_, err = f.db.Exec(ctx, `UPDATE tenantry.tenants SET namespace_uid = $1 WHERE schema_name = $2`, earlier, f.schema("heir"))
+	must(t, err)
+
+	must(t, k8s.Create(ctx, f.tenant("heir", "heir.example.com")))
+	stalled := f.waitCondition("heir", tenantryv1.ConditionStalled, metav1.ConditionTrue, tenantryv1.ReasonSchemaConflict)
+	msg := findCondition(stalled, tenantryv1.ConditionReady).Message
+	if !strings.Contains(msg, earlier) || !strings.Contains(msg, LabelAdoptRetainedFrom) {
+		t.Errorf("the stalled Tenant is told %q: it must name the earlier UID and the label that hands the data over", msg)
+	}
+	if n := f.count(`SELECT count(*) FROM tenantry.tenants WHERE schema_name = $1 AND state = 'retained' AND namespace_uid = $2`,
+		f.schema("heir"), earlier); n != 1 {
+		t.Fatal("the refused Tenant changed the retained row")
+	}
+	if n := f.count(`SELECT count(*) FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
+		WHERE r.rolname = $1 AND m.rolname <> current_user`, f.schema("heir")); n != 0 {
+		t.Fatal("a login may act as the retained tenant's role for a Tenant that was refused it")
+	}
+
+	// The platform names this namespace the earlier one's successor, and the Tenant is looked at again.
+	must(t, k8s.Get(ctx, client.ObjectKey{Name: f.ns}, ns))
+	ns.Labels = map[string]string{LabelAdoptRetainedFrom: earlier}
+	must(t, k8s.Update(ctx, ns))
+	tn := f.get("heir")
+	tn.Annotations = map[string]string{"poke": "1"}
+	must(t, k8s.Update(ctx, tn))
+	f.waitReady("heir")
+	if n := f.count(`SELECT count(*) FROM ` + f.q("heir") + `.departments WHERE name = 'Legacy'`); n != 1 {
+		t.Fatal("the successor's Tenant does not see its retained data")
+	}
+	if n := f.count(`SELECT count(*) FROM tenantry.tenants WHERE schema_name = $1 AND namespace_uid = $2`, f.schema("heir"), string(ns.UID)); n != 1 {
+		t.Fatal("the row does not record its new namespace's UID")
+	}
+}
+
 // A 200-character Tenant name gets a valid, unique, stable schema name.
 func TestTenantReconciler_longName(t *testing.T) {
 	f := newFixture(t)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -83,9 +84,17 @@ func (r *TenantReconciler) deleteFromDatabase(ctx context.Context, t *tenantryv1
 	} else if !errors.Is(err, tenantdb.ErrNoMove) {
 		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 	}
+	// The row kept with Retain records the namespace's UID, if it had none.
+	var nsUID string
+	ns := &corev1.Namespace{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Name: t.Namespace}, ns); err == nil {
+		nsUID = string(ns.UID)
+	} else if !apierrors.IsNotFound(err) {
+		return retryErr(tenantryv1.ReasonDeletionBlocked, fmt.Errorf("reading namespace %s: %w", t.Namespace, err))
+	}
 	// The home database's routing first: no request reaches the tenant while its shard lets go.
 	for _, d := range uniqueDBs(home, db) {
-		if err := d.Retire(ctx, t.Namespace, t.Name); err != nil {
+		if err := d.Retire(ctx, t.Namespace, t.Name, nsUID); err != nil {
 			return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 		}
 	}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/internal/registry"
@@ -41,6 +43,16 @@ func (r *TenantReconciler) reconcileRegistration(ctx context.Context, run *tenan
 	}
 	name := registry.TenantName(home.Database(), t.Namespace, t.Name)
 	reg := registration(t, name, name)
+	// The namespace's UID: a schema retained for a namespace of this name that was deleted since goes
+	// to no Tenant of this one, unless the platform team labelled it that namespace's successor.
+	ns := &corev1.Namespace{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Name: t.Namespace}, ns); err != nil {
+		return retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("reading namespace %s: %w", t.Namespace, err))
+	}
+	reg.NamespaceUID = string(ns.UID)
+	if from, ok := ns.Labels[LabelAdoptRetainedFrom]; ok {
+		reg.Successor = &from
+	}
 	if !registered { // where it goes; a registered tenant keeps its shard
 		shard, err := r.Placement.Choose(ctx, r.Client, t, run.app)
 		if err != nil {
@@ -51,6 +63,7 @@ func (r *TenantReconciler) reconcileRegistration(ctx context.Context, run *tenan
 	id, err := home.Register(ctx, reg)
 	var hc *tenantdb.HostConflictError
 	var sc *tenantdb.SchemaConflictError
+	var re *tenantdb.RetainedElsewhereError
 	switch {
 	case errors.As(err, &hc):
 		setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionFalse, tenantryv1.ReasonHostConflict,
@@ -59,6 +72,8 @@ func (r *TenantReconciler) reconcileRegistration(ctx context.Context, run *tenan
 			fmt.Errorf("%s; choose another host or remove it from that tenant", hc.Error()))
 	case errors.As(err, &sc):
 		return r.schemaConflict(t, sc)
+	case errors.As(err, &re):
+		return r.schemaConflict(t, re)
 	case err != nil:
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}

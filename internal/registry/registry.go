@@ -61,7 +61,7 @@ const (
 // Version is the version of DDL. Raise it with every change to DDL: an operator runs DDL only on a
 // database whose registry records an older version (RegistryVersion's table), so that a start-up sends
 // no DDL, and takes no lock that a read of the registry could hold up, where nothing changed.
-const Version = 4
+const Version = 5
 
 // Bootstrap creates the control schema and the one-row table that records its version
 // (tenantry.registry_version). The operator creates and upgrades the registry while it holds that
@@ -101,6 +101,10 @@ ALTER TABLE tenantry.tenants ADD CONSTRAINT tenants_state_check
 -- shard names the ExpenseApp shard that holds the schema; '' is this very database. The home database
 -- routes every tenant (its hosts are here); a shard's registry lists the tenants it holds, with shard ''.
 ALTER TABLE tenantry.tenants ADD COLUMN IF NOT EXISTS shard text NOT NULL DEFAULT '';
+-- namespace_uid is the UID of the Tenant's namespace ('' for rows from before it was recorded): a
+-- retained schema goes back only to a Tenant of a namespace with that UID, not to one of a namespace
+-- deleted and created again under the same name, unless the platform labels the new one its successor.
+ALTER TABLE tenantry.tenants ADD COLUMN IF NOT EXISTS namespace_uid text NOT NULL DEFAULT '';
 CREATE UNIQUE INDEX IF NOT EXISTS tenants_role_name_key ON tenantry.tenants (role_name);
 CREATE TABLE IF NOT EXISTS tenantry.tenant_hosts (
     host        text PRIMARY KEY,

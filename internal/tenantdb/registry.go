@@ -113,6 +113,34 @@ type Registration struct {
 	// Shard is the ExpenseApp shard that holds the schema, recorded with the tenant's first row and
 	// kept: empty for this database.
 	Shard string
+	// NamespaceUID is the UID of the Tenant's namespace. A row the registry retains (deletionPolicy
+	// Retain) goes back only to a Tenant of a namespace with the UID it recorded, or to one whose
+	// namespace succeeds that one (Successor): else Register returns a *RetainedElsewhereError.
+	NamespaceUID string
+	// Successor, when set, is the UID of the namespace (RetainedLegacy: of a row that recorded none)
+	// whose retained rows this Tenant's namespace takes over.
+	Successor *string
+}
+
+// RetainedLegacy is Registration.Successor for a retained row recorded before namespaces' UIDs were.
+const RetainedLegacy = "legacy"
+
+// RetainedElsewhereError says the registry retains a schema for this namespace and name from a
+// namespace of that name that has been deleted and created again since (its UID differs).
+type RetainedElsewhereError struct {
+	Schema string
+	// NamespaceUID is the UID the row recorded ("" before UIDs were recorded).
+	NamespaceUID string
+}
+
+func (e *RetainedElsewhereError) Error() string {
+	uid := e.NamespaceUID
+	if uid == "" {
+		uid = RetainedLegacy
+	}
+	return fmt.Sprintf("the registry retains schema %q for a Tenant of this name in an earlier namespace of this name "+
+		"(UID %s), not this one: a namespace created again under the same name does not get its data. If this "+
+		"namespace succeeds that one, the platform team labels it %s=%s", e.Schema, uid, "tenantry.dev/adopt-retained-from", uid)
 }
 
 // Identity is what the registry records for a tenant: the schema and role that belong to it.
@@ -164,22 +192,35 @@ func (db *DB) Register(ctx context.Context, r Registration) (FleetMember, error)
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `
 INSERT INTO tenantry.tenants AS t
-    (schema_name, role_name, namespace, name, uid, display_name, branding, settings, state, schema_version, shard)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    (schema_name, role_name, namespace, name, uid, display_name, branding, settings, state, schema_version, shard, namespace_uid)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (namespace, name) DO UPDATE
 SET uid = EXCLUDED.uid, display_name = EXCLUDED.display_name, branding = EXCLUDED.branding,
     settings = EXCLUDED.settings,
+    namespace_uid = CASE WHEN EXCLUDED.namespace_uid = '' THEN t.namespace_uid ELSE EXCLUDED.namespace_uid END,
     -- A caller that has not seen the schema migrated yet does not take a live tenant offline.
     state = CASE WHEN EXCLUDED.state = 'provisioning' AND t.schema_version > 0 THEN
                  CASE WHEN t.state = 'retained' THEN 'provisioning' ELSE t.state END
             ELSE EXCLUDED.state END,
     schema_version = greatest(t.schema_version, EXCLUDED.schema_version),
     updated_at = now()
+-- A retained row goes back to its own namespace, or to the one the platform named its successor.
+WHERE t.state <> 'retained' OR EXCLUDED.namespace_uid = '' OR t.namespace_uid = EXCLUDED.namespace_uid
+   OR ($13::text IS NOT NULL AND t.namespace_uid = $13)
 RETURNING schema_name, role_name, schema_version, shard`,
 			r.Schema, r.Role, r.Namespace, r.Name, r.UID, r.DisplayName, branding, settings, r.State, r.SchemaVersion, r.Shard,
+			r.NamespaceUID, successor(r.Successor),
 		).Scan(&id.Schema, &id.Role, &id.Version, &id.Shard)
 		if isCode(err, codeUniqueViolation) {
 			return &SchemaConflictError{Schema: r.Schema}
+		}
+		if errors.Is(err, pgx.ErrNoRows) { // retained for a namespace of this name before this one
+			re := &RetainedElsewhereError{}
+			if err := tx.QueryRow(ctx, `SELECT schema_name, namespace_uid FROM tenantry.tenants WHERE namespace = $1 AND name = $2`,
+				r.Namespace, r.Name).Scan(&re.Schema, &re.NamespaceUID); err != nil {
+				return fmt.Errorf("reading the retained registry row: %w", err)
+			}
+			return re
 		}
 		if err != nil {
 			return fmt.Errorf("writing registry row: %w", err)
@@ -192,10 +233,21 @@ RETURNING schema_name, role_name, schema_version, shard`,
 	})
 	var hc *HostConflictError
 	var sc *SchemaConflictError
-	if err != nil && !errors.As(err, &hc) && !errors.As(err, &sc) {
+	var re *RetainedElsewhereError
+	if err != nil && !errors.As(err, &hc) && !errors.As(err, &sc) && !errors.As(err, &re) {
 		return FleetMember{}, fmt.Errorf("registering tenant %s/%s: %w", r.Namespace, r.Name, err)
 	}
 	return id, err
+}
+
+// successor is a Registration's Successor as the registry spells it: NULL for none, '' for a row that
+// recorded no namespace UID.
+func successor(s *string) *string {
+	if s != nil && *s == RetainedLegacy {
+		legacy := ""
+		return &legacy
+	}
+	return s
 }
 
 // claimHosts releases the hosts a tenant's schema no longer lists and claims the ones it lists; a host
@@ -266,17 +318,19 @@ SELECT pg_notify($4, schema_name) FROM updated`, schema, state, version, registr
 }
 
 // Retire takes a tenant deleted with deletionPolicy Retain out of service: its hosts are released, its
-// row stays as the record of who owns the schema and role (state retained), and the app is notified.
-func (db *DB) Retire(ctx context.Context, namespace, name string) error {
+// row stays as the record of who owns the schema and role (state retained), with the UID of its
+// namespace if the row had none yet, and the app is notified.
+func (db *DB) Retire(ctx context.Context, namespace, name, namespaceUID string) error {
 	_, err := db.pool.Exec(ctx, `
 WITH retired AS (
-    UPDATE tenantry.tenants SET state = 'retained', updated_at = now()
+    UPDATE tenantry.tenants SET state = 'retained', updated_at = now(),
+        namespace_uid = CASE WHEN namespace_uid = '' THEN $4 ELSE namespace_uid END
     WHERE namespace = $1 AND name = $2
     RETURNING schema_name
 ), released AS (
     DELETE FROM tenantry.tenant_hosts WHERE schema_name IN (SELECT schema_name FROM retired)
 )
-SELECT pg_notify($3, schema_name) FROM retired`, namespace, name, registry.NotifyChannel)
+SELECT pg_notify($3, schema_name) FROM retired`, namespace, name, registry.NotifyChannel, namespaceUID)
 	if err != nil {
 		return fmt.Errorf("retiring tenant %s/%s in the registry: %w", namespace, name, err)
 	}

@@ -90,6 +90,54 @@ func TestDB_Register(t *testing.T) {
 	}
 }
 
+// A retained row goes back to a registration of the namespace UID it recorded, or of a namespace named
+// its successor (by UID, or RetainedLegacy for a row that recorded none); to any other, Register
+// returns a *RetainedElsewhereError naming the UID, and writes nothing.
+func TestDB_Register_retainedForItsNamespace(t *testing.T) {
+	db, _ := openTestDB(t, Options{})
+	ctx := context.Background()
+	must(t, db.EnsureRegistry(ctx))
+	reg := func(nsUID string, successor *string) error {
+		_, err := db.Register(ctx, Registration{Schema: "tenant_r", Role: "tenant_r", Namespace: "ns", Name: "r", UID: "r-uid",
+			DisplayName: "r", State: registry.StateActive, Hosts: []string{"r.example.com"}, NamespaceUID: nsUID, Successor: successor})
+		return err
+	}
+	must(t, reg("uid-1", nil))
+	must(t, db.Retire(ctx, "ns", "r", "uid-1"))
+	must(t, reg("uid-1", nil)) // its own namespace: back
+	must(t, db.Retire(ctx, "ns", "r", "uid-1"))
+
+	var re *RetainedElsewhereError
+	if err := reg("uid-2", nil); !errors.As(err, &re) || re.NamespaceUID != "uid-1" || re.Schema != "tenant_r" {
+		t.Fatalf("Register from a namespace created again: %v, want a RetainedElsewhereError naming uid-1", err)
+	}
+	var state, uid string
+	must(t, db.pool.QueryRow(ctx, `SELECT state, namespace_uid FROM tenantry.tenants WHERE name = 'r'`).Scan(&state, &uid))
+	if state != registry.StateRetained || uid != "uid-1" || len(hostsOf(t, db, "tenant_r")) != 0 {
+		t.Fatalf("the refused registration wrote: state %s, namespace UID %s, hosts %v", state, uid, hostsOf(t, db, "tenant_r"))
+	}
+	wrong := "uid-9"
+	if err := reg("uid-2", &wrong); !errors.As(err, &re) {
+		t.Fatalf("Register naming another namespace as the predecessor: %v, want a RetainedElsewhereError", err)
+	}
+	right := "uid-1"
+	must(t, reg("uid-2", &right))
+	must(t, db.pool.QueryRow(ctx, `SELECT namespace_uid FROM tenantry.tenants WHERE name = 'r'`).Scan(&uid))
+	if uid != "uid-2" {
+		t.Fatalf("the successor's row records namespace UID %s, want uid-2", uid)
+	}
+
+	// A row retained before UIDs were recorded goes to a namespace the platform says succeeds it.
+	must(t, db.Retire(ctx, "ns", "r", ""))
+	_, err := db.pool.Exec(ctx, `UPDATE tenantry.tenants SET namespace_uid = '' WHERE name = 'r'`)
+	must(t, err)
+	if err := reg("uid-3", nil); !errors.As(err, &re) || re.NamespaceUID != "" || !strings.Contains(err.Error(), RetainedLegacy) {
+		t.Fatalf("Register of a row retained without a UID: %v, want a RetainedElsewhereError saying %s", err, RetainedLegacy)
+	}
+	legacy := RetainedLegacy
+	must(t, reg("uid-3", &legacy))
+}
+
 // Two tenants claiming one host at the same moment: the unique key lets exactly one win, every time.
 func TestDB_Register_race(t *testing.T) {
 	db, _ := openTestDB(t, Options{})
@@ -146,7 +194,7 @@ CREATE TRIGGER pause_after_claim AFTER INSERT ON tenantry.tenant_hosts
 	claimed := make(chan error, 1)
 	go func() { claimed <- register(db, "tenant_b", "other", "b", "shared.example.com") }()
 	must(t, waitFor(ctx, db, `SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)`))
-	must(t, db.Retire(ctx, "ns", "a"))
+	must(t, db.Retire(ctx, "ns", "a", ""))
 	_, err = gate.Exec(ctx, "SELECT pg_advisory_unlock(4242)")
 	must(t, err)
 	if err := <-claimed; err != nil {

@@ -156,8 +156,9 @@ func TestChart_namespaceScopedOperator(t *testing.T) {
 	ensureNamespaces(t, releaseNamespace, watched, other)
 	objs := render(t, map[string]any{"watchNamespaces": []any{watched}})
 	installCRDs(t, objs)
-	if len(manifests.Select(objs, "ClusterRoleBinding")) != 1 { // only metrics authentication
-		t.Fatalf("namespace-scoped chart binds %d ClusterRoles, want 1 (metrics auth)", len(manifests.Select(objs, "ClusterRoleBinding")))
+	// Metrics authentication, and reading the watched Namespace objects by name.
+	if len(manifests.Select(objs, "ClusterRoleBinding")) != 2 {
+		t.Fatalf("namespace-scoped chart binds %d ClusterRoles, want 2 (metrics auth, the watched namespaces)", len(manifests.Select(objs, "ClusterRoleBinding")))
 	}
 	asOperator := startOperator(t, objs, watched)
 
@@ -187,6 +188,8 @@ func TestChart_namespaceScopedOperator(t *testing.T) {
 		"read Secrets in " + other: c.List(ctx, &corev1.SecretList{}, client.InNamespace(other)),
 		"list Tenants everywhere":  c.List(ctx, &tenantryv1.TenantList{}),
 		"list Secrets everywhere":  c.List(ctx, &corev1.SecretList{}),
+		"read Namespace " + other:  c.Get(ctx, client.ObjectKey{Name: other}, &corev1.Namespace{}),
+		"list Namespaces":          c.List(ctx, &corev1.NamespaceList{}),
 	} {
 		if !apierrors.IsForbidden(err) {
 			t.Errorf("the namespace-scoped operator may %s: %v, want Forbidden", what, err)
