@@ -38,9 +38,10 @@ const (
 	LabelTenant    = "tenantry.dev/tenant"
 )
 
-// LabelAdoptRetainedFrom, on a Namespace, names the UID of an earlier namespace of the same name
-// (tenantdb.RetainedLegacy: one from before UIDs were recorded) whose retained tenants the Tenants of
-// this one take back. The platform team sets it: rights in a namespace do not reach its labels.
+// LabelAdoptRetainedFrom is the label that, on a Namespace, names the UID of an earlier namespace of
+// the same name (tenantdb.RetainedLegacy: one from before UIDs were recorded) whose retained tenants
+// the Tenants of this one take back. The platform team sets it: rights in a namespace do not reach its
+// labels.
 const LabelAdoptRetainedFrom = "tenantry.dev/adopt-retained-from"
 
 // Index keys of the manager's cache.

@@ -240,7 +240,7 @@ RETURNING schema_name, role_name, schema_version, shard`,
 	return id, err
 }
 
-// successor is a Registration's Successor as the registry spells it: NULL for none, '' for a row that
+// successor is a Registration's Successor as the registry spells it: NULL for none, the empty string for a row that
 // recorded no namespace UID.
 func successor(s *string) *string {
 	if s != nil && *s == RetainedLegacy {
