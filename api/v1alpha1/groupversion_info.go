@@ -1,4 +1,5 @@
-// Package v1alpha1 contains the API of Tenantry: the ExpenseApp and Tenant kinds of group tenantry.dev.
+// Package v1alpha1 contains the API of Tenantry: the ExpenseApp and Tenant kinds of group tenantry.dev,
+// and the HostClaims the operator keeps.
 // +kubebuilder:object:generate=true
 // +groupName=tenantry.dev
 package v1alpha1
@@ -22,7 +23,7 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &ExpenseApp{}, &ExpenseAppList{}, &Tenant{}, &TenantList{})
+	s.AddKnownTypes(GroupVersion, &ExpenseApp{}, &ExpenseAppList{}, &Tenant{}, &TenantList{}, &HostClaim{}, &HostClaimList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

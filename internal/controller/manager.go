@@ -147,7 +147,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 	// Every informer starts with the cache, all at once. Otherwise the Tenant informer (which the field
 	// indexes create before the start) is listed and synced first, and the controllers start theirs only
 	// then: with 10,000 tenants, one list after the other costs the start about a second.
-	informers := []client.Object{&tenantryv1.ExpenseApp{}, &corev1.Secret{}, &networkingv1.Ingress{},
+	informers := []client.Object{&tenantryv1.ExpenseApp{}, &tenantryv1.HostClaim{}, &corev1.Secret{}, &networkingv1.Ingress{},
 		&appsv1.Deployment{}, &corev1.Service{}, &networkingv1.NetworkPolicy{}}
 	if tenants.GatewayAPI {
 		informers = append(informers, &gwapiv1.HTTPRoute{})

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -155,8 +156,8 @@ type tenantRun struct {
 }
 
 // tenantStep is one step of a Tenant's reconcile. Each checks for itself whether it has anything to do.
-// Each lives in a file named after it: tenant_app.go, tenant_registration.go (with where the tenant
-// lives, tenant_location.go), tenant_move.go, tenant_schema.go, tenant_admin.go, tenant_state.go,
+// Each lives in a file named after it: tenant_app.go, tenant_hosts.go, tenant_registration.go (with
+// where the tenant lives, tenant_location.go), tenant_move.go, tenant_schema.go, tenant_admin.go, tenant_state.go,
 // tenant_route.go, citus.go (the node) and tenant_usage.go; deletion is tenant_delete.go.
 type tenantStep func(ctx context.Context, run *tenantRun) error
 
@@ -164,7 +165,7 @@ type tenantStep func(ctx context.Context, run *tenantRun) error
 func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Tenant) (ctrl.Result, error) {
 	run := &tenantRun{t: t, wasReady: readyAtGeneration(t)}
 	defer run.release()
-	for _, step := range []tenantStep{r.reconcileApp, r.reconcileRegistration, r.reconcileMove, r.reconcileSchema, r.reconcileAdmin,
+	for _, step := range []tenantStep{r.reconcileApp, r.reconcileHosts, r.reconcileRegistration, r.reconcileMove, r.reconcileSchema, r.reconcileAdmin,
 		r.reconcileState, r.reconcileRoute, r.reconcileNode, r.reconcileUsage} {
 		if err := step(ctx, run); err != nil {
 			return ctrl.Result{}, err
@@ -252,6 +253,11 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// A Tenant that lets go of hosts (deleted, or hosts changed) may unblock one waiting for them.
 		Watches(&tenantryv1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.tenantsWithHostConflicts),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// So may a host claim let go of.
+		Watches(&tenantryv1.HostClaim{}, handler.EnqueueRequestsFromMapFunc(r.tenantsWithHostConflicts),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc: func(event.CreateEvent) bool { return false }, UpdateFunc: func(event.UpdateEvent) bool { return false },
+				DeleteFunc: func(event.DeleteEvent) bool { return true }, GenericFunc: func(event.GenericEvent) bool { return false }})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Complete(r)
 }

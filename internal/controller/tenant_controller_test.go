@@ -11,10 +11,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -259,6 +261,90 @@ func TestTenantReconciler_hostConflict(t *testing.T) {
 WHERE h.host = 'shared.example.com' AND t.namespace = $1 AND t.name = $2`, f.ns, loser); n != 1 {
 		t.Error("the holder lost the host to a tenant of another namespace")
 	}
+}
+
+// Hosts are claimed cluster-wide: a Tenant of another namespace on another database cannot claim a
+// host a Tenant holds; it stalls, told no holder, with no registry row and no route for the host, and
+// gets the host once the holder lets it go. A claim whose Tenant is gone is taken over. A user with every
+// right in one namespace can neither make nor remove a claim.
+func TestTenantReconciler_hostsAcrossDatabases(t *testing.T) {
+	f, other := newFixture(t), newFixture(t) // two namespaces, two databases
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("owner", "owner.example.com", "shared-x.example.com")))
+	owner := f.waitReady("owner")
+	must(t, k8s.Create(ctx, other.tenant("squat", "squat.example.com", "shared-x.example.com")))
+	s := other.waitCondition("squat", tenantryv1.ConditionStalled, metav1.ConditionTrue, tenantryv1.ReasonHostConflict)
+	msg := findCondition(s, tenantryv1.ConditionReady).Message
+	if !strings.Contains(msg, "shared-x.example.com") || strings.Contains(msg, f.ns) || strings.Contains(msg, "owner") {
+		t.Errorf("the squatter is told %q: it must name the host and not its holder", msg)
+	}
+	if n := other.count(`SELECT count(*) FROM tenantry.tenants`); n != 0 {
+		t.Errorf("the refused tenant has %d registry row(s) on its database", n)
+	}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: other.ns, Name: "squat"}, &networkingv1.Ingress{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the refused tenant has an Ingress: %v", err)
+	}
+	claim := &tenantryv1.HostClaim{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Name: "shared-x.example.com"}, claim))
+	if claim.Spec.Tenant.Namespace != f.ns || claim.Spec.Tenant.Name != "owner" || claim.Spec.Tenant.UID != string(owner.UID) {
+		t.Fatalf("the host's claim names %+v, want %s/owner", claim.Spec.Tenant, f.ns)
+	}
+
+	// Rights in one namespace, even all of them, reach no claim.
+	mallory := namespaceAdmin(t, other.ns)
+	for what, err := range map[string]error{
+		"create a claim": mallory.Create(ctx, &tenantryv1.HostClaim{ObjectMeta: metav1.ObjectMeta{Name: "owner.example.com"},
+			Spec: tenantryv1.HostClaimSpec{Tenant: tenantryv1.HostClaimTenant{Namespace: other.ns, Name: "squat", UID: "x"}}}),
+		"delete the owner's claim": mallory.Delete(ctx, claim),
+	} {
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("a user with every right in namespace %s may %s: %v", other.ns, what, err)
+		}
+	}
+
+	// The owner lets the host go: the squatter gets it, on its own database.
+	owner = f.get("owner")
+	owner.Spec.Hosts = []string{"owner.example.com"}
+	must(t, k8s.Update(ctx, owner))
+	other.waitReady("squat")
+	must(t, k8s.Get(ctx, client.ObjectKey{Name: "shared-x.example.com"}, claim))
+	if claim.Spec.Tenant.Namespace != other.ns || claim.Spec.Tenant.Name != "squat" {
+		t.Fatalf("the released host's claim names %+v, want %s/squat", claim.Spec.Tenant, other.ns)
+	}
+
+	// A claim left by a Tenant that is gone is taken over.
+	must(t, k8s.Create(ctx, &tenantryv1.HostClaim{ObjectMeta: metav1.ObjectMeta{Name: "ghost.example.com"},
+		Spec: tenantryv1.HostClaimSpec{Tenant: tenantryv1.HostClaimTenant{Namespace: f.ns, Name: "ghost", UID: "gone"}}}))
+	must(t, k8s.Create(ctx, f.tenant("heir2", "ghost.example.com")))
+	f.waitReady("heir2")
+
+	// Deleting a Tenant lets its claims go.
+	must(t, k8s.Delete(ctx, f.get("owner")))
+	must(t, eventually(20*time.Second, func() error {
+		var claims tenantryv1.HostClaimList
+		must(t, k8s.List(ctx, &claims, client.MatchingLabels{LabelTenantUID: string(owner.UID)}))
+		if len(claims.Items) > 0 {
+			return fmt.Errorf("%d claim(s) of the deleted tenant remain", len(claims.Items))
+		}
+		return nil
+	}))
+}
+
+// namespaceAdmin is a client acting as a user who may do anything in namespace ns, and nothing else.
+func namespaceAdmin(t *testing.T, ns string) client.Client {
+	t.Helper()
+	ctx := context.Background()
+	user := "admin-of-" + ns
+	must(t, k8s.Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "everything", Namespace: ns},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"*"}, Resources: []string{"*"}, Verbs: []string{"*"}}}}))
+	must(t, k8s.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "everything", Namespace: ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "everything"},
+		Subjects: []rbacv1.Subject{{Kind: "User", Name: user}}}))
+	cfg := rest.CopyConfig(restConfig)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:authenticated"}}
+	c, err := client.New(cfg, client.Options{Scheme: NewScheme()})
+	must(t, err)
+	return c
 }
 
 func readyStatus(t *tenantryv1.Tenant) string {

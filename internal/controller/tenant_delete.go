@@ -20,7 +20,8 @@ import (
 
 // reconcileDelete takes the tenant out of the registry's service and every app login's reach, and with
 // deletionPolicy Delete drops its schema and role, then lets the Tenant go. With Retain the registry
-// keeps recording who owns the schema and role. Its Ingress and admin Secret go by garbage collection.
+// keeps recording who owns the schema and role. Its host claims go last; its Ingress and admin Secret
+// go by garbage collection.
 func (r *TenantReconciler) reconcileDelete(ctx context.Context, t *tenantryv1.Tenant) error {
 	if !controllerutil.ContainsFinalizer(t, tenantryv1.TenantFinalizer) {
 		return nil
@@ -37,6 +38,10 @@ func (r *TenantReconciler) reconcileDelete(ctx context.Context, t *tenantryv1.Te
 		if err := r.deleteFromDatabase(ctx, t, app); err != nil {
 			return err
 		}
+	}
+	// Its hosts, out of every registry now, are free for any namespace.
+	if err := r.releaseHosts(ctx, t, nil); err != nil {
+		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 	}
 	patch := client.MergeFrom(t.DeepCopy())
 	controllerutil.RemoveFinalizer(t, tenantryv1.TenantFinalizer)

@@ -66,16 +66,17 @@ func (r *TenantReconciler) reconcileRegistration(ctx context.Context, run *tenan
 	var re *tenantdb.RetainedElsewhereError
 	switch {
 	case errors.As(err, &hc):
-		setCondition(t, tenantryv1.ConditionRegistered, metav1.ConditionFalse, tenantryv1.ReasonHostConflict,
-			hc.Error()+"; choose another host or remove it from that tenant")
-		return stallErr(tenantryv1.ReasonHostConflict, 5*time.Minute,
-			fmt.Errorf("%s; choose another host or remove it from that tenant", hc.Error()))
+		return hostConflict(t, hc)
 	case errors.As(err, &sc):
 		return r.schemaConflict(t, sc)
 	case errors.As(err, &re):
 		return r.schemaConflict(t, re)
 	case err != nil:
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
+	}
+	// The hosts the registry let go of are free for other namespaces and databases too.
+	if err := r.releaseHosts(ctx, t, t.Spec.Hosts); err != nil {
+		return retryErr(tenantryv1.ReasonAPIServerError, err)
 	}
 	if run.loc, err = r.openShard(ctx, run, home, id, true); err != nil {
 		return err

@@ -157,6 +157,12 @@ type HostConflictError struct {
 	namespace       string // of the tenant that asked
 }
 
+// HostHeldBy is the conflict of a tenant of namespace asking for a host that the tenant holderName of
+// holderNamespace holds.
+func HostHeldBy(host, holderNamespace, holderName, namespace string) *HostConflictError {
+	return &HostConflictError{Host: host, HolderNamespace: holderNamespace, HolderName: holderName, namespace: namespace}
+}
+
 func (e *HostConflictError) Error() string {
 	if e.HolderNamespace == e.namespace {
 		return fmt.Sprintf("host %q is already served by tenant %s", e.Host, e.HolderName)
