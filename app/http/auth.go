@@ -152,6 +152,9 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 // argon2id runs.
 var checkPassword = postgres.CheckPassword
 
+// maxEmail is the longest email address there is (RFC 5321's path limit, less its brackets).
+const maxEmail = 254
+
 // login signs a user in. Failed attempts slow further ones down, per client address and per account,
 // or per device for a browser that signed in to the account before (signInGuard).
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
@@ -164,8 +167,13 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(s.deviceCookieName()); err == nil {
 		device = c.Value
 	}
-	keys, reset := s.guard.keysOf(t.Schema, s.clientIP(r), email, device)
-	if wait := s.guard.wait(keys); wait > 0 {
+	if len(email) > maxEmail { // no account has one; and what the guard keeps stays small
+		again.Error, again.status = "Wrong email or password.", http.StatusUnauthorized
+		again.write(w, r)
+		return
+	}
+	keys, clear := s.guard.keysOf(t.Schema, s.clientIP(r), email, device)
+	if wait := s.guard.admit(keys); wait > 0 {
 		w.Header().Set("Retry-After", retryAfter(wait))
 		again.Error = "Too many failed sign-ins. Wait " + retryAfter(wait) + " s and try again."
 		again.status = http.StatusTooManyRequests
@@ -205,8 +213,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 			})
 		}
 	}
-	if app.ErrorCode(err) == app.EUNAUTHORIZED {
-		s.guard.failed(keys)
+	if err != nil && app.ErrorCode(err) != app.EUNAUTHORIZED {
+		s.guard.refund(keys, nil) // not a failed guess: the server was busy, or away
 	}
 	if err != nil {
 		if app.ErrorCode(err) == app.EINTERNAL {
@@ -217,7 +225,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		again.write(w, r)
 		return
 	}
-	s.guard.succeeded(reset)
+	s.guard.refund(keys, clear)
 	http.SetCookie(w, &http.Cookie{
 		Name: s.cookieName(), Value: token, Path: "/", HttpOnly: true, Secure: s.cfg.SecureCookies,
 		SameSite: http.SameSiteLaxMode, MaxAge: int(s.cfg.SessionTTL.Seconds()),

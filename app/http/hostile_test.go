@@ -512,3 +512,34 @@ func TestServer_login_slowsGuessingLocksNoOneOut(t *testing.T) {
 		t.Errorf("an attempt from the busy address once its delay is up: %d, want 401 (checked)", r.status)
 	}
 }
+
+// A burst of parallel guesses at one account, each from an address of its own, is counted as it is let
+// through: no more than the free ones get a password check, whatever their number.
+func TestServer_login_burstIsCountedAsItGoes(t *testing.T) {
+	h := newHarness(t, options{proxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, maxHashes: 64})
+	statuses := make(chan int, 30)
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hr, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/login", strings.NewReader(url.Values{
+				"email": {h.a.AdminEmail}, "password": {"wrong password"}}.Encode()))
+			hr.Host = "acme.test"
+			hr.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			hr.Header.Set("X-Forwarded-For", fmt.Sprintf("203.0.113.%d", i))
+			statuses <- send(h, hr)
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	checked := 0
+	for s := range statuses {
+		if s == http.StatusUnauthorized {
+			checked++
+		}
+	}
+	if checked > 5 {
+		t.Fatalf("%d of 30 parallel guesses at one account had their password checked, want at most 5", checked)
+	}
+}

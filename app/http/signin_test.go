@@ -30,3 +30,18 @@ func TestSignInGuard_deviceCookies(t *testing.T) {
 		}
 	}
 }
+
+// A client's key is its address, an IPv6 client's its /64 (it has the whole of it to pick from); an
+// account's key ignores the email's case.
+func TestSignInGuard_keys(t *testing.T) {
+	g := newSignInGuard(nil)
+	a, _ := g.keysOf("tenant_acme", "2001:db8:1:2::1", "Boss@Acme.com", "")
+	b, _ := g.keysOf("tenant_acme", "2001:db8:1:2:ffff::9", "boss@acme.com", "")
+	c, _ := g.keysOf("tenant_acme", "2001:db8:1:3::1", "boss@acme.com", "")
+	if a[0] != b[0] || a[1] != b[1] {
+		t.Error("two addresses of one IPv6 /64, or two spellings of one email, count apart")
+	}
+	if a[0] == c[0] || a[1] != c[1] {
+		t.Error("another /64 counts with the first, or the account apart")
+	}
+}

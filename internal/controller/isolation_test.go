@@ -30,6 +30,7 @@ func (f *fixture) sibling() *fixture {
 	ctx := context.Background()
 	s := &fixture{t: f.t, ns: f.ns + "-x", url: f.url, database: f.database, db: f.db}
 	must(f.t, k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.ns}}))
+	f.t.Cleanup(s.dropTenants)
 	s.createSecret("db", f.url)
 	s.app = &tenantryv1.ExpenseApp{
 		ObjectMeta: metav1.ObjectMeta{Name: "expenses", Namespace: s.ns},

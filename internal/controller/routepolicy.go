@@ -34,14 +34,16 @@ type RoutePolicy struct {
 }
 
 // DefaultDeniedAnnotations are the annotation keys the operator never copies unless told otherwise:
-// configuration snippets (code the ingress controller runs, for every host it serves) and overrides of
-// authentication (an external auth URL sees every request's credentials).
-var DefaultDeniedAnnotations = []string{"*snippet*", "*/auth-*", "*/global-auth-*"}
+// configuration snippets and raw configuration (code or settings the ingress controller applies, for
+// every host it serves), overrides of authentication (an external auth URL sees every request's
+// credentials; enable-global-auth turns the platform's off) and aliases (hosts no HostClaim holds).
+var DefaultDeniedAnnotations = []string{"*snippet*", "*/auth-*", "*global-auth*", "*/server-alias*", "*/config-*"}
 
-// globMatch reports whether key matches pattern, where '*' matches any run of characters.
+// globMatch reports whether key matches pattern, where '*' matches any run of characters, whatever
+// the case.
 func globMatch(pattern, key string) bool {
-	quoted := strings.ReplaceAll(regexp.QuoteMeta(pattern), `\*`, `.*`)
-	ok, _ := regexp.MatchString("^"+quoted+"$", key)
+	quoted := strings.ReplaceAll(regexp.QuoteMeta(strings.ToLower(pattern)), `\*`, `.*`)
+	ok, _ := regexp.MatchString("^"+quoted+"$", strings.ToLower(key))
 	return ok
 }
 

@@ -18,6 +18,10 @@ func TestRoutePolicy_annotations(t *testing.T) {
 		{"nginx.ingress.kubernetes.io/auth-url", false, false},
 		{"nginx.ingress.kubernetes.io/auth-signin", false, false},
 		{"nginx.ingress.kubernetes.io/global-auth-url", false, false},
+		{"nginx.ingress.kubernetes.io/enable-global-auth", false, false},
+		{"nginx.ingress.kubernetes.io/server-alias", false, false},
+		{"haproxy-ingress.github.io/config-backend", false, false},
+		{"NGINX.ingress.kubernetes.io/Server-Snippet", false, false},
 		{"nginx.ingress.kubernetes.io/proxy-body-size", true, false},
 		{"cert-manager.io/cluster-issuer", true, true},
 		{"cert-manager.io/auth-issuer", false, false}, // denied wins over allowed

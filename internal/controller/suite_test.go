@@ -201,6 +201,7 @@ func newFixtureOn(t *testing.T, url string) *fixture {
 	}
 	f.ns = strings.Trim(strings.ReplaceAll(f.ns, "/", "-"), "-")
 	must(t, k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: f.ns}}))
+	t.Cleanup(f.dropTenants)
 	var err error
 	f.url = url
 	if f.url == "" {
@@ -235,6 +236,27 @@ func newFixtureOn(t *testing.T, url string) *fixture {
 		}
 	})
 	return f
+}
+
+// dropTenants takes the fixture's Tenants away when the test ends, finalizers and all: hosts are
+// claimed cluster-wide, and the next test may use the same ones. Their claims are then stale, and the
+// next Tenant that asks takes them over. (The test's databases go with it; nothing needs cleaning.)
+func (f *fixture) dropTenants() {
+	ctx := context.Background()
+	var list tenantryv1.TenantList
+	if err := k8s.List(ctx, &list, client.InNamespace(f.ns)); err != nil {
+		f.t.Logf("listing the fixture's Tenants to drop them: %v", err)
+		return
+	}
+	for i := range list.Items {
+		tn := &list.Items[i]
+		_ = k8s.Delete(ctx, tn)
+		patch := client.MergeFrom(tn.DeepCopy())
+		tn.Finalizers = nil
+		if err := k8s.Patch(ctx, tn, patch); client.IgnoreNotFound(err) != nil {
+			f.t.Logf("dropping Tenant %s: %v", tn.Name, err)
+		}
+	}
 }
 
 func (f *fixture) createSecret(name, uri string) {

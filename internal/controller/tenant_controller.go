@@ -166,7 +166,7 @@ func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Te
 	run := &tenantRun{t: t, wasReady: readyAtGeneration(t)}
 	defer run.release()
 	for _, step := range []tenantStep{r.reconcileApp, r.reconcileHosts, r.reconcileRegistration, r.reconcileMove, r.reconcileSchema, r.reconcileAdmin,
-		r.reconcileState, r.reconcileRoute, r.reconcileNode, r.reconcileUsage} {
+		r.reconcileState, r.reconcileRoute, r.reconcileReleasedHosts, r.reconcileNode, r.reconcileUsage} {
 		if err := step(ctx, run); err != nil {
 			return ctrl.Result{}, err
 		}

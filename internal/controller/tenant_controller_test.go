@@ -516,7 +516,7 @@ func TestTenantReconciler_retainedForAnEarlierNamespace(t *testing.T) {
 	must(t, err)
 	ns := &corev1.Namespace{}
 	must(t, k8s.Get(ctx, client.ObjectKey{Name: f.ns}, ns))
-	must(t, k8s.Delete(ctx, f.get("heir")))
+	f.deleteTenant("heir")
 	must(t, eventually(20*time.Second, func() error {
 		if n := f.count(`SELECT count(*) FROM tenantry.tenants WHERE schema_name = $1 AND state = 'retained' AND namespace_uid = $2`,
 			f.schema("heir"), string(ns.UID)); n != 1 {

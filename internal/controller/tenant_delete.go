@@ -39,8 +39,15 @@ func (r *TenantReconciler) reconcileDelete(ctx context.Context, t *tenantryv1.Te
 			return err
 		}
 	}
-	// Its hosts, out of every registry now, are free for any namespace.
-	if err := r.releaseHosts(ctx, t, nil); err != nil {
+	// Its hosts, out of every registry now, and out of every route once those are gone (not left to
+	// garbage collection, which a deletion that orphans dependents skips), are free for any namespace.
+	// The claims are listed from the API server: one made a moment ago is not left behind.
+	for _, route := range r.routeKinds() {
+		if err := r.deleteRoute(ctx, t, route); err != nil {
+			return retryErr(tenantryv1.ReasonDeletionBlocked, err)
+		}
+	}
+	if err := r.releaseHosts(ctx, r.APIReader, t, nil); err != nil {
 		return retryErr(tenantryv1.ReasonDeletionBlocked, err)
 	}
 	patch := client.MergeFrom(t.DeepCopy())

@@ -104,12 +104,21 @@ func hostConflict(t *tenantryv1.Tenant, hc *tenantdb.HostConflictError) error {
 	return stallErr(tenantryv1.ReasonHostConflict, 5*time.Minute, errors.New(msg))
 }
 
-// releaseHosts deletes the tenant's claims of hosts it no longer lists (all of them when keep is nil),
-// once the registry has let them go. It lists from the API server: a claim made a moment ago is not
-// left behind.
-func (r *TenantReconciler) releaseHosts(ctx context.Context, t *tenantryv1.Tenant, keep []string) error {
+// reconcileReleasedHosts lets go of the claims of hosts the tenant no longer lists, once neither the
+// registry (the registration step) nor the tenant's route (the route step) has them: until then, no
+// other Tenant can be given a host this one still serves. It lists from the cache.
+func (r *TenantReconciler) reconcileReleasedHosts(ctx context.Context, run *tenantRun) error {
+	if err := r.releaseHosts(ctx, r.Client, run.t, run.t.Spec.Hosts); err != nil {
+		return retryErr(tenantryv1.ReasonAPIServerError, err)
+	}
+	return nil
+}
+
+// releaseHosts deletes the tenant's claims, as c lists them, of hosts it does not keep (all of them when
+// keep is nil).
+func (r *TenantReconciler) releaseHosts(ctx context.Context, c client.Reader, t *tenantryv1.Tenant, keep []string) error {
 	var claims tenantryv1.HostClaimList
-	if err := r.APIReader.List(ctx, &claims, client.MatchingLabels{LabelTenantUID: string(t.UID)}); err != nil {
+	if err := c.List(ctx, &claims, client.MatchingLabels{LabelTenantUID: string(t.UID)}); err != nil {
 		return fmt.Errorf("listing the tenant's host claims: %w", err)
 	}
 	for i := range claims.Items {

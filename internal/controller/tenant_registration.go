@@ -74,10 +74,6 @@ func (r *TenantReconciler) reconcileRegistration(ctx context.Context, run *tenan
 	case err != nil:
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
-	// The hosts the registry let go of are free for other namespaces and databases too.
-	if err := r.releaseHosts(ctx, t, t.Spec.Hosts); err != nil {
-		return retryErr(tenantryv1.ReasonAPIServerError, err)
-	}
 	if run.loc, err = r.openShard(ctx, run, home, id, true); err != nil {
 		return err
 	}

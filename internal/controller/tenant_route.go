@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -103,6 +104,30 @@ func (r *TenantReconciler) reconcileIngress(ctx context.Context, t *tenantryv1.T
 	t.Status.URL = tenantURL(t, app)
 	setCondition(t, tenantryv1.ConditionRouted, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 		fmt.Sprintf("Ingress %s routes %d host(s) to Service %s", t.Name, len(t.Spec.Hosts), app.Name))
+	return nil
+}
+
+// routeKinds are the kinds of route a tenant may have.
+func (r *TenantReconciler) routeKinds() []client.Object {
+	if r.GatewayAPI {
+		return []client.Object{&networkingv1.Ingress{}, &gwapiv1.HTTPRoute{}}
+	}
+	return []client.Object{&networkingv1.Ingress{}}
+}
+
+// deleteRoute deletes the tenant's route of obj's kind: the one named after it that it controls, or
+// that carries the tenant's labels (a deletion that orphans dependents takes the owner reference off).
+func (r *TenantReconciler) deleteRoute(ctx context.Context, t *tenantryv1.Tenant, obj client.Object) error {
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: t.Name}, obj); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	labels := obj.GetLabels()
+	if !metav1.IsControlledBy(obj, t) && (labels[LabelManagedBy] != ManagedBy || labels[LabelTenant] != labelValue(t.Name)) {
+		return nil
+	}
+	if err := r.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("deleting the tenant's route %s: %w", t.Name, err)
+	}
 	return nil
 }
 

@@ -125,8 +125,9 @@ type Registration struct {
 // RetainedLegacy is Registration.Successor for a retained row recorded before namespaces' UIDs were.
 const RetainedLegacy = "legacy"
 
-// RetainedElsewhereError says the registry retains a schema for this namespace and name from a
-// namespace of that name that has been deleted and created again since (its UID differs).
+// RetainedElsewhereError says the registry records a schema for this namespace and name for a
+// namespace of that name that has been deleted and created again since (its UID differs): retained,
+// or left live by a Tenant whose finalizer was removed by hand.
 type RetainedElsewhereError struct {
 	Schema string
 	// NamespaceUID is the UID the row recorded ("" before UIDs were recorded).
@@ -138,7 +139,7 @@ func (e *RetainedElsewhereError) Error() string {
 	if uid == "" {
 		uid = RetainedLegacy
 	}
-	return fmt.Sprintf("the registry retains schema %q for a Tenant of this name in an earlier namespace of this name "+
+	return fmt.Sprintf("the registry records schema %q for a Tenant of this name in an earlier namespace of this name "+
 		"(UID %s), not this one: a namespace created again under the same name does not get its data. If this "+
 		"namespace succeeds that one, the platform team labels it %s=%s", e.Schema, uid, "tenantry.dev/adopt-retained-from", uid)
 }
@@ -210,9 +211,10 @@ SET uid = EXCLUDED.uid, display_name = EXCLUDED.display_name, branding = EXCLUDE
             ELSE EXCLUDED.state END,
     schema_version = greatest(t.schema_version, EXCLUDED.schema_version),
     updated_at = now()
--- A retained row goes back to its own namespace, or to the one the platform named its successor.
-WHERE t.state <> 'retained' OR EXCLUDED.namespace_uid = '' OR t.namespace_uid = EXCLUDED.namespace_uid
-   OR ($13::text IS NOT NULL AND t.namespace_uid = $13)
+-- A row goes back to its own namespace, or to the one the platform named its successor; a live row
+-- from before UIDs were recorded to its namespace of the same name (and records its UID).
+WHERE EXCLUDED.namespace_uid = '' OR t.namespace_uid = EXCLUDED.namespace_uid
+   OR (t.namespace_uid = '' AND t.state <> 'retained') OR ($13::text IS NOT NULL AND t.namespace_uid = $13)
 RETURNING schema_name, role_name, schema_version, shard`,
 			r.Schema, r.Role, r.Namespace, r.Name, r.UID, r.DisplayName, branding, settings, r.State, r.SchemaVersion, r.Shard,
 			r.NamespaceUID, successor(r.Successor),
@@ -220,7 +222,7 @@ RETURNING schema_name, role_name, schema_version, shard`,
 		if isCode(err, codeUniqueViolation) {
 			return &SchemaConflictError{Schema: r.Schema}
 		}
-		if errors.Is(err, pgx.ErrNoRows) { // retained for a namespace of this name before this one
+		if errors.Is(err, pgx.ErrNoRows) { // recorded for a namespace of this name before this one
 			re := &RetainedElsewhereError{}
 			if err := tx.QueryRow(ctx, `SELECT schema_name, namespace_uid FROM tenantry.tenants WHERE namespace = $1 AND name = $2`,
 				r.Namespace, r.Name).Scan(&re.Schema, &re.NamespaceUID); err != nil {
@@ -261,7 +263,7 @@ func successor(s *string) *string {
 // every host it lists: a host whose holder let go of it between the claim and the check (its tenant was
 // deleted a moment ago) is claimed again, never left unclaimed by a tenant that is told it has it.
 func claimHosts(ctx context.Context, tx pgx.Tx, schema string, hosts []string, namespace string) error {
-	for {
+	for range 5 {
 		if _, err := tx.Exec(ctx, `
 WITH released AS (
     DELETE FROM tenantry.tenant_hosts WHERE schema_name = $1 AND NOT host = ANY($2)
@@ -291,6 +293,7 @@ LIMIT 1`, hosts, schema).Scan(&conflict.Host, &holder, &conflict.HolderNamespace
 		}
 		// Released since the claim: claim it again.
 	}
+	return fmt.Errorf("claiming hosts: host %q keeps being claimed and let go; try again", hosts[0])
 }
 
 // Lookup returns the schema, role, schema version and shard recorded for a tenant's identity, and false

@@ -90,7 +90,7 @@ func TestDB_Register(t *testing.T) {
 	}
 }
 
-// A retained row goes back to a registration of the namespace UID it recorded, or of a namespace named
+// A retained (or live) row goes back to a registration of the namespace UID it recorded, or of a namespace named
 // its successor (by UID, or RetainedLegacy for a row that recorded none); to any other, Register
 // returns a *RetainedElsewhereError naming the UID, and writes nothing.
 func TestDB_Register_retainedForItsNamespace(t *testing.T) {
@@ -136,6 +136,10 @@ func TestDB_Register_retainedForItsNamespace(t *testing.T) {
 	}
 	legacy := RetainedLegacy
 	must(t, reg("uid-3", &legacy))
+	// A live row (its Tenant's finalizer removed by hand, so never retired) is its namespace's too.
+	if err := reg("uid-4", nil); !errors.As(err, &re) || re.NamespaceUID != "uid-3" {
+		t.Fatalf("Register of a live row from a namespace created again: %v, want a RetainedElsewhereError naming uid-3", err)
+	}
 }
 
 // Two tenants claiming one host at the same moment: the unique key lets exactly one win, every time.
