@@ -253,7 +253,7 @@ func (f *fixture) dropTenants() {
 		_ = k8s.Delete(ctx, tn)
 		patch := client.MergeFrom(tn.DeepCopy())
 		tn.Finalizers = nil
-		if err := k8s.Patch(ctx, tn, patch); client.IgnoreNotFound(err) != nil {
+		if err := client.IgnoreNotFound(k8s.Patch(ctx, tn, patch)); err != nil {
 			f.t.Logf("dropping Tenant %s: %v", tn.Name, err)
 		}
 	}

@@ -125,7 +125,7 @@ func (r *TenantReconciler) deleteRoute(ctx context.Context, t *tenantryv1.Tenant
 	if !metav1.IsControlledBy(obj, t) && (labels[LabelManagedBy] != ManagedBy || labels[LabelTenant] != labelValue(t.Name)) {
 		return nil
 	}
-	if err := r.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())}); client.IgnoreNotFound(err) != nil {
+	if err := client.IgnoreNotFound(r.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())})); err != nil {
 		return fmt.Errorf("deleting the tenant's route %s: %w", t.Name, err)
 	}
 	return nil
