@@ -228,6 +228,15 @@ type ExpenseAppSpec struct {
 	// +optional
 	Shards []ShardSpec `json:"shards,omitempty"`
 
+	// moveDeadline bounds a move between shards before its cut-over: the copy and the catch-up. A
+	// move that has not cut over by then is abandoned (its subscription, publication and slot on the
+	// source go, so the source keeps no WAL for it) and the Tenant is Stalled with MoveFailed, saying
+	// so; it is tried again a minute later, unless spec.shard is set back.
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('168h')",message="moveDeadline must be between 1s and 168h"
+	// +optional
+	MoveDeadline *metav1.Duration `json:"moveDeadline,omitempty"`
+
 	// placement says where new tenants go.
 	// +optional
 	Placement PlacementSpec `json:"placement,omitempty"`

@@ -138,6 +138,11 @@ func (in *ExpenseAppSpec) DeepCopyInto(out *ExpenseAppSpec) {
 		*out = make([]ShardSpec, len(*in))
 		copy(*out, *in)
 	}
+	if in.MoveDeadline != nil {
+		in, out := &in.MoveDeadline, &out.MoveDeadline
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	out.Placement = in.Placement
 	if in.Replicas != nil {
 		in, out := &in.Replicas, &out.Replicas

@@ -779,3 +779,48 @@ func TestShards_homeSpelledOnce(t *testing.T) {
 		t.Fatalf("the API calls home %q, the registry %q", tenantryv1.HomeShard, registry.HomeShard)
 	}
 }
+
+// A move that has not cut over within the app's spec.moveDeadline is given up: the source's
+// publication and slot go (it keeps no WAL for the move), the target's copy goes, the tenant is served
+// from where it was and says why (MoveFailed). Here the target's server is away past the deadline.
+func TestShards_moveDeadline(t *testing.T) {
+	f := newShardedFixture(t)
+	ctx := context.Background()
+	app := f.getApp()
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Spec.MoveDeadline = &metav1.Duration{Duration: 3 * time.Second}
+	must(t, k8s.Patch(ctx, app, patch))
+	f.createOn(tenantryv1.HomeShard, "late", "late.shards.test")
+	f.waitReady("late")
+	_, err := f.db.Exec(ctx, `INSERT INTO `+f.q("late")+`.departments (name) SELECT 'department ' || g FROM generate_series(1, 50000) g`)
+	must(t, err)
+
+	tn := f.get("late")
+	tpatch := client.MergeFrom(tn.DeepCopy())
+	tn.Spec.Shard = "east"
+	must(t, k8s.Patch(ctx, tn, tpatch))
+	f.waitCondition("late", tenantryv1.ConditionMoving, metav1.ConditionTrue, tenantryv1.ReasonProgressing)
+	east := secondServer(t)
+	must(t, east.Stop())
+	time.Sleep(4 * time.Second)
+	must(t, east.Start())
+
+	stalled := f.waitCondition("late", tenantryv1.ConditionStalled, metav1.ConditionTrue, tenantryv1.ReasonMoveFailed)
+	if msg := findCondition(stalled, tenantryv1.ConditionReady).Message; !strings.Contains(msg, "spec.moveDeadline") {
+		t.Errorf("the given-up move says %q, want the deadline named", msg)
+	}
+	if stalled.Status.Shard != tenantryv1.HomeShard {
+		t.Errorf("the tenant is on shard %s after its move was given up, want home", stalled.Status.Shard)
+	}
+	for what, q := range map[string]string{
+		"publications": `SELECT count(*) FROM pg_publication`,
+		"slots":        `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`,
+	} {
+		if n := f.count(q); n != 0 {
+			t.Errorf("the source keeps %d %s of the given-up move", n, what)
+		}
+	}
+	if on := f.schemaOn("late"); len(on) != 1 || on[0] != tenantryv1.HomeShard {
+		t.Errorf("the tenant's schema is on %v after the move was given up, want home alone", on)
+	}
+}

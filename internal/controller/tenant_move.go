@@ -82,6 +82,17 @@ func (r *TenantReconciler) reconcileMove(ctx context.Context, run *tenantRun) er
 	return r.advanceMove(ctx, run, mv)
 }
 
+// defaultMoveDeadline is spec.moveDeadline's default.
+const defaultMoveDeadline = time.Hour
+
+// moveDeadline is how long a move of the app's tenants may take until its cut-over.
+func moveDeadline(app *tenantryv1.ExpenseApp) time.Duration {
+	if app.Spec.MoveDeadline == nil || app.Spec.MoveDeadline.Duration <= 0 {
+		return defaultMoveDeadline
+	}
+	return app.Spec.MoveDeadline.Duration
+}
+
 // move is a move in progress with its two databases open, read from where the tenant lives (location).
 type move struct {
 	source, target     string // shard names
@@ -181,6 +192,11 @@ func (r *TenantReconciler) advanceMove(ctx context.Context, run *tenantRun, mv *
 			return retryErr(tenantryv1.ReasonDatabaseError, err) // the record stays: the next reconcile goes on
 		}
 		return r.abortMove(ctx, run, mv, err, true)
+	}
+	// Past its deadline, a move that has not cut over is given up: its slot keeps WAL on the source for
+	// as long as it lives.
+	if d := moveDeadline(run.app); time.Since(mv.startedAt) > d {
+		return r.abortMove(ctx, run, mv, fmt.Errorf("it did not cut over within spec.moveDeadline (%s)", d), true)
 	}
 	// A fence an interrupted cut-over left is lifted: until the cut-over, the source takes writes.
 	if err := mv.src.Unfence(ctx, mv.schema, mv.role); err != nil {

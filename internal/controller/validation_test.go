@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -129,6 +130,10 @@ func TestExpenseAppValidation(t *testing.T) {
 		{"malformed database CIDR", func(a *tenantryv1.ExpenseApp) {
 			a.Spec.NetworkPolicy = &tenantryv1.NetworkPolicySpec{IngressNamespaces: []string{"ingress"}, DatabaseCIDRs: []string{"10.0.0.0/33"}}
 		}, "each of databaseCIDRs must be a CIDR"},
+		{"move deadline under a second", func(a *tenantryv1.ExpenseApp) { a.Spec.MoveDeadline = &metav1.Duration{Duration: time.Millisecond} },
+			"moveDeadline must be between 1s and 168h"},
+		{"move deadline past a week", func(a *tenantryv1.ExpenseApp) { a.Spec.MoveDeadline = &metav1.Duration{Duration: 200 * time.Hour} },
+			"moveDeadline must be between 1s and 168h"},
 		{"malformed trusted proxy", func(a *tenantryv1.ExpenseApp) { a.Spec.TrustedProxies = []string{"10.0.0.0/8", "ingress"} },
 			"each of trustedProxies must be a CIDR"},
 		{"trusted proxy with a bad prefix", func(a *tenantryv1.ExpenseApp) { a.Spec.TrustedProxies = []string{"192.168.1.0/40"} },
