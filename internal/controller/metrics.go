@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
@@ -30,6 +32,42 @@ var (
 	})
 )
 
+// slotLags is the WAL each move in progress keeps on its source through its replication slot, by
+// tenant; tenantry_move_slot_lag_bytes is the largest (0 with no move under way).
+var slotLags = &lagGauge{lags: map[string]int64{}}
+
+type lagGauge struct {
+	mu   sync.Mutex
+	lags map[string]int64
+}
+
+var slotLagDesc = prometheus.NewDesc("tenantry_move_slot_lag_bytes",
+	"The most WAL a replication slot of a move in progress keeps on the move's source server (0 with no move under way).", nil, nil)
+
+func (g *lagGauge) set(tenant string, lag int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.lags[tenant] = lag
+}
+
+func (g *lagGauge) forget(tenant string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.lags, tenant)
+}
+
+func (g *lagGauge) Describe(ch chan<- *prometheus.Desc) { ch <- slotLagDesc }
+
+func (g *lagGauge) Collect(ch chan<- prometheus.Metric) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var most int64
+	for _, l := range g.lags {
+		most = max(most, l)
+	}
+	ch <- prometheus.MustNewConstMetric(slotLagDesc, prometheus.GaugeValue, float64(most))
+}
+
 // forgetAppMetrics drops the series of an ExpenseApp that is gone.
 func forgetAppMetrics(namespace, app string) {
 	labels := prometheus.Labels{"namespace": namespace, "app": app}
@@ -38,7 +76,8 @@ func forgetAppMetrics(namespace, app string) {
 }
 
 func init() {
-	metrics.Registry.MustRegister(migrationSeconds, migrationFailures, tenantsByState, rolloutHalted, moveCutoverSeconds, moveFailures)
+	metrics.Registry.MustRegister(migrationSeconds, migrationFailures, tenantsByState, rolloutHalted, moveCutoverSeconds, moveFailures,
+		slotLags)
 }
 
 // statementsCollector exposes how many SQL statements the operator has sent, per ExpenseApp database.

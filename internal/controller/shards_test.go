@@ -823,4 +823,12 @@ func TestShards_moveDeadline(t *testing.T) {
 	if on := f.schemaOn("late"); len(on) != 1 || on[0] != tenantryv1.HomeShard {
 		t.Errorf("the tenant's schema is on %v after the move was given up, want home alone", on)
 	}
+	// Nor does the operator report WAL kept for it any more (TenantryMoveSlotLag).
+	resp, err := http.Get(metricsURL)
+	must(t, err)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), "\ntenantry_move_slot_lag_bytes 0\n") {
+		t.Error("tenantry_move_slot_lag_bytes is not 0 once the only move was given up")
+	}
 }

@@ -227,6 +227,9 @@ func (r *TenantReconciler) advanceMove(ctx context.Context, run *tenantRun, mv *
 	if err != nil {
 		return fail(err)
 	}
+	if lag, err := mv.src.Lag(ctx, mv.schema); err == nil {
+		slotLags.set(t.Namespace+"/"+t.Name, lag)
+	}
 	if n, err := mv.tgt.SubscriptionErrors(ctx, mv.schema); err == nil && n > 0 {
 		return fail(fmt.Errorf("the target's replication workers met %d error(s); the target server's log says which", n))
 	}
@@ -238,6 +241,7 @@ func (r *TenantReconciler) advanceMove(ctx context.Context, run *tenantRun, mv *
 		return fail(err)
 	} else if !arrived {
 		lag, _ := mv.src.Lag(ctx, mv.schema)
+		slotLags.set(t.Namespace+"/"+t.Name, lag)
 		return r.moving(t, mv, fmt.Sprintf("catching up: %d bytes of WAL behind", lag))
 	}
 	// The cut-over.
@@ -413,6 +417,7 @@ func (r *TenantReconciler) finishMove(ctx context.Context, run *tenantRun, mv *m
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
 	meta.RemoveStatusCondition(&t.Status.Conditions, tenantryv1.ConditionMoving)
+	slotLags.forget(t.Namespace + "/" + t.Name)
 	r.Recorder.Eventf(t, nil, corev1.EventTypeNormal, "Moved", "Move", "Moved from shard %s to shard %s in %s",
 		mv.source, mv.target, time.Since(mv.startedAt).Round(time.Millisecond))
 	return nil
@@ -436,6 +441,7 @@ func (r *TenantReconciler) abortMove(ctx context.Context, run *tenantRun, mv *mo
 		}
 	}
 	meta.RemoveStatusCondition(&t.Status.Conditions, tenantryv1.ConditionMoving)
+	slotLags.forget(t.Namespace + "/" + t.Name)
 	if !stall {
 		return nil
 	}
