@@ -162,7 +162,7 @@ func (s *Server) clientIP(r *http.Request) string {
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		hop, err := forwardedAddr(hops[i])
 		if err != nil {
 			break // a malformed entry: trust nothing before it
 		}
@@ -171,6 +171,17 @@ func (s *Server) clientIP(r *http.Request) string {
 		}
 	}
 	return host
+}
+
+// forwardedAddr is the address of one X-Forwarded-For entry, which some proxies write with a port
+// ("203.0.113.7:5123", "[2001:db8::7]:443").
+func forwardedAddr(entry string) (netip.Addr, error) {
+	entry = strings.TrimSpace(entry)
+	if a, err := netip.ParseAddr(entry); err == nil {
+		return a, nil
+	}
+	ap, err := netip.ParseAddrPort(entry)
+	return ap.Addr(), err
 }
 
 func (s *Server) trusted(a netip.Addr) bool {

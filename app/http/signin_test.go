@@ -45,3 +45,16 @@ func TestSignInGuard_keys(t *testing.T) {
 		t.Error("another /64 counts with the first, or the account apart")
 	}
 }
+
+// An X-Forwarded-For entry with a port names its address.
+func TestForwardedAddr(t *testing.T) {
+	for entry, want := range map[string]string{"203.0.113.7": "203.0.113.7", " 203.0.113.7:5123": "203.0.113.7",
+		"[2001:db8::7]:443": "2001:db8::7", "2001:db8::7": "2001:db8::7"} {
+		if a, err := forwardedAddr(entry); err != nil || a.String() != want {
+			t.Errorf("forwardedAddr(%q) = %v, %v; want %s", entry, a, err, want)
+		}
+	}
+	if _, err := forwardedAddr("unknown"); err == nil {
+		t.Error("forwardedAddr(\"unknown\") gave an address")
+	}
+}
