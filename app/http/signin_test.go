@@ -48,8 +48,9 @@ func TestSignInGuard_keys(t *testing.T) {
 
 // An X-Forwarded-For entry with a port names its address.
 func TestForwardedAddr(t *testing.T) {
-	for entry, want := range map[string]string{"203.0.113.7": "203.0.113.7", " 203.0.113.7:5123": "203.0.113.7",
-		"[2001:db8::7]:443": "2001:db8::7", "2001:db8::7": "2001:db8::7"} {
+	for _, c := range []struct{ entry, want string }{{"203.0.113.7", "203.0.113.7"}, {" 203.0.113.7:5123", "203.0.113.7"},
+		{"[2001:db8::7]:443", "2001:db8::7"}, {"2001:db8::7", "2001:db8::7"}} {
+		entry, want := c.entry, c.want
 		if a, err := forwardedAddr(entry); err != nil || a.String() != want {
 			t.Errorf("forwardedAddr(%q) = %v, %v; want %s", entry, a, err, want)
 		}
