@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -40,11 +39,26 @@ type RoutePolicy struct {
 var DefaultDeniedAnnotations = []string{"*snippet*", "*/auth-*", "*global-auth*", "*/server-alias*", "*/config-*"}
 
 // globMatch reports whether key matches pattern, where '*' matches any run of characters, whatever
-// the case.
+// the case. (It runs for every annotation at every tenant's reconcile: no regular expression.)
 func globMatch(pattern, key string) bool {
-	quoted := strings.ReplaceAll(regexp.QuoteMeta(strings.ToLower(pattern)), `\*`, `.*`)
-	ok, _ := regexp.MatchString("^"+quoted+"$", strings.ToLower(key))
-	return ok
+	parts := strings.Split(strings.ToLower(pattern), "*")
+	key = strings.ToLower(key)
+	if len(parts) == 1 {
+		return key == parts[0]
+	}
+	if !strings.HasPrefix(key, parts[0]) {
+		return false
+	}
+	key = key[len(parts[0]):]
+	last := parts[len(parts)-1]
+	for _, mid := range parts[1 : len(parts)-1] {
+		i := strings.Index(key, mid)
+		if i < 0 {
+			return false
+		}
+		key = key[i+len(mid):]
+	}
+	return len(key) >= len(last) && strings.HasSuffix(key, last)
 }
 
 func matchesAny(patterns []string, key string) bool {

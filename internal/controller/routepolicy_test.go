@@ -40,3 +40,28 @@ func TestRoutePolicy_annotations(t *testing.T) {
 		t.Error("Gateway namespaces: the app's own always, others only as listed, every one with \"*\"")
 	}
 }
+
+// '*' matches any run of characters, none included, and nothing else is special.
+func TestGlobMatch(t *testing.T) {
+	for _, c := range []struct {
+		pattern, key string
+		want         bool
+	}{
+		{"*snippet*", "nginx.ingress.kubernetes.io/server-snippet", true},
+		{"*snippet*", "snippet", true},
+		{"*/auth-*", "nginx.ingress.kubernetes.io/auth-url", true},
+		{"*/auth-*", "nginx.ingress.kubernetes.io/oauth-url", false},
+		{"cert-manager.io/*", "cert-manager.io/cluster-issuer", true},
+		{"a*a", "a", false},
+		{"a*a", "aa", true},
+		{"*a*a", "aa", true},
+		{"exact.io/key", "exact.io/key", true},
+		{"exact.io/key", "exact.io/keys", false},
+		{"x.*", "x.y", true},
+		{"x.*", "xay", false},
+	} {
+		if got := globMatch(c.pattern, c.key); got != c.want {
+			t.Errorf("globMatch(%q, %q) = %v, want %v", c.pattern, c.key, got, c.want)
+		}
+	}
+}

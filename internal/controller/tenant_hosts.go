@@ -106,8 +106,12 @@ func hostConflict(t *tenantryv1.Tenant, hc *tenantdb.HostConflictError) error {
 
 // reconcileReleasedHosts lets go of the claims of hosts the tenant no longer lists, once neither the
 // registry (the registration step) nor the tenant's route (the route step) has them: until then, no
-// other Tenant can be given a host this one still serves. It lists from the cache.
+// other Tenant can be given a host this one still serves. Hosts change only with the spec, so a tenant
+// Ready at its generation let go of them already (and a restart lists nothing); it lists from the cache.
 func (r *TenantReconciler) reconcileReleasedHosts(ctx context.Context, run *tenantRun) error {
+	if run.wasReady {
+		return nil
+	}
 	if err := r.releaseHosts(ctx, r.Client, run.t, run.t.Spec.Hosts); err != nil {
 		return retryErr(tenantryv1.ReasonAPIServerError, err)
 	}

@@ -48,7 +48,7 @@ func CitusInstalled() error {
 	}
 	lib := filepath.Join(filepath.Dir(bin), "lib", "citus.so")
 	if _, err := os.Stat(lib); err != nil {
-		return fmt.Errorf("Citus is not installed (%s is missing): run `sudo make citus` (hack/citus.sh builds it from ../shared/third_party)", lib)
+		return fmt.Errorf("Citus is not installed (%s is missing): run `sudo make citus` (hack/citus.sh builds it from CITUS_TARBALL, else from the pinned download)", lib)
 	}
 	return nil
 }
