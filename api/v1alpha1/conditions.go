@@ -58,8 +58,12 @@ const (
 	ReasonGatewayAPIMissing = "GatewayAPIMissing"
 	// ReasonNotAllowed: the ExpenseApp asks for routing the operator's route policy refuses (an Ingress
 	// annotation such as a configuration snippet, a Gateway in another namespace); it is left out of
-	// every tenant's route, and the message names it.
+	// every tenant's route, and the message names it. Or it names a database its namespace may not use:
+	// a ClusterDatabase that does not select the namespace or allow that use, or a Secret of its own
+	// namespace when the operator takes databases only from ClusterDatabases.
 	ReasonNotAllowed = "NotAllowed"
+	// ReasonDatabaseNotDeclared: the ExpenseApp names a ClusterDatabase that does not exist.
+	ReasonDatabaseNotDeclared = "DatabaseNotDeclared"
 	// ReasonAdminFailed: the tenant's first admin user or its Secret could not be written.
 	ReasonAdminFailed = "AdminFailed"
 	// ReasonDeletionBlocked: a deletion cannot go on yet (an ExpenseApp with Tenants left, a Tenant

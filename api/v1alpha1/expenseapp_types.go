@@ -5,7 +5,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// SecretKeyRef names a Secret in the ExpenseApp's namespace and a key in it.
+// SecretKeyRef names a Secret and a key in it; the field that holds it says in which namespace.
 type SecretKeyRef struct {
 	// name of the Secret.
 	// +kubebuilder:validation:MinLength=1
@@ -21,11 +21,23 @@ type SecretKeyRef struct {
 }
 
 // DatabaseSpec says how the operator reaches the shared PostgreSQL database.
+// +kubebuilder:validation:XValidation:rule="has(self.clusterDatabase) != has(self.secretRef)",message="name the database by exactly one of clusterDatabase and secretRef"
 type DatabaseSpec struct {
-	// secretRef names a Secret whose key (default "uri") holds an admin connection string, e.g.
-	// postgres://tenantry:...@db:5432/expenses. The role must be able to create roles and schemas.
-	// Only the operator reads it; the app gets a least-privilege login of its own.
-	SecretRef SecretKeyRef `json:"secretRef"`
+	// clusterDatabase names the ClusterDatabase (declared by the platform team) that is the home
+	// database: it must select this namespace and allow the use Home. The operator reads its admin
+	// Secret; this namespace never holds it. The app gets a least-privilege login of its own.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	ClusterDatabase string `json:"clusterDatabase,omitempty"`
+	// secretRef names a Secret of this namespace whose key (default "uri") holds an admin connection
+	// string, e.g. postgres://tenantry:...@db:5432/expenses, a login able to create roles and schemas.
+	// Only for a single-team install: whoever can read Secrets here owns every tenant of that database,
+	// of every namespace. The operator refuses it (Stalled, NotAllowed) unless it was started with
+	// --namespaced-database-secrets.
+	// +optional
+	SecretRef *SecretKeyRef `json:"secretRef,omitempty"`
 	// citusRouting says where the app sends a tenant's transactions when the database is a Citus
 	// coordinator (status.citus): Workers sends each straight to the worker that holds the tenant's
 	// schema (read from Citus's metadata every 2 s), so it runs there on a pooled connection; the
@@ -53,16 +65,25 @@ const (
 const HomeShard = "home"
 
 // ShardSpec is one more PostgreSQL database that holds tenant schemas.
+// +kubebuilder:validation:XValidation:rule="has(self.clusterDatabase) != has(self.secretRef)",message="name the shard's database by exactly one of clusterDatabase and secretRef"
 type ShardSpec struct {
 	// name of the shard, as Tenants' spec.shard and status.shard say it. "home" is spec.database's.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=40
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
-	// secretRef names a Secret whose key (default "uri") holds an admin connection string of the shard's
-	// database, as spec.database's does (e.g. a CloudNativePG cluster's superuser Secret). It may be
-	// another database of the same server or another server.
-	SecretRef SecretKeyRef `json:"secretRef"`
+	// clusterDatabase names the ClusterDatabase that is the shard's database: it must select this
+	// namespace and allow the use Shard. It may be another database of the home database's server or
+	// another server.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	ClusterDatabase string `json:"clusterDatabase,omitempty"`
+	// secretRef names a Secret of this namespace holding an admin connection string of the shard's
+	// database, as spec.database.secretRef does: only for single-team installs (--namespaced-database-secrets).
+	// +optional
+	SecretRef *SecretKeyRef `json:"secretRef,omitempty"`
 }
 
 // PlacementPolicy chooses the shard of a Tenant that names none.
@@ -343,8 +364,11 @@ type ExpenseAppStatus struct {
 type ShardStatus struct {
 	// name of the shard.
 	Name string `json:"name"`
-	// secretRef is the admin connection string's Secret the shard was last reached with. A shard removed
+	// clusterDatabase, or secretRef, is the database the shard was last reached with. A shard removed
 	// from spec.shards while tenants remain on it is still reached through it.
+	// +optional
+	ClusterDatabase string `json:"clusterDatabase,omitempty"`
+	// secretRef: see clusterDatabase.
 	// +optional
 	SecretRef *SecretKeyRef `json:"secretRef,omitempty"`
 	// tenants is the number of Tenants placed on the shard.
@@ -388,11 +412,6 @@ type ExpenseAppList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ExpenseApp `json:"items"`
-}
-
-// DatabaseSecretKey returns the key of the database Secret that holds the connection string.
-func (a *ExpenseApp) DatabaseSecretKey() string {
-	return a.Spec.Database.SecretRef.KeyOrDefault()
 }
 
 // KeyOrDefault is the key that holds the connection string: key, or "uri".

@@ -1,5 +1,5 @@
 // Package v1alpha1 contains the API of Tenantry: the ExpenseApp and Tenant kinds of group tenantry.dev,
-// and the HostClaims the operator keeps.
+// the ClusterDatabases the platform team declares, and the HostClaims the operator keeps.
 // +kubebuilder:object:generate=true
 // +groupName=tenantry.dev
 package v1alpha1
@@ -23,7 +23,8 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &ExpenseApp{}, &ExpenseAppList{}, &Tenant{}, &TenantList{}, &HostClaim{}, &HostClaimList{})
+	s.AddKnownTypes(GroupVersion, &ExpenseApp{}, &ExpenseAppList{}, &Tenant{}, &TenantList{}, &HostClaim{}, &HostClaimList{},
+		&ClusterDatabase{}, &ClusterDatabaseList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

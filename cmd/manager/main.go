@@ -60,6 +60,13 @@ func main() {
 	flag.StringVar(&defaultAppImage, "default-app-image", "", "The app image of an ExpenseApp that sets no spec.image (the chart sets the operator's own image, which holds the app).")
 	flag.DurationVar(&usageInterval, "usage-interval", 30*time.Minute, "How often each Ready tenant's usage (users, expenses, schema size) is measured into its status; 0 never.")
 	flag.StringVar(&migrationsDir, "migrations-dir", "", "Read tenant migrations from this directory instead of the embedded ones.")
+	var platformNamespace string
+	var namespacedSecrets bool
+	flag.StringVar(&platformNamespace, "platform-namespace", ownNamespace(), "Namespace of the Secrets that ClusterDatabases "+
+		"name: the operator's own ($POD_NAMESPACE, or its ServiceAccount's) by default.")
+	flag.BoolVar(&namespacedSecrets, "namespaced-database-secrets", false, "Let an ExpenseApp name its databases by Secrets of "+
+		"its own namespace (spec.database.secretRef), as well as by ClusterDatabases. Only for a single-team install: whoever "+
+		"reads Secrets in one namespace then owns every tenant of that database, of every namespace.")
 	var deniedAnnotations, allowedAnnotations, gatewayNamespaces string
 	flag.StringVar(&deniedAnnotations, "denied-ingress-annotations", strings.Join(controller.DefaultDeniedAnnotations, ","),
 		"Comma-separated patterns ('*' matches anything) of the ExpenseApp Ingress annotations never copied onto tenant Ingresses: "+
@@ -102,7 +109,8 @@ func main() {
 		DefaultAppImage: defaultAppImage, UsageInterval: usageInterval, MaxConcurrentAppReconciles: appConcurrency,
 		ReconcileTimeout: reconcileTimeout, StatementTimeout: statementTimeout, LockTimeout: lockTimeout,
 		RoutePolicy: &controller.RoutePolicy{DeniedAnnotations: splitList(deniedAnnotations),
-			AllowedAnnotations: splitList(allowedAnnotations), GatewayNamespaces: splitList(gatewayNamespaces)}})
+			AllowedAnnotations: splitList(allowedAnnotations), GatewayNamespaces: splitList(gatewayNamespaces)},
+		PlatformNamespace: platformNamespace, NamespacedDatabaseSecrets: namespacedSecrets})
 	if err != nil {
 		log.Error(err, "setting up controllers")
 		os.Exit(1)
@@ -131,4 +139,17 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// ownNamespace is the namespace the operator runs in: $POD_NAMESPACE (the manifests set it from the
+// pod's own), else its ServiceAccount's, else "" (out of a cluster).
+func ownNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }

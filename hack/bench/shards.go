@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -23,6 +22,7 @@ import (
 	"tenantry.dev/tenantry/app/apptest"
 	"tenantry.dev/tenantry/app/postgres"
 	"tenantry.dev/tenantry/internal/registry"
+	"tenantry.dev/tenantry/test/utils/manifests"
 	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
 
@@ -243,8 +243,7 @@ func (s *stack) shardedApp(ctx context.Context, ns string, shards bool, east *pg
 		if a.eastURL, err = east.NewDatabase(ctx, ns+"_east"); err != nil {
 			return nil, err
 		}
-		if err := s.k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "east-db", Namespace: ns},
-			StringData: map[string]string{"uri": a.eastURL}}); err != nil {
+		if err := manifests.DeclareDatabase(ctx, s.k8s, platformNamespace, ns+"-east", a.eastURL, ns); err != nil {
 			return nil, err
 		}
 		app := &tenantryv1.ExpenseApp{}
@@ -252,7 +251,7 @@ func (s *stack) shardedApp(ctx context.Context, ns string, shards bool, east *pg
 			return nil, err
 		}
 		patch := client.MergeFrom(app.DeepCopy())
-		app.Spec.Shards = []tenantryv1.ShardSpec{{Name: "east", SecretRef: tenantryv1.SecretKeyRef{Name: "east-db"}}}
+		app.Spec.Shards = []tenantryv1.ShardSpec{{Name: "east", ClusterDatabase: ns + "-east"}}
 		if err := s.k8s.Patch(ctx, app, patch); err != nil {
 			return nil, err
 		}

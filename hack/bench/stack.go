@@ -18,6 +18,7 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/internal/controller"
+	"tenantry.dev/tenantry/test/utils/manifests"
 	"tenantry.dev/tenantry/test/utils/pgcluster"
 )
 
@@ -35,6 +36,9 @@ type stack struct {
 	dbURLs      map[string]string // the database of each namespace's ExpenseApp
 	logLines    int               // the operator's log lines already shown
 }
+
+// platformNamespace is the benchmark operator's own namespace: it holds the ClusterDatabases' Secrets.
+const platformNamespace = "tenantry-system"
 
 func startStack(concurrency int, extraArgs ...string) (*stack, error) {
 	s := &stack{}
@@ -67,6 +71,10 @@ func startStack(concurrency int, extraArgs ...string) (*stack, error) {
 	if s.pg, err = pgcluster.StartThrowaway(); err != nil {
 		return nil, fmt.Errorf("starting PostgreSQL: %w", err)
 	}
+	// The platform's namespace, which holds the ClusterDatabases' Secrets.
+	if err := s.k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: platformNamespace}}); err != nil {
+		return nil, err
+	}
 
 	bin := filepath.Join(s.dir, "manager")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/manager")
@@ -84,7 +92,8 @@ func startStack(concurrency int, extraArgs ...string) (*stack, error) {
 	}
 	s.pprofAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	s.args = append([]string{bin, "--kubeconfig=" + kubeconfig, "--metrics-bind-address=" + s.metricsAddr, "--metrics-secure=false",
-		"--health-probe-bind-address=0", "--pprof-bind-address=" + s.pprofAddr, "--zap-time-encoding=rfc3339nano", "--max-concurrent-reconciles=" + strconv.Itoa(concurrency)}, extraArgs...)
+		"--health-probe-bind-address=0", "--pprof-bind-address=" + s.pprofAddr, "--zap-time-encoding=rfc3339nano", "--max-concurrent-reconciles=" + strconv.Itoa(concurrency),
+		"--platform-namespace=" + platformNamespace}, extraArgs...)
 	err = s.startOperator()
 	return s, err
 }
@@ -149,15 +158,13 @@ func (s *stack) newAppOn(ctx context.Context, ns, url string) error {
 		s.dbURLs = map[string]string{}
 	}
 	s.dbURLs[ns] = url
-	if err := s.k8s.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns}, StringData: map[string]string{"uri": url},
-	}); err != nil {
+	if err := manifests.DeclareDatabase(ctx, s.k8s, platformNamespace, ns, url, ns); err != nil {
 		return err
 	}
 	return s.k8s.Create(ctx, &tenantryv1.ExpenseApp{
 		ObjectMeta: metav1.ObjectMeta{Name: "expenses", Namespace: ns},
 		Spec: tenantryv1.ExpenseAppSpec{
-			Database:   tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "db"}},
+			Database:   tenantryv1.DatabaseSpec{ClusterDatabase: ns},
 			Migrations: tenantryv1.MigrationsSpec{MaxConcurrent: 16},
 		},
 	})

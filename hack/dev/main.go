@@ -148,14 +148,14 @@ func run() error {
 		return fmt.Errorf("applying the operator's RBAC: %w", err)
 	}
 	step("Starting the operator as %s (log: %s)", id.UserName(), filepath.Join(dir, "operator.log"))
-	stopOperator, err := startOperator(ctx, id.Impersonate(cfg), filepath.Join(dir, "operator.log"))
+	stopOperator, err := startOperator(ctx, id.Impersonate(cfg), id.Namespace, filepath.Join(dir, "operator.log"))
 	if err != nil {
 		return err
 	}
 	defer func() { step("Stopping the operator"); stopOperator() }()
 
 	step("Applying config/samples")
-	if err := applySamples(ctx, k8s, adminURL); err != nil {
+	if err := applySamples(ctx, k8s, id.Namespace, adminURL); err != nil {
 		return err
 	}
 	step("Building the app (cmd/app)")
@@ -221,7 +221,9 @@ func ensureDatabase(ctx context.Context, c *pgcluster.Cluster) (string, error) {
 	return c.URL(database), nil
 }
 
-func startOperator(ctx context.Context, cfg *ctrlConfig, logPath string) (func(), error) {
+// startOperator runs the operator in this process as cfg says (its ServiceAccount), taking the
+// ClusterDatabases' Secrets from namespace platform, and logging to logPath; the function it returns stops it.
+func startOperator(ctx context.Context, cfg *ctrlConfig, platform, logPath string) (func(), error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err
@@ -234,7 +236,7 @@ func startOperator(ctx context.Context, cfg *ctrlConfig, logPath string) (func()
 	if err != nil {
 		return nil, err
 	}
-	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: 4,
+	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: 4, PlatformNamespace: platform,
 		// Usage shows up within seconds and follows what a developer does in the app.
 		UsageInterval: time.Minute, UsageFirstDelay: 5 * time.Second})
 	if err != nil {
@@ -285,9 +287,11 @@ func sameServer(a, b string) bool {
 	return errA == nil && errB == nil && ca.Host == cb.Host && ca.Port == cb.Port && ca.Database == cb.Database
 }
 
-// applySamples writes the database Secret and applies config/samples into the default namespace.
-func applySamples(ctx context.Context, k8s client.Client, adminURL string) error {
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "expenses-db", Namespace: namespace}}
+// applySamples writes the database's admin Secret into the operator's namespace (platform), as the
+// platform team does, and applies config/samples: the ClusterDatabase, and the rest into the default
+// namespace.
+func applySamples(ctx context.Context, k8s client.Client, platform, adminURL string) error {
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "expenses-db", Namespace: platform}}
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(secret), secret); apierrors.IsNotFound(err) {
 		secret.StringData = map[string]string{"uri": adminURL}
 		if err := k8s.Create(ctx, secret); err != nil {
@@ -318,7 +322,9 @@ func applySamples(ctx context.Context, k8s client.Client, adminURL string) error
 		objs = append(objs, o...)
 	}
 	for _, o := range objs {
-		o.SetNamespace(namespace)
+		if o.GetKind() != "ClusterDatabase" {
+			o.SetNamespace(namespace)
+		}
 		if o.GetKind() == "ExpenseApp" {
 			// One process on this machine plays the app's Deployment: one replica.
 			if err := unstructured.SetNestedField(o.Object, int64(1), "spec", "replicas"); err != nil {

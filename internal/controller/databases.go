@@ -12,6 +12,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -24,8 +26,15 @@ import (
 // database work is due, never cached in the manager's informers: the operator watches no Secrets but
 // its own.
 type Databases struct {
-	// Reader reads the database Secrets (an uncached client).
+	// Reader reads the database Secrets and the apps' Namespaces (an uncached client).
 	Reader client.Reader
+	// Declarations reads the ClusterDatabases (the manager's cache).
+	Declarations client.Reader
+	// PlatformNamespace holds the Secrets that ClusterDatabases name: the operator's own namespace.
+	PlatformNamespace string
+	// NamespacedSecrets lets an ExpenseApp name its databases by Secrets of its own namespace (a
+	// single-team install); otherwise only ClusterDatabases are taken.
+	NamespacedSecrets bool
 	// StatementTimeout and LockTimeout bound every statement on every database (tenantdb.Options).
 	StatementTimeout, LockTimeout time.Duration
 	// PerDatabase bounds the reconciles that work on one database at once (Hold), so that a database
@@ -121,38 +130,60 @@ func (d *Databases) URI(ctx context.Context, app *tenantryv1.ExpenseApp, shard s
 	return c.uri, err
 }
 
-// uris reads the admin connection string of an ExpenseApp's shard.
+// uris reads the admin connection string of an ExpenseApp's shard: from the Secret of the
+// ClusterDatabase it names, in the operator's namespace, once the declaration allows the app's namespace
+// that use; or, on a single-team install, from a Secret of the app's own namespace.
 func (d *Databases) uris(ctx context.Context, app *tenantryv1.ExpenseApp, shard string) (cachedURI, error) {
 	ref, ok := shardRef(app, shard)
 	if !ok {
 		return cachedURI{}, stallErr(tenantryv1.ReasonShardNotFound, time.Minute,
 			fmt.Errorf("ExpenseApp %s has no shard %q: name one of spec.shards, or %q", app.Name, shard, tenantryv1.HomeShard))
 	}
-	field := "spec.database.secretRef"
+	field := "spec.database"
 	if shard != tenantryv1.HomeShard {
-		field = fmt.Sprintf("spec.shards[%s].secretRef", shard)
+		field = fmt.Sprintf("spec.shards[%s]", shard)
 	}
 	key := shardKey{app: types.NamespacedName{Namespace: app.Namespace, Name: app.Name}, shard: shard}
 	// A fleet migration asks once per tenant; a few seconds' memory saves as many API round trips, and a
-	// rotated connection string is still picked up within secretTTL.
+	// rotated connection string (or a declaration that no longer allows the namespace) is still picked up
+	// within secretTTL.
 	d.mu.Lock()
 	if c, ok := d.cache[key]; ok && time.Since(c.at) < secretTTL && c.ref == ref {
 		d.mu.Unlock()
 		return c, nil
 	}
 	d.mu.Unlock()
-	var secret corev1.Secret
-	if err := d.Reader.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: ref.Name}, &secret); err != nil {
+	var secret types.NamespacedName
+	var secretKey, namedBy string
+	switch {
+	case ref.cluster != "":
+		declared, err := d.declared(ctx, app, ref.cluster, shard, field)
+		if err != nil {
+			return cachedURI{}, err
+		}
+		secret = types.NamespacedName{Namespace: d.PlatformNamespace, Name: declared.Name}
+		secretKey, namedBy = declared.KeyOrDefault(), "ClusterDatabase "+ref.cluster
+	case !d.NamespacedSecrets:
+		return cachedURI{}, stallErr(tenantryv1.ReasonNotAllowed, time.Minute, fmt.Errorf("ExpenseApp %s names its "+
+			"database by a Secret of its own namespace (%s.secretRef), and this operator takes databases only from the "+
+			"ClusterDatabases the platform team declares: name one in %s.clusterDatabase (kubectl get clusterdatabases), "+
+			"or, on a single-team install, start the operator with --namespaced-database-secrets", app.Name, field, field))
+	default:
+		secret = types.NamespacedName{Namespace: app.Namespace, Name: ref.secret.Name}
+		secretKey, namedBy = ref.secret.KeyOrDefault(), fmt.Sprintf("ExpenseApp %s (%s.secretRef)", app.Name, field)
+	}
+	c := cachedURI{ref: ref, at: time.Now(), where: fmt.Sprintf("key %q of Secret %s, named by %s", secretKey, secret, namedBy)}
+	var s corev1.Secret
+	if err := d.Reader.Get(ctx, secret, &s); err != nil {
 		if apierrors.IsNotFound(err) {
 			return cachedURI{}, waitErr(tenantryv1.ReasonSecretNotFound, 10*time.Second,
-				"Secret %s/%s named by ExpenseApp %s (%s) does not exist", app.Namespace, ref.Name, app.Name, field)
+				"Secret %s named by %s does not exist", secret, namedBy)
 		}
-		return cachedURI{}, retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("reading Secret %s/%s: %w", app.Namespace, ref.Name, err))
+		return cachedURI{}, retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("reading Secret %s: %w", secret, err))
 	}
-	c := cachedURI{ref: ref, uri: string(secret.Data[ref.KeyOrDefault()]), at: time.Now()}
-	if c.uri == "" {
+	if c.uri = string(s.Data[secretKey]); c.uri == "" {
 		return cachedURI{}, waitErr(tenantryv1.ReasonInvalidSecret, 10*time.Second,
-			"Secret %s/%s (%s) has no key %q holding the database connection string", app.Namespace, ref.Name, field, ref.KeyOrDefault())
+			"Secret %s, named by %s, has no key %q holding the database connection string", secret, namedBy, secretKey)
 	}
 	d.mu.Lock()
 	if d.cache == nil {
@@ -161,6 +192,45 @@ func (d *Databases) uris(ctx context.Context, app *tenantryv1.ExpenseApp, shard 
 	d.cache[key] = c
 	d.mu.Unlock()
 	return c, nil
+}
+
+// declared is the admin Secret of a ClusterDatabase an ExpenseApp names for a shard, once the
+// declaration selects the app's namespace and allows the use (Home for the home database, Shard for the
+// others). Anything else refuses the app: it names no database the platform let it use.
+func (d *Databases) declared(ctx context.Context, app *tenantryv1.ExpenseApp, name, shard, field string) (tenantryv1.SecretKeyRef, error) {
+	var cdb tenantryv1.ClusterDatabase
+	if err := d.Declarations.Get(ctx, types.NamespacedName{Name: name}, &cdb); err != nil {
+		if apierrors.IsNotFound(err) {
+			return tenantryv1.SecretKeyRef{}, waitErr(tenantryv1.ReasonDatabaseNotDeclared, 10*time.Second,
+				"%s.clusterDatabase names ClusterDatabase %s, which does not exist: the platform team declares the "+
+					"databases ExpenseApps may use (kubectl get clusterdatabases)", field, name)
+		}
+		return tenantryv1.SecretKeyRef{}, retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("reading ClusterDatabase %s: %w", name, err))
+	}
+	use := tenantryv1.DatabaseUseShard
+	if shard == tenantryv1.HomeShard {
+		use = tenantryv1.DatabaseUseHome
+	}
+	if !cdb.Spec.Allows(use) {
+		return tenantryv1.SecretKeyRef{}, stallErr(tenantryv1.ReasonNotAllowed, time.Minute, fmt.Errorf("%s.clusterDatabase "+
+			"names ClusterDatabase %s, which does not allow the use %s (its spec.uses): name another, or ask the "+
+			"platform team to allow it", field, name, use))
+	}
+	var ns corev1.Namespace
+	if err := d.Reader.Get(ctx, types.NamespacedName{Name: app.Namespace}, &ns); err != nil {
+		return tenantryv1.SecretKeyRef{}, retryErr(tenantryv1.ReasonAPIServerError, fmt.Errorf("reading Namespace %s: %w", app.Namespace, err))
+	}
+	selector, err := metav1.LabelSelectorAsSelector(&cdb.Spec.NamespaceSelector)
+	if err != nil || !selector.Matches(labels.Set(ns.Labels)) {
+		return tenantryv1.SecretKeyRef{}, stallErr(tenantryv1.ReasonNotAllowed, time.Minute, fmt.Errorf("%s.clusterDatabase "+
+			"names ClusterDatabase %s, which does not allow namespace %s (its spec.namespaceSelector does not select "+
+			"it): name another, or ask the platform team to allow this namespace", field, name, app.Namespace))
+	}
+	if d.PlatformNamespace == "" {
+		return tenantryv1.SecretKeyRef{}, stallErr(tenantryv1.ReasonSecretNotFound, time.Minute, fmt.Errorf("the operator "+
+			"does not know its own namespace, which holds ClusterDatabase %s's Secret: start it with --platform-namespace", name))
+	}
+	return cdb.Spec.SecretRef, nil
 }
 
 // appLoginURIs reads the app's logins from its Secret, by shard.
@@ -192,9 +262,10 @@ const replacedDBGrace = 30 * time.Second
 const secretTTL = 5 * time.Second
 
 type cachedURI struct {
-	ref tenantryv1.SecretKeyRef
-	uri string // the admin's
-	at  time.Time
+	ref   dbRef
+	uri   string // the admin's
+	where string // the Secret's key that holds it, for messages
+	at    time.Time
 }
 
 // For returns the home database of an ExpenseApp: its registry and routing, and shard "home".
@@ -233,17 +304,16 @@ func (d *Databases) Shard(ctx context.Context, app *tenantryv1.ExpenseApp, shard
 		delete(d.dbs, key)
 	}
 	// A connection string that does not parse is a stall error, naming its Secret.
-	invalid := func(ref tenantryv1.SecretKeyRef, shard string, err error) error {
-		return stallErr(tenantryv1.ReasonInvalidSecret, time.Minute,
-			fmt.Errorf("key %q of Secret %s/%s (shard %s): %v", ref.KeyOrDefault(), app.Namespace, ref.Name, shard, err))
+	invalid := func(c cachedURI, shard string, err error) error {
+		return stallErr(tenantryv1.ReasonInvalidSecret, time.Minute, fmt.Errorf("%s (shard %s): %v", c.where, shard, err))
 	}
 	homeName, err := tenantdb.DatabaseName(home.uri)
 	if err != nil {
-		return nil, invalid(home.ref, tenantryv1.HomeShard, err)
+		return nil, invalid(home, tenantryv1.HomeShard, err)
 	}
 	name, err := tenantdb.DatabaseName(c.uri)
 	if err != nil {
-		return nil, invalid(c.ref, shard, err)
+		return nil, invalid(c, shard, err)
 	}
 	// The operator's tenant login is one per database (its password is this DB's): two shards on one
 	// server, where roles are shared, must not reset each other's.
@@ -251,7 +321,7 @@ func (d *Databases) Shard(ctx context.Context, app *tenantryv1.ExpenseApp, shard
 		AppRole: appRole(homeName, app), Worker: workerRole(name, app),
 		StatementTimeout: d.StatementTimeout, LockTimeout: d.LockTimeout, AdminTracer: d.AdminTracer})
 	if err != nil {
-		return nil, invalid(c.ref, shard, err)
+		return nil, invalid(c, shard, err)
 	}
 	if d.dbs == nil {
 		d.dbs = map[shardKey]*appDB{}

@@ -72,6 +72,7 @@ type ExpenseAppReconciler struct {
 // +kubebuilder:rbac:groups=tenantry.dev,resources=expenseapps,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=tenantry.dev,resources=expenseapps/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=tenantry.dev,resources=expenseapps/finalizers,verbs=update
+// +kubebuilder:rbac:groups=tenantry.dev,resources=clusterdatabases,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
@@ -196,7 +197,7 @@ var appChanged = predicate.Or(predicate.GenerationChangedPredicate{}, predicate.
 	predicate.LabelChangedPredicate{})
 
 // SetupWithManager registers the ExpenseApp controller: its kind (appChanged), what it owns, its
-// Tenants, and the ends of fleet rollouts.
+// Tenants, the ClusterDatabases it names, and the ends of fleet rollouts.
 func (r *ExpenseAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tenantryv1.ExpenseApp{}, builder.WithPredicates(appChanged)).
@@ -205,6 +206,7 @@ func (r *ExpenseAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&networkingv1.NetworkPolicy{}).
 		Owns(&corev1.Secret{}).
 		Watches(&tenantryv1.Tenant{}, tenantsToApp{}).
+		Watches(&tenantryv1.ClusterDatabase{}, handler.EnqueueRequestsFromMapFunc(r.appsOnDatabase)).
 		WatchesRawSource(source.Channel(r.Rollouts.Ended, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
 		Complete(r)
@@ -235,4 +237,26 @@ func (h tenantsToApp) Delete(_ context.Context, e event.DeleteEvent, q workqueue
 
 func (h tenantsToApp) Generic(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	h.add(e.Object, q)
+}
+
+// appsOnDatabase enqueues the ExpenseApps that name a ClusterDatabase, for home or a shard, when the
+// platform team declares, changes or removes it, and has their databases looked up again: an app
+// waiting for it starts, and one it no longer allows stops at once (Stalled).
+func (r *ExpenseAppReconciler) appsOnDatabase(ctx context.Context, o client.Object) []reconcile.Request {
+	var apps tenantryv1.ExpenseAppList
+	if err := r.List(ctx, &apps); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range apps.Items {
+		app := &apps.Items[i]
+		for _, shard := range appShards(app, nil) {
+			if ref, _ := shardRef(app, shard); ref.cluster == o.GetName() {
+				r.Databases.Reread(client.ObjectKeyFromObject(app))
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(app)})
+				break
+			}
+		}
+	}
+	return out
 }

@@ -42,7 +42,10 @@ func (r *ExpenseAppReconciler) reconcileShards(ctx context.Context, run *appRun)
 		st := tenantryv1.ShardStatus{Name: shard, Tenants: int32(len(placed[shard])), SchemaVersion: minVersion[shard],
 			Reachable: meta.IsStatusConditionTrue(app.Status.Conditions, tenantryv1.ConditionDatabaseReady)}
 		if shard != tenantryv1.HomeShard {
-			st.SecretRef = &ref
+			st.ClusterDatabase = ref.cluster
+			if ref.cluster == "" {
+				st.SecretRef = &ref.secret
+			}
 			st.Reachable, st.Message = true, ""
 			if err := r.pingShard(ctx, app, shard); err != nil {
 				st.Reachable, st.Message = false, err.Error()

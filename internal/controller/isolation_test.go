@@ -31,10 +31,10 @@ func (f *fixture) sibling() *fixture {
 	s := &fixture{t: f.t, ns: f.ns + "-x", url: f.url, database: f.database, db: f.db}
 	must(f.t, k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.ns}}))
 	f.t.Cleanup(s.dropTenants)
-	s.createSecret("db", f.url)
+	s.declare("db", f.url)
 	s.app = &tenantryv1.ExpenseApp{
 		ObjectMeta: metav1.ObjectMeta{Name: "expenses", Namespace: s.ns},
-		Spec:       tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "db"}}},
+		Spec:       tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{ClusterDatabase: s.declared("db")}},
 	}
 	must(f.t, k8s.Create(ctx, s.app))
 	return s
@@ -155,9 +155,9 @@ func TestIsolation_sameNameInTwoNamespaces(t *testing.T) {
 func TestIsolation_twoDatabasesOnOneServer(t *testing.T) {
 	a, b := newFixture(t), newFixture(t)
 	ctx := context.Background()
-	a.createSecret("other-db", b.url)
+	a.declare("other-db", b.url)
 	must(t, k8s.Create(ctx, &tenantryv1.ExpenseApp{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: a.ns},
-		Spec: tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "other-db"}}}}))
+		Spec: tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{ClusterDatabase: a.declared("other-db")}}}))
 	must(t, k8s.Create(ctx, a.tenant("globex", "globex-a.example.com")))
 	ta := a.waitReady("globex")
 	a.deleteTenant("globex")

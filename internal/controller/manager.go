@@ -90,6 +90,11 @@ type Config struct {
 	StatementTimeout, LockTimeout time.Duration
 	// RoutePolicy is what of an ExpenseApp's routing reaches its tenants' routes (nil: all of it).
 	RoutePolicy *RoutePolicy
+	// PlatformNamespace is the operator's own namespace, which holds the Secrets ClusterDatabases name.
+	PlatformNamespace string
+	// NamespacedDatabaseSecrets lets ExpenseApps name their databases by Secrets of their own
+	// namespaces: only for single-team installs.
+	NamespacedDatabaseSecrets bool
 }
 
 // Setup registers every controller of the operator with mgr and returns the databases they share,
@@ -105,7 +110,8 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 	}
 	// A database that hangs holds no more than three quarters of the Tenant workers: the others serve
 	// the tenants of other databases.
-	dbs := &Databases{Reader: mgr.GetAPIReader(), StatementTimeout: cfg.StatementTimeout, LockTimeout: cfg.LockTimeout,
+	dbs := &Databases{Reader: mgr.GetAPIReader(), Declarations: mgr.GetClient(), PlatformNamespace: cfg.PlatformNamespace,
+		NamespacedSecrets: cfg.NamespacedDatabaseSecrets, StatementTimeout: cfg.StatementTimeout, LockTimeout: cfg.LockTimeout,
 		PerDatabase: max(1, cfg.MaxConcurrentReconciles*3/4)}
 	appWorkers := cfg.MaxConcurrentAppReconciles
 	if appWorkers <= 0 {
@@ -147,7 +153,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 	// Every informer starts with the cache, all at once. Otherwise the Tenant informer (which the field
 	// indexes create before the start) is listed and synced first, and the controllers start theirs only
 	// then: with 10,000 tenants, one list after the other costs the start about a second.
-	informers := []client.Object{&tenantryv1.ExpenseApp{}, &tenantryv1.HostClaim{}, &corev1.Secret{}, &networkingv1.Ingress{},
+	informers := []client.Object{&tenantryv1.ExpenseApp{}, &tenantryv1.HostClaim{}, &tenantryv1.ClusterDatabase{}, &corev1.Secret{}, &networkingv1.Ingress{},
 		&appsv1.Deployment{}, &corev1.Service{}, &networkingv1.NetworkPolicy{}}
 	if tenants.GatewayAPI {
 		informers = append(informers, &gwapiv1.HTTPRoute{})

@@ -1,7 +1,7 @@
 package controller
 
 // Where a tenant's schema lives, in the words of an ExpenseApp and its Tenants: the shard names
-// ("home" for spec.database, the names of spec.shards), the Secret of each, and which shard holds each
+// ("home" for spec.database, the names of spec.shards), the database of each, and which shard holds each
 // tenant. The registry spells home as the empty string (registry.ShardColumn, registry.ShardName).
 
 import (
@@ -10,24 +10,38 @@ import (
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 )
 
-// shardRef is the Secret of a shard's admin connection string: spec.database for home, spec.shards for
-// the others, and, for a shard removed from the spec while tenants remain on it, the Secret it was
-// last reached with (status.shards).
-func shardRef(app *tenantryv1.ExpenseApp, shard string) (tenantryv1.SecretKeyRef, bool) {
+// dbRef is where a shard's admin connection string is: the ClusterDatabase named cluster, or (on a
+// single-team install) the Secret secret of the app's own namespace.
+type dbRef struct {
+	cluster string
+	secret  tenantryv1.SecretKeyRef
+}
+
+func newDBRef(cluster string, secret *tenantryv1.SecretKeyRef) dbRef {
+	if secret == nil || cluster != "" {
+		return dbRef{cluster: cluster}
+	}
+	return dbRef{secret: *secret}
+}
+
+// shardRef is the database of a shard: spec.database for home, spec.shards for the others, and, for
+// a shard removed from the spec while tenants remain on it, the one it was last reached with
+// (status.shards).
+func shardRef(app *tenantryv1.ExpenseApp, shard string) (dbRef, bool) {
 	if shard == tenantryv1.HomeShard || shard == "" {
-		return app.Spec.Database.SecretRef, true
+		return newDBRef(app.Spec.Database.ClusterDatabase, app.Spec.Database.SecretRef), true
 	}
 	for _, s := range app.Spec.Shards {
 		if s.Name == shard {
-			return s.SecretRef, true
+			return newDBRef(s.ClusterDatabase, s.SecretRef), true
 		}
 	}
 	for _, s := range app.Status.Shards {
-		if s.Name == shard && s.SecretRef != nil {
-			return *s.SecretRef, true
+		if s.Name == shard && (s.ClusterDatabase != "" || s.SecretRef != nil) {
+			return newDBRef(s.ClusterDatabase, s.SecretRef), true
 		}
 	}
-	return tenantryv1.SecretKeyRef{}, false
+	return dbRef{}, false
 }
 
 // placedShard is the shard that holds a tenant's schema: status.shard, or home for a tenant placed before

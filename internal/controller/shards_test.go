@@ -76,7 +76,7 @@ func newShardedFixture(t *testing.T) *shardedFixture {
 		t.Fatal(err)
 	}
 	for _, s := range []string{"east", "west"} {
-		f.createSecret(s+"-db", f.shardURL[s])
+		f.declare(s, f.shardURL[s])
 		pool, err := pgxpool.New(ctx, f.shardURL[s])
 		must(t, err)
 		t.Cleanup(pool.Close)
@@ -84,8 +84,8 @@ func newShardedFixture(t *testing.T) *shardedFixture {
 	}
 	app := f.getApp()
 	patch := client.MergeFrom(app.DeepCopy())
-	app.Spec.Shards = []tenantryv1.ShardSpec{{Name: "east", SecretRef: tenantryv1.SecretKeyRef{Name: "east-db"}},
-		{Name: "west", SecretRef: tenantryv1.SecretKeyRef{Name: "west-db"}}}
+	app.Spec.Shards = []tenantryv1.ShardSpec{{Name: "east", ClusterDatabase: f.declared("east")},
+		{Name: "west", ClusterDatabase: f.declared("west")}}
 	must(t, k8s.Patch(ctx, app, patch))
 	f.waitApp("three reachable shards", func(a *tenantryv1.ExpenseApp) bool {
 		return len(a.Status.Shards) == 3 && a.Status.Shards[1].Reachable && a.Status.Shards[2].Reachable &&

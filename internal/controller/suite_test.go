@@ -39,6 +39,7 @@ var (
 	restConfig *rest.Config // the API server's admin
 	metricsURL string       // the suite's operator's /metrics (plain HTTP)
 	asOperator *rest.Config // the API server as the operator's ServiceAccount
+	platformNS string       // the operator's namespace, which holds the ClusterDatabases' Secrets
 )
 
 func TestMain(m *testing.M) {
@@ -89,7 +90,7 @@ func runSuite(m *testing.M) (code int) {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	asOperator, err = operatorIdentity(cfg)
+	asOperator, platformNS, err = operatorIdentity(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "giving the operator its identity:", err)
 		return 1
@@ -111,9 +112,11 @@ func runSuite(m *testing.M) (code int) {
 		fmt.Fprintln(os.Stderr, "creating the manager:", err)
 		return 1
 	}
-	// The operator's own route policy, which also lets routes attach to the Gateways of "gateways".
+	// The operator's own route policy, which also lets routes attach to the Gateways of "gateways"; its
+	// databases only from ClusterDatabases, as the chart's default is.
 	op, err := Setup(mgr, Config{MaxConcurrentReconciles: 4, UsageInterval: time.Hour, UsageFirstDelay: time.Second,
-		RoutePolicy: &RoutePolicy{DeniedAnnotations: DefaultDeniedAnnotations, GatewayNamespaces: []string{"gateways"}}})
+		RoutePolicy:       &RoutePolicy{DeniedAnnotations: DefaultDeniedAnnotations, GatewayNamespaces: []string{"gateways"}},
+		PlatformNamespace: platformNS})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -149,20 +152,21 @@ func runSuite(m *testing.M) (code int) {
 }
 
 // operatorIdentity applies the operator's namespace, ServiceAccount and RBAC as config/default renders
-// them, and returns cfg acting as that ServiceAccount.
-func operatorIdentity(cfg *rest.Config) (*rest.Config, error) {
+// them, and returns cfg acting as that ServiceAccount, and its namespace.
+func operatorIdentity(cfg *rest.Config) (*rest.Config, string, error) {
 	objs, err := manifests.Kustomize(filepath.Join("..", "..", "config", "default"))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	id, err := manifests.ApplyIdentity(context.Background(), k8s, objs)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return id.Impersonate(cfg), nil
+	return id.Impersonate(cfg), id.Namespace, nil
 }
 
-// fixture is one test's namespace with an ExpenseApp on a database of its own.
+// fixture is one test's namespace with an ExpenseApp on a database of its own, which the platform
+// declared for that namespace alone (ClusterDatabase <namespace>-db).
 type fixture struct {
 	t        *testing.T
 	ns       string
@@ -185,7 +189,7 @@ func (f *fixture) q(tenant string) string { return pgx.Identifier{f.schema(tenan
 
 var nsSeq atomic.Int64
 
-// newFixture creates a namespace, a database, its Secret and an ExpenseApp "expenses".
+// newFixture creates a namespace, a database, its declaration and an ExpenseApp "expenses".
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	return newFixtureOn(t, "")
@@ -214,13 +218,13 @@ func newFixtureOn(t *testing.T, url string) *fixture {
 	}
 	f.database = f.db.Config().ConnConfig.Database
 	t.Cleanup(f.db.Close)
-	f.createSecret("db", f.url)
+	f.declare("db", f.url)
 	// With an image, as every real ExpenseApp has one (without, it stalls with NoImage); its Deployment
 	// is written, and never rolls out, since envtest runs no kubelet (markRolledOut plays one).
 	f.app = &tenantryv1.ExpenseApp{
 		ObjectMeta: metav1.ObjectMeta{Name: "expenses", Namespace: f.ns},
 		Spec: tenantryv1.ExpenseAppSpec{Image: "tenantry:test",
-			Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "db"}}},
+			Database: tenantryv1.DatabaseSpec{ClusterDatabase: f.declared("db")}},
 	}
 	must(t, k8s.Create(ctx, f.app))
 	// A test whose ExpenseApp stalled where the test did not mean it to proves less than it says: it
@@ -259,13 +263,18 @@ func (f *fixture) dropTenants() {
 	}
 }
 
-func (f *fixture) createSecret(name, uri string) {
+// declare declares a database for the fixture's namespace alone, as the platform team does: a
+// ClusterDatabase named f.declared(name), whose admin Secret is in the operator's namespace.
+func (f *fixture) declare(name, uri string) {
 	f.t.Helper()
-	must(f.t, k8s.Create(context.Background(), &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: f.ns},
-		StringData: map[string]string{"uri": uri},
-	}))
+	must(f.t, manifests.DeclareDatabase(context.Background(), k8s, platformNS, f.declared(name), uri, f.ns))
+	f.t.Cleanup(func() {
+		_ = k8s.Delete(context.Background(), &tenantryv1.ClusterDatabase{ObjectMeta: metav1.ObjectMeta{Name: f.declared(name)}})
+	})
 }
+
+// declared is the name of the ClusterDatabase that f.declare(name, ...) declares.
+func (f *fixture) declared(name string) string { return f.ns + "-" + name }
 
 // tenant returns a valid Tenant of this fixture's namespace.
 func (f *fixture) tenant(name string, hosts ...string) *tenantryv1.Tenant {

@@ -370,7 +370,8 @@ func findCondition(t *tenantryv1.Tenant, typ string) *metav1.Condition {
 	return nil
 }
 
-// A Tenant created before its ExpenseApp and Secret waits with a reason, then becomes Ready.
+// A Tenant created before its ExpenseApp, the app's ClusterDatabase and that one's Secret waits with a
+// reason for each, then becomes Ready.
 func TestTenantReconciler_missingDependencies(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -387,21 +388,35 @@ func TestTenantReconciler_missingDependencies(t *testing.T) {
 
 	must(t, k8s.Create(ctx, &tenantryv1.ExpenseApp{
 		ObjectMeta: metav1.ObjectMeta{Name: "later", Namespace: f.ns},
-		Spec:       tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "later-db"}}},
+		Spec:       tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{ClusterDatabase: f.declared("later")}},
 	}))
+	// Foreign Secrets are not watched (the operator caches none), nor are ClusterDatabases by the Tenant
+	// controller; a new ExpenseApp generation is, and so is the periodic retry. The app's spec changes so
+	// that the test does not wait for the retry.
+	replicas := int32(1)
+	nudge := func() {
+		app := &tenantryv1.ExpenseApp{}
+		must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "later"}, app))
+		patch := client.MergeFrom(app.DeepCopy())
+		replicas++
+		app.Spec.Replicas = &replicas
+		must(t, k8s.Patch(ctx, app, patch))
+	}
+	got = f.waitCondition("dep", tenantryv1.ConditionReady, metav1.ConditionFalse, tenantryv1.ReasonDatabaseNotDeclared)
+	if msg := findCondition(got, tenantryv1.ConditionReady).Message; !strings.Contains(msg, "ClusterDatabase "+f.declared("later")) {
+		t.Fatalf("message %q does not name the missing ClusterDatabase", msg)
+	}
+	// Declared, with its Secret still to come.
+	must(t, k8s.Create(ctx, &tenantryv1.ClusterDatabase{ObjectMeta: metav1.ObjectMeta{Name: f.declared("later")},
+		Spec: tenantryv1.ClusterDatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: f.declared("later") + "-db-admin"},
+			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: f.ns}}}}))
+	nudge()
 	got = f.waitCondition("dep", tenantryv1.ConditionReady, metav1.ConditionFalse, tenantryv1.ReasonSecretNotFound)
-	if msg := findCondition(got, tenantryv1.ConditionReady).Message; !strings.Contains(msg, "later-db") {
+	if msg := findCondition(got, tenantryv1.ConditionReady).Message; !strings.Contains(msg, platformNS+"/"+f.declared("later")+"-db-admin") {
 		t.Fatalf("message %q does not name the missing Secret", msg)
 	}
-	f.createSecret("later-db", f.url)
-	// The Secret is not watched (the operator caches no foreign Secrets); a new ExpenseApp generation
-	// is, and so is the periodic retry. Change the app's spec so the test does not wait for the retry.
-	app := &tenantryv1.ExpenseApp{}
-	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "later"}, app))
-	patch := client.MergeFrom(app.DeepCopy())
-	replicas := int32(1)
-	app.Spec.Replicas = &replicas
-	must(t, k8s.Patch(ctx, app, patch))
+	f.declare("later", f.url)
+	nudge()
 	f.waitReady("dep")
 }
 

@@ -86,13 +86,25 @@ func TestExpenseAppValidation(t *testing.T) {
 		mutate func(*tenantryv1.ExpenseApp)
 		want   string // part of the API server's message
 	}{
-		{"Secret name that is no Kubernetes name", func(a *tenantryv1.ExpenseApp) { a.Spec.Database.SecretRef.Name = "DB_Secret" }, "spec.database.secretRef.name"},
-		{"Secret key with a slash", func(a *tenantryv1.ExpenseApp) { a.Spec.Database.SecretRef.Key = "a/b" }, "spec.database.secretRef.key"},
+		{"ClusterDatabase name that is no Kubernetes name", func(a *tenantryv1.ExpenseApp) { a.Spec.Database.ClusterDatabase = "Main_DB" },
+			"spec.database.clusterDatabase"},
+		{"no database at all", func(a *tenantryv1.ExpenseApp) { a.Spec.Database.ClusterDatabase = "" },
+			"name the database by exactly one of clusterDatabase and secretRef"},
+		{"database named twice", func(a *tenantryv1.ExpenseApp) { a.Spec.Database.SecretRef = &tenantryv1.SecretKeyRef{Name: "db"} },
+			"name the database by exactly one of clusterDatabase and secretRef"},
+		{"Secret name that is no Kubernetes name", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.Database = tenantryv1.DatabaseSpec{SecretRef: &tenantryv1.SecretKeyRef{Name: "DB_Secret"}}
+		}, "spec.database.secretRef.name"},
+		{"Secret key with a slash", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.Database = tenantryv1.DatabaseSpec{SecretRef: &tenantryv1.SecretKeyRef{Name: "db", Key: "a/b"}}
+		}, "spec.database.secretRef.key"},
 		{"shard Secret name with spaces", func(a *tenantryv1.ExpenseApp) {
-			a.Spec.Shards = []tenantryv1.ShardSpec{{Name: "eu", SecretRef: tenantryv1.SecretKeyRef{Name: "eu db"}}}
+			a.Spec.Shards = []tenantryv1.ShardSpec{{Name: "eu", SecretRef: &tenantryv1.SecretKeyRef{Name: "eu db"}}}
 		}, "spec.shards[0].secretRef.name"},
+		{"shard without a database", func(a *tenantryv1.ExpenseApp) { a.Spec.Shards = []tenantryv1.ShardSpec{{Name: "eu"}} },
+			"name the shard's database by exactly one of clusterDatabase and secretRef"},
 		{"shard named home", func(a *tenantryv1.ExpenseApp) {
-			a.Spec.Shards = []tenantryv1.ShardSpec{{Name: "home", SecretRef: tenantryv1.SecretKeyRef{Name: "db"}}}
+			a.Spec.Shards = []tenantryv1.ShardSpec{{Name: "home", ClusterDatabase: "db"}}
 		}, `the shard name "home" is spec.database's`},
 		{"negative replicas", func(a *tenantryv1.ExpenseApp) { a.Spec.Replicas = ptr.To(int32(-1)) }, "spec.replicas"},
 		{"replicas beyond reason", func(a *tenantryv1.ExpenseApp) { a.Spec.Replicas = ptr.To(int32(100000)) }, "spec.replicas"},

@@ -110,10 +110,9 @@ func newStack(t *testing.T) *stack {
 	t.Cleanup(func() { s.db.Close(ctx) })
 	s.database = s.db.Config().Database
 	must(t, s.k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
-	must(t, s.k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns},
-		StringData: map[string]string{"uri": url}}))
+	must(t, manifests.DeclareDatabase(ctx, s.k8s, s.identity.Namespace, "fault", url, ns))
 	must(t, s.k8s.Create(ctx, &tenantryv1.ExpenseApp{ObjectMeta: metav1.ObjectMeta{Name: "expenses", Namespace: ns},
-		Spec: tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "db"}},
+		Spec: tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{ClusterDatabase: "fault"},
 			Migrations: tenantryv1.MigrationsSpec{MaxConcurrent: 2}}}))
 	return s
 }
@@ -165,7 +164,7 @@ func (s *stack) start() *operator {
 	s.t.Helper()
 	o := &operator{log: &bytes.Buffer{}}
 	o.cmd = exec.Command(s.binary, "--kubeconfig="+s.kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address=0",
-		"--leader-elect", "--leader-election-namespace="+s.identity.Namespace, "--leader-election-lease-duration=3s",
+		"--leader-elect", "--leader-election-namespace="+s.identity.Namespace, "--platform-namespace="+s.identity.Namespace, "--leader-election-lease-duration=3s",
 		"--migrations-dir="+s.migrations)
 	o.cmd.Stdout, o.cmd.Stderr = o.log, o.log
 	must(s.t, o.cmd.Start())
@@ -329,14 +328,12 @@ func TestMove_operatorKilled(t *testing.T) {
 		must(t, err)
 		t.Cleanup(func() { conn.Close(ctx) })
 		shardDB[shard] = conn
-		must(t, s.k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: shard + "-db", Namespace: ns},
-			StringData: map[string]string{"uri": url}}))
+		must(t, manifests.DeclareDatabase(ctx, s.k8s, s.identity.Namespace, shard, url, ns))
 	}
 	app := &tenantryv1.ExpenseApp{}
 	must(t, s.k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "expenses"}, app))
 	patch := client.MergeFrom(app.DeepCopy())
-	app.Spec.Shards = []tenantryv1.ShardSpec{{Name: "east", SecretRef: tenantryv1.SecretKeyRef{Name: "east-db"}},
-		{Name: "west", SecretRef: tenantryv1.SecretKeyRef{Name: "west-db"}}}
+	app.Spec.Shards = []tenantryv1.ShardSpec{{Name: "east", ClusterDatabase: "east"}, {Name: "west", ClusterDatabase: "west"}}
 	must(t, s.k8s.Patch(ctx, app, patch))
 	op := s.start()
 	must(t, s.k8s.Create(ctx, &tenantryv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "mover", Namespace: ns},

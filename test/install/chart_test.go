@@ -43,6 +43,7 @@ func everything(watch ...string) map[string]any {
 		"prometheus":    map[string]any{"enabled": true},
 		"grafana":       map[string]any{"enabled": true},
 		"networkPolicy": map[string]any{"enabled": true, "postgresCIDRs": []any{"10.10.0.0/16"}},
+		"databases": map[string]any{"namespacedSecrets": true},
 		"routePolicy": map[string]any{"deniedIngressAnnotations": []any{"*snippet*", "*/auth-*"},
 			"allowedIngressAnnotations": []any{"cert-manager.io/*"}, "gatewayNamespaces": []any{"gateways", "edge"}},
 	}
@@ -105,9 +106,9 @@ func TestChart_lint(t *testing.T) {
 	}
 }
 
-// The chart's routePolicy values reach the operator as its flags; left empty, the operator's defaults
-// hold (no flag at all).
-func TestChart_routePolicyArgs(t *testing.T) {
+// The chart's routePolicy and databases values reach the operator as its flags; left empty, the
+// operator's defaults hold (no flag at all): no namespace names its database by a Secret of its own.
+func TestChart_policyArgs(t *testing.T) {
 	args := func(vals map[string]any) string {
 		for _, o := range render(t, vals) {
 			if o.GetKind() != "Deployment" {
@@ -124,13 +125,14 @@ func TestChart_routePolicyArgs(t *testing.T) {
 	}
 	got := args(everything())
 	for _, want := range []string{"--denied-ingress-annotations=*snippet*,*/auth-*", "--allowed-ingress-annotations=cert-manager.io/*",
-		"--gateway-namespaces=gateways,edge"} {
+		"--gateway-namespaces=gateways,edge", "--namespaced-database-secrets"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("operator args %q lack %q", got, want)
 		}
 	}
-	if got := args(nil); strings.Contains(got, "ingress-annotations") || strings.Contains(got, "gateway-namespaces") {
-		t.Errorf("default values pass route policy flags: %q", got)
+	if got := args(nil); strings.Contains(got, "ingress-annotations") || strings.Contains(got, "gateway-namespaces") ||
+		strings.Contains(got, "namespaced-database-secrets") {
+		t.Errorf("default values pass policy flags: %q", got)
 	}
 }
 

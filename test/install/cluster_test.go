@@ -164,8 +164,9 @@ func TestChart_namespaceScopedOperator(t *testing.T) {
 
 	url, err := pg.NewDatabase(ctx, "scoped")
 	must(t, err)
+	must(t, manifests.DeclareDatabase(ctx, k8s, releaseNamespace, "scoped", url, watched, other))
 	for _, ns := range []string{watched, other} {
-		onboard(t, ns, url)
+		onboard(t, ns, "scoped")
 	}
 	waitReady(t, watched, "acme")
 	dep := &unstructured.Unstructured{}
@@ -197,14 +198,13 @@ func TestChart_namespaceScopedOperator(t *testing.T) {
 	}
 }
 
-// onboard gives namespace ns an ExpenseApp "expenses" on the database at url (no spec.image: the
-// operator's default) and a Tenant "acme" at acme.<ns>.example.com.
-func onboard(t *testing.T, ns, url string) {
+// onboard gives namespace ns an ExpenseApp "expenses" on the ClusterDatabase named database (no
+// spec.image: the operator's default) and a Tenant "acme" at acme.<ns>.example.com.
+func onboard(t *testing.T, ns, database string) {
 	t.Helper()
 	ctx := context.Background()
-	must(t, k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns}, StringData: map[string]string{"uri": url}}))
 	must(t, k8s.Create(ctx, &tenantryv1.ExpenseApp{ObjectMeta: metav1.ObjectMeta{Name: "expenses", Namespace: ns},
-		Spec: tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: "db"}}}}))
+		Spec: tenantryv1.ExpenseAppSpec{Database: tenantryv1.DatabaseSpec{ClusterDatabase: database}}}))
 	must(t, k8s.Create(ctx, &tenantryv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "acme", Namespace: ns},
 		Spec: tenantryv1.TenantSpec{AppRef: tenantryv1.AppRef{Name: "expenses"}, Hosts: []string{"acme." + ns + ".example.com"},
 			DisplayName: "Acme in " + ns, Admin: tenantryv1.Admin{Email: "admin@acme.example.com"}}}))
@@ -240,7 +240,8 @@ func startOperator(t *testing.T, objs []*unstructured.Unstructured, watch ...str
 		// Each test runs an operator of its own in this one process.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
 	must(t, err)
-	op, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: 2, DefaultAppImage: "tenantry:test"})
+	op, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: 2, DefaultAppImage: "tenantry:test",
+		PlatformNamespace: id.Namespace})
 	must(t, err)
 	mctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

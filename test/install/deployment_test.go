@@ -21,6 +21,7 @@ import (
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/test/utils/kubelet"
+	"tenantry.dev/tenantry/test/utils/manifests"
 )
 
 // The app's Deployment, as the operator (installed by the chart) writes it, runs: its container, run
@@ -37,7 +38,8 @@ func TestDeployment_runsAsWritten(t *testing.T) {
 	startOperator(t, objs)
 	dbURL, err := pg.NewDatabase(ctx, "apprun")
 	must(t, err)
-	onboard(t, ns, dbURL)
+	must(t, manifests.DeclareDatabase(ctx, k8s, releaseNamespace, "apprun", dbURL, ns))
+	onboard(t, ns, "apprun")
 	waitReady(t, ns, "acme")
 	// The app sits behind an ingress controller, here this machine: spec.trustedProxies says so.
 	app := &tenantryv1.ExpenseApp{}

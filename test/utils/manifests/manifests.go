@@ -12,6 +12,8 @@ import (
 	"io"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -19,8 +21,11 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 )
 
 // Kustomize builds a kustomization directory, as `kustomize build dir` does.
@@ -136,4 +141,28 @@ func ApplyIdentity(ctx context.Context, c client.Client, objs []*unstructured.Un
 		return Identity{}, err
 	}
 	return id, Apply(ctx, c, "tenantry-install", Select(objs, RBACKinds...))
+}
+
+// DeclareDatabase does what a platform team does to let namespaces use a database: it writes the
+// database's admin connection string into a Secret of the operator's namespace (platform) and declares a
+// ClusterDatabase of that name, selecting the namespaces given by name. Both are updated when they exist
+// (a new port, more namespaces).
+func DeclareDatabase(ctx context.Context, c client.Client, platform, name, uri string, namespaces ...string) error {
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-db-admin", Namespace: platform}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, c, secret, func() error {
+		secret.StringData = map[string]string{"uri": uri}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("writing Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+	}
+	cdb := &tenantryv1.ClusterDatabase{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, c, cdb, func() error {
+		cdb.Spec.SecretRef = tenantryv1.SecretKeyRef{Name: secret.Name, Key: "uri"}
+		cdb.Spec.NamespaceSelector = metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+			Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: namespaces}}}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("declaring ClusterDatabase %s: %w", name, err)
+	}
+	return nil
 }
