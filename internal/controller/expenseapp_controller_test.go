@@ -27,6 +27,7 @@ import (
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/internal/registry"
+	"tenantry.dev/tenantry/test/utils/manifests"
 )
 
 func (f *fixture) getApp() *tenantryv1.ExpenseApp {
@@ -223,7 +224,7 @@ func TestExpenseAppReconciler_reconcileDeployment_rollsOnSecretChange(t *testing
 
 	// The admin Secret moves to another address of the same server: the app's connection string follows.
 	admin := &corev1.Secret{}
-	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "db"}, admin))
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: platformNS, Name: manifests.DatabaseSecret(f.declared("db"))}, admin))
 	admin.Data["uri"] = []byte(strings.Replace(string(admin.Data["uri"]), "127.0.0.1", "localhost", 1))
 	must(t, k8s.Update(ctx, admin))
 	// A Ready app re-reads its database Secret every minute; an annotation makes it look now (the

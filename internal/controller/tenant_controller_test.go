@@ -24,6 +24,7 @@ import (
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/internal/password"
 	"tenantry.dev/tenantry/internal/registry"
+	"tenantry.dev/tenantry/test/utils/manifests"
 )
 
 // registryRow is what the registry holds for a tenant.
@@ -408,11 +409,11 @@ func TestTenantReconciler_missingDependencies(t *testing.T) {
 	}
 	// Declared, with its Secret still to come.
 	must(t, k8s.Create(ctx, &tenantryv1.ClusterDatabase{ObjectMeta: metav1.ObjectMeta{Name: f.declared("later")},
-		Spec: tenantryv1.ClusterDatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: f.declared("later") + "-db-admin"},
+		Spec: tenantryv1.ClusterDatabaseSpec{SecretRef: tenantryv1.SecretKeyRef{Name: manifests.DatabaseSecret(f.declared("later"))},
 			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: f.ns}}}}))
 	nudge()
 	got = f.waitCondition("dep", tenantryv1.ConditionReady, metav1.ConditionFalse, tenantryv1.ReasonSecretNotFound)
-	if msg := findCondition(got, tenantryv1.ConditionReady).Message; !strings.Contains(msg, platformNS+"/"+f.declared("later")+"-db-admin") {
+	if msg := findCondition(got, tenantryv1.ConditionReady).Message; !strings.Contains(msg, platformNS+"/"+manifests.DatabaseSecret(f.declared("later"))) {
 		t.Fatalf("message %q does not name the missing Secret", msg)
 	}
 	f.declare("later", f.url)

@@ -143,12 +143,15 @@ func ApplyIdentity(ctx context.Context, c client.Client, objs []*unstructured.Un
 	return id, Apply(ctx, c, "tenantry-install", Select(objs, RBACKinds...))
 }
 
+// DatabaseSecret is the name of the admin Secret DeclareDatabase writes for a ClusterDatabase.
+func DatabaseSecret(name string) string { return name + "-db-admin" }
+
 // DeclareDatabase does what a platform team does to let namespaces use a database: it writes the
 // database's admin connection string into a Secret of the operator's namespace (platform) and declares a
 // ClusterDatabase of that name, selecting the namespaces given by name. Both are updated when they exist
 // (a new port, more namespaces).
 func DeclareDatabase(ctx context.Context, c client.Client, platform, name, uri string, namespaces ...string) error {
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-db-admin", Namespace: platform}}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: DatabaseSecret(name), Namespace: platform}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, c, secret, func() error {
 		secret.StringData = map[string]string{"uri": uri}
 		return nil
