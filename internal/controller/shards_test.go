@@ -815,6 +815,7 @@ func TestShards_moveDeadline(t *testing.T) {
 	for what, q := range map[string]string{
 		"publications": `SELECT count(*) FROM pg_publication`,
 		"slots":        `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`,
+		"logins":       `SELECT count(*) FROM pg_roles WHERE rolname = '` + tenantdb.MoveName(f.schema("late")) + `'`,
 	} {
 		if n := f.count(q); n != 0 {
 			t.Errorf("the source keeps %d %s of the given-up move", n, what)
@@ -831,4 +832,81 @@ func TestShards_moveDeadline(t *testing.T) {
 	if !strings.Contains(string(body), "\ntenantry_move_slot_lag_bytes 0\n") {
 		t.Error("tenantry_move_slot_lag_bytes is not 0 once the only move was given up")
 	}
+}
+
+// A move's subscription connects to the source as the move's own replication login, never as the
+// source's admin: what the target keeps in pg_subscription for the length of the move names that login
+// and its password, and the source's walsender runs as it. The login replicates and reads the tenant's
+// tables and nothing more (no superuser, no roles, no databases), and it is gone once the move is over.
+func TestShards_moveSubscribesAsItsOwnLogin(t *testing.T) {
+	f := newShardedFixture(t)
+	ctx := context.Background()
+	f.createOn(tenantryv1.HomeShard, "sub", "sub.shards.test")
+	f.waitReady("sub")
+	login := tenantdb.MoveName(f.schema("sub"))
+
+	type seen struct {
+		conninfo, walsender string
+		super, createRole   bool
+		replication, bypass bool
+	}
+	found := make(chan seen, 1)
+	stop := make(chan struct{})
+	go func() {
+		var s seen
+		for {
+			select {
+			case <-stop:
+				found <- s
+				return
+			default:
+			}
+			if s.conninfo == "" {
+				_ = f.shardDB["east"].QueryRow(ctx, `SELECT subconninfo FROM pg_subscription WHERE subname = $1`, login).Scan(&s.conninfo)
+			}
+			if s.walsender == "" {
+				_ = f.db.QueryRow(ctx, `SELECT usename FROM pg_stat_replication WHERE application_name = $1`, login).Scan(&s.walsender)
+				_ = f.db.QueryRow(ctx, `SELECT rolsuper, rolcreaterole, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = $1`,
+					login).Scan(&s.super, &s.createRole, &s.replication, &s.bypass)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	tn := f.get("sub")
+	patch := client.MergeFrom(tn.DeepCopy())
+	tn.Spec.Shard = "east"
+	must(t, k8s.Patch(ctx, tn, patch))
+	err := eventually(60*time.Second, func() error {
+		tn := f.get("sub")
+		if tn.Status.Shard != "east" || meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionMoving) != nil {
+			return errNotYet
+		}
+		return nil
+	})
+	close(stop)
+	s := <-found
+	if err != nil {
+		t.Fatalf("the tenant never moved: %+v", f.get("sub").Status.Conditions)
+	}
+	cfg, perr := pgx.ParseConfig(s.conninfo)
+	switch {
+	case s.conninfo == "":
+		t.Fatal("the target's subscription was never seen")
+	case perr != nil:
+		t.Fatalf("the subscription's connection string does not parse: %v", perr)
+	case cfg.User != login || cfg.Password == "":
+		t.Errorf("the subscription connects as %q (password set: %v), want the move's login %q with a password of its own",
+			cfg.User, cfg.Password != "", login)
+	}
+	if s.walsender != "" && s.walsender != login {
+		t.Errorf("the source's walsender runs as %q, want %q", s.walsender, login)
+	}
+	if s.super || s.createRole || !s.replication || !s.bypass {
+		t.Errorf("the move's login: superuser %v, createrole %v, replication %v, bypassrls %v; want only replication and bypassrls",
+			s.super, s.createRole, s.replication, s.bypass)
+	}
+	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname = $1`, login); n != 0 {
+		t.Errorf("the move's login outlives the move")
+	}
+	f.waitReady("sub")
 }

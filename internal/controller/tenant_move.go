@@ -105,6 +105,8 @@ type move struct {
 	targetIsHome       bool
 	sameServer         bool // roles are shared
 	startedAt          time.Time
+	// sourceURIForTarget is where the target's subscription reaches the source: the source's admin
+	// connection string, whose login and password subscribe replaces with the move's own.
 	sourceURIForTarget string
 }
 
@@ -218,7 +220,7 @@ func (r *TenantReconciler) advanceMove(ctx context.Context, run *tenantRun, mv *
 		if err := mv.src.Publish(ctx, mv.schema, tenantdb.MoveMark(t.Namespace, t.Name, mv.startedAt)); err != nil {
 			return fail(err)
 		}
-		if err := mv.tgt.Subscribe(ctx, mv.schema, mv.sourceURIForTarget); err != nil {
+		if err := r.subscribe(ctx, mv); err != nil {
 			return fail(err)
 		}
 		return r.moving(t, mv, "copying the data")
@@ -334,6 +336,28 @@ func (r *TenantReconciler) prepareTarget(ctx context.Context, run *tenantRun, mv
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
 	return nil
+}
+
+// subscribe subscribes the target to the move's publication on the source, as the move's own
+// replication login, which the tenant's session on the source lets read the tenant's tables: the
+// target's pg_subscription, and the replication connection, never hold the source's admin password.
+func (r *TenantReconciler) subscribe(ctx context.Context, mv *move) error {
+	login, password, err := mv.src.MoveLogin(ctx, mv.schema)
+	if err != nil {
+		return err
+	}
+	session, err := mv.src.Session(ctx, mv.identity())
+	if err != nil {
+		return err
+	}
+	if err := session.GrantCopy(ctx, login); err != nil {
+		return err
+	}
+	uri, err := withUser(mv.sourceURIForTarget, login, password)
+	if err != nil {
+		return err
+	}
+	return mv.tgt.Subscribe(ctx, mv.schema, uri)
 }
 
 // copySequences gives the target's sequences the source's last values, each read and written on its

@@ -361,8 +361,9 @@ func (db *DB) Unsubscribe(ctx context.Context, schema string) error {
 	return nil
 }
 
-// Unpublish drops the tenant's publication and replication slot on this (source) database, if they
-// exist. A slot still in use (its subscription's worker has not let go yet) is an error: try again.
+// Unpublish drops the tenant's publication, replication slot and replication login on this (source)
+// database, if they exist. A slot still in use (its subscription's worker has not let go yet) is an
+// error: try again.
 func (db *DB) Unpublish(ctx context.Context, schema string) error {
 	name := MoveName(schema)
 	if _, err := db.pool.Exec(ctx, "DROP PUBLICATION IF EXISTS "+pgx.Identifier{name}.Sanitize()); err != nil {
@@ -371,8 +372,70 @@ func (db *DB) Unpublish(ctx context.Context, schema string) error {
 	if _, err := db.pool.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, name); err != nil {
 		return fmt.Errorf("dropping replication slot %s: %w", name, err)
 	}
-	_, err := db.pool.Exec(ctx, `DELETE FROM tenantry.move_markers WHERE schema_name = $1`, schema)
-	return err
+	if _, err := db.pool.Exec(ctx, `DELETE FROM tenantry.move_markers WHERE schema_name = $1`, schema); err != nil {
+		return fmt.Errorf("removing the move marker of %s: %w", schema, err)
+	}
+	return db.dropMoveLogin(ctx, schema)
+}
+
+// moveLogin is the role of a tenant's move's replication login on the source's server: named as the
+// move, marked as the operator's for that schema (a role of that name without the mark is someone
+// else's, and is never used, given a password or dropped).
+func moveLogin(schema string) Role {
+	return Role{Name: MoveName(schema), Mark: "tenantry move login " + schema}
+}
+
+// moveLoginAttrs are the move login's attributes: it replicates, inherits nothing, and is not subject to
+// row-level security, so that no policy a tenant forced on its own tables runs as it (the copy reads
+// with row_security off besides: Subscribe).
+const moveLoginAttrs = "LOGIN REPLICATION NOINHERIT BYPASSRLS"
+
+// MoveLogin makes the replication login a tenant's move subscribes with, on this (source) database, and
+// gives it a new random password, which it returns with its name. The login may replicate and read the
+// move's marker row; the tenant's own tables only once the tenant's session has granted them
+// (TenantSession.GrantCopy). So the subscription, which the target keeps in pg_subscription while the
+// move lasts, holds this login's password, never the admin's; and the login goes when the move ends
+// (Unpublish).
+func (db *DB) MoveLogin(ctx context.Context, schema string) (name, password string, err error) {
+	role := moveLogin(schema)
+	if err := db.ensureRole(ctx, role, moveLoginAttrs); err != nil {
+		return "", "", err
+	}
+	password = randomPassword()
+	clause, err := passwordClause(password)
+	if err != nil {
+		return "", "", err
+	}
+	q := pgx.Identifier{role.Name}.Sanitize()
+	if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" "+moveLoginAttrs+" "+clause); err != nil {
+		return "", "", fmt.Errorf("setting the password of the move's login %q: %w", role.Name, err)
+	}
+	if _, err := db.pool.Exec(ctx, "GRANT USAGE ON SCHEMA tenantry TO "+q); err != nil {
+		return "", "", fmt.Errorf("letting the move's login %q read its marker: %w", role.Name, err)
+	}
+	if _, err := db.pool.Exec(ctx, "GRANT SELECT ON tenantry.move_markers TO "+q); err != nil {
+		return "", "", fmt.Errorf("letting the move's login %q read its marker: %w", role.Name, err)
+	}
+	return role.Name, password, nil
+}
+
+// dropMoveLogin drops a tenant's move's replication login, with what it was granted in this database,
+// if it exists and is the operator's.
+func (db *DB) dropMoveLogin(ctx context.Context, schema string) error {
+	role := moveLogin(schema)
+	var ours bool
+	if err := db.pool.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1 AND shobj_description(oid, 'pg_authid') = $2`,
+		role.Name, role.Mark).Scan(&ours); err != nil || !ours {
+		return err
+	}
+	q := pgx.Identifier{role.Name}.Sanitize()
+	if _, err := db.pool.Exec(ctx, "DROP OWNED BY "+q); err != nil {
+		return fmt.Errorf("revoking what the move's login %q was granted: %w", role.Name, err)
+	}
+	if _, err := db.pool.Exec(ctx, "DROP ROLE IF EXISTS "+q); err != nil {
+		return fmt.Errorf("dropping the move's login %q: %w", role.Name, err)
+	}
+	return nil
 }
 
 // Where says where two databases are: on one PostgreSQL server (cluster), where roles and role

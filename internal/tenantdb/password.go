@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 )
 
@@ -38,6 +39,13 @@ func scramVerifier(password string, salt []byte, iterations int) (string, error)
 	stored := sha256.Sum256(mac(salted, "Client Key"))
 	b64 := base64.StdEncoding.EncodeToString
 	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", iterations, b64(salt), b64(stored[:]), b64(mac(salted, "Server Key"))), nil
+}
+
+// randomPassword is a new password for a login only the operator uses: 192 random bits.
+func randomPassword() string {
+	buf := make([]byte, 24)
+	_, _ = rand.Read(buf)
+	return hex.EncodeToString(buf)
 }
 
 // passwordClause is "PASSWORD '<verifier>'" for ALTER ROLE.

@@ -2,8 +2,6 @@ package tenantdb
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -70,9 +68,7 @@ func (db *DB) tenantLogin(ctx context.Context) (*pgxpool.Pool, error) {
 	if err := db.ensureRole(ctx, worker, "LOGIN NOINHERIT"); err != nil {
 		return nil, err
 	}
-	buf := make([]byte, 24)
-	_, _ = rand.Read(buf)
-	password := hex.EncodeToString(buf)
+	password := randomPassword()
 	q := pgx.Identifier{worker.Name}.Sanitize()
 	clause, err := passwordClause(password)
 	if err != nil {
@@ -211,6 +207,24 @@ func (s *TenantSession) EmptyCopy(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("emptying the target's copy of %s: %w", s.id.Schema, err)
+	}
+	return nil
+}
+
+// GrantCopy lets a move's replication login (MoveLogin) read the tenant's tables for the subscription's
+// first copy: USAGE on the schema and SELECT on each table, granted by the tenant role, which owns them.
+// The login is dropped, with its grants, when the move ends (Unpublish).
+func (s *TenantSession) GrantCopy(ctx context.Context, login string) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		schema, to := pgx.Identifier{s.id.Schema}.Sanitize(), " TO "+pgx.Identifier{login}.Sanitize()
+		if _, err := tx.Exec(ctx, "GRANT USAGE ON SCHEMA "+schema+to); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "GRANT SELECT ON ALL TABLES IN SCHEMA "+schema+to)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("letting the move's login read %s: %w", s.id.Schema, err)
 	}
 	return nil
 }
