@@ -25,6 +25,7 @@ type Env struct {
 	AdminURL string // superuser: what the operator has
 	AppURL   string // the app's login role
 	AppRole  string
+	Channel  string // the app's announcement channel, recorded as the operator records it
 	Admin    *tenantdb.DB
 }
 
@@ -41,7 +42,8 @@ func NewEnv(ctx context.Context, cluster *pgcluster.Throwaway) (*Env, error) {
 		return nil, err
 	}
 	database := strings.TrimPrefix(u.Path, "/")
-	e := &Env{AdminURL: adminURL, AppRole: registry.AppRoleName(database, Namespace, "app")}
+	e := &Env{AdminURL: adminURL, AppRole: registry.AppRoleName(database, Namespace, "app"),
+		Channel: fmt.Sprintf("%sapptest_%s_%d", registry.ChannelPrefix, database, seq.Add(1))}
 	u.User = url.UserPassword(e.AppRole, "app-password")
 	e.AppURL = u.String()
 	// As the operator: admin work on the admin's login, work inside tenant schemas on its tenant login.
@@ -52,6 +54,9 @@ func NewEnv(ctx context.Context, cluster *pgcluster.Throwaway) (*Env, error) {
 		return nil, err
 	}
 	if err := e.Admin.EnsureAppRole(ctx, role, "app-password"); err != nil {
+		return nil, err
+	}
+	if err := e.Admin.SetAppChannel(ctx, Namespace, "app", e.Channel); err != nil {
 		return nil, err
 	}
 	return e, nil

@@ -101,7 +101,7 @@ func newHarness(t *testing.T, opts options) *harness {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			_ = h.reg.Run(ctx, func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, env.AppURL) }, discardLog())
+			_ = h.reg.Run(ctx, env.Channel, func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, env.AppURL) }, discardLog())
 		}()
 		t.Cleanup(func() { cancel(); <-done })
 		select {

@@ -329,7 +329,7 @@ func TestRegistry_listen(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	syncs := h.reg.Syncs()
-	go func() { _ = h.reg.Run(ctx, connectFunc(h.env.AppURL), discardLog()) }()
+	go func() { _ = h.reg.Run(ctx, h.env.Channel, connectFunc(h.env.AppURL), discardLog()) }()
 	waitFor(t, "the listener to start", func() bool { return h.reg.Syncs() > syncs })
 
 	c, err := h.env.Provision(context.Background(), apptestTenant("initech", "initech.test"))

@@ -223,19 +223,21 @@ type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// Run keeps the registry current until ctx ends: it LISTENs on a connection of its own (connect must
-// reach PostgreSQL directly, not through PgBouncer in transaction mode), re-reads everything on every
-// (re)connect, so nothing missed while disconnected stays missed, and re-reads a tenant when notified.
+// Run keeps the registry current until ctx ends: it LISTENs on channel (the app's own, which the
+// operator gives it: registry.ChannelPrefix) on a connection of its own (connect must reach PostgreSQL
+// directly, not through PgBouncer in transaction mode), re-reads everything on every (re)connect, so
+// nothing missed while disconnected stays missed, and re-reads a tenant when notified.
 // A read that fails (the registry at start-up, or one tenant after a notification) is not left to the
 // next reconnect: the whole registry is read again on a fresh connection, with backoff, until it works.
-func (r *Registry) Run(ctx context.Context, connect func(context.Context) (*pgx.Conn, error), log *slog.Logger) error {
-	return r.listen(ctx, connect, log, source{sync: r.Sync, refresh: r.Refresh})
+func (r *Registry) Run(ctx context.Context, channel string, connect func(context.Context) (*pgx.Conn, error), log *slog.Logger) error {
+	return r.listen(ctx, channel, connect, log, source{sync: r.Sync, refresh: r.Refresh})
 }
 
 // RunShard keeps what the registry knows of a shard's tenants (their schema versions) current until ctx
 // ends, from the shard's own registry, the way Run does for the home database.
-func (r *Registry) RunShard(ctx context.Context, shard string, connect func(context.Context) (*pgx.Conn, error), log *slog.Logger) error {
-	return r.listen(ctx, connect, log, source{
+func (r *Registry) RunShard(ctx context.Context, shard, channel string, connect func(context.Context) (*pgx.Conn, error),
+	log *slog.Logger) error {
+	return r.listen(ctx, channel, connect, log, source{
 		sync: func(ctx context.Context, q Querier) error { return r.SyncShard(ctx, shard, q) },
 		refresh: func(ctx context.Context, q Querier, schema string) error {
 			return r.RefreshShard(ctx, shard, q, schema)
@@ -249,7 +251,8 @@ type source struct {
 	refresh func(context.Context, Querier, string) error
 }
 
-func (r *Registry) listen(ctx context.Context, connect func(context.Context) (*pgx.Conn, error), log *slog.Logger, src source) error {
+func (r *Registry) listen(ctx context.Context, channel string, connect func(context.Context) (*pgx.Conn, error), log *slog.Logger,
+	src source) error {
 	stale := make(chan struct{}, 1)
 	go resync(ctx, connect, stale, log, src, r.Len)
 	l := &pgxlisten.Listener{
@@ -261,7 +264,7 @@ func (r *Registry) listen(ctx context.Context, connect func(context.Context) (*p
 			}
 		},
 	}
-	l.Handle(registry.NotifyChannel, &listenHandler{src: src, len: r.Len, log: log, stale: stale})
+	l.Handle(channel, &listenHandler{src: src, len: r.Len, log: log, stale: stale})
 	return l.Listen(ctx)
 }
 

@@ -34,7 +34,7 @@ func TestRegistry_Run_failedRefreshIsRetried(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = reg.Run(rctx, func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, env.AppURL) },
+		_ = reg.Run(rctx, env.Channel, func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, env.AppURL) },
 			slog.New(slog.DiscardHandler))
 	}()
 	t.Cleanup(func() { cancel(); <-done })

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -39,6 +40,7 @@ func main() {
 		maxHashes   = flag.Int("max-hashes", 0, "Password hashes and checks run at once (0: two per CPU); each holds 19 MiB while it runs.")
 		maxExports  = flag.Int("max-exports", 4, "CSV exports built at once; each holds its rows in memory.")
 		deviceKey   = flag.String("device-key", os.Getenv("DEVICE_KEY"), "The key that signs the device cookies of browsers that signed in (every replica needs the same; the operator puts one in the app's Secret). Empty makes one for this process alone.")
+		channel     = flag.String("notify-channel", os.Getenv("NOTIFY_CHANNEL"), "The channel on which the operator announces changes of this app's tenants (from the app's Secret).")
 		proxies     = flag.String("trusted-proxies", os.Getenv("TRUSTED_PROXIES"), "Comma-separated CIDRs of proxies (the ingress controller) whose X-Forwarded-For names the client.")
 	)
 	flag.Parse()
@@ -65,13 +67,17 @@ func main() {
 	cfg := apphttp.Config{Log: log, SchemaVersion: migrations.Latest, SecureCookies: !*insecure, DevHostSuffix: *devSuffix,
 		TrustedProxies: trusted, TenantMetrics: *tenantStats, MaxHashes: *maxHashes, MaxExports: *maxExports,
 		DeviceKey: []byte(*deviceKey)}
-	if err := run(cfg, *addr, *metricsAddr, *dbURL, *listenURL, listen, opts, *citusRoute == registry.CitusRouteWorkers); err != nil {
+	if !strings.HasPrefix(*channel, registry.ChannelPrefix) {
+		log.Error("--notify-channel: set it (NOTIFY_CHANNEL) to the channel of the app's Secret, \"" + registry.ChannelPrefix + "...\"")
+		os.Exit(2)
+	}
+	if err := run(cfg, *addr, *metricsAddr, *dbURL, *listenURL, *channel, listen, opts, *citusRoute == registry.CitusRouteWorkers); err != nil {
 		log.Error("app stopped", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(cfg apphttp.Config, addr, metricsAddr, dbURL, listenURL string, shardListen map[string]string, opts postgres.Options,
+func run(cfg apphttp.Config, addr, metricsAddr, dbURL, listenURL, channel string, shardListen map[string]string, opts postgres.Options,
 	citusWorkers bool) error {
 	log := cfg.Log
 	if dbURL == "" {
@@ -89,7 +95,7 @@ func run(cfg apphttp.Config, addr, metricsAddr, dbURL, listenURL string, shardLi
 	}
 	defer db.Close()
 	registry := postgres.NewRegistry()
-	go func() { _ = registry.Run(ctx, connector(listenURL), log) }()
+	go func() { _ = registry.Run(ctx, channel, connector(listenURL), log) }()
 	if citusWorkers {
 		go func() { _ = db.RunCitus(ctx, log) }()
 	}
@@ -98,7 +104,7 @@ func run(cfg apphttp.Config, addr, metricsAddr, dbURL, listenURL string, shardLi
 		if l := shardListen[name]; l != "" {
 			u = l
 		}
-		go func() { _ = registry.RunShard(ctx, name, connector(u), log.With("shard", name)) }()
+		go func() { _ = registry.RunShard(ctx, name, channel, connector(u), log.With("shard", name)) }()
 	}
 
 	cfg.DB, cfg.Registry = db, registry

@@ -72,6 +72,17 @@ func TestClusterDatabase_onlyWhatThePlatformDeclared(t *testing.T) {
 		must(t, mallory.Create(ctx, &tenantryv1.ExpenseApp{ObjectMeta: metav1.ObjectMeta{Name: try.app, Namespace: other.ns},
 			Spec: tenantryv1.ExpenseAppSpec{Image: "tenantry:test", Database: try.db}}))
 	}
+	// A shard, or a move target, is no different: the database declared for f's namespace as a shard of
+	// an app of "other" on its own declared home.
+	must(t, mallory.Create(ctx, &tenantryv1.ExpenseApp{ObjectMeta: metav1.ObjectMeta{Name: "borrow-shard", Namespace: other.ns},
+		Spec: tenantryv1.ExpenseAppSpec{Image: "tenantry:test", Database: tenantryv1.DatabaseSpec{ClusterDatabase: other.declared("db")},
+			Shards: []tenantryv1.ShardSpec{{Name: "east", ClusterDatabase: f.declared("db")}}}}))
+	tries = append(tries, struct {
+		app  string
+		db   tenantryv1.DatabaseSpec
+		want string
+	}{"borrow-shard", tenantryv1.DatabaseSpec{}, "spec.shards[east].clusterDatabase names ClusterDatabase " + f.declared("db") +
+		", which does not allow namespace " + other.ns})
 	for _, try := range tries {
 		app := &tenantryv1.ExpenseApp{}
 		if err := eventually(20*time.Second, func() error {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -30,6 +31,10 @@ import (
 // cookies with (the app's DEVICE_KEY): a browser that signed in to an account is not slowed down by
 // failed sign-ins of others at it.
 const deviceKeyKey = "device-key"
+
+// channelKey is the key of the app's Secret that names the channel on which the app hears of changes
+// to its namespace's tenants (the app's NOTIFY_CHANNEL; tenantry.app_channels in every registry).
+const channelKey = "notify-channel"
 
 // appSecretSuffix names the Secret holding the app's own connection string: <app>-app-db.
 const appSecretSuffix = "-app-db"
@@ -87,18 +92,24 @@ func (r *ExpenseAppReconciler) ensureAppLogin(ctx context.Context, app *tenantry
 	// the spec (replicas, maxConcurrent) must not re-grant thousands of tenants.
 	have := appLoginURIs(secret)
 	ready := exists && meta.IsStatusConditionTrue(app.Status.Conditions, tenantryv1.ConditionDatabaseReady)
-	if ready && maps.Equal(have, want) && len(secret.Data[deviceKeyKey]) > 0 {
+	channel := string(secret.Data[channelKey])
+	if ready && maps.Equal(have, want) && len(secret.Data[deviceKeyKey]) > 0 && channel != "" {
 		return secret, nil
+	}
+	// A Secret without a channel yet (new, or from before channels) gets one, recorded on every shard.
+	recorded := channel != ""
+	if !recorded {
+		channel = newChannel()
 	}
 	if app.Status.Citus, err = home.Citus(ctx); err != nil {
 		return fail(retryErr(tenantryv1.ReasonDatabaseError, err))
 	}
 	placed := tenantsByShard(tenants)
 	for _, shard := range shards {
-		if ready && have[shard] == want[shard] {
+		if ready && have[shard] == want[shard] && recorded {
 			continue
 		}
-		if err := r.ensureLoginOn(ctx, app, shard, role, pass, placed[shard]); err != nil {
+		if err := r.ensureLoginOn(ctx, app, shard, role, pass, channel, placed[shard]); err != nil {
 			return fail(err)
 		}
 	}
@@ -115,7 +126,7 @@ func (r *ExpenseAppReconciler) ensureAppLogin(ctx context.Context, app *tenantry
 		deviceKey = []byte(password.Generate(43)) // about 250 random bits
 	}
 	secret.Data = map[string][]byte{"uri": []byte(want[tenantryv1.HomeShard]), appShardsKey: shardURIs,
-		"username": []byte(role.Name), "password": []byte(pass), deviceKeyKey: deviceKey}
+		"username": []byte(role.Name), "password": []byte(pass), deviceKeyKey: deviceKey, channelKey: []byte(channel)}
 	if err := controllerutil.SetControllerReference(app, secret, r.Scheme); err != nil {
 		return fail(err)
 	}
@@ -137,10 +148,11 @@ func (r *ExpenseAppReconciler) ensureAppLogin(ctx context.Context, app *tenantry
 	return secret, nil
 }
 
-// ensureLoginOn creates or updates the app's login on one shard and lets it act as the tenants placed
-// there (names): what a new or renamed login needs for the tenants it serves.
+// ensureLoginOn creates or updates the app's login on one shard, records its announcement channel there,
+// and lets it act as the tenants placed there (names): what a new or renamed login needs for the
+// tenants it serves.
 func (r *ExpenseAppReconciler) ensureLoginOn(ctx context.Context, app *tenantryv1.ExpenseApp, shard string,
-	role tenantdb.Role, pass string, names []string) error {
+	role tenantdb.Role, pass, channel string, names []string) error {
 	db, err := r.Databases.Shard(ctx, app, shard)
 	if err != nil {
 		return err
@@ -152,10 +164,20 @@ func (r *ExpenseAppReconciler) ensureLoginOn(ctx context.Context, app *tenantryv
 	} else if err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: %w", shard, err))
 	}
+	if err := db.SetAppChannel(ctx, app.Namespace, app.Name, channel); err != nil {
+		return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: %w", shard, err))
+	}
 	if err := db.GrantTenants(ctx, app.Namespace, names, role.Name); err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, fmt.Errorf("shard %s: %w", shard, err))
 	}
 	return nil
+}
+
+// newChannel is a new announcement channel for an app: registry.ChannelPrefix and 128 random bits.
+func newChannel() string {
+	buf := make([]byte, registry.ChannelBytes)
+	_, _ = rand.Read(buf)
+	return registry.ChannelPrefix + hex.EncodeToString(buf)
 }
 
 // SecretHash is a short hash of a Secret's data, for a pod template annotation.

@@ -108,6 +108,8 @@ func appPodSpec(app *tenantryv1.ExpenseApp, image string) corev1.PodSpec {
 				{Name: "DEVICE_KEY", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 					LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: deviceKeyKey,
 					Optional: ptr.To(true)}}},
+				{Name: "NOTIFY_CHANNEL", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+					LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: channelKey}}},
 				{Name: "CITUS_ROUTING", Value: citusRouting(app)},
 				{Name: "TRUSTED_PROXIES", Value: strings.Join(app.Spec.TrustedProxies, ",")}},
 			Ports: []corev1.ContainerPort{{Name: ServicePortName, ContainerPort: appPort},

@@ -7,6 +7,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -327,5 +328,82 @@ func TestIsolation_foreignAppLoginNotAdopted(t *testing.T) {
 	}
 	if n := f.count(`SELECT count(*) FROM pg_authid WHERE rolname = $1 AND rolpassword IS NOT NULL`, squatted); n != 0 {
 		t.Error("the operator set a password on a login that is not its own")
+	}
+}
+
+// Two ExpenseApps on one database, in two namespaces: each app's login reads the registry rows (tenants
+// and hosts) of its own namespace only, and hears only their announcements, on a channel named in its
+// own Secret. It cannot read the channels, announce, or re-mark its role into the other namespace, and
+// the channel every app once shared carries nothing.
+func TestIsolation_registryPerNamespace(t *testing.T) {
+	a := newFixture(t)
+	b := a.sibling()
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, a.tenant("ra", "ra.example.com")))
+	must(t, k8s.Create(ctx, b.tenant("rb", "rb.example.com")))
+	a.waitReady("ra")
+	b.waitReady("rb")
+	login := b.appLogin()
+	rows, err := login.Query(ctx, `SELECT t.namespace || '/' || t.name || ' ' || coalesce(h.host, '') FROM tenantry.tenants t
+LEFT JOIN tenantry.tenant_hosts h USING (schema_name)`)
+	must(t, err)
+	seen, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	must(t, err)
+	if want := []string{b.ns + "/rb rb.example.com"}; !slices.Equal(seen, want) {
+		t.Errorf("app B's login reads registry rows %q, want %q", seen, want)
+	}
+	var hosts int
+	must(t, login.QueryRow(ctx, `SELECT count(*) FROM tenantry.tenant_hosts`).Scan(&hosts))
+	if hosts != 1 {
+		t.Errorf("app B's login reads %d host rows, want its tenant's 1", hosts)
+	}
+	for what, sql := range map[string]string{
+		"read the channels": `SELECT channel FROM tenantry.app_channels`,
+		"announce":          `SELECT tenantry.announce('` + a.ns + `', 'x')`,
+		"re-mark its own login": `COMMENT ON ROLE ` + pgx.Identifier{login.Config().User}.Sanitize() + ` IS 'tenantry app ` +
+			a.database + `/` + a.ns + `/expenses'`,
+	} {
+		if _, err := login.Exec(ctx, sql); !isPermissionDenied(err) {
+			t.Errorf("app B's login may %s: %v", what, err)
+		}
+	}
+
+	// B listens on its own channel and on the one every app once shared; A's tenant changes, then B's.
+	bSecret := &corev1.Secret{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: b.ns, Name: "expenses-app-db"}, bSecret))
+	own := string(bSecret.Data[channelKey])
+	listener := b.appLogin()
+	for _, ch := range []string{own, "tenantry_tenants"} {
+		_, err := listener.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize())
+		must(t, err)
+	}
+	rename := func(f *fixture, name, display string) {
+		tn := f.get(name)
+		patch := client.MergeFrom(tn.DeepCopy())
+		tn.Spec.DisplayName = display
+		must(t, k8s.Patch(ctx, tn, patch))
+	}
+	rename(a, "ra", "Renamed A")
+	// A's change is in the registry (and announced) before B's is made: B would hear it first.
+	must(t, eventually(20*time.Second, func() error {
+		if a.count(`SELECT count(*) FROM tenantry.tenants WHERE schema_name = $1 AND display_name = 'Renamed A'`, a.schema("ra")) != 1 {
+			return errNotYet
+		}
+		return nil
+	}))
+	rename(b, "rb", "Renamed B")
+	for {
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		n, err := listener.WaitForNotification(wctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("app B never heard of its own tenant's change: %v", err)
+		}
+		if n.Channel != own || n.Payload != b.schema("rb") {
+			t.Fatalf("app B heard %q on channel %q, want only its own tenant %q on its own channel", n.Payload, n.Channel, b.schema("rb"))
+		}
+		if n.Payload == b.schema("rb") {
+			break
+		}
 	}
 }

@@ -385,9 +385,10 @@ func startApp(t *testing.T, f *fixture, bounced ...string) *runningApp {
 		}
 	})
 	reg := postgres.NewRegistry()
-	go func() { _ = reg.Run(ctx, connector(string(sec.Data["uri"])), log) }()
+	channel := string(sec.Data[channelKey])
+	go func() { _ = reg.Run(ctx, channel, connector(string(sec.Data["uri"])), log) }()
 	for name, u := range listen {
-		go func() { _ = reg.RunShard(ctx, name, connector(u), log) }()
+		go func() { _ = reg.RunShard(ctx, name, channel, connector(u), log) }()
 	}
 	if !slices.Contains(bounced, tenantryv1.HomeShard) {
 		// On Citus, tenants go to their workers, as the app's default --citus-routing=workers has it;

@@ -95,16 +95,16 @@ func moveDeadline(app *tenantryv1.ExpenseApp) time.Duration {
 
 // move is a move in progress with its two databases open, read from where the tenant lives (location).
 type move struct {
-	source, target     string // shard names
-	src, tgt           *tenantdb.DB
-	home               *tenantdb.DB // records the move, and routes the tenant
-	homeDatabase       string       // names the tenant's role and the app's login (location.homeDatabase)
-	schema, role       string
-	version            int64
-	sourceIsHome       bool
-	targetIsHome       bool
-	sameServer         bool // roles are shared
-	startedAt          time.Time
+	source, target string // shard names
+	src, tgt       *tenantdb.DB
+	home           *tenantdb.DB // records the move, and routes the tenant
+	homeDatabase   string       // names the tenant's role and the app's login (location.homeDatabase)
+	schema, role   string
+	version        int64
+	sourceIsHome   bool
+	targetIsHome   bool
+	sameServer     bool // roles are shared
+	startedAt      time.Time
 	// sourceURIForTarget is where the target's subscription reaches the source: the source's admin
 	// connection string, whose login and password subscribe replaces with the move's own.
 	sourceURIForTarget string

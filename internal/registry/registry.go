@@ -12,9 +12,14 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// NotifyChannel is the LISTEN/NOTIFY channel on which the operator announces a changed tenant; the
-// payload is the tenant's schema name.
-const NotifyChannel = "tenantry_tenants"
+// A changed tenant is announced by NOTIFY, its schema name the payload, on the channel of each
+// ExpenseApp of its namespace (tenantry.app_channels, tenantry.announce): a name of ChannelBytes random
+// bytes, in hex, after "tenantry_", which the operator gives the app in its Secret. An app's login hears
+// no other namespace's tenants, since it cannot know their channels.
+const (
+	ChannelPrefix = "tenantry_"
+	ChannelBytes  = 16
+)
 
 // Where the app sends a tenant's transactions when its home database is a Citus coordinator: the
 // operator passes the ExpenseApp's choice to the app (CITUS_ROUTING), which follows it (app/postgres).
@@ -61,7 +66,7 @@ const (
 // Version is the version of DDL. Raise it with every change to DDL: an operator runs DDL only on a
 // database whose registry records an older version (RegistryVersion's table), so that a start-up sends
 // no DDL, and takes no lock that a read of the registry could hold up, where nothing changed.
-const Version = 5
+const Version = 6
 
 // Bootstrap creates the control schema and the one-row table that records its version
 // (tenantry.registry_version). The operator creates and upgrades the registry while it holds that
@@ -143,17 +148,52 @@ REVOKE ALL ON tenantry.registry_version FROM PUBLIC;
 -- A migration records its schema's new version in the same transaction, as the tenant role it runs
 -- as: this function lets the current role (SET ROLE) record its own row's version, only upwards, and
 -- nothing else. Tenant roles reach it through USAGE on the schema; the tables stay closed to them.
+-- Each ExpenseApp's announcement channel: a random name that the operator keeps here (closed to every
+-- login but the admin) and in the app's Secret. announce(namespace, schema) tells the apps of that
+-- namespace, and no other, that a tenant changed; only the admin login, and the registry's own
+-- functions, may call it.
+CREATE TABLE IF NOT EXISTS tenantry.app_channels (
+    namespace text NOT NULL,
+    app       text NOT NULL,
+    channel   text NOT NULL,
+    PRIMARY KEY (namespace, app)
+);
+REVOKE ALL ON tenantry.app_channels FROM PUBLIC;
+CREATE OR REPLACE FUNCTION tenantry.announce(ns text, changed text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    PERFORM pg_notify(channel, changed) FROM tenantry.app_channels WHERE namespace = ns;
+END $f$;
+REVOKE ALL ON FUNCTION tenantry.announce(text, text) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION tenantry.record_schema_version(version bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE changed text;
+DECLARE ns text; changed text;
 BEGIN
     UPDATE tenantry.tenants SET schema_version = version, updated_at = now()
     WHERE role_name = current_setting('role') AND schema_version < version
-    RETURNING schema_name INTO changed;
+    RETURNING namespace, schema_name INTO ns, changed;
     IF changed IS NOT NULL THEN
-        PERFORM pg_notify('` + NotifyChannel + `', changed);
+        PERFORM tenantry.announce(ns, changed);
     END IF;
 END $f$;
+-- An app's login reads the registry rows of its own namespace only (an ExpenseApp serves the tenants
+-- of its namespace): its namespace is in the mark the operator gave its role ("tenantry app
+-- <database>/<namespace>/<name>", tenantdb.OwnerMark), which it cannot change (COMMENT ON ROLE needs
+-- CREATEROLE). Any other login that is not the tables' owner reads nothing.
+CREATE OR REPLACE FUNCTION tenantry.login_namespace() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT split_part(d.description, '/', -2)
+    FROM pg_roles r JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
+    WHERE r.rolname = current_user AND d.description LIKE 'tenantry app %'
+$f$;
+ALTER TABLE tenantry.tenants ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS app_login_reads_its_namespace ON tenantry.tenants;
+CREATE POLICY app_login_reads_its_namespace ON tenantry.tenants FOR SELECT
+    USING (namespace = (SELECT tenantry.login_namespace()));
+ALTER TABLE tenantry.tenant_hosts ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS app_login_reads_its_namespace ON tenantry.tenant_hosts;
+CREATE POLICY app_login_reads_its_namespace ON tenantry.tenant_hosts FOR SELECT
+    USING (schema_name IN (SELECT schema_name FROM tenantry.tenants));
 -- A fleet release's migration of a schema holds the lock of the tenant's own registry row, taken as the
 -- tenant role it runs as: only a session that may act as the tenant can take it (the advisory key per
 -- schema that migrations once held could be taken by any login of the database).

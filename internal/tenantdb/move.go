@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"tenantry.dev/tenantry/internal/registry"
 )
 
 // A tenant moves between two databases (shards) through PostgreSQL's logical replication: the source
@@ -460,9 +458,9 @@ func (db *DB) SetShard(ctx context.Context, namespace, name, shard string, versi
 WITH moved AS (
     UPDATE tenantry.tenants SET shard = $3, schema_version = $4, updated_at = now()
     WHERE namespace = $1 AND name = $2
-    RETURNING schema_name
+    RETURNING namespace, schema_name
 )
-SELECT pg_notify($5, schema_name) FROM moved`, namespace, name, shard, version, registry.NotifyChannel)
+SELECT tenantry.announce(namespace, schema_name) FROM moved`, namespace, name, shard, version)
 	if err != nil {
 		return fmt.Errorf("recording tenant %s/%s on shard %q: %w", namespace, name, shard, err)
 	}

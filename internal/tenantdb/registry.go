@@ -236,7 +236,7 @@ RETURNING schema_name, role_name, schema_version, shard`,
 		if err := claimHosts(ctx, tx, id.Schema, r.Hosts, r.Namespace); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", registry.NotifyChannel, id.Schema)
+		_, err = tx.Exec(ctx, "SELECT tenantry.announce($1, $2)", r.Namespace, id.Schema)
 		return err
 	})
 	var hc *HostConflictError
@@ -311,15 +311,25 @@ WHERE namespace = $1 AND name = $2`, namespace, name).Scan(&m.Schema, &m.Role, &
 	return m, true, nil
 }
 
+// SetAppChannel records the channel on which an ExpenseApp hears of changes to its namespace's tenants
+// (registry.ChannelPrefix; the app reads it from its Secret).
+func (db *DB) SetAppChannel(ctx context.Context, namespace, app, channel string) error {
+	if _, err := db.pool.Exec(ctx, `INSERT INTO tenantry.app_channels (namespace, app, channel) VALUES ($1, $2, $3)
+ON CONFLICT (namespace, app) DO UPDATE SET channel = EXCLUDED.channel`, namespace, app, channel); err != nil {
+		return fmt.Errorf("recording the announcement channel of ExpenseApp %s/%s: %w", namespace, app, err)
+	}
+	return nil
+}
+
 // SetState records a tenant's state and schema version and notifies the app.
 func (db *DB) SetState(ctx context.Context, schema, state string, version int64) error {
 	_, err := db.pool.Exec(ctx, `
 WITH updated AS (
     UPDATE tenantry.tenants SET state = $2, schema_version = $3, updated_at = now()
     WHERE schema_name = $1
-    RETURNING schema_name
+    RETURNING namespace, schema_name
 )
-SELECT pg_notify($4, schema_name) FROM updated`, schema, state, version, registry.NotifyChannel)
+SELECT tenantry.announce(namespace, schema_name) FROM updated`, schema, state, version)
 	if err != nil {
 		return fmt.Errorf("setting tenant %q %s at version %d: %w", schema, state, version, err)
 	}
@@ -333,13 +343,13 @@ func (db *DB) Retire(ctx context.Context, namespace, name, namespaceUID string) 
 	_, err := db.pool.Exec(ctx, `
 WITH retired AS (
     UPDATE tenantry.tenants SET state = 'retained', updated_at = now(),
-        namespace_uid = CASE WHEN namespace_uid = '' THEN $4 ELSE namespace_uid END
+        namespace_uid = CASE WHEN namespace_uid = '' THEN $3 ELSE namespace_uid END
     WHERE namespace = $1 AND name = $2
-    RETURNING schema_name
+    RETURNING namespace, schema_name
 ), released AS (
     DELETE FROM tenantry.tenant_hosts WHERE schema_name IN (SELECT schema_name FROM retired)
 )
-SELECT pg_notify($3, schema_name) FROM retired`, namespace, name, registry.NotifyChannel, namespaceUID)
+SELECT tenantry.announce(namespace, schema_name) FROM retired`, namespace, name, namespaceUID)
 	if err != nil {
 		return fmt.Errorf("retiring tenant %s/%s in the registry: %w", namespace, name, err)
 	}
@@ -351,9 +361,9 @@ func (db *DB) Unregister(ctx context.Context, namespace, name string) error {
 	_, err := db.pool.Exec(ctx, `
 WITH deleted AS (
     DELETE FROM tenantry.tenants WHERE namespace = $1 AND name = $2
-    RETURNING schema_name
+    RETURNING namespace, schema_name
 )
-SELECT pg_notify($3, schema_name) FROM deleted`, namespace, name, registry.NotifyChannel)
+SELECT tenantry.announce(namespace, schema_name) FROM deleted`, namespace, name)
 	if err != nil {
 		return fmt.Errorf("removing tenant %s/%s from the registry: %w", namespace, name, err)
 	}

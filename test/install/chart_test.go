@@ -43,7 +43,7 @@ func everything(watch ...string) map[string]any {
 		"prometheus":    map[string]any{"enabled": true},
 		"grafana":       map[string]any{"enabled": true},
 		"networkPolicy": map[string]any{"enabled": true, "postgresCIDRs": []any{"10.10.0.0/16"}},
-		"databases": map[string]any{"namespacedSecrets": true},
+		"databases":     map[string]any{"namespacedSecrets": true},
 		"routePolicy": map[string]any{"deniedIngressAnnotations": []any{"*snippet*", "*/auth-*"},
 			"allowedIngressAnnotations": []any{"cert-manager.io/*"}, "gatewayNamespaces": []any{"gateways", "edge"}},
 	}
