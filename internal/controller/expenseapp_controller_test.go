@@ -255,12 +255,15 @@ func TestExpenseAppReconciler_reconcileDeployment_rollsOnSecretChange(t *testing
 	conn.Close(ctx)
 }
 
-// An ExpenseApp with Tenants waits for them before it goes: they need its database to clean up.
+// An ExpenseApp with Tenants waits for them before it goes: they need its database to clean up. Once
+// gone, its login no longer logs in, reads the registry or has a channel: a namespace of the same name
+// created later by someone else finds nothing of it working.
 func TestExpenseAppReconciler_deletionWaitsForTenants(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	must(t, k8s.Create(ctx, f.tenant("stay", "stay.example.com")))
 	f.waitReady("stay")
+	login := f.appLogin().Config().User
 	must(t, k8s.Delete(ctx, f.getApp()))
 	app := f.waitApp("deletion to be blocked", func(a *tenantryv1.ExpenseApp) bool {
 		c := meta.FindStatusCondition(a.Status.Conditions, tenantryv1.ConditionReady)
@@ -282,6 +285,13 @@ func TestExpenseAppReconciler_deletionWaitsForTenants(t *testing.T) {
 	// Retain: the tenant's schema outlived both.
 	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, f.schema("stay")); n != 1 {
 		t.Fatal("the retained schema is gone")
+	}
+	if n := f.count(`SELECT count(*) FROM pg_roles WHERE rolname = $1 AND (rolcanlogin OR has_table_privilege(oid, 'tenantry.tenants', 'SELECT'))`,
+		login); n != 0 {
+		t.Error("the deleted ExpenseApp's login may still log in or read the registry")
+	}
+	if n := f.count(`SELECT count(*) FROM tenantry.app_channels WHERE namespace = $1`, f.ns); n != 0 {
+		t.Error("the deleted ExpenseApp's channel is still announced to")
 	}
 }
 

@@ -93,6 +93,9 @@ func (r *ExpenseAppReconciler) ensureAppLogin(ctx context.Context, app *tenantry
 	have := appLoginURIs(secret)
 	ready := exists && meta.IsStatusConditionTrue(app.Status.Conditions, tenantryv1.ConditionDatabaseReady)
 	channel := string(secret.Data[channelKey])
+	if !registry.ValidChannel(channel) {
+		channel = "" // not one the operator made: the namespace may edit its Secret
+	}
 	if ready && maps.Equal(have, want) && len(secret.Data[deviceKeyKey]) > 0 && channel != "" {
 		return secret, nil
 	}

@@ -55,6 +55,10 @@ func (r *ExpenseAppReconciler) reconcileShards(ctx context.Context, run *appRun)
 		if !inSpec[shard] {
 			st.Message = fmt.Sprintf("removed from spec.shards but still holds %d tenant(s) (%s): set their spec.shard "+
 				"to another shard, and remove it once they have moved", len(placed[shard]), strings.Join(firstNames(placed[shard], 5), ", "))
+			if len(placed[shard]) == 0 {
+				st.Message = "removed from spec.shards while a move to it is under way: set the moving tenants' spec.shard " +
+					"to another shard (the move is given up), and remove it once they have"
+			}
 			verdict = stallErr(tenantryv1.ReasonShardInUse, time.Minute, fmt.Errorf("shard %s %s", shard, st.Message))
 		}
 		statuses = append(statuses, st)

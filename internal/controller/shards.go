@@ -7,6 +7,8 @@ package controller
 import (
 	"sort"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 )
 
@@ -68,7 +70,8 @@ func tenantsByShard(tenants []tenantryv1.Tenant) map[string][]string {
 }
 
 // appShards lists an ExpenseApp's shards: home, those of its spec, and any it had that still holds
-// tenants (removed from the spec too early; still served, and reported Stalled).
+// tenants or is the target of a move under way (removed from the spec too early; still served, so that
+// the move can finish or be given up, and reported Stalled).
 func appShards(app *tenantryv1.ExpenseApp, tenants []tenantryv1.Tenant) []string {
 	shards := []string{tenantryv1.HomeShard}
 	known := map[string]bool{tenantryv1.HomeShard: true}
@@ -77,9 +80,18 @@ func appShards(app *tenantryv1.ExpenseApp, tenants []tenantryv1.Tenant) []string
 		known[s.Name] = true
 	}
 	var kept []string
-	for shard := range tenantsByShard(tenants) {
+	keep := func(shard string) {
 		if _, ok := shardRef(app, shard); ok && !known[shard] {
 			kept = append(kept, shard)
+			known[shard] = true
+		}
+	}
+	for shard := range tenantsByShard(tenants) {
+		keep(shard)
+	}
+	for i := range tenants {
+		if t := &tenants[i]; t.Spec.Shard != "" && meta.FindStatusCondition(t.Status.Conditions, tenantryv1.ConditionMoving) != nil {
+			keep(t.Spec.Shard)
 		}
 	}
 	sort.Strings(kept)

@@ -120,3 +120,23 @@ func TestShardColumn(t *testing.T) {
 		}
 	}
 }
+
+// Only a channel the operator could have made is taken from an app's Secret, which its namespace may
+// edit: a name too long for NOTIFY, or naming anything else, is not.
+func TestValidChannel(t *testing.T) {
+	for channel, want := range map[string]bool{
+		ChannelPrefix + "0123456789abcdef0123456789abcdef":   true,
+		ChannelPrefix + "0123456789ABCDEF0123456789abcdef":   false,
+		ChannelPrefix + "0123456789abcdef0123456789abcde":    false,
+		ChannelPrefix + "0123456789abcdef0123456789abcdef00": false,
+		"tenantry_tenants":                                  false,
+		"other_0123456789abcdef0123456789abcdef":            false,
+		ChannelPrefix + strings.Repeat("a", 64):             false,
+		ChannelPrefix + "0123456789abcdef0123456789abcde\"": false,
+		"": false,
+	} {
+		if got := ValidChannel(channel); got != want {
+			t.Errorf("ValidChannel(%q) = %v, want %v", channel, got, want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ package registry
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -20,6 +21,21 @@ const (
 	ChannelPrefix = "tenantry_"
 	ChannelBytes  = 16
 )
+
+// ValidChannel says whether a channel name is one the operator makes: ChannelPrefix and ChannelBytes
+// bytes in hex. Anything else found in an app's Secret (which its namespace may edit) is replaced.
+func ValidChannel(channel string) bool {
+	hexPart, ok := strings.CutPrefix(channel, ChannelPrefix)
+	if !ok || len(hexPart) != 2*ChannelBytes {
+		return false
+	}
+	for _, c := range hexPart {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // Where the app sends a tenant's transactions when its home database is a Citus coordinator: the
 // operator passes the ExpenseApp's choice to the app (CITUS_ROUTING), which follows it (app/postgres).
@@ -179,7 +195,8 @@ END $f$;
 -- An app's login reads the registry rows of its own namespace only (an ExpenseApp serves the tenants
 -- of its namespace): its namespace is in the mark the operator gave its role ("tenantry app
 -- <database>/<namespace>/<name>", tenantdb.OwnerMark), which it cannot change (COMMENT ON ROLE needs
--- CREATEROLE). Any other login that is not the tables' owner reads nothing.
+-- CREATEROLE); and not the retained ones, which a namespace of the same name created again must not
+-- learn of. Any other login that is not the tables' owner reads nothing.
 CREATE OR REPLACE FUNCTION tenantry.login_namespace() RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
     SELECT split_part(d.description, '/', -2)
@@ -189,7 +206,7 @@ $f$;
 ALTER TABLE tenantry.tenants ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS app_login_reads_its_namespace ON tenantry.tenants;
 CREATE POLICY app_login_reads_its_namespace ON tenantry.tenants FOR SELECT
-    USING (namespace = (SELECT tenantry.login_namespace()));
+    USING (namespace = (SELECT tenantry.login_namespace()) AND state <> 'retained');
 ALTER TABLE tenantry.tenant_hosts ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS app_login_reads_its_namespace ON tenantry.tenant_hosts;
 CREATE POLICY app_login_reads_its_namespace ON tenantry.tenant_hosts FOR SELECT

@@ -91,3 +91,31 @@ func (db *DB) GrantTenant(ctx context.Context, tenantRole, appRole string) error
 	}
 	return nil
 }
+
+// RetireAppRole closes the app's login (Options.AppRole) of an ExpenseApp that is being deleted, on this database: it may no
+// longer log in, read the registry or hear its namespace's announcements (its channel is forgotten).
+// Its memberships in tenant roles went with its tenants. A role of that name that is not the app's
+// (another mark) is left alone. The role itself stays, disabled, for an ExpenseApp of the same
+// identity created again, which gives it a new password.
+func (db *DB) RetireAppRole(ctx context.Context, namespace, app string) error {
+	role := db.opts.AppRole
+	if err := db.EnsureRegistry(ctx); err != nil {
+		return err
+	}
+	if _, err := db.pool.Exec(ctx, `DELETE FROM tenantry.app_channels WHERE namespace = $1 AND app = $2`, namespace, app); err != nil {
+		return fmt.Errorf("forgetting the announcement channel of ExpenseApp %s/%s: %w", namespace, app, err)
+	}
+	var ours bool
+	if err := db.pool.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1 AND shobj_description(oid, 'pg_authid') = $2`,
+		role.Name, role.Mark).Scan(&ours); err != nil || !ours {
+		return err
+	}
+	q := pgx.Identifier{role.Name}.Sanitize()
+	if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" NOLOGIN PASSWORD NULL"); err != nil {
+		return fmt.Errorf("disabling app role %q: %w", role.Name, err)
+	}
+	if _, err := db.pool.Exec(ctx, "REVOKE ALL ON tenantry.tenants, tenantry.tenant_hosts FROM "+q); err != nil {
+		return fmt.Errorf("closing the registry to app role %q: %w", role.Name, err)
+	}
+	return nil
+}

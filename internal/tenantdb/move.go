@@ -383,6 +383,9 @@ func moveLogin(schema string) Role {
 	return Role{Name: MoveName(schema), Mark: "tenantry move login " + schema}
 }
 
+// movers is the group of every move's login, for pg_hba.conf to name (it grants nothing).
+var movers = Role{Name: "tenantry_movers", Mark: "tenantry movers"}
+
 // moveLoginAttrs are the move login's attributes: it replicates, inherits nothing, and is not subject to
 // row-level security, so that no policy a tenant forced on its own tables runs as it (the copy reads
 // with row_security off besides: Subscribe).
@@ -408,6 +411,13 @@ func (db *DB) MoveLogin(ctx context.Context, schema string) (name, password stri
 	if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" "+moveLoginAttrs+" "+clause); err != nil {
 		return "", "", fmt.Errorf("setting the password of the move's login %q: %w", role.Name, err)
 	}
+	// pg_hba.conf admits every move's login by this group ("+tenantry_movers"): from the targets only.
+	if err := db.ensureRole(ctx, movers, "NOLOGIN"); err != nil {
+		return "", "", err
+	}
+	if _, err := db.pool.Exec(ctx, "GRANT "+pgx.Identifier{movers.Name}.Sanitize()+" TO "+q); err != nil {
+		return "", "", fmt.Errorf("adding the move's login %q to %s: %w", role.Name, movers.Name, err)
+	}
 	if _, err := db.pool.Exec(ctx, "GRANT USAGE ON SCHEMA tenantry TO "+q); err != nil {
 		return "", "", fmt.Errorf("letting the move's login %q read its marker: %w", role.Name, err)
 	}
@@ -418,7 +428,9 @@ func (db *DB) MoveLogin(ctx context.Context, schema string) (name, password stri
 }
 
 // dropMoveLogin drops a tenant's move's replication login, with what it was granted in this database,
-// if it exists and is the operator's.
+// if it exists and is the operator's. It is disabled first (no login, no replication, no password), so
+// that a login the server will not drop (something of another database of the server depends on it: a
+// tenant's session there may grant it default privileges) can do nothing; such a one is left, disabled.
 func (db *DB) dropMoveLogin(ctx context.Context, schema string) error {
 	role := moveLogin(schema)
 	var ours bool
@@ -427,10 +439,13 @@ func (db *DB) dropMoveLogin(ctx context.Context, schema string) error {
 		return err
 	}
 	q := pgx.Identifier{role.Name}.Sanitize()
+	if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" NOLOGIN NOREPLICATION NOBYPASSRLS PASSWORD NULL"); err != nil {
+		return fmt.Errorf("disabling the move's login %q: %w", role.Name, err)
+	}
 	if _, err := db.pool.Exec(ctx, "DROP OWNED BY "+q); err != nil {
 		return fmt.Errorf("revoking what the move's login %q was granted: %w", role.Name, err)
 	}
-	if _, err := db.pool.Exec(ctx, "DROP ROLE IF EXISTS "+q); err != nil {
+	if _, err := db.pool.Exec(ctx, "DROP ROLE IF EXISTS "+q); err != nil && !isCode(err, codeDependentObjects) {
 		return fmt.Errorf("dropping the move's login %q: %w", role.Name, err)
 	}
 	return nil

@@ -708,3 +708,44 @@ func TestMoveName_longNamesStayApart(t *testing.T) {
 		t.Fatalf("MoveName(%q) = %q", short, MoveName(short))
 	}
 }
+
+// A move's login is dropped when the move ends. The tenant (or the app's login acting as it) may make
+// the server refuse the drop, by granting the login default privileges in another database of the
+// server, where the operator's DROP OWNED does not reach: the move's end goes on regardless, and the
+// login stays, unable to log in, replicate or bypass row-level security, with no password.
+func TestDB_Unpublish_disablesAMoveLoginItCannotDrop(t *testing.T) {
+	db, _ := openTestDB(t, Options{})
+	other, _ := openTestDB(t, Options{})
+	ctx := context.Background()
+	must(t, db.EnsureRegistry(ctx))
+	schema := "tenant_stuck_" + db.Database()
+	role := newTenantSchema(t, db, schema)
+	login, password, err := db.MoveLogin(ctx, schema)
+	must(t, err)
+	if login != MoveName(schema) || password == "" {
+		t.Fatalf("MoveLogin = %q, %q", login, password)
+	}
+	_, err = other.pool.Exec(ctx, "ALTER DEFAULT PRIVILEGES FOR ROLE "+pgx.Identifier{role.Name}.Sanitize()+
+		" GRANT SELECT ON TABLES TO "+pgx.Identifier{login}.Sanitize())
+	must(t, err)
+	t.Cleanup(func() {
+		_, _ = other.pool.Exec(context.Background(), "DROP OWNED BY "+pgx.Identifier{login}.Sanitize())
+		_, _ = db.pool.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{login}.Sanitize())
+	})
+	must(t, db.Unpublish(ctx, schema))
+	var canLogin, replication, bypass, hasPassword bool
+	must(t, db.pool.QueryRow(ctx, `SELECT rolcanlogin, rolreplication, rolbypassrls, rolpassword IS NOT NULL FROM pg_authid WHERE rolname = $1`,
+		login).Scan(&canLogin, &replication, &bypass, &hasPassword))
+	if canLogin || replication || bypass || hasPassword {
+		t.Errorf("the move's login left behind: login %v, replication %v, bypassrls %v, password %v; want none",
+			canLogin, replication, bypass, hasPassword)
+	}
+	// Without such a grant it goes entirely.
+	_, _ = other.pool.Exec(ctx, "DROP OWNED BY "+pgx.Identifier{login}.Sanitize())
+	must(t, db.Unpublish(ctx, schema))
+	var n int
+	must(t, db.pool.QueryRow(ctx, `SELECT count(*) FROM pg_roles WHERE rolname = $1`, login).Scan(&n))
+	if n != 0 {
+		t.Error("the move's login outlived a move's end that could drop it")
+	}
+}
