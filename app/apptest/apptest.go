@@ -108,7 +108,7 @@ func (e *Env) Provision(ctx context.Context, t Tenant) (*Provisioned, error) {
 		Schema: name, Role: name, Namespace: Namespace, Name: t.Name, UID: t.Name, DisplayName: t.DisplayName,
 		Branding: registry.Branding{PrimaryColor: t.PrimaryColor},
 		Settings: registry.Settings{Currency: t.Currency, ApprovalThreshold: t.Threshold},
-		State:    registry.StateProvisioning, Hosts: t.Hosts,
+		State:    registry.StateProvisioning, Hosts: t.Hosts, App: "app",
 	}
 	id, err := e.Admin.Register(ctx, reg)
 	if err != nil {

@@ -331,18 +331,24 @@ func TestIsolation_foreignAppLoginNotAdopted(t *testing.T) {
 	}
 }
 
-// Two ExpenseApps on one database, in two namespaces: each app's login reads the registry rows (tenants
-// and hosts) of its own namespace only, and hears only their announcements, on a channel named in its
-// own Secret. It cannot read the channels, announce, or re-mark its role into the other namespace, and
-// the channel every app once shared carries nothing.
-func TestIsolation_registryPerNamespace(t *testing.T) {
+// Three ExpenseApps on one database: A in one namespace, B and C in another. Each app's login reads the
+// registry rows (tenants and hosts) of its own app's tenants only, and hears only their announcements,
+// on a channel named in its own Secret. It cannot read the channels, announce, or re-mark its role as
+// another app's, and the channel every app once shared carries nothing.
+func TestIsolation_registryPerApp(t *testing.T) {
 	a := newFixture(t)
 	b := a.sibling()
 	ctx := context.Background()
+	must(t, k8s.Create(ctx, &tenantryv1.ExpenseApp{ObjectMeta: metav1.ObjectMeta{Name: "second", Namespace: b.ns},
+		Spec: tenantryv1.ExpenseAppSpec{Image: "tenantry:test", Database: tenantryv1.DatabaseSpec{ClusterDatabase: b.declared("db")}}}))
 	must(t, k8s.Create(ctx, a.tenant("ra", "ra.example.com")))
 	must(t, k8s.Create(ctx, b.tenant("rb", "rb.example.com")))
+	rc := b.tenant("rc", "rc.example.com")
+	rc.Spec.AppRef.Name = "second"
+	must(t, k8s.Create(ctx, rc))
 	a.waitReady("ra")
 	b.waitReady("rb")
+	b.waitReady("rc")
 	login := b.appLogin()
 	rows, err := login.Query(ctx, `SELECT t.namespace || '/' || t.name || ' ' || coalesce(h.host, '') FROM tenantry.tenants t
 LEFT JOIN tenantry.tenant_hosts h USING (schema_name)`)
@@ -359,16 +365,17 @@ LEFT JOIN tenantry.tenant_hosts h USING (schema_name)`)
 	}
 	for what, sql := range map[string]string{
 		"read the channels": `SELECT channel FROM tenantry.app_channels`,
-		"announce":          `SELECT tenantry.announce('` + a.ns + `', 'x')`,
+		"announce":          `SELECT tenantry.announce('` + a.ns + `', '', 'x')`,
 		"re-mark its own login": `COMMENT ON ROLE ` + pgx.Identifier{login.Config().User}.Sanitize() + ` IS 'tenantry app ` +
-			a.database + `/` + a.ns + `/expenses'`,
+			a.database + `/` + b.ns + `/second'`,
 	} {
 		if _, err := login.Exec(ctx, sql); !isPermissionDenied(err) {
 			t.Errorf("app B's login may %s: %v", what, err)
 		}
 	}
 
-	// B listens on its own channel and on the one every app once shared; A's tenant changes, then B's.
+	// B listens on its own channel and on the one every app once shared; A's and C's tenants change,
+	// then B's.
 	bSecret := &corev1.Secret{}
 	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: b.ns, Name: "expenses-app-db"}, bSecret))
 	own := string(bSecret.Data[channelKey])
@@ -383,14 +390,20 @@ LEFT JOIN tenantry.tenant_hosts h USING (schema_name)`)
 		tn.Spec.DisplayName = display
 		must(t, k8s.Patch(ctx, tn, patch))
 	}
-	rename(a, "ra", "Renamed A")
-	// A's change is in the registry (and announced) before B's is made: B would hear it first.
-	must(t, eventually(20*time.Second, func() error {
-		if a.count(`SELECT count(*) FROM tenantry.tenants WHERE schema_name = $1 AND display_name = 'Renamed A'`, a.schema("ra")) != 1 {
-			return errNotYet
-		}
-		return nil
-	}))
+	// A's and C's changes are in the registry (and announced) before B's is made: B would hear them first.
+	for _, other := range []struct {
+		f    *fixture
+		name string
+	}{{a, "ra"}, {b, "rc"}} {
+		rename(other.f, other.name, "Renamed")
+		must(t, eventually(20*time.Second, func() error {
+			if other.f.count(`SELECT count(*) FROM tenantry.tenants WHERE schema_name = $1 AND display_name = 'Renamed'`,
+				other.f.schema(other.name)) != 1 {
+				return errNotYet
+			}
+			return nil
+		}))
+	}
 	rename(b, "rb", "Renamed B")
 	for {
 		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -400,7 +413,8 @@ LEFT JOIN tenantry.tenant_hosts h USING (schema_name)`)
 			t.Fatalf("app B never heard of its own tenant's change: %v", err)
 		}
 		if n.Channel != own || n.Payload != b.schema("rb") {
-			t.Fatalf("app B heard %q on channel %q, want only its own tenant %q on its own channel", n.Payload, n.Channel, b.schema("rb"))
+			t.Fatalf("app B heard %q on channel %q, want only its own tenant %q on its own channel (A's is %q, C's %q)",
+				n.Payload, n.Channel, b.schema("rb"), a.schema("ra"), b.schema("rc"))
 		}
 		if n.Payload == b.schema("rb") {
 			break

@@ -96,6 +96,7 @@ func registration(t *tenantryv1.Tenant, schema, role string) tenantdb.Registrati
 		State:         registryState(t, t.Status.SchemaVersion),
 		SchemaVersion: t.Status.SchemaVersion,
 		Hosts:         t.Spec.Hosts,
+		App:           t.Spec.AppRef.Name,
 	}
 }
 

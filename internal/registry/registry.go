@@ -13,10 +13,10 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// A changed tenant is announced by NOTIFY, its schema name the payload, on the channel of each
-// ExpenseApp of its namespace (tenantry.app_channels, tenantry.announce): a name of ChannelBytes random
-// bytes, in hex, after "tenantry_", which the operator gives the app in its Secret. An app's login hears
-// no other namespace's tenants, since it cannot know their channels.
+// A changed tenant is announced by NOTIFY, its schema name the payload, on the channel of its ExpenseApp
+// (tenantry.app_channels, tenantry.announce): a name of ChannelBytes random bytes, in hex, after
+// "tenantry_", which the operator gives the app in its Secret. An app's login hears no other app's
+// tenants, since it cannot know their channels.
 const (
 	ChannelPrefix = "tenantry_"
 	ChannelBytes  = 16
@@ -126,6 +126,10 @@ ALTER TABLE tenantry.tenants ADD COLUMN IF NOT EXISTS shard text NOT NULL DEFAUL
 -- retained schema goes back only to a Tenant of a namespace with that UID, not to one of a namespace
 -- deleted and created again under the same name, unless the platform labels the new one its successor.
 ALTER TABLE tenantry.tenants ADD COLUMN IF NOT EXISTS namespace_uid text NOT NULL DEFAULT '';
+-- app is the ExpenseApp whose tenant it is (a Tenant's spec.appRef, which cannot change): its login
+-- alone reads the row and hears of it. '' for rows from before it was recorded, which every app of the
+-- namespace reads until the tenant is registered again.
+ALTER TABLE tenantry.tenants ADD COLUMN IF NOT EXISTS app text NOT NULL DEFAULT '';
 CREATE UNIQUE INDEX IF NOT EXISTS tenants_role_name_key ON tenantry.tenants (role_name);
 CREATE TABLE IF NOT EXISTS tenantry.tenant_hosts (
     host        text PRIMARY KEY,
@@ -161,13 +165,10 @@ CREATE TABLE IF NOT EXISTS tenantry.moved_schemas (
 -- no other login can compute a schema's key and hold it first (tenantdb.LockID).
 ALTER TABLE tenantry.registry_version ADD COLUMN IF NOT EXISTS migration_secret text;
 REVOKE ALL ON tenantry.registry_version FROM PUBLIC;
--- A migration records its schema's new version in the same transaction, as the tenant role it runs
--- as: this function lets the current role (SET ROLE) record its own row's version, only upwards, and
--- nothing else. Tenant roles reach it through USAGE on the schema; the tables stay closed to them.
 -- Each ExpenseApp's announcement channel: a random name that the operator keeps here (closed to every
--- login but the admin) and in the app's Secret. announce(namespace, schema) tells the apps of that
--- namespace, and no other, that a tenant changed; only the admin login, and the registry's own
--- functions, may call it.
+-- login but the admin) and in the app's Secret. announce(namespace, app, schema) tells that app (every
+-- app of the namespace, for a row that names none), and no other, that a tenant changed; only the admin
+-- login, and the registry's own functions, may call it.
 CREATE TABLE IF NOT EXISTS tenantry.app_channels (
     namespace text NOT NULL,
     app       text NOT NULL,
@@ -175,41 +176,46 @@ CREATE TABLE IF NOT EXISTS tenantry.app_channels (
     PRIMARY KEY (namespace, app)
 );
 REVOKE ALL ON tenantry.app_channels FROM PUBLIC;
-CREATE OR REPLACE FUNCTION tenantry.announce(ns text, changed text) RETURNS void
+CREATE OR REPLACE FUNCTION tenantry.announce(ns text, of_app text, changed text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
-    PERFORM pg_notify(channel, changed) FROM tenantry.app_channels WHERE namespace = ns;
+    PERFORM pg_notify(c.channel, changed) FROM tenantry.app_channels c
+    WHERE c.namespace = ns AND (of_app = '' OR c.app = of_app);
 END $f$;
-REVOKE ALL ON FUNCTION tenantry.announce(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantry.announce(text, text, text) FROM PUBLIC;
+-- A migration records its schema's new version in the same transaction, as the tenant role it runs
+-- as: this function lets the current role (SET ROLE) record its own row's version, only upwards, and
+-- nothing else. Tenant roles reach it through USAGE on the schema; the tables stay closed to them.
 CREATE OR REPLACE FUNCTION tenantry.record_schema_version(version bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE ns text; changed text;
+DECLARE ns text; of_app text; changed text;
 BEGIN
     UPDATE tenantry.tenants SET schema_version = version, updated_at = now()
     WHERE role_name = current_setting('role') AND schema_version < version
-    RETURNING namespace, schema_name INTO ns, changed;
+    RETURNING namespace, app, schema_name INTO ns, of_app, changed;
     IF changed IS NOT NULL THEN
-        PERFORM tenantry.announce(ns, changed);
+        PERFORM tenantry.announce(ns, of_app, changed);
     END IF;
 END $f$;
--- An app's login reads the registry rows of its own namespace only (an ExpenseApp serves the tenants
--- of its namespace): its namespace is in the mark the operator gave its role ("tenantry app
--- <database>/<namespace>/<name>", tenantdb.OwnerMark), which it cannot change (COMMENT ON ROLE needs
--- CREATEROLE); and not the retained ones, which a namespace of the same name created again must not
--- learn of. Any other login that is not the tables' owner reads nothing.
-CREATE OR REPLACE FUNCTION tenantry.login_namespace() RETURNS text
+-- An app's login reads the registry rows of its own ExpenseApp's live tenants only: its namespace and
+-- name are in the mark the operator gave its role ("tenantry app <database>/<namespace>/<name>",
+-- tenantdb.OwnerMark), which it cannot change (COMMENT ON ROLE needs CREATEROLE). Retained rows are
+-- nobody's: a namespace of the same name created again must not learn of them. Any other login that is
+-- not the tables' owner reads nothing.
+CREATE OR REPLACE FUNCTION tenantry.login_app() RETURNS text[]
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
-    SELECT split_part(d.description, '/', -2)
+    SELECT ARRAY[split_part(d.description, '/', -2), split_part(d.description, '/', -1)]
     FROM pg_roles r JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
     WHERE r.rolname = current_user AND d.description LIKE 'tenantry app %'
 $f$;
 ALTER TABLE tenantry.tenants ENABLE ROW LEVEL SECURITY;
-DROP POLICY IF EXISTS app_login_reads_its_namespace ON tenantry.tenants;
-CREATE POLICY app_login_reads_its_namespace ON tenantry.tenants FOR SELECT
-    USING (namespace = (SELECT tenantry.login_namespace()) AND state <> 'retained');
+DROP POLICY IF EXISTS app_login_reads_its_tenants ON tenantry.tenants;
+CREATE POLICY app_login_reads_its_tenants ON tenantry.tenants FOR SELECT
+    USING (state <> 'retained' AND namespace = (SELECT (tenantry.login_app())[1])
+           AND app IN ('', (SELECT (tenantry.login_app())[2])));
 ALTER TABLE tenantry.tenant_hosts ENABLE ROW LEVEL SECURITY;
-DROP POLICY IF EXISTS app_login_reads_its_namespace ON tenantry.tenant_hosts;
-CREATE POLICY app_login_reads_its_namespace ON tenantry.tenant_hosts FOR SELECT
+DROP POLICY IF EXISTS app_login_reads_its_tenants ON tenantry.tenant_hosts;
+CREATE POLICY app_login_reads_its_tenants ON tenantry.tenant_hosts FOR SELECT
     USING (schema_name IN (SELECT schema_name FROM tenantry.tenants));
 -- A fleet release's migration of a schema holds the lock of the tenant's own registry row, taken as the
 -- tenant role it runs as: only a session that may act as the tenant can take it (the advisory key per

@@ -473,9 +473,9 @@ func (db *DB) SetShard(ctx context.Context, namespace, name, shard string, versi
 WITH moved AS (
     UPDATE tenantry.tenants SET shard = $3, schema_version = $4, updated_at = now()
     WHERE namespace = $1 AND name = $2
-    RETURNING namespace, schema_name
+    RETURNING namespace, app, schema_name
 )
-SELECT tenantry.announce(namespace, schema_name) FROM moved`, namespace, name, shard, version)
+SELECT tenantry.announce(namespace, app, schema_name) FROM moved`, namespace, name, shard, version)
 	if err != nil {
 		return fmt.Errorf("recording tenant %s/%s on shard %q: %w", namespace, name, shard, err)
 	}

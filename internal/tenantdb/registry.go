@@ -117,6 +117,8 @@ type Registration struct {
 	// Retain) goes back only to a Tenant of a namespace with the UID it recorded, or to one whose
 	// namespace succeeds that one (Successor): else Register returns a *RetainedElsewhereError.
 	NamespaceUID string
+	// App is the ExpenseApp whose tenant it is: its login alone reads the row.
+	App string
 	// Successor, when set, is the UID of the namespace (RetainedLegacy: of a row that recorded none)
 	// whose retained rows this Tenant's namespace takes over.
 	Successor *string
@@ -199,11 +201,11 @@ func (db *DB) Register(ctx context.Context, r Registration) (FleetMember, error)
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `
 INSERT INTO tenantry.tenants AS t
-    (schema_name, role_name, namespace, name, uid, display_name, branding, settings, state, schema_version, shard, namespace_uid)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    (schema_name, role_name, namespace, name, uid, display_name, branding, settings, state, schema_version, shard, namespace_uid, app)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14)
 ON CONFLICT (namespace, name) DO UPDATE
 SET uid = EXCLUDED.uid, display_name = EXCLUDED.display_name, branding = EXCLUDED.branding,
-    settings = EXCLUDED.settings,
+    settings = EXCLUDED.settings, app = CASE WHEN EXCLUDED.app = '' THEN t.app ELSE EXCLUDED.app END,
     namespace_uid = CASE WHEN EXCLUDED.namespace_uid = '' THEN t.namespace_uid ELSE EXCLUDED.namespace_uid END,
     -- A caller that has not seen the schema migrated yet does not take a live tenant offline.
     state = CASE WHEN EXCLUDED.state = 'provisioning' AND t.schema_version > 0 THEN
@@ -217,7 +219,7 @@ WHERE EXCLUDED.namespace_uid = '' OR t.namespace_uid = EXCLUDED.namespace_uid
    OR (t.namespace_uid = '' AND t.state <> 'retained') OR ($13::text IS NOT NULL AND t.namespace_uid = $13)
 RETURNING schema_name, role_name, schema_version, shard`,
 			r.Schema, r.Role, r.Namespace, r.Name, r.UID, r.DisplayName, branding, settings, r.State, r.SchemaVersion, r.Shard,
-			r.NamespaceUID, successor(r.Successor),
+			r.NamespaceUID, successor(r.Successor), r.App,
 		).Scan(&id.Schema, &id.Role, &id.Version, &id.Shard)
 		if isCode(err, codeUniqueViolation) {
 			return &SchemaConflictError{Schema: r.Schema}
@@ -236,7 +238,7 @@ RETURNING schema_name, role_name, schema_version, shard`,
 		if err := claimHosts(ctx, tx, id.Schema, r.Hosts, r.Namespace); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, "SELECT tenantry.announce($1, $2)", r.Namespace, id.Schema)
+		_, err = tx.Exec(ctx, "SELECT tenantry.announce($1, $2, $3)", r.Namespace, r.App, id.Schema)
 		return err
 	})
 	var hc *HostConflictError
@@ -327,9 +329,9 @@ func (db *DB) SetState(ctx context.Context, schema, state string, version int64)
 WITH updated AS (
     UPDATE tenantry.tenants SET state = $2, schema_version = $3, updated_at = now()
     WHERE schema_name = $1
-    RETURNING namespace, schema_name
+    RETURNING namespace, app, schema_name
 )
-SELECT tenantry.announce(namespace, schema_name) FROM updated`, schema, state, version)
+SELECT tenantry.announce(namespace, app, schema_name) FROM updated`, schema, state, version)
 	if err != nil {
 		return fmt.Errorf("setting tenant %q %s at version %d: %w", schema, state, version, err)
 	}
@@ -345,11 +347,11 @@ WITH retired AS (
     UPDATE tenantry.tenants SET state = 'retained', updated_at = now(),
         namespace_uid = CASE WHEN namespace_uid = '' THEN $3 ELSE namespace_uid END
     WHERE namespace = $1 AND name = $2
-    RETURNING namespace, schema_name
+    RETURNING namespace, app, schema_name
 ), released AS (
     DELETE FROM tenantry.tenant_hosts WHERE schema_name IN (SELECT schema_name FROM retired)
 )
-SELECT tenantry.announce(namespace, schema_name) FROM retired`, namespace, name, namespaceUID)
+SELECT tenantry.announce(namespace, app, schema_name) FROM retired`, namespace, name, namespaceUID)
 	if err != nil {
 		return fmt.Errorf("retiring tenant %s/%s in the registry: %w", namespace, name, err)
 	}
@@ -361,9 +363,9 @@ func (db *DB) Unregister(ctx context.Context, namespace, name string) error {
 	_, err := db.pool.Exec(ctx, `
 WITH deleted AS (
     DELETE FROM tenantry.tenants WHERE namespace = $1 AND name = $2
-    RETURNING namespace, schema_name
+    RETURNING namespace, app, schema_name
 )
-SELECT tenantry.announce(namespace, schema_name) FROM deleted`, namespace, name)
+SELECT tenantry.announce(namespace, app, schema_name) FROM deleted`, namespace, name)
 	if err != nil {
 		return fmt.Errorf("removing tenant %s/%s from the registry: %w", namespace, name, err)
 	}
