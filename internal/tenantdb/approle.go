@@ -105,9 +105,7 @@ func (db *DB) RetireAppRole(ctx context.Context, namespace, app string) error {
 	if _, err := db.pool.Exec(ctx, `DELETE FROM tenantry.app_channels WHERE namespace = $1 AND app = $2`, namespace, app); err != nil {
 		return fmt.Errorf("forgetting the announcement channel of ExpenseApp %s/%s: %w", namespace, app, err)
 	}
-	var ours bool
-	if err := db.pool.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1 AND shobj_description(oid, 'pg_authid') = $2`,
-		role.Name, role.Mark).Scan(&ours); err != nil || !ours {
+	if ours, err := db.marked(ctx, role); err != nil || !ours {
 		return err
 	}
 	q := pgx.Identifier{role.Name}.Sanitize()

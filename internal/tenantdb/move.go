@@ -433,9 +433,7 @@ func (db *DB) MoveLogin(ctx context.Context, schema string) (name, password stri
 // tenant's session there may grant it default privileges) can do nothing; such a one is left, disabled.
 func (db *DB) dropMoveLogin(ctx context.Context, schema string) error {
 	role := moveLogin(schema)
-	var ours bool
-	if err := db.pool.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1 AND shobj_description(oid, 'pg_authid') = $2`,
-		role.Name, role.Mark).Scan(&ours); err != nil || !ours {
+	if ours, err := db.marked(ctx, role); err != nil || !ours {
 		return err
 	}
 	q := pgx.Identifier{role.Name}.Sanitize()

@@ -48,6 +48,17 @@ type Role struct {
 	Legacy bool
 }
 
+// marked says whether the role exists and carries its mark: it is the operator's to change or drop.
+func (db *DB) marked(ctx context.Context, r Role) (bool, error) {
+	var ours bool
+	err := db.pool.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1 AND shobj_description(oid, 'pg_authid') = $2`,
+		r.Name, r.Mark).Scan(&ours)
+	if err != nil {
+		return false, fmt.Errorf("looking up role %q: %w", r.Name, err)
+	}
+	return ours, nil
+}
+
 // ensureRole creates a role with attrs and marks it, or checks that the existing one carries the mark.
 func (db *DB) ensureRole(ctx context.Context, r Role, attrs string) error {
 	var exists bool
