@@ -68,7 +68,7 @@ func appBench(ctx context.Context, n int) error {
 		name, url string
 		shards    int
 	}{{fmt.Sprintf("direct, %d pool shard(s)", shards), env.AppURL, shards}, {"PgBouncer (transaction), 1 pool", viaBouncer.String(), 1}} {
-		stop, base, err := startApp(bin, path.url, env.AppURL, path.shards)
+		stop, base, err := startApp(bin, path.url, env.AppURL, env.Channel, path.shards)
 		if err != nil {
 			return err
 		}
@@ -187,22 +187,22 @@ func prepareTargets(ctx context.Context, db *postgres.DB, reg *postgres.Registry
 	return nil
 }
 
-// startApp runs the app binary on a free port and waits until it is ready. Extra arguments go on its
-// command line.
-func startApp(bin, dbURL, listenURL string, shards int, extra ...string) (stop func(), base string, err error) {
-	_, stop, base, err = startAppProcess(bin, dbURL, listenURL, shards, extra...)
+// startApp runs the app binary on a free port, hearing of its tenants on channel, and waits until it is
+// ready. Extra arguments go on its command line.
+func startApp(bin, dbURL, listenURL, channel string, shards int, extra ...string) (stop func(), base string, err error) {
+	_, stop, base, err = startAppProcess(bin, dbURL, listenURL, channel, shards, extra...)
 	return stop, base, err
 }
 
 // startAppProcess is startApp, with the process, for its memory.
-func startAppProcess(bin, dbURL, listenURL string, shards int, extra ...string) (cmd *exec.Cmd, stop func(), base string, err error) {
+func startAppProcess(bin, dbURL, listenURL, channel string, shards int, extra ...string) (cmd *exec.Cmd, stop func(), base string, err error) {
 	port, err := pgcluster.FreePort()
 	if err != nil {
 		return nil, nil, "", err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd = exec.Command(bin, append([]string{"--http-addr", addr, "--metrics-addr", "", "--database-url", dbURL,
-		"--listen-database-url", listenURL, "--max-conns", "16", "--pool-shards", strconv.Itoa(shards)}, extra...)...)
+		"--listen-database-url", listenURL, "--notify-channel", channel, "--max-conns", "16", "--pool-shards", strconv.Itoa(shards)}, extra...)...)
 	cmd.Stdout, cmd.Stderr = nil, os.Stderr
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
 	if err := cmd.Start(); err != nil {

@@ -218,12 +218,12 @@ SELECT $1, current_date, 'seed ' || g, 100, 1 FROM generate_series(1, $2) g`, bi
 
 // shardedApp is an ExpenseApp of the benchmark, with its databases.
 type shardedApp struct {
-	s                     *stack
-	ns                    string
-	homeURL, eastURL      string
-	homeDatabase          string
-	appURI, appShardsJSON string
-	prepared              []target // the tenants given data and tokens for load
+	s                              *stack
+	ns                             string
+	homeURL, eastURL               string
+	homeDatabase                   string
+	appURI, appShardsJSON, channel string
+	prepared                       []target // the tenants given data and tokens for load
 }
 
 // shardedApp creates a namespace with an ExpenseApp on a fresh database, with shard "east" on the
@@ -271,7 +271,7 @@ func (a *shardedApp) waitLogin(ctx context.Context, shard string) error {
 		sec := &corev1.Secret{}
 		err := a.s.k8s.Get(ctx, types.NamespacedName{Namespace: a.ns, Name: "expenses-app-db"}, sec)
 		if err == nil && strings.Contains(string(sec.Data["shards"]), shard) {
-			a.appURI, a.appShardsJSON = string(sec.Data["uri"]), string(sec.Data["shards"])
+			a.appURI, a.appShardsJSON, a.channel = string(sec.Data["uri"]), string(sec.Data["shards"]), string(sec.Data["notify-channel"])
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -389,7 +389,7 @@ func (a *shardedApp) start(bin string) (*exec.Cmd, func(), string, error) {
 	if a.appShardsJSON != "" && a.appShardsJSON != "{}" {
 		extra = append(extra, "--shard-database-urls", a.appShardsJSON)
 	}
-	return startAppProcess(bin, a.appURI, a.appURI, 4, extra...)
+	return startAppProcess(bin, a.appURI, a.appURI, a.channel, 4, extra...)
 }
 
 // startWriter writes expenses for a tenant back to back through the app, with its API token.
