@@ -33,7 +33,7 @@ import (
 const deviceKeyKey = "device-key"
 
 // channelKey is the key of the app's Secret that names the channel on which the app hears of changes
-// to its namespace's tenants (the app's NOTIFY_CHANNEL; tenantry.app_channels in every registry).
+// to its tenants (the app's NOTIFY_CHANNEL; tenantry.app_channels in every registry).
 const channelKey = "notify-channel"
 
 // appSecretSuffix names the Secret holding the app's own connection string: <app>-app-db.
