@@ -40,6 +40,9 @@ const (
 	ReasonAPIServerError = "APIServerError"
 	// ReasonMigrationFailed: a migration failed on the tenant's schema, which stays at its last version.
 	ReasonMigrationFailed = "MigrationFailed"
+	// ReasonSchemaVersionUnknown: the tenant's schema holds tables but no version table, so which of the
+	// release's migrations it holds cannot be told (it was changed by hand).
+	ReasonSchemaVersionUnknown = "SchemaVersionUnknown"
 	// ReasonHostConflict: a host the Tenant claims belongs to another tenant.
 	ReasonHostConflict = "HostConflict"
 	// ReasonSchemaConflict: the schema or role the Tenant's identity derives exists and belongs to

@@ -24,6 +24,7 @@ import (
 	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/internal/password"
 	"tenantry.dev/tenantry/internal/registry"
+	"tenantry.dev/tenantry/internal/tenantdb"
 	"tenantry.dev/tenantry/test/utils/manifests"
 )
 
@@ -869,4 +870,47 @@ func TestTenantReconciler_routePolicy(t *testing.T) {
 	if c := findCondition(tn, tenantryv1.ConditionReady); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "--gateway-namespaces") {
 		t.Errorf("Ready of a tenant whose Gateways are all refused: %+v", c)
 	}
+}
+
+// The schema's own version table is the truth, not the registry row. A retained tenant's schema dropped
+// by hand (as a DBA freeing space would) comes back, when its Tenant is created again, migrated from
+// nothing and Ready, with its first admin; one whose version table was dropped by hand, its tables
+// left, is reported in plain words, and comes back once the schema is gone.
+func TestTenantReconciler_schemaVersionFromTheSchema(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	target := release.Target()
+	for _, name := range []string{"dropped", "unversioned"} {
+		must(t, k8s.Create(ctx, f.tenant(name, name+".truth.example.com")))
+		f.waitReady(name)
+		f.deleteTenant(name)
+	}
+	_, err := f.db.Exec(ctx, "DROP SCHEMA "+f.q("dropped")+" CASCADE")
+	must(t, err)
+	_, err = f.db.Exec(ctx, "DROP TABLE "+f.q("unversioned")+"."+tenantdb.VersionTable)
+	must(t, err)
+
+	must(t, k8s.Create(ctx, f.tenant("dropped", "dropped.truth.example.com")))
+	back := f.waitReady("dropped")
+	if c := findCondition(back, tenantryv1.ConditionMigrationsApplied); c.Message != fmt.Sprintf("Schema at version %d", target) {
+		t.Errorf("MigrationsApplied says %q, want the release's version %d", c.Message, target)
+	}
+	if n := f.count(`SELECT count(*) FROM ` + f.q("dropped") + `.users WHERE role = 'admin'`); n != 1 {
+		t.Errorf("the schema made anew has %d admin(s), want its first admin", n)
+	}
+
+	must(t, k8s.Create(ctx, f.tenant("unversioned", "unversioned.truth.example.com")))
+	stalled := f.waitCondition("unversioned", tenantryv1.ConditionReady, metav1.ConditionFalse, tenantryv1.ReasonSchemaVersionUnknown)
+	if msg := findCondition(stalled, tenantryv1.ConditionReady).Message; !strings.Contains(msg, "no version table") ||
+		strings.Contains(msg, "SQLSTATE") {
+		t.Errorf("the unversioned schema is reported as %q, want plain words", msg)
+	}
+	// Its data may go: the schema is dropped, and a change of the Tenant brings it back at once.
+	_, err = f.db.Exec(ctx, "DROP SCHEMA "+f.q("unversioned")+" CASCADE")
+	must(t, err)
+	tn := f.get("unversioned")
+	patch := client.MergeFrom(tn.DeepCopy())
+	tn.Spec.DisplayName = "Unversioned, again"
+	must(t, k8s.Patch(ctx, tn, patch))
+	f.waitReady("unversioned")
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -67,9 +68,24 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, run *tenantRun) 
 			return err
 		}
 	}
-	// An existing tenant moves to a new release with its app's rollout; a new one migrates here.
+	// An existing tenant moves to a new release with its app's rollout; a new one migrates here, and so
+	// does one whose schema is not where its registry row says (dropped and made anew, restored, changed
+	// by hand): from what the schema itself holds.
 	if id.Version > 0 {
-		return r.migrateExisting(ctx, t, app, db, id)
+		held, err := r.schemaVersion(ctx, t, db, id)
+		if err != nil {
+			return err
+		}
+		if held.Version == id.Version {
+			return r.migrateExisting(ctx, t, app, db, id)
+		}
+		// Dropped since it was made (its SchemaReady says otherwise): made again first, since a migration
+		// into a schema that is not there would create its tables in pg_temp, next on the search_path.
+		if !held.Exists {
+			if err := r.ensureSchema(ctx, t, app, loc.homeDatabase(), db, id.Identity, false); err != nil {
+				return err
+			}
+		}
 	}
 	start := time.Now()
 	session, err := db.Session(ctx, id.Identity)
@@ -95,6 +111,32 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, run *tenantRun) 
 	setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 		fmt.Sprintf("Schema at version %d", version))
 	return nil
+}
+
+// schemaVersion reads what a registered tenant's schema holds from the schema itself (tenantdb
+// SchemaVersion): the truth, whatever the registry row records. A schema that holds tables without a
+// version table is reported in plain words: which migrations it holds, nobody can tell.
+func (r *TenantReconciler) schemaVersion(ctx context.Context, t *tenantryv1.Tenant, db *tenantdb.DB,
+	id tenantdb.FleetMember) (tenantdb.SchemaVersion, error) {
+	session, err := db.Session(ctx, id.Identity)
+	var held tenantdb.SchemaVersion
+	if err == nil {
+		held, err = session.Version(ctx)
+	}
+	switch {
+	case err != nil:
+		return held, retryErr(tenantryv1.ReasonDatabaseError, err)
+	case !held.VersionTable && held.Tables > 0:
+		msg := fmt.Sprintf("schema %s holds %d table(s) but no version table (%s), so which migrations it holds cannot be "+
+			"told: it was changed by hand. Restore it (or its %s table) from a backup; or, if its data may go, drop the "+
+			"schema, and the operator makes it anew", id.Schema, held.Tables, tenantdb.VersionTable, tenantdb.VersionTable)
+		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonSchemaVersionUnknown, msg)
+		return held, stallErr(tenantryv1.ReasonSchemaVersionUnknown, 2*time.Minute, errors.New(msg))
+	case held.Version != id.Version:
+		r.Recorder.Eventf(t, nil, corev1.EventTypeWarning, "SchemaVersionMismatch", "Migrate",
+			"Schema %s is at version %d, its registry row says %d: migrating it from what it holds", id.Schema, held.Version, id.Version)
+	}
+	return held, nil
 }
 
 // migrateExisting brings a tenant whose schema was migrated before to the release's version: it follows

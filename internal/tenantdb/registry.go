@@ -313,7 +313,7 @@ WHERE namespace = $1 AND name = $2`, namespace, name).Scan(&m.Schema, &m.Role, &
 	return m, true, nil
 }
 
-// SetAppChannel records the channel on which an ExpenseApp hears of changes to its namespace's tenants
+// SetAppChannel records the channel on which an ExpenseApp hears of changes to its own tenants
 // (registry.ChannelPrefix; the app reads it from its Secret).
 func (db *DB) SetAppChannel(ctx context.Context, namespace, app, channel string) error {
 	if _, err := db.pool.Exec(ctx, `INSERT INTO tenantry.app_channels (namespace, app, channel) VALUES ($1, $2, $3)

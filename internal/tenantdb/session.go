@@ -211,6 +211,40 @@ func (s *TenantSession) EmptyCopy(ctx context.Context) error {
 	return nil
 }
 
+// SchemaVersion is what a tenant's schema itself says of its migrations (goose's version table), as
+// opposed to what its registry row records.
+type SchemaVersion struct {
+	// Exists says the schema exists at all.
+	Exists bool
+	// Version is the newest migration applied (0: none, or no version table).
+	Version int64
+	// VersionTable says the schema has its version table; Tables counts its other tables.
+	VersionTable bool
+	Tables       int
+}
+
+// Version reads the schema's own version: its version table's newest applied migration, and whether it
+// holds anything without one (a schema changed by hand, whose migrations nobody can tell).
+func (s *TenantSession) Version(ctx context.Context) (SchemaVersion, error) {
+	var v SchemaVersion
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1),
+       count(*) FILTER (WHERE tablename <> $2), coalesce(bool_or(tablename = $2), false)
+FROM pg_catalog.pg_tables WHERE schemaname = $1`, s.id.Schema, VersionTable).Scan(&v.Exists, &v.Tables, &v.VersionTable); err != nil {
+			return err
+		}
+		if !v.VersionTable {
+			return nil
+		}
+		return tx.QueryRow(ctx, "SELECT coalesce(max(version_id), 0) FROM "+pgx.Identifier{s.id.Schema, VersionTable}.Sanitize()+
+			" WHERE is_applied").Scan(&v.Version)
+	})
+	if err != nil {
+		return SchemaVersion{}, fmt.Errorf("reading the version of schema %s: %w", s.id.Schema, err)
+	}
+	return v, nil
+}
+
 // GrantCopy lets a move's replication login (MoveLogin) read the tenant's tables for the subscription's
 // first copy: USAGE on the schema and SELECT on each table, granted by the tenant role, which owns them.
 // The login is dropped, with its grants, when the move ends (Unpublish).
