@@ -58,7 +58,7 @@ func fleet(ctx context.Context, n int) error {
 	defer s.stop()
 	ns := fmt.Sprintf("fleet-%d", n)
 	fmt.Fprintf(os.Stderr, "bench: onboarding %d tenants\n", n)
-	if _, _, err := s.onboardBulk(ctx, ns, n); err != nil {
+	if _, err := s.onboardBulk(ctx, ns, n); err != nil {
 		return err
 	}
 	floorURL, err := s.psqlFloorSchemas(ctx, n)
@@ -322,7 +322,7 @@ func restart(ctx context.Context, n int) error {
 	defer s.stop()
 	ns := fmt.Sprintf("restart-%d", n)
 	fmt.Fprintf(os.Stderr, "bench: onboarding %d tenants\n", n)
-	if _, _, err := s.onboardBulk(ctx, ns, n); err != nil {
+	if _, err := s.onboardBulk(ctx, ns, n); err != nil {
 		return err
 	}
 	// A tenant's usage is first measured a minute after it is Ready: the restart is of a settled fleet,
