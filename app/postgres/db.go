@@ -45,9 +45,14 @@ type Options struct {
 	// MaxConns is the number of connections to each database (default 20).
 	MaxConns int32
 	// PoolShards splits each database's connections into pools with an affinity for tenants (default 1:
-	// one pool). Behind PgBouncer it brings nothing: PgBouncer hands out server connections without
-	// regard to the tenant.
+	// one pool). Behind PgBouncer it brings nothing by itself, since PgBouncer hands out server
+	// connections without regard to the tenant, unless PoolDatabases gives each pool shard a pool of
+	// PgBouncer's own.
 	PoolShards int
+	// PoolDatabases makes pool shard i connect to the database PoolDatabase(name, i): an alias that
+	// PgBouncer's [databases] section maps to the real database, with a server pool of its own, so
+	// that each server connection keeps serving the same share of the tenants (docs/reference.md).
+	PoolDatabases bool
 	// MaxTenantConns bounds the connections one tenant may hold at once, so that one tenant's burst
 	// (or a slow client) cannot take every connection its neighbours need (default: half of a pool
 	// shard's).
@@ -108,6 +113,9 @@ func openPools(url string, opts Options) ([]*pgxpool.Pool, error) {
 		if int32(i) < opts.MaxConns%int32(opts.PoolShards) {
 			cfg.MaxConns++
 		}
+		if opts.PoolDatabases {
+			cfg.ConnConfig.Database = PoolDatabase(cfg.ConnConfig.Database, i)
+		}
 		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
 		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
 		if cfg.ConnConfig.RuntimeParams == nil {
@@ -122,6 +130,12 @@ func openPools(url string, opts Options) ([]*pgxpool.Pool, error) {
 		pools = append(pools, pool)
 	}
 	return pools, nil
+}
+
+// PoolDatabase is the name pool shard i connects to with Options.PoolDatabases: database "_pool" i, a
+// PgBouncer alias of database.
+func PoolDatabase(database string, i int) string {
+	return fmt.Sprintf("%s_pool%d", database, i)
 }
 
 func closeAll(pools []*pgxpool.Pool) {
@@ -201,12 +215,17 @@ func (db *DB) poolFor(t *app.Tenant) (*pgxpool.Pool, error) {
 
 // pickPool is the pool shard a schema hashes to.
 func pickPool(pools []*pgxpool.Pool, schema string) *pgxpool.Pool {
-	if len(pools) == 1 {
-		return pools[0]
+	return pools[PoolShard(schema, len(pools))]
+}
+
+// PoolShard is the pool shard, of n, that serves a tenant's schema: always the same one.
+func PoolShard(schema string, n int) int {
+	if n <= 1 {
+		return 0
 	}
 	h := fnv.New32a()
 	h.Write([]byte(schema))
-	return pools[h.Sum32()%uint32(len(pools))]
+	return int(h.Sum32() % uint32(n))
 }
 
 // workerFor is the pool of the Citus worker that holds a home tenant's schema, when the app routes to

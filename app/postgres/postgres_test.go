@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,5 +139,82 @@ func TestDB_appRoleIsLeastPrivilege(t *testing.T) {
 	}
 	if role == tenant.Role || path == fmt.Sprintf("%q", tenant.Schema) {
 		t.Fatalf("tenant state leaked onto the pool: role %s, search_path %s", role, path)
+	}
+}
+
+// Behind PgBouncer, pool shards connect to PgBouncer aliases of the database (Options.PoolDatabases),
+// each with a server pool of its own: each server connection serves only the tenants of its pool
+// shard, so each backend caches the catalog of a share of the fleet. Every tenant is served its own
+// schema, and PgBouncer opened server connections for each alias.
+func TestDB_poolShardDatabasesThroughPgBouncer(t *testing.T) {
+	if cluster.External() {
+		t.Skip("PgBouncer needs the throwaway cluster")
+	}
+	ctx := context.Background()
+	env, err := apptest.NewEnv(ctx, cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(env.Close)
+	// Tenants until both pool shards serve one.
+	var tenants []*apptest.Provisioned
+	seen := map[int]bool{}
+	for i := 0; len(seen) < 2 && i < 32; i++ {
+		p, err := env.Provision(ctx, apptest.Tenant{Name: fmt.Sprintf("shop%d", i), Hosts: []string{fmt.Sprintf("shop%d.test", i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tenants = append(tenants, p)
+		seen[postgres.PoolShard(p.Schema, 2)] = true
+	}
+	u, err := url.Parse(env.AppURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	database := strings.TrimPrefix(u.Path, "/")
+	b, err := pgcluster.BouncerConfig{BackendPort: cluster.Port, Users: map[string]string{env.AppRole: ""}, PoolSize: 2,
+		PoolShards: map[string]int{database: 2}}.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Stop)
+	u.Host = fmt.Sprintf("127.0.0.1:%d", b.Port)
+	db, err := postgres.Open(u.String(), postgres.Options{MaxConns: 4, PoolShards: 2, PoolDatabases: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	reg := postgres.NewRegistry()
+	if err := reg.Sync(ctx, db.Pool()); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range tenants {
+		tenant := reg.Lookup(p.Hosts[0])
+		if tenant == nil {
+			t.Fatalf("tenant %s not in the registry", p.Schema)
+		}
+		err := db.InTenant(ctx, tenant, func(tx *postgres.Tx) error {
+			d, err := tx.CreateDepartment(ctx, "Only "+p.Schema)
+			if err != nil {
+				return err
+			}
+			all, err := tx.Departments(ctx)
+			if err != nil {
+				return err
+			}
+			if len(all) != 1 || all[0].ID != d.ID {
+				return fmt.Errorf("tenant %s sees departments %+v", p.Schema, all)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := b.Log()
+	for i := range 2 {
+		if alias := postgres.PoolDatabase(database, i) + "/"; !strings.Contains(log, alias) {
+			t.Errorf("PgBouncer opened no server connection for %s: the pool shard did not use its alias\n%s", alias, log)
+		}
 	}
 }

@@ -30,7 +30,8 @@ func main() {
 		listenURL   = flag.String("listen-database-url", os.Getenv("LISTEN_DATABASE_URL"), "A direct connection string for LISTEN/NOTIFY; defaults to -database-url.")
 		maxConns    = flag.Int("max-conns", 20, "Database connections in the pool.")
 		tenantConns = flag.Int("max-tenant-conns", 0, "Connections one tenant may hold at once (0: half of a pool shard's), so that no tenant starves the others.")
-		poolShards  = flag.Int("pool-shards", 4, "Split each database's pool into pool shards that each serve a fixed share of the tenants (1: one pool; use 1 behind PgBouncer).")
+		poolShards  = flag.Int("pool-shards", 4, "Split each database's pool into pool shards that each serve a fixed share of the tenants (1: one pool; behind PgBouncer, 1 unless -pool-shard-databases).")
+		poolDBs     = flag.Bool("pool-shard-databases", os.Getenv("POOL_SHARD_DATABASES") == "true", "Behind PgBouncer: pool shard i connects to the database <name>_pool<i>, an alias PgBouncer maps to the real database with a server pool of its own.")
 		shardURLs   = flag.String("shard-database-urls", os.Getenv("SHARD_DATABASE_URLS"), "The app's connection strings to the ExpenseApp's shards besides the home database, as a JSON object of shard name to connection string.")
 		shardListen = flag.String("shard-listen-database-urls", os.Getenv("SHARD_LISTEN_DATABASE_URLS"), "Direct connection strings to the shards for LISTEN/NOTIFY, as -shard-database-urls; defaults to those.")
 		citusRoute  = flag.String("citus-routing", envOr("CITUS_ROUTING", registry.CitusRouteWorkers), "On a Citus coordinator, where tenants' transactions go: \"workers\" (straight to the worker that holds the tenant's schema) or \"coordinator\" (e.g. behind PgBouncer, or when workers are not reachable from the app).")
@@ -45,7 +46,7 @@ func main() {
 	)
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
-	opts := postgres.Options{MaxConns: int32(*maxConns), PoolShards: *poolShards, MaxTenantConns: *tenantConns}
+	opts := postgres.Options{MaxConns: int32(*maxConns), PoolShards: *poolShards, PoolDatabases: *poolDBs, MaxTenantConns: *tenantConns}
 	var listen map[string]string
 	if err := shardURLMap(*shardURLs, &opts.Shards); err != nil {
 		log.Error("--shard-database-urls: " + err.Error())

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"tenantry.dev/tenantry/app/postgres"
 )
 
 // Bouncer is a PgBouncer in transaction pooling mode in front of a cluster: the setup the app must be
@@ -35,6 +37,29 @@ func StartBouncer(backendPort int, users []string, poolSize int) (*Bouncer, erro
 // StartBouncerFor is StartBouncer for users with passwords (user name to password), which PgBouncer
 // uses to log in to a server that asks for them; clients still log in to it without one.
 func StartBouncerFor(backendPort int, users map[string]string, poolSize int) (*Bouncer, error) {
+	return BouncerConfig{BackendPort: backendPort, Users: users, PoolSize: poolSize}.Start()
+}
+
+// BouncerConfig is a PgBouncer's configuration: StartBouncerFor's, and the aliases the app's pool
+// shards connect to (postgres.Options.PoolDatabases).
+type BouncerConfig struct {
+	BackendPort int
+	Users       map[string]string // user name to password
+	PoolSize    int               // server connections per user and database
+	// PoolShards gives each database named here that many aliases (postgres.PoolDatabase), each a pool
+	// of its own of PoolSize/n server connections (at least one).
+	PoolShards map[string]int
+}
+
+// Log is what PgBouncer has logged so far (its server connections, by database and user, among it).
+func (b *Bouncer) Log() string {
+	log, _ := os.ReadFile(filepath.Join(b.dir, "pgbouncer.log"))
+	return string(log)
+}
+
+// Start starts the PgBouncer.
+func (c BouncerConfig) Start() (*Bouncer, error) {
+	backendPort, users, poolSize := c.BackendPort, c.Users, c.PoolSize
 	bin, err := exec.LookPath("pgbouncer")
 	if err != nil {
 		if _, err2 := os.Stat("/usr/sbin/pgbouncer"); err2 != nil {
@@ -55,8 +80,15 @@ func StartBouncerFor(backendPort int, users map[string]string, poolSize int) (*B
 	for u, pass := range users {
 		fmt.Fprintf(&userlist, "%q %q\n", u, pass)
 	}
+	var aliases strings.Builder
+	for database, n := range c.PoolShards {
+		for i := range n {
+			fmt.Fprintf(&aliases, "%s = host=127.0.0.1 port=%d dbname=%s pool_size=%d\n", postgres.PoolDatabase(database, i),
+				backendPort, database, max(1, poolSize/n))
+		}
+	}
 	ini := fmt.Sprintf(`[databases]
-* = host=127.0.0.1 port=%d
+%s* = host=127.0.0.1 port=%d
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -69,7 +101,7 @@ default_pool_size = %d
 max_client_conn = 1000
 ignore_startup_parameters = extra_float_digits,application_name
 logfile = %s
-`, backendPort, port, filepath.Join(dir, "userlist.txt"), poolSize, filepath.Join(dir, "pgbouncer.log"))
+`, aliases.String(), backendPort, port, filepath.Join(dir, "userlist.txt"), poolSize, filepath.Join(dir, "pgbouncer.log"))
 	if err := os.WriteFile(filepath.Join(dir, "userlist.txt"), []byte(userlist.String()), 0o644); err != nil {
 		return nil, err
 	}
