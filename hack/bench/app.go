@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,28 +48,33 @@ func appBench(ctx context.Context, n int) error {
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("building the app: %w", err)
 	}
-	bouncer, err := pgcluster.StartBouncer(pg.Port, []string{env.AppRole}, 20)
-	if err != nil {
-		return err
-	}
-	defer bouncer.Stop()
-	viaBouncer, _ := url.Parse(env.AppURL)
-	viaBouncer.Host = fmt.Sprintf("127.0.0.1:%d", bouncer.Port)
-
 	const window = 5 * time.Second
 	shards := 4 // the app's default; BENCH_APP_SHARDS=1 measures one plain pool
 	if v, err := strconv.Atoi(os.Getenv("BENCH_APP_SHARDS")); err == nil && v > 0 {
 		shards = v
 	}
+	// PgBouncer as docs/reference.md configures it: an alias of the database per pool shard, each a server
+	// pool of its own (--pool-shard-databases), the same 20 server connections in all.
+	viaBouncer, _ := url.Parse(env.AppURL)
+	bouncer, err := pgcluster.BouncerConfig{BackendPort: pg.Port, Users: map[string]string{env.AppRole: ""}, PoolSize: 20,
+		PoolShards: map[string]int{strings.TrimPrefix(viaBouncer.Path, "/"): shards}}.Start()
+	if err != nil {
+		return err
+	}
+	defer bouncer.Stop()
+	viaBouncer.Host = fmt.Sprintf("127.0.0.1:%d", bouncer.Port)
 	fmt.Printf("## App load (%s, 16 closed-loop clients for the peak, then an open loop at half that rate; %s per run)\n\n",
 		time.Now().UTC().Format("2006-01-02"), window)
 	fmt.Println("| database path | tenants | operation | peak req/s | p50 | p99 | at half peak: req/s | p50 | p99 | errors |")
 	fmt.Println("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+	// peak[path][op] is the peak req/s with 1 tenant and with all of them.
+	peaks := map[string]map[string][2]float64{}
 	for i, path := range []struct {
 		name, url string
-		shards    int
-	}{{fmt.Sprintf("direct, %d pool shard(s)", shards), env.AppURL, shards}, {"PgBouncer (transaction), 1 pool", viaBouncer.String(), 1}} {
-		stop, base, err := startApp(bin, path.url, env.AppURL, env.Channel, path.shards)
+		extra     []string
+	}{{fmt.Sprintf("direct, %d pool shard(s)", shards), env.AppURL, nil},
+		{fmt.Sprintf("PgBouncer (transaction), %d pool shard(s), an alias each", shards), viaBouncer.String(), []string{"--pool-shard-databases"}}} {
+		stop, base, err := startApp(bin, path.url, env.AppURL, env.Channel, shards, path.extra...)
 		if err != nil {
 			return err
 		}
@@ -79,7 +85,7 @@ func appBench(ctx context.Context, n int) error {
 			name string
 			fn   operation
 		}{{"read: GET /api/v1/dashboard", c.dashboardRead}, {"write: POST /api/v1/expenses", c.expenseWrite}} {
-			for _, pool := range [][]target{targets[i : i+1], targets} {
+			for k, pool := range [][]target{targets[i : i+1], targets} {
 				// Warm up until PostgreSQL's backends have the tenants' catalog entries cached: a fresh
 				// backend reads each relation's metadata once, and with many tenants that first touch,
 				// not the steady state, would be what a short run measures.
@@ -88,10 +94,25 @@ func appBench(ctx context.Context, n int) error {
 				half := c.openLoop(ctx, op.fn, pool, peak.rps/2, window)
 				fmt.Printf("| %s | %d | %s | %.0f | %s | %s | %.0f | %s | %s | %d |\n", path.name, len(pool), op.name, peak.rps,
 					msf(peak.p50), msf(peak.p99), half.rps, msf(half.p50), msf(half.p99), peak.errors+half.errors)
+				if peaks[path.name] == nil {
+					peaks[path.name] = map[string][2]float64{}
+				}
+				p := peaks[path.name][op.name]
+				p[k] = peak.rps
+				peaks[path.name][op.name] = p
 			}
 		}
 		stop()
 	}
+	ratio := func(path, op string) float64 {
+		p := peaks[path][op]
+		return p[1] / p[0]
+	}
+	direct := fmt.Sprintf("direct, %d pool shard(s)", shards)
+	bounced := fmt.Sprintf("PgBouncer (transaction), %d pool shard(s), an alias each", shards)
+	read, write := "read: GET /api/v1/dashboard", "write: POST /api/v1/expenses"
+	fmt.Printf("\napp: %d tenants vs 1: read %.2fx, write %.2fx direct; read %.2fx, write %.2fx through PgBouncer\n", n,
+		ratio(direct, read), ratio(direct, write), ratio(bounced, read), ratio(bounced, write))
 	return nil
 }
 
