@@ -122,8 +122,11 @@ ORDER BY ns.nspname`)
 	}
 	r.mu.RUnlock()
 	opened := map[string][]*pgxpool.Pool{}
+	// Workers are dialled directly, never through PgBouncer: no pool shard aliases there.
+	direct := r.opts
+	direct.PoolDatabases = false
 	for node, addr := range addrs {
-		pools, err := openPools(workerURL(r.base, addr), r.opts)
+		pools, err := openPools(workerURL(r.base, addr), direct)
 		if err != nil {
 			return fmt.Errorf("worker %s: %w", node, err)
 		}

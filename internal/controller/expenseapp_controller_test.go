@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -525,5 +526,39 @@ func TestExpenseAppReconciler_statusWritesStartNoReconcile(t *testing.T) {
 	}
 	if !appChanged.Delete(event.DeleteEvent{Object: old}) || !appChanged.Create(event.CreateEvent{Object: old}) {
 		t.Error("a created or deleted ExpenseApp is not reconciled")
+	}
+}
+
+// A tenant's version table changed by hand (a row written into it by its own login, say) disagrees with
+// its registry row: the release's rollout counts it as a failure, in plain words, and goes on with the
+// others; it never retries it in a loop (which held the whole app's rollout, canaries one at a time).
+func TestFleetMigration_versionTableChangedByHand(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	names := []string{"va", "vb"}
+	for _, n := range names {
+		must(t, k8s.Create(ctx, f.tenant(n, n+".example.com")))
+	}
+	for _, n := range names {
+		f.waitReady(n)
+	}
+	f.setImage("tenantry:v1")
+	f.markRolledOut()
+	f.waitApp("Ready at v1", func(a *tenantryv1.ExpenseApp) bool {
+		return meta.IsStatusConditionTrue(a.Status.Conditions, tenantryv1.ConditionReady)
+	})
+	_, err := f.db.Exec(ctx, `INSERT INTO `+f.q("vb")+`.goose_db_version (version_id, is_applied) VALUES (9999, true)`)
+	must(t, err)
+	defer func() { must(t, release.Set(migrations.FS())) }()
+	must(t, release.Set(releaseWith(t, "-- +goose Up\nALTER TABLE expenses ADD COLUMN memo text;\n")))
+	f.setImage("tenantry:v2")
+	f.stallExpected = true
+	pokeAll(t, f, names)
+	f.waitApp("the rollout to count vb as failed", func(a *tenantryv1.ExpenseApp) bool {
+		return slices.Contains(a.Status.FailedTenants, "vb")
+	})
+	bad := f.waitCondition("vb", tenantryv1.ConditionStalled, metav1.ConditionTrue, tenantryv1.ReasonMigrationFailed)
+	if msg := findCondition(bad, tenantryv1.ConditionReady).Message; !strings.Contains(msg, "version table") {
+		t.Errorf("the tenant says %q, want its version table named", msg)
 	}
 }

@@ -307,7 +307,8 @@ func (r *rollout) migrate(ctx context.Context, db *tenantdb.DB, m tenantdb.Fleet
 			from = version
 		case errors.As(err, &moved):
 			// Someone else (an earlier leader, a Tenant's own reconcile) migrated it meanwhile.
-			if now, ok, lerr := db.Lookup(ctx, m.Namespace, m.Name); lerr == nil && ok {
+			now, ok, lerr := db.Lookup(ctx, m.Namespace, m.Name)
+			if lerr == nil && ok && now.Version != from {
 				now.Shard = m.Shard
 				m, from = now, now.Version
 				if from >= r.target {
@@ -315,6 +316,13 @@ func (r *rollout) migrate(ctx context.Context, db *tenantdb.DB, m tenantdb.Fleet
 					break
 				}
 				continue
+			}
+			if lerr == nil && ok {
+				// Nobody did: the schema's own version table disagrees with its registry row (a row
+				// written into it by hand, or by the tenant). A failure of this tenant, never a loop.
+				err = fmt.Errorf("schema %s's version table does not say version %d, as its registry row does: "+
+					"it was changed by hand, and the Tenant's own reconcile migrates it from what it holds",
+					m.Schema, from)
 			}
 		case tenantdb.IsTransient(err) && ctx.Err() == nil:
 			select {

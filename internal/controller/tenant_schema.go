@@ -68,6 +68,8 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, run *tenantRun) 
 			return err
 		}
 	}
+	// The migration lock's occasion: the tenant's onboarding, or a repair (never a key used before).
+	occasion := string(t.UID)
 	// An existing tenant moves to a new release with its app's rollout; a new one migrates here, and so
 	// does one whose schema is not where its registry row says (dropped and made anew, restored, changed
 	// by hand): from what the schema itself holds.
@@ -86,12 +88,17 @@ func (r *TenantReconciler) reconcileSchema(ctx context.Context, run *tenantRun) 
 				return err
 			}
 		}
+		// A schema made anew holds no users: its first admin is written again, from its Secret.
+		if held.Version == 0 && held.Tables == 0 {
+			meta.RemoveStatusCondition(&t.Status.Conditions, tenantryv1.ConditionAdminReady)
+		}
+		occasion = fmt.Sprintf("%s/repair/%d/%d", t.UID, held.Version, id.Version)
 	}
 	start := time.Now()
 	session, err := db.Session(ctx, id.Identity)
 	var version int64
 	if err == nil {
-		version, err = session.Migrate(ctx, fsys, string(t.UID))
+		version, err = session.Migrate(ctx, fsys, occasion)
 	}
 	migrationSeconds.Observe(time.Since(start).Seconds())
 	if version > t.Status.SchemaVersion || (err == nil && version != t.Status.SchemaVersion) {

@@ -130,6 +130,14 @@ ALTER TABLE tenantry.tenants ADD COLUMN IF NOT EXISTS namespace_uid text NOT NUL
 -- alone reads the row and hears of it. '' for rows from before it was recorded, which every app of the
 -- namespace reads until the tenant is registered again.
 ALTER TABLE tenantry.tenants ADD COLUMN IF NOT EXISTS app text NOT NULL DEFAULT '';
+-- A row from before names the app whose login may act as its tenant's role (the operator's mark on
+-- that login, of the row's namespace): registered again by no restart, it is recorded here.
+UPDATE tenantry.tenants t SET app = split_part(d.description, '/', -1)
+FROM pg_catalog.pg_auth_members m
+JOIN pg_catalog.pg_roles tr ON tr.oid = m.roleid
+JOIN pg_catalog.pg_shdescription d ON d.objoid = m.member AND d.classoid = 'pg_catalog.pg_authid'::regclass
+WHERE t.app = '' AND tr.rolname = t.role_name AND d.description LIKE 'tenantry app %'
+  AND split_part(d.description, '/', -2) = t.namespace;
 CREATE UNIQUE INDEX IF NOT EXISTS tenants_role_name_key ON tenantry.tenants (role_name);
 CREATE TABLE IF NOT EXISTS tenantry.tenant_hosts (
     host        text PRIMARY KEY,

@@ -749,3 +749,33 @@ func TestDB_Unpublish_disablesAMoveLoginItCannotDrop(t *testing.T) {
 		t.Error("the move's login outlived a move's end that could drop it")
 	}
 }
+
+// A registry row from before rows named their app gets it when the registry is upgraded: the app whose
+// login may act as the row's tenant role, by the operator's mark on that login and of the row's
+// namespace. So an existing fleet is read per app without registering every tenant again.
+func TestDB_registryUpgrade_recordsTheApp(t *testing.T) {
+	db, adminURL := openTestDB(t, Options{})
+	ctx := context.Background()
+	must(t, db.EnsureRegistry(ctx))
+	schema := "tenant_old_" + db.Database()
+	newTenantSchema(t, db, schema)
+	_, err := db.Register(ctx, Registration{Schema: schema, Role: schema, Namespace: "test", Name: "old", UID: "u",
+		DisplayName: "Old", State: "active"})
+	must(t, err)
+	var app string
+	must(t, db.pool.QueryRow(ctx, `SELECT app FROM tenantry.tenants WHERE schema_name = $1`, schema).Scan(&app))
+	if app != "" {
+		t.Fatalf("a row registered without its app records %q", app)
+	}
+	// As a registry of the release before: the DDL runs again at the next operator's first use.
+	_, err = db.pool.Exec(ctx, `UPDATE tenantry.registry_version SET version = 5`)
+	must(t, err)
+	again, err := Open(adminURL, db.opts)
+	must(t, err)
+	t.Cleanup(again.Close)
+	must(t, again.EnsureRegistry(ctx))
+	must(t, db.pool.QueryRow(ctx, `SELECT app FROM tenantry.tenants WHERE schema_name = $1`, schema).Scan(&app))
+	if app != "app" {
+		t.Errorf("after the upgrade the row names app %q, want %q (its login's)", app, "app")
+	}
+}
