@@ -228,9 +228,12 @@ type SchemaVersion struct {
 func (s *TenantSession) Version(ctx context.Context) (SchemaVersion, error) {
 	var v SchemaVersion
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		// The version table as any relation: a tenant may have put a view in its place, which is read as
+		// the tenant, like the rest of its schema.
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1),
-       count(*) FILTER (WHERE tablename <> $2), coalesce(bool_or(tablename = $2), false)
-FROM pg_catalog.pg_tables WHERE schemaname = $1`, s.id.Schema, VersionTable).Scan(&v.Exists, &v.Tables, &v.VersionTable); err != nil {
+       (SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename <> $2),
+       EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = $1 AND c.relname = $2)`, s.id.Schema, VersionTable).Scan(&v.Exists, &v.Tables, &v.VersionTable); err != nil {
 			return err
 		}
 		if !v.VersionTable {
