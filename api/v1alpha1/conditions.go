@@ -40,8 +40,9 @@ const (
 	ReasonAPIServerError = "APIServerError"
 	// ReasonMigrationFailed: a migration failed on the tenant's schema, which stays at its last version.
 	ReasonMigrationFailed = "MigrationFailed"
-	// ReasonSchemaVersionUnknown: the tenant's schema holds tables but no version table, so which of the
-	// release's migrations it holds cannot be told (it was changed by hand).
+	// ReasonSchemaVersionUnknown: the tenant's schema holds tables but no version table, or a version
+	// table ahead of its registry row, so which of the release's migrations it holds cannot be told (it
+	// was changed by hand).
 	ReasonSchemaVersionUnknown = "SchemaVersionUnknown"
 	// ReasonHostConflict: a host the Tenant claims belongs to another tenant.
 	ReasonHostConflict = "HostConflict"

@@ -321,7 +321,7 @@ func (r *rollout) migrate(ctx context.Context, db *tenantdb.DB, m tenantdb.Fleet
 				// Nobody did: the schema's own version table disagrees with its registry row (a row
 				// written into it by hand, or by the tenant). A failure of this tenant, never a loop.
 				err = fmt.Errorf("schema %s's version table does not say version %d, as its registry row does: "+
-					"it was changed by hand, and the Tenant's own reconcile migrates it from what it holds",
+					"it was changed by hand (the Tenant's status says what to do)",
 					m.Schema, from)
 			}
 		case tenantdb.IsTransient(err) && ctx.Err() == nil:

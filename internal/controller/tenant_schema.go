@@ -134,16 +134,26 @@ func (r *TenantReconciler) schemaVersion(ctx context.Context, t *tenantryv1.Tena
 	case err != nil:
 		return held, retryErr(tenantryv1.ReasonDatabaseError, err)
 	case !held.VersionTable && held.Tables > 0:
-		msg := fmt.Sprintf("schema %s holds %d table(s) but no version table (%s), so which migrations it holds cannot be "+
-			"told: it was changed by hand. Restore it (or its %s table) from a backup; or, if its data may go, drop the "+
-			"schema, and the operator makes it anew", id.Schema, held.Tables, tenantdb.VersionTable, tenantdb.VersionTable)
-		setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonSchemaVersionUnknown, msg)
-		return held, stallErr(tenantryv1.ReasonSchemaVersionUnknown, 2*time.Minute, errors.New(msg))
+		return held, r.versionUnknown(t, fmt.Sprintf("schema %s holds %d table(s) but no version table (%s), so which "+
+			"migrations it holds cannot be told: it was changed by hand. Restore it (or its %s table) from a backup; or, "+
+			"if its data may go, drop the schema, and the operator makes it anew", id.Schema, held.Tables,
+			tenantdb.VersionTable, tenantdb.VersionTable))
+	case held.Version > id.Version:
+		return held, r.versionUnknown(t, fmt.Sprintf("schema %s's version table (%s) says version %d, but its registry "+
+			"row records %d, and a migration records both at once: the version table was changed by hand. Compare it "+
+			"with the release's migrations and correct it; the operator goes on once the two agree", id.Schema,
+			tenantdb.VersionTable, held.Version, id.Version))
 	case held.Version != id.Version:
 		r.Recorder.Eventf(t, nil, corev1.EventTypeWarning, "SchemaVersionMismatch", "Migrate",
 			"Schema %s is at version %d, its registry row says %d: migrating it from what it holds", id.Schema, held.Version, id.Version)
 	}
 	return held, nil
+}
+
+// versionUnknown reports, in msg's plain words, a schema whose migrations cannot be told.
+func (r *TenantReconciler) versionUnknown(t *tenantryv1.Tenant, msg string) error {
+	setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionFalse, tenantryv1.ReasonSchemaVersionUnknown, msg)
+	return stallErr(tenantryv1.ReasonSchemaVersionUnknown, 2*time.Minute, errors.New(msg))
 }
 
 // migrateExisting brings a tenant whose schema was migrated before to the release's version: it follows
