@@ -41,8 +41,8 @@ const (
 	// ReasonMigrationFailed: a migration failed on the tenant's schema, which stays at its last version.
 	ReasonMigrationFailed = "MigrationFailed"
 	// ReasonSchemaVersionUnknown: the tenant's schema holds tables but no version table, or a version
-	// table ahead of its registry row, so which of the release's migrations it holds cannot be told (it
-	// was changed by hand).
+	// table ahead of its registry row and of the release, so which of the release's migrations it holds
+	// cannot be told (it was changed by hand).
 	ReasonSchemaVersionUnknown = "SchemaVersionUnknown"
 	// ReasonHostConflict: a host the Tenant claims belongs to another tenant.
 	ReasonHostConflict = "HostConflict"

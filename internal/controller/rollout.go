@@ -317,8 +317,18 @@ func (r *rollout) migrate(ctx context.Context, db *tenantdb.DB, m tenantdb.Fleet
 				}
 				continue
 			}
+			if lerr == nil && ok && delay < transientMaxDelay {
+				// The registry has not caught up yet (a Tenant's own reconcile migrated the schema and
+				// records its version at its next step): look again, a little later.
+				select {
+				case <-ctx.Done():
+					return false
+				case <-time.After(delay):
+				}
+				continue
+			}
 			if lerr == nil && ok {
-				// Nobody did: the schema's own version table disagrees with its registry row (a row
+				// It never does: the schema's own version table disagrees with its registry row (a row
 				// written into it by hand, or by the tenant). A failure of this tenant, never a loop.
 				err = fmt.Errorf("schema %s's version table does not say version %d, as its registry row does: "+
 					"it was changed by hand (the Tenant's status says what to do)",

@@ -138,11 +138,14 @@ func (r *TenantReconciler) schemaVersion(ctx context.Context, t *tenantryv1.Tena
 			"migrations it holds cannot be told: it was changed by hand. Restore it (or its %s table) from a backup; or, "+
 			"if its data may go, drop the schema, and the operator makes it anew", id.Schema, held.Tables,
 			tenantdb.VersionTable, tenantdb.VersionTable))
-	case held.Version > id.Version:
-		return held, r.versionUnknown(t, fmt.Sprintf("schema %s's version table (%s) says version %d, but its registry "+
-			"row records %d, and a migration records both at once: the version table was changed by hand. Compare it "+
-			"with the release's migrations and correct it; the operator goes on once the two agree", id.Schema,
-			tenantdb.VersionTable, held.Version, id.Version))
+	case held.Version > id.Version && held.Version > r.Release.Target():
+		// Ahead of the registry is no harm in itself (a migration run here is recorded there at the
+		// state step; a rollout may have moved on since the registry was read): ahead of every
+		// migration the release knows is.
+		return held, r.versionUnknown(t, fmt.Sprintf("schema %s's version table (%s) says version %d, which neither "+
+			"this release's migrations (up to %d) nor its registry row (%d) know: it was changed by hand. Compare it "+
+			"with the release's migrations and correct it; the operator goes on once they agree", id.Schema,
+			tenantdb.VersionTable, held.Version, r.Release.Target(), id.Version))
 	case held.Version != id.Version:
 		r.Recorder.Eventf(t, nil, corev1.EventTypeWarning, "SchemaVersionMismatch", "Migrate",
 			"Schema %s is at version %d, its registry row says %d: migrating it from what it holds", id.Schema, held.Version, id.Version)
