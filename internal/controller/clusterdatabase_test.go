@@ -102,6 +102,10 @@ func TestClusterDatabase_onlyWhatThePlatformDeclared(t *testing.T) {
 			t.Errorf("ExpenseApp %s got a login on the database it was refused", try.app)
 		}
 	}
+	// Nor did any of them, shards included, get a login's grants or a channel on f's database.
+	if n := f.count(`SELECT count(*) FROM tenantry.app_channels WHERE namespace = $1`, other.ns); n != 0 {
+		t.Errorf("ExpenseApps of %s were recorded on the database they were refused (%d channel(s))", other.ns, n)
+	}
 	if n := dialed.Load(); n > 0 {
 		t.Errorf("the operator dialed the server a namespace's own Secret names %d time(s)", n)
 	}
