@@ -15,6 +15,7 @@ const (
 	tenantPrefix  = "tenant_"
 	appRolePrefix = "tenantry_app_"
 	workerPrefix  = "tenantry_op_"
+	shapePrefix   = "tenantry_shape_"
 )
 
 // hashLen is the length of the identity hash in a name: 16 base32 characters, 80 bits of SHA-256.
@@ -44,6 +45,13 @@ func AppRoleName(database, namespace, app string) string {
 // database (tenantdb.Options.Worker), derived like AppRoleName: "tenantry_op_<name>_<hash>".
 func WorkerRoleName(database, namespace, app string) string {
 	return derive(workerPrefix, app, database, namespace, app)
+}
+
+// ShapeName is the scratch schema, and its role, in which the operator applies a release's migrations
+// for an ExpenseApp on one database to learn the shape they make (tenantdb.Options.Scratch), derived like
+// AppRoleName: "tenantry_shape_<name>_<hash>".
+func ShapeName(database, namespace, app string) string {
+	return derive(shapePrefix, app, database, namespace, app)
 }
 
 // derive builds prefix + readable + "_" + hash of the parts. Each part is length-prefixed before

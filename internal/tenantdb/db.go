@@ -47,6 +47,10 @@ type DB struct {
 	citusKnown      bool            // whether citus below has been looked up
 	citus           bool            // the database is a Citus coordinator
 	appRoles        map[string]bool // app roles known to exist
+
+	// shapes are the releases' shapes (ReleaseShape), by release; shapeMu serialises making them.
+	shapeMu sync.Mutex
+	shapes  map[string]Shape
 }
 
 // Options tune a DB.
@@ -62,6 +66,9 @@ type Options struct {
 	// tenant sessions then log in as it, where the admin connection string points. Without them, Session
 	// fails with ErrNoTenantLogin.
 	AppRole, Worker Role
+	// Scratch names the role, and the schema it owns, in which ReleaseShape applies a release's
+	// migrations to read the shape they make; they exist only while it does.
+	Scratch Role
 	// StatementTimeout and LockTimeout bound every statement of both kinds of session (defaults:
 	// DefaultStatementTimeout, DefaultLockTimeout): no login can hold the operator's work for longer.
 	StatementTimeout, LockTimeout time.Duration

@@ -1,0 +1,375 @@
+package tenantdb
+
+import (
+	"context"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Shape is what a schema holds, as its catalog describes it: every object in it (tables, columns with
+// their types, defaults and nullability, sequences, indexes, constraints, triggers, rules, policies,
+// views, functions, types, operators, default privileges and the rest), with owners and grants. Names
+// of the schema and of its role are written as <schema> and <tenant>, so that the shapes of two tenants
+// of one release are equal. Data is not part of it.
+type Shape struct {
+	objects map[string]SchemaObject
+}
+
+// SchemaObject is one object of a Shape.
+type SchemaObject struct {
+	// Kind is what the catalog calls it: table, column, index, constraint, trigger, view, function...
+	Kind string
+	// Name is unique within its kind in the schema: "table.column" for what belongs to a table.
+	Name string
+	// Code says the object can run code of its own when the app or the operator uses the schema:
+	// functions, views, triggers, rules, policies, operators.
+	Code bool
+	// Fields are what the object is made of, in the catalog's words (its definition, type, owner...).
+	Fields []Field
+	// Create is the statement that makes the object again as it is, where there is one: for columns,
+	// constraints, indexes, views, rules, triggers and functions. It is not compared.
+	Create string
+}
+
+// Field is one property of a SchemaObject.
+type Field struct{ Name, Value string }
+
+func (o SchemaObject) key() string { return o.Kind + " " + o.Name }
+
+// Len is the number of objects.
+func (s Shape) Len() int { return len(s.objects) }
+
+// Fingerprint is a digest of the whole shape: two schemas with the same fingerprint hold the same
+// objects, made the same way.
+func (s Shape) Fingerprint() string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(s.objects)) {
+		o := s.objects[k]
+		fmt.Fprintf(h, "%s\x00%t", k, o.Code)
+		for _, f := range o.Fields {
+			fmt.Fprintf(h, "\x00%s=%s", f.Name, f.Value)
+		}
+		h.Write([]byte{'\n'})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// shapeQuery reads a whole schema's Shape in one statement. Objects are found through pg_depend's
+// index on the namespace they belong to, and everything hanging off a table through its own, so that
+// its cost does not grow with the number of schemas in the database. Every name is qualified with
+// pg_catalog: a function of the tenant's cannot stand in for one of the catalog's.
+//
+//go:embed shape.sql
+var shapeQuery string
+
+// Shape reads the schema's shape, in one catalog query, on the tenant session: the catalog as the
+// tenant role sees it, with the schema on the search_path, so that names inside it read unqualified as
+// they do in the release's own schema.
+func (s *TenantSession) Shape(ctx context.Context) (Shape, error) {
+	canon := canonicalizer(s.id)
+	shape := Shape{objects: map[string]SchemaObject{}}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, shapeQuery, s.id.Schema)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var o SchemaObject
+			var fields []string
+			if err := rows.Scan(&o.Kind, &o.Name, &o.Code, &fields, &o.Create); err != nil {
+				return err
+			}
+			o.Name, o.Create = canon(o.Name), canon(o.Create)
+			for i := 0; i+1 < len(fields); i += 2 {
+				o.Fields = append(o.Fields, Field{Name: fields[i], Value: canon(fields[i+1])})
+			}
+			shape.objects[o.key()] = o
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return Shape{}, fmt.Errorf("reading the catalog of schema %s: %w", s.id.Schema, err)
+	}
+	return shape, nil
+}
+
+// canonicalizer returns what writes a catalog text of one tenant's schema as it reads for any tenant:
+// names qualified with the schema lose the qualification, and the schema's and the role's names
+// elsewhere (owners, grants) become <schema> and <tenant>.
+func canonicalizer(id Identity) func(string) string {
+	word := func(name string) *regexp.Regexp {
+		q := regexp.QuoteMeta(name)
+		return regexp.MustCompile(`"` + q + `"|\b` + q + `\b`)
+	}
+	qualified := regexp.MustCompile(`("` + regexp.QuoteMeta(id.Schema) + `"|\b` + regexp.QuoteMeta(id.Schema) + `)\.`)
+	role, schema := word(id.Role), word(id.Schema)
+	return func(v string) string {
+		if !strings.Contains(v, id.Schema) && !strings.Contains(v, id.Role) {
+			return v
+		}
+		v = qualified.ReplaceAllString(v, "")
+		v = role.ReplaceAllString(v, "<tenant>")
+		return schema.ReplaceAllString(v, "<schema>")
+	}
+}
+
+// Change is how an object of a schema differs from the release's.
+type Change string
+
+// The kinds of difference.
+const (
+	// Extra: the schema has an object the release does not define.
+	Extra Change = "extra"
+	// Missing: the release defines an object the schema does not have.
+	Missing Change = "missing"
+	// Changed: both have it, made differently.
+	Changed Change = "changed"
+)
+
+// Difference is one object that differs between the release's shape and a schema's.
+type Difference struct {
+	Change Change
+	// Object is the schema's object (the release's when it is missing).
+	Object SchemaObject
+	// Fields are the properties that differ, for a changed object.
+	Fields []FieldChange
+}
+
+// FieldChange is one property of a changed object: what the release says, and what the schema holds.
+type FieldChange struct{ Name, Want, Got string }
+
+// Planted says the difference is code the release did not write: a function, view, trigger, rule,
+// policy or operator that is extra or changed, and runs when the app or the operator uses the schema.
+func (d Difference) Planted() bool { return d.Object.Code && d.Change != Missing }
+
+// String says what differs, in one line a person can read.
+func (d Difference) String() string {
+	what := d.Object.Kind + " " + d.Object.Name
+	switch {
+	case d.Planted() && d.Change == Extra:
+		return "planted " + what + " (code the release does not have)" + definition(d.Object)
+	case d.Change == Missing:
+		return "missing " + what
+	case d.Change == Extra:
+		return "extra " + what + definition(d.Object)
+	}
+	parts := make([]string, 0, len(d.Fields))
+	for _, f := range d.Fields {
+		if len(f.Want)+len(f.Got) > 80 {
+			parts = append(parts, f.Name+" differs")
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %s, not %s", f.Name, orNone(f.Got), orNone(f.Want)))
+	}
+	prefix := "changed "
+	if d.Planted() {
+		prefix = "planted code: changed "
+	}
+	return prefix + what + ": " + strings.Join(parts, "; ")
+}
+
+// definition is ": " and the object's definition or type, cut short, when it has one.
+func definition(o SchemaObject) string {
+	for _, f := range o.Fields {
+		if (f.Name == "definition" || f.Name == "type") && f.Value != "" {
+			v := strings.Join(strings.Fields(f.Value), " ")
+			if len(v) > 100 {
+				v = v[:97] + "..."
+			}
+			return ": " + v
+		}
+	}
+	return ""
+}
+
+func orNone(v string) string {
+	if v == "" {
+		return "none"
+	}
+	return v
+}
+
+// Compare lists how got differs from want, the release's shape: extra, missing and changed objects,
+// planted code first, then by kind and name.
+// The columns and constraints of an extra or missing relation are not listed apart from it.
+func Compare(want, got Shape) []Difference {
+	var diffs []Difference
+	for k, o := range got.objects {
+		w, ok := want.objects[k]
+		if !ok {
+			if !partOf(o, got, want) {
+				diffs = append(diffs, Difference{Change: Extra, Object: o})
+			}
+			continue
+		}
+		if fields := changedFields(w.Fields, o.Fields); len(fields) > 0 {
+			diffs = append(diffs, Difference{Change: Changed, Object: o, Fields: fields})
+		}
+	}
+	for k, w := range want.objects {
+		if _, ok := got.objects[k]; !ok && !partOf(w, want, got) {
+			diffs = append(diffs, Difference{Change: Missing, Object: w})
+		}
+	}
+	slices.SortFunc(diffs, func(a, b Difference) int {
+		if a.Planted() != b.Planted() {
+			if a.Planted() {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Object.key(), b.Object.key())
+	})
+	return diffs
+}
+
+// relationKinds are the kinds of object whose columns and constraints are objects of their own, named
+// "relation.column".
+var relationKinds = []string{"table", "partitioned table", "view", "materialized view", "foreign table"}
+
+// partOf says o is a column or constraint of a relation that in has and other has not: said once, with
+// the relation. Code (a trigger, a rule, a policy) is always said on its own.
+func partOf(o SchemaObject, in, other Shape) bool {
+	rel, _, found := strings.Cut(o.Name, ".")
+	if o.Code || !found || (o.Kind != "column" && o.Kind != "constraint") {
+		return false
+	}
+	for _, kind := range relationKinds {
+		k := kind + " " + rel
+		if _, ok := in.objects[k]; ok {
+			_, elsewhere := other.objects[k]
+			return !elsewhere
+		}
+	}
+	return false
+}
+
+// changedFields are the fields whose values differ, in want's order; a field only one side has counts
+// as empty on the other.
+func changedFields(want, got []Field) []FieldChange {
+	values := map[string]string{}
+	for _, f := range got {
+		values[f.Name] = f.Value
+	}
+	var changes []FieldChange
+	seen := map[string]bool{}
+	for _, f := range want {
+		seen[f.Name] = true
+		if g := values[f.Name]; g != f.Value {
+			changes = append(changes, FieldChange{Name: f.Name, Want: f.Value, Got: g})
+		}
+	}
+	for _, f := range got {
+		if !seen[f.Name] && f.Value != "" {
+			changes = append(changes, FieldChange{Name: f.Name, Got: f.Value})
+		}
+	}
+	return changes
+}
+
+// ReleaseShape is the shape the migrations of fsys give a new schema on this database: they are applied
+// to a scratch schema (Options.Scratch, a role and schema of the same name) on a tenant session, as a
+// tenant's are, its catalog is read, and it is dropped. The result is kept for release, the key the
+// caller gives these migrations: the next call for it sends no SQL. Calls for one DB run one at a time.
+func (db *DB) ReleaseShape(ctx context.Context, fsys fs.FS, release string) (Shape, error) {
+	db.shapeMu.Lock()
+	defer db.shapeMu.Unlock()
+	if s, ok := db.shapes[release]; ok {
+		return s, nil
+	}
+	scratch := db.opts.Scratch
+	if scratch.Name == "" {
+		return Shape{}, fmt.Errorf("no scratch schema to read the release's shape in: %w", ErrNoTenantLogin)
+	}
+	// One left by an operator stopped halfway goes first: the release's migrations start from nothing.
+	if ours, err := db.marked(ctx, scratch); err != nil {
+		return Shape{}, err
+	} else if ours {
+		if err := db.DropSchema(ctx, scratch.Name, scratch.Name); err != nil {
+			return Shape{}, err
+		}
+	}
+	if err := db.EnsureSchema(ctx, scratch.Name, scratch); err != nil {
+		return Shape{}, err
+	}
+	defer func() { _ = db.DropSchema(context.WithoutCancel(ctx), scratch.Name, scratch.Name) }()
+	if err := db.GrantWorker(ctx, scratch.Name); err != nil {
+		return Shape{}, err
+	}
+	session, err := db.Session(ctx, Identity{Schema: scratch.Name, Role: scratch.Name})
+	if err != nil {
+		return Shape{}, err
+	}
+	if _, err := session.Migrate(ctx, fsys, "shape/"+release+"/"+randomPassword()); err != nil {
+		return Shape{}, fmt.Errorf("migrating the scratch schema for the release's shape: %w", err)
+	}
+	shape, err := session.Shape(ctx)
+	if err != nil {
+		return Shape{}, err
+	}
+	if db.shapes == nil {
+		db.shapes = map[string]Shape{}
+	}
+	db.shapes[release] = shape
+	return shape, nil
+}
+
+// repairOrder is the order in which missing objects are made again: what the others use first.
+var repairOrder = []string{"function", "procedure", "column", "constraint", "index", "view", "rule", "trigger"}
+
+// Repair makes again the objects of the release that the schema is missing (the Missing differences
+// Compare found), with the statements the release's own schema gives (SchemaObject.Create), on the
+// tenant session and in one transaction: if one fails, none is made. Nothing is dropped or altered:
+// extra and changed objects are left for a person to judge. It returns what it made, and what it cannot
+// make again (a whole table, whose data only a backup holds).
+func (s *TenantSession) Repair(ctx context.Context, diffs []Difference) (made, left []string, err error) {
+	var todo []SchemaObject
+	for _, d := range diffs {
+		if d.Change != Missing {
+			continue
+		}
+		o := d.Object
+		// A statement that names the release's scratch schema or role cannot be made to name the tenant's.
+		if o.Create == "" || strings.Contains(o.Create, "<tenant>") || strings.Contains(o.Create, "<schema>") {
+			left = append(left, o.Kind+" "+o.Name)
+			continue
+		}
+		todo = append(todo, o)
+	}
+	rank := func(o SchemaObject) int {
+		r := slices.Index(repairOrder, o.Kind) * 2
+		if o.Kind == "constraint" && strings.Contains(o.Create, " FOREIGN KEY ") {
+			r++ // after the keys it refers to
+		}
+		return r
+	}
+	slices.SortStableFunc(todo, func(a, b SchemaObject) int { return rank(a) - rank(b) })
+	if len(todo) == 0 {
+		return nil, left, nil
+	}
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		for _, o := range todo {
+			if _, err := tx.Exec(ctx, o.Create); err != nil {
+				return fmt.Errorf("making %s %s again: %w", o.Kind, o.Name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, left, fmt.Errorf("repairing schema %s (nothing was changed): %w", s.id.Schema, err)
+	}
+	for _, o := range todo {
+		made = append(made, o.Kind+" "+o.Name)
+	}
+	return made, left, nil
+}

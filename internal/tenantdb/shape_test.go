@@ -1,0 +1,144 @@
+package tenantdb
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"tenantry.dev/tenantry/app/migrations"
+)
+
+// withScratch is Options with the scratch role of ReleaseShape, marked as the operator marks it.
+func withScratch(name string) Options {
+	return Options{Scratch: Role{Name: name, Mark: OwnerMark("shape", "test", "test", name)}}
+}
+
+// migratedTenant is a new tenant schema at the release's version.
+func migratedTenant(t *testing.T, db *DB, schema string) *TenantSession {
+	t.Helper()
+	newTenantSchema(t, db, schema)
+	s := sessionOf(t, db, schema, schema)
+	if _, err := s.Migrate(context.Background(), migrations.FS(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// The release's shape is read from a scratch schema, once, and matches every tenant migrated by it;
+// each kind of hand-made change to one tenant is found and said in plain words, the code among them
+// called planted, and the other tenant stays unchanged.
+func TestTenantSession_Shape_drift(t *testing.T) {
+	db, adminURL := openTestDB(t, withScratch("tenantry_shape_test"))
+	ctx := context.Background()
+	release, err := db.ReleaseShape(ctx, migrations.FS(), "v2")
+	must(t, err)
+	if release.Len() < 50 {
+		t.Fatalf("the release's shape holds %d objects, want the tables, columns, indexes... of the migrations", release.Len())
+	}
+	var scratchLeft bool
+	must(t, db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'tenantry_shape_test')
+		OR EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenantry_shape_test')`).Scan(&scratchLeft))
+	if scratchLeft {
+		t.Fatal("the scratch schema or its role is still there after the release's shape was read")
+	}
+	before := db.Statements()
+	if again, err := db.ReleaseShape(ctx, migrations.FS(), "v2"); err != nil || again.Fingerprint() != release.Fingerprint() {
+		t.Fatalf("the release's shape read again: %v, fingerprint changed: %t", err, again.Fingerprint() != release.Fingerprint())
+	}
+	if sent := db.Statements() - before; sent != 0 {
+		t.Fatalf("the release's shape read again sent %d statements, want 0 (kept)", sent)
+	}
+
+	a, b := migratedTenant(t, db, "tenant_drift_a"), migratedTenant(t, db, "tenant_drift_b")
+	for _, s := range []*TenantSession{a, b} {
+		got, err := s.Shape(ctx)
+		must(t, err)
+		if d := Compare(release, got); len(d) != 0 {
+			t.Fatalf("a schema just migrated differs from the release: %v", d)
+		}
+		if got.Fingerprint() != release.Fingerprint() {
+			t.Fatal("a schema just migrated has another fingerprint than the release")
+		}
+	}
+
+	conn, err := pgx.Connect(ctx, adminURL)
+	must(t, err)
+	defer conn.Close(ctx)
+	// What a DBA's hot fix, or an app login acting as the tenant, could leave behind.
+	_, err = conn.Exec(ctx, `BEGIN; SET LOCAL ROLE tenant_drift_a; SET LOCAL search_path = tenant_drift_a;
+ALTER TABLE expenses ADD COLUMN hotfix text;
+DROP INDEX expenses_spent_on_idx;
+ALTER TABLE expenses DROP CONSTRAINT expenses_amount_minor_check;
+ALTER TABLE budgets DROP CONSTRAINT budgets_account_id_fkey;
+ALTER TABLE expenses ALTER COLUMN note SET DEFAULT 'n/a';
+CREATE FUNCTION copy_out() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER copy_out AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION copy_out();
+CREATE VIEW everything AS SELECT email, password_hash FROM users;
+GRANT SELECT ON users TO PUBLIC;
+COMMIT`)
+	must(t, err)
+	got, err := a.Shape(ctx)
+	must(t, err)
+	diffs := Compare(release, got)
+	var said []string
+	planted := 0
+	for _, d := range diffs {
+		said = append(said, d.String())
+		if d.Planted() {
+			planted++
+		}
+	}
+	want := []string{
+		"planted function copy_out() (code the release does not have)",
+		"planted trigger users.copy_out (code the release does not have): CREATE TRIGGER copy_out AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION copy_out()",
+		"planted view everything (code the release does not have): SELECT users.email, users.password_hash FROM users;",
+		"extra column expenses.hotfix: text",
+		"changed column expenses.note: default 'n/a'::text, not ''::text",
+		"missing constraint budgets.budgets_account_id_fkey",
+		"missing constraint expenses.expenses_amount_minor_check",
+		"missing index expenses_spent_on_idx",
+		"changed table users: grants {<tenant>=arwdDxt/<tenant>,=r/<tenant>}, not none",
+	}
+	if !slices.Equal(said, want) {
+		t.Fatalf("differences:\n  %s\nwant:\n  %s", strings.Join(said, "\n  "), strings.Join(want, "\n  "))
+	}
+	if planted != 3 {
+		t.Fatalf("%d planted, want 3 (function, trigger, view)", planted)
+	}
+	if got.Fingerprint() == release.Fingerprint() {
+		t.Fatal("a drifted schema has the release's fingerprint")
+	}
+
+	// The opt-in repair makes the missing objects again, and nothing else.
+	made, left, err := a.Repair(ctx, diffs)
+	must(t, err)
+	if want := []string{"constraint expenses.expenses_amount_minor_check", "constraint budgets.budgets_account_id_fkey",
+		"index expenses_spent_on_idx"}; !slices.Equal(made, want) || len(left) != 0 {
+		t.Fatalf("repair made %v and left %v, want %v and nothing left", made, left, want)
+	}
+	got, err = a.Shape(ctx)
+	must(t, err)
+	if after := Compare(release, got); len(after) != len(diffs)-len(made) {
+		t.Fatalf("after the repair: %v, want the %d differences that were not missing", after, len(diffs)-len(made))
+	}
+	for _, d := range Compare(release, got) {
+		if d.Change == Missing {
+			t.Fatalf("still missing after the repair: %s", d)
+		}
+	}
+	var notes string
+	must(t, conn.QueryRow(ctx, `SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'budgets_account_id_fkey'
+		AND connamespace = 'tenant_drift_a'::regnamespace`).Scan(&notes))
+	if notes != "FOREIGN KEY (account_id) REFERENCES tenant_drift_a.funding_accounts(id)" {
+		t.Fatalf("the foreign key made again: %q", notes)
+	}
+
+	other, err := b.Shape(ctx)
+	must(t, err)
+	if d := Compare(release, other); len(d) != 0 {
+		t.Fatalf("the other tenant differs from the release after the first was changed: %v", d)
+	}
+}
