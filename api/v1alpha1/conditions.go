@@ -18,6 +18,10 @@ const (
 	// ConditionMoving is True while a Tenant moves between shards (its message says how far), False
 	// when a move is blocked.
 	ConditionMoving = "Moving"
+	// ConditionSchemaDrift is True when the Tenant's schema differs from the one its release's migrations
+	// make, False when it was compared and matches; it is informational and never makes a Tenant less
+	// Ready.
+	ConditionSchemaDrift = "SchemaDrift"
 )
 
 // Condition reasons. Each names one situation, and a reconciler sets no reason that is not here
@@ -25,6 +29,13 @@ const (
 const (
 	// ReasonSucceeded: the step's work is done.
 	ReasonSucceeded = "Succeeded"
+	// ReasonMatchesRelease: the schema holds exactly what the release's migrations make.
+	ReasonMatchesRelease = "MatchesRelease"
+	// ReasonSchemaDrifted: the schema has extra, missing or changed objects, none of them code.
+	ReasonSchemaDrifted = "SchemaDrifted"
+	// ReasonCodePlanted: the schema holds code the release does not have (a function, view, trigger,
+	// rule, policy or operator), which runs when the app uses it.
+	ReasonCodePlanted = "CodePlanted"
 	// ReasonProgressing: the step's work is under way (a Deployment rolling out, a reconcile running).
 	ReasonProgressing = "Progressing"
 	// ReasonAppNotFound: the Tenant's spec.appRef names no ExpenseApp in its namespace.

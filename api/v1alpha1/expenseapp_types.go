@@ -341,6 +341,12 @@ type ExpenseAppStatus struct {
 	// migration is the fleet migration's progress, "<tenants at target>/<tenants>", e.g. "734/1000".
 	// +optional
 	Migration string `json:"migration,omitempty"`
+	// driftedTenants is the number of Tenants whose schema differs from the release's (their SchemaDrift
+	// condition), and plantedTenants the number of those holding code the release does not have.
+	// +optional
+	DriftedTenants int32 `json:"driftedTenants,omitempty"`
+	// +optional
+	PlantedTenants int32 `json:"plantedTenants,omitempty"`
 	// failedTenants names the Tenants whose migration failed (at most 20), for the failure budget.
 	// +optional
 	FailedTenants []string `json:"failedTenants,omitempty"`

@@ -117,7 +117,8 @@ type TenantSpec struct {
 // TenantStatus is the observed state of a tenant.
 type TenantStatus struct {
 	// conditions: Ready is the summary; Reconciling and Stalled appear while work is under way or
-	// blocked; SchemaReady, MigrationsApplied, Registered, Routed and AdminReady report each step.
+	// blocked; SchemaReady, MigrationsApplied, Registered, Routed and AdminReady report each step;
+	// SchemaDrift says whether the schema differs from the release's (it never makes a tenant less Ready).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -157,6 +158,37 @@ type TenantStatus struct {
 	// tenant is Ready, and again every --usage-interval of the operator (30 minutes by default).
 	// +optional
 	Usage *TenantUsage `json:"usage,omitempty"`
+
+	// drift is how the tenant's schema differs from the one the release's migrations make: compared once
+	// the tenant is Ready, after every migration, and every --drift-interval of the operator (an hour by
+	// default). The SchemaDrift condition sums it up. See docs/drift.md.
+	// +optional
+	Drift *TenantDrift `json:"drift,omitempty"`
+}
+
+// TenantDrift is the last comparison of a tenant's schema with the release's shape: its tables,
+// columns, indexes, constraints, sequences, triggers, functions, views, rules, policies, types, owners
+// and grants.
+type TenantDrift struct {
+	// checkedAt is when the schema was compared.
+	CheckedAt metav1.Time `json:"checkedAt"`
+	// schemaVersion is the version the schema was at, whose shape it was compared with.
+	SchemaVersion int64 `json:"schemaVersion"`
+	// differences is the number of objects that differ: extra, missing or changed.
+	Differences int32 `json:"differences"`
+	// planted is how many of them are code the release does not have (a function, view, trigger, rule,
+	// policy or operator, extra or changed), which runs when the app uses the schema.
+	// +optional
+	Planted int32 `json:"planted,omitempty"`
+	// details says what differs, one object per line, planted code first (at most 20).
+	// +optional
+	Details []string `json:"details,omitempty"`
+	// repaired is the value of the tenantry.dev/repair-schema annotation last acted on, and
+	// repairMessage what that repair did.
+	// +optional
+	Repaired string `json:"repaired,omitempty"`
+	// +optional
+	RepairMessage string `json:"repairMessage,omitempty"`
 }
 
 // TenantUsage is a tenant's use of the app, as measured in its schema.
@@ -189,6 +221,7 @@ type TenantUsage struct {
 // +kubebuilder:printcolumn:name="Users",type=integer,priority=1,JSONPath=`.status.usage.users`
 // +kubebuilder:printcolumn:name="Expenses",type=integer,priority=1,JSONPath=`.status.usage.expenses`
 // +kubebuilder:printcolumn:name="Size",type=integer,priority=1,JSONPath=`.status.usage.schemaBytes`
+// +kubebuilder:printcolumn:name="Drift",type=integer,priority=1,JSONPath=`.status.drift.differences`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Tenant struct {
 	metav1.TypeMeta   `json:",inline"`

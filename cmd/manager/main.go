@@ -28,6 +28,7 @@ func main() {
 		migrationsDir          string
 		defaultAppImage        string
 		usageInterval          time.Duration
+		driftInterval          time.Duration
 		pprofAddr              string
 		secureMetrics          bool
 		watchNamespaces        string
@@ -59,6 +60,8 @@ func main() {
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of Go's pprof profiles; 0 disables them.")
 	flag.StringVar(&defaultAppImage, "default-app-image", "", "The app image of an ExpenseApp that sets no spec.image (the chart sets the operator's own image, which holds the app).")
 	flag.DurationVar(&usageInterval, "usage-interval", 30*time.Minute, "How often each Ready tenant's usage (users, expenses, schema size) is measured into its status; 0 never.")
+	flag.DurationVar(&driftInterval, "drift-interval", time.Hour, "How often each Ready tenant's schema is compared with "+
+		"the one the release's migrations make (status.drift, the SchemaDrift condition); 0 never. Also after every migration.")
 	flag.StringVar(&migrationsDir, "migrations-dir", "", "Read tenant migrations from this directory instead of the embedded ones.")
 	var platformNamespace string
 	var namespacedSecrets bool
@@ -106,7 +109,7 @@ func main() {
 		migrations = os.DirFS(migrationsDir)
 	}
 	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: concurrency, Migrations: migrations,
-		DefaultAppImage: defaultAppImage, UsageInterval: usageInterval, MaxConcurrentAppReconciles: appConcurrency,
+		DefaultAppImage: defaultAppImage, UsageInterval: usageInterval, DriftInterval: driftInterval, MaxConcurrentAppReconciles: appConcurrency,
 		ReconcileTimeout: reconcileTimeout, StatementTimeout: statementTimeout, LockTimeout: lockTimeout,
 		RoutePolicy: &controller.RoutePolicy{DeniedAnnotations: splitList(deniedAnnotations),
 			AllowedAnnotations: splitList(allowedAnnotations), GatewayNamespaces: splitList(gatewayNamespaces)},

@@ -237,8 +237,8 @@ func startOperator(ctx context.Context, cfg *ctrlConfig, platform, logPath strin
 		return nil, err
 	}
 	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: 4, PlatformNamespace: platform,
-		// Usage shows up within seconds and follows what a developer does in the app.
-		UsageInterval: time.Minute, UsageFirstDelay: 5 * time.Second})
+		// Usage and drift show up within seconds and follow what a developer does in the app and psql.
+		UsageInterval: time.Minute, DriftInterval: time.Minute, FirstCheckDelay: 5 * time.Second})
 	if err != nil {
 		return nil, err
 	}

@@ -243,6 +243,10 @@ WHERE result = '1'`, f.schema(n)+".expenses").Scan(&shards))
 		if shards != 1 {
 			t.Errorf("%s: the new column is on %d placement(s), want its one", n, shards)
 		}
+		// Compared with the new release once migrated: a distributed schema has its shape too.
+		if d := f.waitDriftAt(n, next).Status.Drift; d.Differences != 0 {
+			t.Errorf("%s: drift after the release: %+v", n, d)
+		}
 	}
 }
 

@@ -318,7 +318,7 @@ func (d *Databases) Shard(ctx context.Context, app *tenantryv1.ExpenseApp, shard
 	// The operator's tenant login is one per database (its password is this DB's): two shards on one
 	// server, where roles are shared, must not reset each other's.
 	db, err := tenantdb.Open(c.uri, tenantdb.Options{MaxConcurrentMigrations: app.Spec.Migrations.MaxConcurrent,
-		AppRole: appRole(homeName, app), Worker: workerRole(name, app),
+		AppRole: appRole(homeName, app), Worker: workerRole(name, app), Scratch: scratchRole(name, app),
 		StatementTimeout: d.StatementTimeout, LockTimeout: d.LockTimeout, AdminTracer: d.AdminTracer})
 	if err != nil {
 		return nil, invalid(c, shard, err)

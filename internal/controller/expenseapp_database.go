@@ -213,6 +213,13 @@ func workerRole(database string, app *tenantryv1.ExpenseApp) tenantdb.Role {
 		Mark: tenantdb.OwnerMark("operator", database, app.Namespace, app.Name)}
 }
 
+// scratchRole is the role, and schema, in which the operator reads the shape of a release's migrations
+// for an ExpenseApp on one of its databases (tenantdb.DB.ReleaseShape).
+func scratchRole(database string, app *tenantryv1.ExpenseApp) tenantdb.Role {
+	return tenantdb.Role{Name: registry.ShapeName(database, app.Namespace, app.Name),
+		Mark: tenantdb.OwnerMark("shape", database, app.Namespace, app.Name)}
+}
+
 // withUser returns a postgres:// URL with its user and password replaced. Credentials given as query
 // parameters are dropped too: the admin's must never reach the app's Secret.
 func withUser(uri, user, pass string) (string, error) {

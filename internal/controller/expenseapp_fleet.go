@@ -42,20 +42,28 @@ func (r *ExpenseAppReconciler) reconcileFleet(ctx context.Context, run *appRun) 
 		view = r.Rollouts.Ensure(app, dbs, r.Release.Plan(), names)
 	}
 	atTarget, failed := fleetStatus(tenants, view, target)
-	ready := 0
+	ready, drifted, planted := 0, 0, 0
 	for _, t := range tenants {
 		if meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) {
 			ready++
 		}
+		if meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionSchemaDrift) {
+			drifted++
+			if t.Status.Drift != nil && t.Status.Drift.Planted > 0 {
+				planted++
+			}
+		}
 	}
 	app.Status.Tenants, app.Status.ReadyTenants, app.Status.TenantsAtTarget = int32(len(tenants)), int32(ready), int32(atTarget)
+	app.Status.DriftedTenants, app.Status.PlantedTenants = int32(drifted), int32(planted)
 	app.Status.TargetSchemaVersion = target
 	app.Status.Migration = fmt.Sprintf("%d/%d", atTarget, len(tenants))
 	app.Status.FailedTenants = nil
 	if len(failed) > 0 {
 		app.Status.FailedTenants = failed[:min(len(failed), 20)]
 	}
-	for state, n := range map[string]int{"total": len(tenants), "ready": ready, "at_target": atTarget, "failed": len(failed)} {
+	for state, n := range map[string]int{"total": len(tenants), "ready": ready, "at_target": atTarget, "failed": len(failed),
+		"drifted": drifted, "planted": planted} {
 		tenantsByState.WithLabelValues(app.Namespace, app.Name, state).Set(float64(n))
 	}
 	halted := view.halted || len(failed) > int(app.Spec.Migrations.MaxFailures)

@@ -363,7 +363,7 @@ AND attname = 'migration_secret' AND has_column_privilege($1, attrelid, attname,
 	}
 }
 
-// The gauntlet, driven through onboarding another tenant, an admin reset, usage, a fleet release,
+// The gauntlet, driven through onboarding another tenant, an admin reset, usage, drift, a fleet release,
 // suspend and resume, and deletion with Retain and with Delete. It fails on a usage measurement run on
 // the admin session (the view over users runs as the admin login and creates a role).
 func TestIsolation_plantedCodeGauntlet(t *testing.T) {
@@ -438,6 +438,30 @@ func runGauntlet(t *testing.T, f *fixture, dbs []*pgxpool.Pool, views bool) {
 	g.waitFired(t, "usage", "view users", fired)
 	gd.waitFired(t, "usage", "view users", firedDel)
 	g.waitFired(t, "usage", "view expenses", 0)
+
+	// Drift: the last comparison is made two hours old, and the tenant is compared again. The plants
+	// are found and called planted code, and the comparison runs none of them. (The usage measurement
+	// above has ended first: where no view was planted, nothing above waited for it.)
+	for _, name := range []string{"trap", "trapdel"} {
+		must(t, eventually(30*time.Second, func() error {
+			if u := f.get(name).Status.Usage; u == nil || time.Since(u.MeasuredAt.Time) > time.Hour {
+				return errNotYet
+			}
+			return nil
+		}))
+	}
+	fired = g.logged(t, "")
+	for _, name := range []string{"trap", "trapdel"} {
+		tn := f.waitDrift(name, f.sinceLastCheck(name))
+		d, c := tn.Status.Drift, meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionSchemaDrift)
+		if d.Planted < 5 || c == nil || c.Reason != tenantryv1.ReasonCodePlanted ||
+			!slices.Contains(d.Details, "planted function spy(via text) (code the release does not have)") {
+			t.Errorf("drift of %s: %+v, SchemaDrift %+v: want the planted code found", name, d, c)
+		}
+	}
+	if ran := g.logged(t, ""); ran != fired {
+		t.Errorf("comparing the schemas with the release ran the planted code %d times", ran-fired)
+	}
 
 	// Suspend and resume.
 	for _, suspend := range []bool{true, false} {

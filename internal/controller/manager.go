@@ -80,8 +80,9 @@ type Config struct {
 	// DefaultAppImage is the app image of an ExpenseApp without spec.image.
 	DefaultAppImage string
 	// UsageInterval is how often each Ready tenant's usage is measured into its status (0: never), and
-	// UsageFirstDelay bounds the wait for its first measurement (0: a minute).
-	UsageInterval, UsageFirstDelay time.Duration
+	// DriftInterval how often its schema is compared with the release's (0: never). FirstCheckDelay
+	// bounds the wait for a new tenant's first measurement and comparison (0: a minute).
+	UsageInterval, DriftInterval, FirstCheckDelay time.Duration
 	// MaxConcurrentAppReconciles bounds the ExpenseApps reconciled at once (0: 4).
 	MaxConcurrentAppReconciles int
 	// ReconcileTimeout bounds each reconcile's work (0: DefaultReconcileTimeout).
@@ -132,7 +133,8 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		Release:                 release,
 		MaxConcurrentReconciles: cfg.MaxConcurrentReconciles,
 		UsageInterval:           cfg.UsageInterval,
-		UsageFirstDelay:         cfg.UsageFirstDelay,
+		DriftInterval:           cfg.DriftInterval,
+		FirstCheckDelay:         cfg.FirstCheckDelay,
 		Rollouts:                rollouts,
 		Placement:               &Placement{},
 		Nodes:                   nodes,

@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"sync"
@@ -16,6 +18,7 @@ type Release struct {
 	fsys   fs.FS
 	target int64
 	plan   *tenantdb.Plan
+	key    string
 }
 
 // NewRelease reads the migrations of fsys.
@@ -38,6 +41,13 @@ func (r *Release) Target() int64 {
 	return t
 }
 
+// Key names the release's migrations: a digest of every file, which changes with any of them.
+func (r *Release) Key() string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.key
+}
+
 // Plan is the release's migrations parsed for a fleet rollout.
 func (r *Release) Plan() *tenantdb.Plan {
 	r.mu.RLock()
@@ -57,8 +67,33 @@ func (r *Release) Set(fsys fs.FS) error {
 	if err != nil {
 		return fmt.Errorf("reading migrations: %w", err)
 	}
+	key, err := digest(fsys)
+	if err != nil {
+		return fmt.Errorf("reading migrations: %w", err)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.fsys, r.target, r.plan = fsys, target, plan
+	r.fsys, r.target, r.plan, r.key = fsys, target, plan, fmt.Sprintf("%d-%s", target, key)
 	return nil
+}
+
+// digest is a digest of the names and contents of the files at the top of fsys, in name order.
+func digest(fsys fs.FS) (string, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		b, err := fs.ReadFile(fsys, e.Name())
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", e.Name(), len(b))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }

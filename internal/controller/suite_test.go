@@ -114,7 +114,7 @@ func runSuite(m *testing.M) (code int) {
 	}
 	// The operator's own route policy, which also lets routes attach to the Gateways of "gateways"; its
 	// databases only from ClusterDatabases, as the chart's default is.
-	op, err := Setup(mgr, Config{MaxConcurrentReconciles: 4, UsageInterval: time.Hour, UsageFirstDelay: time.Second,
+	op, err := Setup(mgr, Config{MaxConcurrentReconciles: 4, UsageInterval: time.Hour, DriftInterval: time.Hour, FirstCheckDelay: time.Second,
 		RoutePolicy:       &RoutePolicy{DeniedAnnotations: DefaultDeniedAnnotations, GatewayNamespaces: []string{"gateways"}},
 		PlatformNamespace: platformNS})
 	if err != nil {

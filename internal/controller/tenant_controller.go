@@ -65,9 +65,12 @@ type TenantReconciler struct {
 	GatewayAPI bool
 	// UsageInterval is how often a Ready tenant's usage is measured into its status; 0 never.
 	UsageInterval time.Duration
-	// UsageFirstDelay bounds how long after becoming Ready a tenant is first measured (randomly within
-	// it, so that a thousand tenants onboarded at once are not measured at once); 0 is a minute.
-	UsageFirstDelay time.Duration
+	// DriftInterval is how often a Ready tenant's schema is compared with the release's shape; 0 never.
+	DriftInterval time.Duration
+	// FirstCheckDelay bounds how long after becoming Ready a tenant is first measured and compared
+	// (randomly within it, so that a thousand tenants onboarded at once are not read at once); 0 is a
+	// minute.
+	FirstCheckDelay time.Duration
 	// Rollouts migrate existing tenants to a new release; a Tenant follows what its app's rollout did.
 	Rollouts *Rollouts
 	// Placement chooses the shard of each new tenant.
@@ -158,7 +161,7 @@ type tenantRun struct {
 // tenantStep is one step of a Tenant's reconcile. Each checks for itself whether it has anything to do.
 // Each lives in a file named after it: tenant_app.go, tenant_hosts.go, tenant_registration.go (with
 // where the tenant lives, tenant_location.go), tenant_move.go, tenant_schema.go, tenant_admin.go, tenant_state.go,
-// tenant_route.go, citus.go (the node) and tenant_usage.go; deletion is tenant_delete.go.
+// tenant_route.go, citus.go (the node), tenant_usage.go and tenant_drift.go; deletion is tenant_delete.go.
 type tenantStep func(ctx context.Context, run *tenantRun) error
 
 // reconcileTenant runs the steps in order, stopping at the first that fails or waits.
@@ -166,7 +169,7 @@ func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Te
 	run := &tenantRun{t: t, wasReady: readyAtGeneration(t)}
 	defer run.release()
 	for _, step := range []tenantStep{r.reconcileApp, r.reconcileHosts, r.reconcileRegistration, r.reconcileMove, r.reconcileSchema, r.reconcileAdmin,
-		r.reconcileState, r.reconcileRoute, r.reconcileReleasedHosts, r.reconcileNode, r.reconcileUsage} {
+		r.reconcileState, r.reconcileRoute, r.reconcileReleasedHosts, r.reconcileNode, r.reconcileUsage, r.reconcileDrift} {
 		if err := step(ctx, run); err != nil {
 			return ctrl.Result{}, err
 		}

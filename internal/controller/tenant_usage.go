@@ -22,25 +22,17 @@ func (r *TenantReconciler) reconcileUsage(ctx context.Context, run *tenantRun) e
 	if r.UsageInterval <= 0 {
 		return nil
 	}
-	if !run.wasReady {
-		first := r.UsageFirstDelay
-		if first <= 0 {
-			first = time.Minute
-		}
-		run.result.RequeueAfter = time.Second + jitter(first) // measured once the Ready status is written
+	var last *metav1.Time
+	if u := t.Status.Usage; u != nil {
+		last = &u.MeasuredAt
+	}
+	if !r.due(run, r.UsageInterval, last) {
 		return nil
 	}
-	if u := t.Status.Usage; u != nil {
-		if due := u.MeasuredAt.Add(r.UsageInterval); time.Now().Before(due) {
-			run.result.RequeueAfter = time.Until(due) + jitter(r.UsageInterval/10)
-			return nil
-		}
-	}
-	run.result.RequeueAfter = r.UsageInterval + jitter(r.UsageInterval/10)
 	loc, err := r.locate(ctx, run)
 	if err != nil {
 		if errors.Is(err, ErrDatabaseBusy) {
-			run.result.RequeueAfter = time.Second + jitter(time.Second) // measured when a place is free
+			run.requeueWithin(soon()) // measured when a place is free
 		}
 		return nil // the database's absence shows in the conditions of the steps that need it
 	}
@@ -60,6 +52,41 @@ func (r *TenantReconciler) reconcileUsage(ctx context.Context, run *tenantRun) e
 		SchemaBytes: u.SchemaBytes, MeasuredAt: metav1.Now()}
 	return nil
 }
+
+// due schedules a periodic check of a Ready tenant's schema (usage, drift), last done at last (nil:
+// never, or to be done again now). A tenant not yet Ready when this reconcile began waits for the
+// reconcile after the one that writes its Ready status: a second and up to FirstCheckDelay later, so
+// that a thousand tenants onboarded at once are not checked at once. One checked within interval
+// waits for the rest of it. Otherwise the check is due now, and the next one an interval later; each
+// wait is jittered, and asked for with requeueWithin.
+func (r *TenantReconciler) due(run *tenantRun, interval time.Duration, last *metav1.Time) bool {
+	if !run.wasReady {
+		first := r.FirstCheckDelay
+		if first <= 0 {
+			first = time.Minute
+		}
+		run.requeueWithin(time.Second + jitter(first)) // checked once the Ready status is written
+		return false
+	}
+	if last != nil {
+		if due := last.Add(interval); time.Now().Before(due) {
+			run.requeueWithin(time.Until(due) + jitter(interval/10))
+			return false
+		}
+	}
+	run.requeueWithin(interval + jitter(interval/10))
+	return true
+}
+
+// requeueWithin asks for the tenant to be reconciled again after d at the latest.
+func (run *tenantRun) requeueWithin(d time.Duration) {
+	if run.result.RequeueAfter <= 0 || d < run.result.RequeueAfter {
+		run.result.RequeueAfter = d
+	}
+}
+
+// soon is the wait before a check that found its database busy tries again.
+func soon() time.Duration { return time.Second + jitter(time.Second) }
 
 // jitter is a random duration up to d, which spreads thousands of tenants' periodic work over time.
 func jitter(d time.Duration) time.Duration {

@@ -128,10 +128,16 @@ const discardAll = "DISCARD ALL"
 // inTx runs fn in one transaction acting as the tenant (SET LOCAL role and search_path), then
 // discards the session's state. A connection that cannot be cleaned is closed.
 func (s *TenantSession) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return s.inTxOn(ctx, searchPath(s.id.Schema), fn)
+}
+
+// inTxOn is inTx with another search_path: "pg_catalog" reads the catalog with nothing of the tenant's
+// on the path, so that no function or operator the tenant made can stand in for a built-in one.
+func (s *TenantSession) inTxOn(ctx context.Context, path string, fn func(pgx.Tx) error) error {
 	return withTenantConn(ctx, s.pool, func(conn *pgxpool.Conn) error {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)",
-				s.id.Role, searchPath(s.id.Schema)); err != nil {
+				s.id.Role, path); err != nil {
 				return err
 			}
 			return fn(tx)

@@ -72,13 +72,14 @@ func (s Shape) Fingerprint() string {
 var shapeQuery string
 
 // Shape reads the schema's shape, in one catalog query, on the tenant session: the catalog as the
-// tenant role sees it, with the schema on the search_path, so that names inside it read unqualified as
-// they do in the release's own schema.
+// tenant role sees it. The search_path is pg_catalog alone: an operator or function the tenant planted
+// (an "=" for names, say) must not decide which schema is read, or what its objects compare equal to.
+// Names the catalog qualifies with the schema lose the qualification (canonicalizer).
 func (s *TenantSession) Shape(ctx context.Context) (Shape, error) {
 	canon := canonicalizer(s.id)
 	shape := Shape{objects: map[string]SchemaObject{}}
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, shapeQuery, s.id.Schema)
+	err := s.inTxOn(ctx, "pg_catalog", func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, shapeQuery, pgx.Identifier{s.id.Schema}.Sanitize())
 		if err != nil {
 			return err
 		}

@@ -1,14 +1,14 @@
 -- A schema's shape (Shape): one row per object, as (kind, name, whether it can run code, its fields as
 -- name/value pairs, and the statement that makes it again when it goes missing, where there is one).
--- $1 is the schema; it is on the search_path, so names inside it read unqualified.
-WITH ns AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
+-- $1 is the schema. The search_path is pg_catalog alone, so names in the schema read qualified.
+WITH ns AS (SELECT $1::pg_catalog.regnamespace::pg_catalog.oid AS oid),
 dep AS (SELECT d.classid, d.objid FROM pg_catalog.pg_depend d, ns
         WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = ns.oid AND d.objsubid = 0),
 rel AS (SELECT c.oid, c.relname, c.relkind FROM pg_catalog.pg_class c
         JOIN dep ON dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND dep.objid = c.oid)
 SELECT 'schema', '', false,
        ARRAY['owner', pg_catalog.pg_get_userbyid(n.nspowner)::text, 'grants', coalesce(n.nspacl::text, '')]::text[], ''
-  FROM pg_catalog.pg_namespace n JOIN ns ON ns.oid = n.oid
+  FROM pg_catalog.pg_namespace n, ns WHERE n.oid = ns.oid
 UNION ALL
 SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' WHEN 'v' THEN 'view'
          WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' ELSE 'relation' END,

@@ -1,0 +1,175 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/migrations"
+	"tenantry.dev/tenantry/internal/registry"
+)
+
+// waitDrift waits until a Tenant's drift was compared after the time given, and returns the Tenant.
+func (f *fixture) waitDrift(name string, after time.Time) *tenantryv1.Tenant {
+	f.t.Helper()
+	var tn *tenantryv1.Tenant
+	err := eventually(30*time.Second, func() error {
+		tn = f.get(name)
+		if d := tn.Status.Drift; d == nil || !d.CheckedAt.After(after) {
+			return errNotYet
+		}
+		return nil
+	})
+	if err != nil {
+		f.t.Fatalf("Tenant %s: no drift comparison after %s: %+v", name, after, tn.Status.Drift)
+	}
+	return tn
+}
+
+// waitDriftAt waits until a Tenant's schema was compared with the release at a version, and returns it.
+func (f *fixture) waitDriftAt(name string, version int64) *tenantryv1.Tenant {
+	f.t.Helper()
+	var tn *tenantryv1.Tenant
+	if err := eventually(30*time.Second, func() error {
+		if tn = f.get(name); tn.Status.Drift == nil || tn.Status.Drift.SchemaVersion != version {
+			return errNotYet
+		}
+		return nil
+	}); err != nil {
+		f.t.Fatalf("Tenant %s: not compared at version %d: %+v", name, version, tn.Status.Drift)
+	}
+	return tn
+}
+
+// sinceLastCheck makes the operator compare a Tenant again, as it does once --drift-interval has passed
+// since the last comparison: the test moves that comparison an interval back, and touches a label,
+// which brings a reconcile.
+func (f *fixture) sinceLastCheck(name string) time.Time {
+	f.t.Helper()
+	ctx := context.Background()
+	tn := f.get(name)
+	patch := client.MergeFrom(tn.DeepCopy())
+	tn.Status.Drift.CheckedAt = metav1.NewTime(tn.Status.Drift.CheckedAt.Add(-2 * time.Hour))
+	must(f.t, k8s.Status().Patch(ctx, tn, patch))
+	tn = f.get(name)
+	patch = client.MergeFrom(tn.DeepCopy())
+	if tn.Labels == nil {
+		tn.Labels = map[string]string{}
+	}
+	tn.Labels["test/checked"] = fmt.Sprint(time.Now().UnixNano())
+	must(f.t, k8s.Patch(ctx, tn, patch))
+	return time.Now().Add(-time.Second) // checkedAt is written at second precision
+}
+
+// Each tenant's schema is compared with the release's once it is Ready; an unchanged fleet shows no
+// drift. A compromised app login, acting as one tenant, plants a trigger (with its function) and a view,
+// adds a column, drops an index and changes a default: the next comparison finds and describes each,
+// calls the code planted, leaves the tenant Ready, and is counted on the ExpenseApp. The other tenant
+// is untouched. The opt-in repair makes the dropped index again and drops nothing.
+func TestTenantReconciler_schemaDrift(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	start := time.Now().Add(-time.Second)
+	for _, n := range []string{"steady", "hacked"} {
+		must(t, k8s.Create(ctx, f.tenant(n, n+"."+f.ns+".drift.test")))
+	}
+	for _, n := range []string{"steady", "hacked"} {
+		f.waitReady(n)
+		tn := f.waitDrift(n, start)
+		if d := tn.Status.Drift; d.Differences != 0 || d.Planted != 0 || len(d.Details) != 0 || d.SchemaVersion != release.Target() {
+			t.Fatalf("Tenant %s just onboarded: drift %+v, want none at version %d", n, d, release.Target())
+		}
+		if c := meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionSchemaDrift); c == nil ||
+			c.Status != metav1.ConditionFalse || c.Reason != tenantryv1.ReasonMatchesRelease {
+			t.Fatalf("Tenant %s just onboarded: SchemaDrift %+v, want False (MatchesRelease)", n, c)
+		}
+	}
+	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`,
+		registry.ShapeName(f.database, f.ns, "expenses")); n != 0 {
+		t.Fatal("the scratch schema of the release's shape is still there")
+	}
+
+	app := f.appLogin()
+	_, err := app.Exec(ctx, `BEGIN; SET LOCAL ROLE `+f.q("hacked")+`; SET LOCAL search_path = `+f.q("hacked")+`;
+CREATE FUNCTION keep_copy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER keep_copy BEFORE INSERT ON expenses FOR EACH ROW EXECUTE FUNCTION keep_copy();
+CREATE VIEW all_users AS SELECT email, password_hash FROM users;
+ALTER TABLE departments ADD COLUMN cost_centre text;
+DROP INDEX expenses_spent_on_idx;
+ALTER TABLE budgets ALTER COLUMN amount_minor SET DEFAULT 100;
+COMMIT`)
+	must(t, err)
+	after := f.sinceLastCheck("hacked")
+	tn := f.waitDrift("hacked", after)
+	d := tn.Status.Drift
+	want := []string{
+		"planted function keep_copy() (code the release does not have)",
+		"planted trigger expenses.keep_copy (code the release does not have): CREATE TRIGGER keep_copy BEFORE INSERT ON expenses FOR EACH ROW EXECUTE FUNCTION keep_copy()",
+		"planted view all_users (code the release does not have): SELECT users.email, users.password_hash FROM users;",
+		"changed column budgets.amount_minor: default 100, not none",
+		"extra column departments.cost_centre: text",
+		"missing index expenses_spent_on_idx",
+	}
+	if !slices.Equal(d.Details, want) || d.Differences != 6 || d.Planted != 3 {
+		t.Fatalf("drift: %d differences, %d planted:\n  %s\nwant 6, 3:\n  %s", d.Differences, d.Planted,
+			strings.Join(d.Details, "\n  "), strings.Join(want, "\n  "))
+	}
+	c := meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionSchemaDrift)
+	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != tenantryv1.ReasonCodePlanted ||
+		!strings.Contains(c.Message, "3 object(s) of code") || !strings.Contains(c.Message, "and 3 more") {
+		t.Fatalf("SchemaDrift = %+v, want True (CodePlanted) saying what was planted", c)
+	}
+	if !meta.IsStatusConditionTrue(tn.Status.Conditions, tenantryv1.ConditionReady) {
+		t.Fatal("a drifted tenant is no longer Ready")
+	}
+	f.waitApp("a drifted and planted tenant counted", func(a *tenantryv1.ExpenseApp) bool {
+		return a.Status.DriftedTenants == 1 && a.Status.PlantedTenants == 1
+	})
+	if s := f.get("steady"); s.Status.Drift.Differences != 0 ||
+		!meta.IsStatusConditionFalse(s.Status.Conditions, tenantryv1.ConditionSchemaDrift) {
+		t.Fatalf("the other tenant: %+v", s.Status.Drift)
+	}
+
+	// The opt-in repair: what the release defines and the schema lacks is made again; nothing else.
+	tn = f.get("hacked")
+	patch := client.MergeFrom(tn.DeepCopy())
+	if tn.Annotations == nil {
+		tn.Annotations = map[string]string{}
+	}
+	tn.Annotations[AnnotationRepairSchema] = "ticket-42"
+	must(t, k8s.Patch(ctx, tn, patch))
+	must(t, eventually(30*time.Second, func() error {
+		if tn = f.get("hacked"); tn.Status.Drift.Repaired != "ticket-42" {
+			return errNotYet
+		}
+		return nil
+	}))
+	d = tn.Status.Drift
+	if d.RepairMessage != "made again: index expenses_spent_on_idx" || d.Differences != 5 || d.Planted != 3 ||
+		slices.Contains(d.Details, "missing index expenses_spent_on_idx") {
+		t.Fatalf("after the repair: %+v", d)
+	}
+	if n := f.count(`SELECT count(*) FROM pg_proc WHERE proname = 'keep_copy' AND pronamespace = $1::regnamespace`,
+		f.schema("hacked")); n != 1 {
+		t.Fatal("the repair dropped the planted function: nothing is dropped but by a person")
+	}
+
+	// A release: each tenant is compared again once migrated, with the new release's shape.
+	defer func() { must(t, release.Set(migrations.FS())) }()
+	must(t, release.Set(releaseWith(t, "-- +goose Up\nALTER TABLE expenses ADD COLUMN receipt_url text;\n")))
+	pokeAll(t, f, []string{"steady", "hacked"})
+	if d := f.waitDriftAt("steady", migrations.Latest+1).Status.Drift; d.Differences != 0 {
+		t.Fatalf("the untouched tenant after a release: %+v", d)
+	}
+	if d := f.waitDriftAt("hacked", migrations.Latest+1).Status.Drift; d.Differences != 5 || d.Planted != 3 {
+		t.Fatalf("the planted tenant after a release: %+v", d)
+	}
+}
