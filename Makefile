@@ -60,7 +60,7 @@ test-citus: citus ## Run the Citus suite alone: the operator and the app on a co
 	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) -count=1 -run 'TestCitus' ./internal/controller
 
 .PHONY: bench
-bench: bench-onboard bench-app bench-fleet bench-restart bench-apiserver bench-shards bench-citus ## Run every benchmark and print the figures for docs/benchmarks.md.
+bench: bench-onboard bench-app bench-fleet bench-restart bench-drift bench-apiserver bench-shards bench-citus ## Run every benchmark and print the figures for docs/benchmarks.md.
 
 .PHONY: bench-onboard
 bench-onboard: ## Onboarding: apply→Ready latency, 100 and 1,000 tenants at once, against a psql floor.
@@ -73,6 +73,10 @@ bench-fleet: ## A release with one new migration across 1,000 tenants, against p
 .PHONY: bench-restart
 bench-restart: ## Operator restart with 10,000 Ready tenants: time, SQL sent, peak memory.
 	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go run ./hack/bench restart $(BENCH_RESTART_TENANTS)
+
+.PHONY: bench-drift
+bench-drift: ## A full drift pass over 10,000 Ready tenants, one in a hundred planted (BENCH_DRIFT_TENANTS).
+	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go run ./hack/bench drift $(or $(BENCH_DRIFT_TENANTS),10000)
 
 .PHONY: bench-apiserver
 bench-apiserver: ## What one Tenant status patch costs the API server, with and without the CEL rules.

@@ -26,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench onboard|app|fleet|restart|apiserver|shards|citus N [N...]")
+		fmt.Fprintln(os.Stderr, "usage: bench onboard|app|fleet|restart|drift|apiserver|shards|citus N [N...]")
 		os.Exit(2)
 	}
 	var sizes []int
@@ -47,6 +47,12 @@ func main() {
 	case "fleet":
 		for _, n := range sizes {
 			if err = fleet(ctx, n); err != nil {
+				break
+			}
+		}
+	case "drift":
+		for _, n := range sizes {
+			if err = drift(ctx, n); err != nil {
 				break
 			}
 		}

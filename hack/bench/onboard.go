@@ -127,21 +127,9 @@ type readyWatcher struct {
 }
 
 func (s *stack) watchReady(ctx context.Context, ns string) (*readyWatcher, error) {
-	c, err := cache.New(s.cfg, cache.Options{Scheme: controller.NewScheme(), DefaultNamespaces: map[string]cache.Config{ns: {}}})
-	if err != nil {
-		return nil, err
-	}
-	inf, err := c.GetInformer(ctx, &tenantryv1.Tenant{})
-	if err != nil {
-		return nil, err
-	}
-	cctx, cancel := context.WithCancel(ctx)
-	rw := &readyWatcher{ready: map[string]time.Time{}, atVersion: map[string]time.Time{}, ch: make(chan struct{}, 1), stop: cancel}
-	see := func(obj any) {
-		t, ok := obj.(*tenantryv1.Tenant)
-		if !ok {
-			return
-		}
+	rw := &readyWatcher{ready: map[string]time.Time{}, atVersion: map[string]time.Time{}, ch: make(chan struct{}, 1)}
+	var err error
+	rw.stop, err = s.watchTenants(ctx, ns, func(t *tenantryv1.Tenant) {
 		now := time.Now()
 		rw.mu.Lock()
 		if _, seen := rw.ready[t.Name]; !seen && meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) &&
@@ -156,9 +144,29 @@ func (s *stack) watchReady(ctx context.Context, ns string) (*readyWatcher, error
 		case rw.ch <- struct{}{}:
 		default:
 		}
+	})
+	return rw, err
+}
+
+// watchTenants calls see with every Tenant of a namespace as it is added or changed, from an informer,
+// until the function it returns is called.
+func (s *stack) watchTenants(ctx context.Context, ns string, see func(*tenantryv1.Tenant)) (stop func(), err error) {
+	c, err := cache.New(s.cfg, cache.Options{Scheme: controller.NewScheme(), DefaultNamespaces: map[string]cache.Config{ns: {}}})
+	if err != nil {
+		return nil, err
 	}
+	inf, err := c.GetInformer(ctx, &tenantryv1.Tenant{})
+	if err != nil {
+		return nil, err
+	}
+	handle := func(obj any) {
+		if t, ok := obj.(*tenantryv1.Tenant); ok {
+			see(t)
+		}
+	}
+	cctx, cancel := context.WithCancel(ctx)
 	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc: see, UpdateFunc: func(_, obj any) { see(obj) },
+		AddFunc: handle, UpdateFunc: func(_, obj any) { handle(obj) },
 	}); err != nil {
 		cancel()
 		return nil, err
@@ -168,7 +176,7 @@ func (s *stack) watchReady(ctx context.Context, ns string) (*readyWatcher, error
 		cancel()
 		return nil, fmt.Errorf("the Tenant informer did not sync")
 	}
-	return rw, nil
+	return cancel, nil
 }
 
 // expectVersion starts recording when each Tenant's status shows schema version v.

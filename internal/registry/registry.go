@@ -6,6 +6,7 @@
 package registry
 
 import (
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -82,7 +83,7 @@ const (
 // Version is the version of DDL. Raise it with every change to DDL: an operator runs DDL only on a
 // database whose registry records an older version (RegistryVersion's table), so that a start-up sends
 // no DDL, and takes no lock that a read of the registry could hold up, where nothing changed.
-const Version = 6
+const Version = 7
 
 // Bootstrap creates the control schema and the one-row table that records its version
 // (tenantry.registry_version). The operator creates and upgrades the registry while it holds that
@@ -101,7 +102,9 @@ INSERT INTO tenantry.registry_version (version) VALUES (0) ON CONFLICT DO NOTHIN
 // a table of their own whose primary key is the race-free arbiter of which tenant holds a host. A row
 // records the owner of its schema and role: the Tenant's namespace and name (its identity within the
 // database) and its UID (for audit).
-const DDL = `
+var DDL = tables + catalogFunctions
+
+const tables = `
 CREATE TABLE IF NOT EXISTS tenantry.tenants (
     schema_name    text        PRIMARY KEY,
     role_name      text        NOT NULL,
@@ -234,6 +237,36 @@ BEGIN
     PERFORM FROM tenantry.tenants WHERE role_name = current_setting('role') FOR UPDATE;
 END $f$;
 GRANT USAGE ON SCHEMA tenantry TO PUBLIC;
+`
+
+// The two reads of a tenant schema's catalog that a drift comparison makes (tenantdb.TenantSession.Shape
+// and ShapeDigest): its objects, and a digest of the catalog rows they are read from.
+var (
+	//go:embed schema_shape.sql
+	shapeSQL string
+	//go:embed schema_digest.sql
+	digestSQL string
+)
+
+// catalogFunctions are those reads as PL/pgSQL functions, so that each session plans them once: they
+// cost more to plan than to run, and a tenant session cannot keep a prepared statement (DISCARD ALL, after
+// every piece of tenant work, deallocates it, and a tenant's code could prepare one in its place). They
+// read the catalog as whoever calls them, a tenant session as the tenant's role, with pg_catalog alone on
+// the search_path: no function or operator of a tenant's stands in for a built-in one there.
+var catalogFunctions = `
+CREATE OR REPLACE FUNCTION tenantry.schema_shape(schema_name text)
+RETURNS TABLE (object_kind text, object_name text, can_run_code boolean, object_fields text[], create_statement text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $shape$
+BEGIN
+RETURN QUERY
+` + shapeSQL + `;
+END $shape$;
+CREATE OR REPLACE FUNCTION tenantry.schema_digest(schema_name text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $digest$
+BEGIN
+RETURN (
+` + digestSQL + `);
+END $digest$;
 `
 
 // Tenant is one customer as the registry describes it.

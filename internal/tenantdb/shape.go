@@ -3,7 +3,6 @@ package tenantdb
 import (
 	"context"
 	"crypto/sha256"
-	_ "embed"
 	"encoding/hex"
 	"fmt"
 	"io/fs"
@@ -22,6 +21,9 @@ import (
 // of one release are equal. Data is not part of it.
 type Shape struct {
 	objects map[string]SchemaObject
+	// Digest is the digest of the catalog rows the shape was read from (ShapeDigest), taken first in the
+	// same transaction: while it stays the same, so does the shape. "" when it cannot tell.
+	Digest string
 }
 
 // SchemaObject is one object of a Shape.
@@ -63,23 +65,27 @@ func (s Shape) Fingerprint() string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// shapeQuery reads a whole schema's Shape in one statement. Objects are found through pg_depend's
-// index on the namespace they belong to, and everything hanging off a table through its own, so that
-// its cost does not grow with the number of schemas in the database. Every name is qualified with
-// pg_catalog: a function of the tenant's cannot stand in for one of the catalog's.
-//
-//go:embed shape.sql
-var shapeQuery string
-
-// Shape reads the schema's shape, in one catalog query, on the tenant session: the catalog as the
-// tenant role sees it. The search_path is pg_catalog alone: an operator or function the tenant planted
-// (an "=" for names, say) must not decide which schema is read, or what its objects compare equal to.
-// Names the catalog qualifies with the schema lose the qualification (canonicalizer).
+// Shape reads the schema's shape on the tenant session, in one catalog query (the registry's
+// tenantry.schema_shape, internal/registry/schema_shape.sql): the catalog as the tenant role sees it.
+// Objects are found through pg_depend's index on the namespace they belong to, and what hangs off a
+// table through the table's, so that the cost does not grow with the number of schemas. The search_path
+// is pg_catalog alone: an operator or function the tenant planted (an "=" for names, say) must not decide
+// which schema is read, or what its objects compare equal to. Names the catalog qualifies with the
+// schema lose the qualification (canonicalizer). The digest of the rows read (ShapeDigest) comes first.
 func (s *TenantSession) Shape(ctx context.Context) (Shape, error) {
 	canon := canonicalizer(s.id)
 	shape := Shape{objects: map[string]SchemaObject{}}
+	schema := pgx.Identifier{s.id.Schema}.Sanitize()
 	err := s.inTxOn(ctx, "pg_catalog", func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, shapeQuery, pgx.Identifier{s.id.Schema}.Sanitize())
+		var digest *string
+		if err := tx.QueryRow(ctx, "SELECT tenantry.schema_digest($1)", schema).Scan(&digest); err != nil {
+			return err
+		}
+		if digest != nil {
+			shape.Digest = *digest
+		}
+		rows, err := tx.Query(ctx, `SELECT object_kind, object_name, can_run_code, object_fields, create_statement
+FROM tenantry.schema_shape($1)`, schema)
 		if err != nil {
 			return err
 		}
@@ -102,6 +108,26 @@ func (s *TenantSession) Shape(ctx context.Context) (Shape, error) {
 		return Shape{}, fmt.Errorf("reading the catalog of schema %s: %w", s.id.Schema, err)
 	}
 	return shape, nil
+}
+
+// ShapeDigest reads, in one catalog query on the tenant session (the registry's tenantry.schema_digest,
+// internal/registry/schema_digest.sql), a digest of every catalog row the schema's Shape is read from:
+// each row's identity and the transaction that last wrote it, which any change to the row replaces.
+// While it equals Shape.Digest, the shape has not changed, and the cost is a fraction of reading it:
+// it reads no definition and opens no table. "" when the schema holds an object of a kind the digest
+// does not cover: only Shape can tell then.
+func (s *TenantSession) ShapeDigest(ctx context.Context) (string, error) {
+	var digest *string
+	err := s.inTxOn(ctx, "pg_catalog", func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, "SELECT tenantry.schema_digest($1)", pgx.Identifier{s.id.Schema}.Sanitize()).Scan(&digest)
+	})
+	if err != nil {
+		return "", fmt.Errorf("reading the catalog digest of schema %s: %w", s.id.Schema, err)
+	}
+	if digest == nil {
+		return "", nil
+	}
+	return *digest, nil
 }
 
 // canonicalizer returns what writes a catalog text of one tenant's schema as it reads for any tenant:

@@ -64,6 +64,17 @@ func TestTenantSession_Shape_drift(t *testing.T) {
 		}
 	}
 
+	// The digest stays while nothing changes, and tells schemas apart.
+	shapeA, err := a.Shape(ctx)
+	must(t, err)
+	digestA, err := a.ShapeDigest(ctx)
+	must(t, err)
+	digestB, err := b.ShapeDigest(ctx)
+	must(t, err)
+	if digestA == "" || digestA != shapeA.Digest || digestA == digestB {
+		t.Fatalf("digests: %q read alone, %q with the shape, %q for the other schema", digestA, shapeA.Digest, digestB)
+	}
+
 	conn, err := pgx.Connect(ctx, adminURL)
 	must(t, err)
 	defer conn.Close(ctx)
@@ -82,6 +93,9 @@ COMMIT`)
 	must(t, err)
 	got, err := a.Shape(ctx)
 	must(t, err)
+	if again, err := a.ShapeDigest(ctx); err != nil || again == digestA || again != got.Digest {
+		t.Fatalf("the digest after the changes: %q (%v), before %q, with the shape %q", again, err, digestA, got.Digest)
+	}
 	diffs := Compare(release, got)
 	var said []string
 	planted := 0
@@ -140,5 +154,50 @@ COMMIT`)
 	must(t, err)
 	if d := Compare(release, other); len(d) != 0 {
 		t.Fatalf("the other tenant differs from the release after the first was changed: %v", d)
+	}
+}
+
+// Every change the comparison can see changes the digest: a grant, a trigger enabled or disabled, a
+// default, a sequence's settings, a policy, a function's body, an index marked invalid. A kind
+// of object the digest does not cover (a collation) makes it empty: only a full read can tell then.
+func TestTenantSession_ShapeDigest_changes(t *testing.T) {
+	db, adminURL := openTestDB(t, Options{})
+	ctx := context.Background()
+	s := migratedTenant(t, db, "tenant_digest")
+	conn, err := pgx.Connect(ctx, adminURL)
+	must(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `BEGIN; SET LOCAL ROLE tenant_digest; SET LOCAL search_path = tenant_digest;
+CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER t BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION f();
+COMMIT`)
+	must(t, err)
+	for _, change := range []string{
+		"GRANT SELECT ON users TO PUBLIC",
+		"ALTER TABLE users DISABLE TRIGGER t",
+		"ALTER TABLE expenses ALTER COLUMN note SET DEFAULT 'x'",
+		"ALTER SEQUENCE expenses_id_seq INCREMENT BY 2",
+		"ALTER TABLE users ENABLE ROW LEVEL SECURITY",
+		"CREATE POLICY p ON users USING (true)",
+		"CREATE OR REPLACE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
+		"UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'tenant_digest.expenses_spent_on_idx'::regclass",
+		"CREATE COLLATION c (locale = 'C')",
+	} {
+		before, err := s.ShapeDigest(ctx)
+		must(t, err)
+		role := "SET LOCAL ROLE tenant_digest; "
+		if strings.HasPrefix(change, "UPDATE pg_index") {
+			role = "" // an index left invalid, as a failed CREATE INDEX CONCURRENTLY leaves it
+		}
+		_, err = conn.Exec(ctx, "BEGIN; "+role+"SET LOCAL search_path = tenant_digest; "+change+"; COMMIT")
+		must(t, err)
+		after, err := s.ShapeDigest(ctx)
+		must(t, err)
+		if after == before {
+			t.Errorf("%s: the digest did not change (%q)", change, after)
+		}
+		if strings.HasPrefix(change, "CREATE COLLATION") != (after == "") {
+			t.Errorf("%s: digest %q", change, after)
+		}
 	}
 }

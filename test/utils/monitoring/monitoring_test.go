@@ -23,9 +23,9 @@ func TestLoad_everyExpressionParses(t *testing.T) {
 		}
 	}
 	// What the issue asks alerts for: tenants not Ready, a halted rollout, migration failures, the app
-	// down or failing, the database unreachable.
+	// down or failing, the database unreachable; and (the drift issue) drifted schemas and planted code.
 	for _, want := range []string{"TenantryTenantsNotReady", "TenantryRolloutHalted", "TenantryMigrationsFailing",
-		"TenantryAppDown", "TenantryAppServerErrors", "TenantryDatabaseUnreachable"} {
+		"TenantryAppDown", "TenantryAppServerErrors", "TenantryDatabaseUnreachable", "TenantryCodePlanted", "TenantrySchemaDrift"} {
 		found := false
 		for _, e := range exprs {
 			found = found || strings.HasSuffix(e.Where, "alert "+want)

@@ -12,7 +12,7 @@ SELECT 'schema', '', false,
 UNION ALL
 SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' WHEN 'v' THEN 'view'
          WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' ELSE 'relation' END,
-       c.relname, c.relkind IN ('v', 'm'),
+       c.relname::text, c.relkind IN ('v', 'm'),
        ARRAY['owner', pg_catalog.pg_get_userbyid(c.relowner)::text, 'grants', coalesce(c.relacl::text, ''),
              'row security', CASE WHEN c.relforcerowsecurity THEN 'forced' WHEN c.relrowsecurity THEN 'on' ELSE '' END,
              'persistence', c.relpersistence::text, 'options', coalesce(c.reloptions::text, ''),
@@ -39,7 +39,7 @@ SELECT 'column', r.relname || '.' || a.attname, false,
   LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
   WHERE r.relkind IN ('r', 'p', 'f', 'v', 'm')
 UNION ALL
-SELECT 'index', ic.relname, false,
+SELECT 'index', ic.relname::text, false,
        ARRAY['definition', pg_catalog.pg_get_indexdef(i.indexrelid), 'valid', CASE WHEN i.indisvalid THEN 'yes' ELSE 'no' END],
        -- An index of a constraint comes back with its constraint.
        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_constraint co WHERE co.conindid = i.indexrelid AND co.conrelid = r.oid) THEN ''
@@ -78,7 +78,7 @@ SELECT CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' ELSE '
   FROM dep JOIN pg_catalog.pg_proc p ON dep.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND p.oid = dep.objid
   JOIN pg_catalog.pg_language l ON l.oid = p.prolang
 UNION ALL
-SELECT 'type', t.typname, false,
+SELECT 'type', t.typname::text, false,
        ARRAY['kind', t.typtype::text,
              'labels', coalesce((SELECT pg_catalog.string_agg(e.enumlabel::text, ',' ORDER BY e.enumsortorder) FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid), ''),
              'base', CASE WHEN t.typtype = 'd' THEN pg_catalog.format_type(t.typbasetype, t.typtypmod) ELSE '' END,
