@@ -341,6 +341,9 @@ type ExpenseAppStatus struct {
 	// migration is the fleet migration's progress, "<tenants at target>/<tenants>", e.g. "734/1000".
 	// +optional
 	Migration string `json:"migration,omitempty"`
+	// drift is the last comparison of every tenant's schema with the release (docs/drift.md).
+	// +optional
+	Drift *FleetDrift `json:"drift,omitempty"`
 	// driftedTenants is the number of Tenants whose schema differs from the release's (their SchemaDrift
 	// condition), and plantedTenants the number of those holding code the release does not have.
 	// +optional
@@ -364,6 +367,23 @@ type ExpenseAppStatus struct {
 	// targetSchemaVersion.
 	// +optional
 	Image string `json:"image,omitempty"`
+}
+
+// FleetDrift is an ExpenseApp's last pass over its tenants' schemas, comparing each with the release.
+type FleetDrift struct {
+	// checkedAt is when the pass began; the next begins --drift-interval later.
+	CheckedAt metav1.Time `json:"checkedAt"`
+	// duration is how long the pass took.
+	Duration metav1.Duration `json:"duration"`
+	// compared is the number of tenants compared (Ready, at the release's version, not moving), and
+	// readInFull how many of them were read in full because their catalog had changed since their last
+	// comparison; the others were found unchanged from a digest alone.
+	Compared int32 `json:"compared"`
+	// +optional
+	ReadInFull int32 `json:"readInFull,omitempty"`
+	// error says why a shard could not be compared, if one could not; it is tried again at the next pass.
+	// +optional
+	Error string `json:"error,omitempty"`
 }
 
 // ShardStatus is what the operator sees of one shard.

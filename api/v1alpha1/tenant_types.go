@@ -160,8 +160,9 @@ type TenantStatus struct {
 	Usage *TenantUsage `json:"usage,omitempty"`
 
 	// drift is how the tenant's schema differs from the one the release's migrations make: compared once
-	// the tenant is Ready, after every migration, and every --drift-interval of the operator (an hour by
-	// default). The SchemaDrift condition sums it up. See docs/drift.md.
+	// the tenant is Ready and after every migration; then every --drift-interval of the operator (an hour
+	// by default) its ExpenseApp compares its whole fleet, and writes here only what changed. The
+	// SchemaDrift condition sums it up. See docs/drift.md.
 	// +optional
 	Drift *TenantDrift `json:"drift,omitempty"`
 }
@@ -170,7 +171,8 @@ type TenantStatus struct {
 // columns, indexes, constraints, sequences, triggers, functions, views, rules, policies, types, owners
 // and grants.
 type TenantDrift struct {
-	// checkedAt is when the schema was compared.
+	// checkedAt is when the schema was compared with this outcome. Later comparisons that find the
+	// schema unchanged write nothing: the ExpenseApp's status.drift.checkedAt says when they ran.
 	CheckedAt metav1.Time `json:"checkedAt"`
 	// schemaVersion is the version the schema was at, whose shape it was compared with.
 	SchemaVersion int64 `json:"schemaVersion"`
@@ -183,6 +185,10 @@ type TenantDrift struct {
 	// details says what differs, one object per line, planted code first (at most 20).
 	// +optional
 	Details []string `json:"details,omitempty"`
+	// fingerprint identifies what was compared: the release's migrations and a digest of the schema's
+	// catalog rows. While both stay the same, so does the outcome, and the schema is not read again.
+	// +optional
+	Fingerprint string `json:"fingerprint,omitempty"`
 	// repaired is the value of the tenantry.dev/repair-schema annotation last acted on, and
 	// repairMessage what that repair did.
 	// +optional

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -49,24 +50,35 @@ func (f *fixture) waitDriftAt(name string, version int64) *tenantryv1.Tenant {
 	return tn
 }
 
-// sinceLastCheck makes the operator compare a Tenant again, as it does once --drift-interval has passed
-// since the last comparison: the test moves that comparison an interval back, and touches a label,
-// which brings a reconcile.
-func (f *fixture) sinceLastCheck(name string) time.Time {
+// passDue makes the fixture's ExpenseApp compare its fleet again, as it does once --drift-interval has
+// passed since its last pass: the test moves that pass two hours back (or records one, before the
+// first), and touches an annotation, which brings a reconcile. It returns a time before the pass.
+func (f *fixture) passDue() time.Time {
 	f.t.Helper()
 	ctx := context.Background()
-	tn := f.get(name)
-	patch := client.MergeFrom(tn.DeepCopy())
-	tn.Status.Drift.CheckedAt = metav1.NewTime(tn.Status.Drift.CheckedAt.Add(-2 * time.Hour))
-	must(f.t, k8s.Status().Patch(ctx, tn, patch))
-	tn = f.get(name)
-	patch = client.MergeFrom(tn.DeepCopy())
-	if tn.Labels == nil {
-		tn.Labels = map[string]string{}
+	app := f.getApp()
+	patch := client.MergeFrom(app.DeepCopy())
+	if app.Status.Drift == nil {
+		app.Status.Drift = &tenantryv1.FleetDrift{}
 	}
-	tn.Labels["test/checked"] = fmt.Sprint(time.Now().UnixNano())
-	must(f.t, k8s.Patch(ctx, tn, patch))
-	return time.Now().Add(-time.Second) // checkedAt is written at second precision
+	app.Status.Drift.CheckedAt = metav1.NewTime(time.Now().Add(-2 * time.Hour))
+	must(f.t, k8s.Status().Patch(ctx, app, patch))
+	app = f.getApp()
+	patch = client.MergeFrom(app.DeepCopy())
+	if app.Annotations == nil {
+		app.Annotations = map[string]string{}
+	}
+	app.Annotations["test/pass"] = fmt.Sprint(time.Now().UnixNano())
+	must(f.t, k8s.Patch(ctx, app, patch))
+	return time.Now().Add(-time.Second) // times are written at second precision
+}
+
+// waitPass waits until the fixture's ExpenseApp records a pass that began after the time given.
+func (f *fixture) waitPass(after time.Time) *tenantryv1.ExpenseApp {
+	f.t.Helper()
+	return f.waitApp("a drift pass recorded", func(a *tenantryv1.ExpenseApp) bool {
+		return a.Status.Drift != nil && a.Status.Drift.CheckedAt.After(after)
+	})
 }
 
 // Each tenant's schema is compared with the release's once it is Ready; an unchanged fleet shows no
@@ -107,8 +119,16 @@ DROP INDEX expenses_spent_on_idx;
 ALTER TABLE budgets ALTER COLUMN amount_minor SET DEFAULT 100;
 COMMIT`)
 	must(t, err)
-	after := f.sinceLastCheck("hacked")
-	tn := f.waitDrift("hacked", after)
+	steadyBefore := f.get("steady").Status.Drift
+	after := f.passDue()
+	pass := f.waitPass(after).Status.Drift
+	var tn *tenantryv1.Tenant
+	must(t, eventually(10*time.Second, func() error {
+		if tn = f.get("hacked"); tn.Status.Drift.Differences == 0 {
+			return errNotYet // the pass hands the tenant its comparison; it records it a moment later
+		}
+		return nil
+	}))
 	d := tn.Status.Drift
 	want := []string{
 		"planted function keep_copy() (code the release does not have)",
@@ -133,9 +153,13 @@ COMMIT`)
 	f.waitApp("a drifted and planted tenant counted", func(a *tenantryv1.ExpenseApp) bool {
 		return a.Status.DriftedTenants == 1 && a.Status.PlantedTenants == 1
 	})
-	if s := f.get("steady"); s.Status.Drift.Differences != 0 ||
+	// The pass read the unchanged tenant's digest alone, and wrote nothing to it.
+	if pass.Compared != 2 || pass.ReadInFull != 1 || pass.Error != "" {
+		t.Fatalf("the pass: %+v, want 2 compared, 1 read in full", pass)
+	}
+	if s := f.get("steady"); !equality.Semantic.DeepEqual(s.Status.Drift, steadyBefore) ||
 		!meta.IsStatusConditionFalse(s.Status.Conditions, tenantryv1.ConditionSchemaDrift) {
-		t.Fatalf("the other tenant: %+v", s.Status.Drift)
+		t.Fatalf("the unchanged tenant: %+v, before the pass %+v", s.Status.Drift, steadyBefore)
 	}
 
 	// The opt-in repair: what the release defines and the schema lacks is made again; nothing else.

@@ -55,6 +55,9 @@ type ExpenseAppReconciler struct {
 	Databases *Databases
 	Release   *Release
 	Rollouts  *Rollouts
+	// DriftPasses compare the fleet with the release every DriftInterval (0: never).
+	DriftPasses   *DriftPasses
+	DriftInterval time.Duration
 	// Nodes follows the Citus workers of the tenants' schemas.
 	Nodes *Nodes
 	// DefaultImage is the app image of an ExpenseApp without spec.image (--default-app-image).
@@ -129,7 +132,7 @@ func (r *ExpenseAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	for _, s := range []struct {
 		step  appStep
 		holds bool
-	}{{r.reconcileDatabase, false}, {r.reconcileCitus, false}, {r.reconcileFleet, true}, {r.reconcileShards, true},
+	}{{r.reconcileDatabase, false}, {r.reconcileCitus, false}, {r.reconcileFleet, true}, {r.reconcileShards, true}, {r.reconcileDriftPass, true},
 		{r.reconcileNetworkPolicy, false}, {r.reconcileDeployment, false}, {r.reconcileService, false}} {
 		err := s.step(ctx, run)
 		switch {
@@ -165,7 +168,7 @@ type appRun struct {
 
 // appStep is one step of an ExpenseApp's reconcile. Each checks for itself whether it has anything to do.
 // Each lives in a file named after it: expenseapp_database.go, citus.go, expenseapp_fleet.go (with the
-// rollout, rollout.go), expenseapp_shards.go, expenseapp_networkpolicy.go, expenseapp_deployment.go
+// rollout, rollout.go), expenseapp_shards.go, expenseapp_drift.go (with the passes, drift_pass.go), expenseapp_networkpolicy.go, expenseapp_deployment.go
 // (with the rollout's end) and expenseapp_service.go; deletion is expenseapp_delete.go.
 type appStep func(ctx context.Context, run *appRun) error
 
@@ -208,6 +211,7 @@ func (r *ExpenseAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&tenantryv1.Tenant{}, tenantsToApp{}).
 		Watches(&tenantryv1.ClusterDatabase{}, handler.EnqueueRequestsFromMapFunc(r.appsOnDatabase)).
 		WatchesRawSource(source.Channel(r.Rollouts.Ended, &handler.EnqueueRequestForObject{})).
+		WatchesRawSource(source.Channel(r.DriftPasses.Ended, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
 		Complete(r)
 }

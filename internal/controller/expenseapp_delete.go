@@ -30,6 +30,7 @@ func (r *ExpenseAppReconciler) reconcileDelete(ctx context.Context, app *tenantr
 		return err
 	}
 	r.Rollouts.Forget(types.NamespacedName{Namespace: app.Namespace, Name: app.Name})
+	r.DriftPasses.Forget(types.NamespacedName{Namespace: app.Namespace, Name: app.Name})
 	r.Databases.Forget(types.NamespacedName{Namespace: app.Namespace, Name: app.Name})
 	forgetAppMetrics(app.Namespace, app.Name)
 	patch := client.MergeFrom(app.DeepCopy())

@@ -118,7 +118,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 	if appWorkers <= 0 {
 		appWorkers = 4
 	}
-	rollouts := NewRollouts()
+	rollouts, driftPasses := NewRollouts(), NewDriftPasses()
 	nodes := NewNodes()
 	if err := metrics.Registry.Register(statementsCollector{dbs}); err != nil {
 		var are prometheus.AlreadyRegisteredError
@@ -134,6 +134,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		MaxConcurrentReconciles: cfg.MaxConcurrentReconciles,
 		UsageInterval:           cfg.UsageInterval,
 		DriftInterval:           cfg.DriftInterval,
+		DriftPasses:             driftPasses,
 		FirstCheckDelay:         cfg.FirstCheckDelay,
 		Rollouts:                rollouts,
 		Placement:               &Placement{},
@@ -147,7 +148,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		return nil, fmt.Errorf("setting up the Tenant controller: %w", err)
 	}
 	apps := &ExpenseAppReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Databases: dbs, Release: release,
-		Rollouts: rollouts, Nodes: nodes, DefaultImage: cfg.DefaultAppImage, Recorder: mgr.GetEventRecorder("tenantry-expenseapp"),
+		Rollouts: rollouts, DriftPasses: driftPasses, DriftInterval: cfg.DriftInterval, Nodes: nodes, DefaultImage: cfg.DefaultAppImage, Recorder: mgr.GetEventRecorder("tenantry-expenseapp"),
 		MaxConcurrentReconciles: appWorkers, ReconcileTimeout: cfg.ReconcileTimeout, RoutePolicy: cfg.RoutePolicy}
 	if err := apps.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ExpenseApp controller: %w", err)

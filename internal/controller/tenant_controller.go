@@ -65,8 +65,11 @@ type TenantReconciler struct {
 	GatewayAPI bool
 	// UsageInterval is how often a Ready tenant's usage is measured into its status; 0 never.
 	UsageInterval time.Duration
-	// DriftInterval is how often a Ready tenant's schema is compared with the release's shape; 0 never.
+	// DriftInterval is how often its ExpenseApp compares a Ready tenant's schema with the release's
+	// (DriftPasses, which hand it what changed); 0 never. The tenant compares itself when first Ready,
+	// after a migration and when asked to repair.
 	DriftInterval time.Duration
+	DriftPasses   *DriftPasses
 	// FirstCheckDelay bounds how long after becoming Ready a tenant is first measured and compared
 	// (randomly within it, so that a thousand tenants onboarded at once are not read at once); 0 is a
 	// minute.
@@ -251,6 +254,7 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// A tenant whose migration in its app's rollout finished, or failed.
 		WatchesRawSource(source.Channel(r.Rollouts.Changed, &handler.EnqueueRequestForObject{})).
+		WatchesRawSource(source.Channel(r.DriftPasses.Changed, &handler.EnqueueRequestForObject{})).
 		// A tenant whose schema a Citus rebalance moved to another worker.
 		WatchesRawSource(source.Channel(r.Nodes.Changed, &handler.EnqueueRequestForObject{})).
 		// A Tenant that lets go of hosts (deleted, or hosts changed) may unblock one waiting for them.

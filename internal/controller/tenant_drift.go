@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"strings"
 
+	"time"
+
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
@@ -22,28 +25,41 @@ const AnnotationRepairSchema = "tenantry.dev/repair-schema"
 // maxDriftDetails bounds status.drift.details.
 const maxDriftDetails = 20
 
-// reconcileDrift compares the tenant's schema with the shape the release's migrations make
-// (tenantdb.DB.ReleaseShape, read once per release and database), on the tenant session, in one catalog
-// query, into status.drift and the SchemaDrift condition. It is scheduled as usage is: a moment after
-// the tenant becomes Ready, then every DriftInterval, jittered; and at once after a migration changed
-// its version. A Ready tenant compared within the interval sends no SQL, so a restarted operator sends
-// none. A tenant is compared at the release's version only, and not while it moves. Drift never makes
-// it less Ready; a failed comparison keeps the last one.
+// reconcileDrift records how the tenant's schema differs from the shape the release's migrations make
+// (tenantdb.DB.ReleaseShape, read once per release and database), into status.drift and the SchemaDrift
+// condition. Its ExpenseApp compares every tenant every DriftInterval (DriftPasses) and hands over what
+// changed; the tenant compares itself, on its tenant session, in one catalog query, only:
+//   - once it is first Ready, a moment later (as usage is measured: off the onboarding's path);
+//   - after a migration changed its schema version, in the reconcile that records the new version;
+//   - when asked to repair (AnnotationRepairSchema).
+//
+// A Ready tenant with nothing of these sends no SQL. Drift never makes a tenant less Ready; a failed
+// comparison keeps the last one.
 func (r *TenantReconciler) reconcileDrift(ctx context.Context, run *tenantRun) error {
 	t := run.t
-	if r.DriftInterval <= 0 {
+	if r.DriftInterval <= 0 || r.DriftPasses == nil {
 		return nil
 	}
-	var last *metav1.Time
-	if d := t.Status.Drift; d != nil && d.SchemaVersion == t.Status.SchemaVersion && !repairAsked(t) {
-		last = &d.CheckedAt
-	}
-	if !r.due(run, r.DriftInterval, last) {
+	app := types.NamespacedName{Namespace: t.Namespace, Name: t.Spec.AppRef.Name}
+	if f, ok := r.DriftPasses.Take(app, t.Name); ok && f.version == t.Status.SchemaVersion && !repairAsked(t) {
+		recordDrift(t, f)
 		return nil
 	}
 	fsys, target := r.Release.Get()
 	if t.Status.SchemaVersion != target || meta.FindStatusCondition(t.Status.Conditions, tenantryv1.ConditionMoving) != nil {
 		return nil // compared once it is at the release's version, and not while a move copies it
+	}
+	d := t.Status.Drift
+	switch {
+	case repairAsked(t):
+	case d != nil && d.SchemaVersion != t.Status.SchemaVersion:
+		// migrated since its last comparison
+	case d == nil && readySince(t, time.Now().Add(-r.DriftInterval)):
+		if !r.due(run, r.DriftInterval, nil) {
+			return nil
+		}
+	default:
+		return nil // its app's passes compare it (one Ready before drift was compared among them)
 	}
 	log := logf.FromContext(ctx)
 	loc, err := r.locate(ctx, run)
@@ -67,18 +83,25 @@ func (r *TenantReconciler) reconcileDrift(ctx context.Context, run *tenantRun) e
 		log.Info("cannot read the tenant's schema; keeping the last comparison", "error", err.Error())
 		return nil
 	}
-	diffs := tenantdb.Compare(want, got)
+	f := driftFinding{version: target, diffs: tenantdb.Compare(want, got), fingerprint: fingerprint(r.Release.Key(), got.Digest),
+		at: time.Now()}
 	var repaired, repairMsg string
-	if t.Status.Drift != nil {
-		repaired, repairMsg = t.Status.Drift.Repaired, t.Status.Drift.RepairMessage
+	if d != nil {
+		repaired, repairMsg = d.Repaired, d.RepairMessage
 	}
 	if repairAsked(t) {
 		repaired = t.Annotations[AnnotationRepairSchema]
-		repairMsg, diffs = r.repair(ctx, session, want, diffs)
+		repairMsg, f = r.repair(ctx, session, want, f)
 	}
-	recordDrift(t, diffs, target)
+	recordDrift(t, f)
 	t.Status.Drift.Repaired, t.Status.Drift.RepairMessage = repaired, repairMsg
 	return nil
+}
+
+// readySince: the tenant became Ready after the time given.
+func readySince(t *tenantryv1.Tenant, since time.Time) bool {
+	c := meta.FindStatusCondition(t.Status.Conditions, tenantryv1.ConditionReady)
+	return c != nil && c.Status == metav1.ConditionTrue && c.LastTransitionTime.After(since)
 }
 
 // repairAsked: the tenant's repair annotation holds a value not acted on yet.
@@ -87,13 +110,13 @@ func repairAsked(t *tenantryv1.Tenant) bool {
 	return ok && v != "" && (t.Status.Drift == nil || t.Status.Drift.Repaired != v)
 }
 
-// repair makes the missing objects again and compares once more. It returns what it did, in words, and
-// the differences left.
+// repair makes the missing objects of a comparison again and compares once more. It returns what it
+// did, in words, and the comparison afterwards.
 func (r *TenantReconciler) repair(ctx context.Context, session *tenantdb.TenantSession, want tenantdb.Shape,
-	diffs []tenantdb.Difference) (string, []tenantdb.Difference) {
-	made, left, err := session.Repair(ctx, diffs)
+	f driftFinding) (string, driftFinding) {
+	made, left, err := session.Repair(ctx, f.diffs)
 	if err != nil {
-		return err.Error(), diffs
+		return err.Error(), f
 	}
 	msg := "nothing was missing"
 	if len(made) > 0 {
@@ -104,14 +127,21 @@ func (r *TenantReconciler) repair(ctx context.Context, session *tenantdb.TenantS
 	}
 	got, err := session.Shape(ctx)
 	if err != nil {
-		return msg + "; not compared again: " + err.Error(), diffs
+		return msg + "; not compared again: " + err.Error(), f
 	}
-	return msg, tenantdb.Compare(want, got)
+	f.diffs, f.fingerprint, f.at = tenantdb.Compare(want, got), fingerprint(r.Release.Key(), got.Digest), time.Now()
+	return msg, f
 }
 
-// recordDrift writes a comparison into status.drift and the SchemaDrift condition.
-func recordDrift(t *tenantryv1.Tenant, diffs []tenantdb.Difference, version int64) {
-	d := &tenantryv1.TenantDrift{CheckedAt: metav1.Now(), SchemaVersion: version, Differences: int32(len(diffs))}
+// recordDrift writes a comparison into status.drift and the SchemaDrift condition, keeping what the
+// last repair did.
+func recordDrift(t *tenantryv1.Tenant, f driftFinding) {
+	diffs, version := f.diffs, f.version
+	d := &tenantryv1.TenantDrift{CheckedAt: metav1.NewTime(f.at), SchemaVersion: version, Differences: int32(len(diffs)),
+		Fingerprint: f.fingerprint}
+	if last := t.Status.Drift; last != nil {
+		d.Repaired, d.RepairMessage = last.Repaired, last.RepairMessage
+	}
 	for i, diff := range diffs {
 		if diff.Planted() {
 			d.Planted++

@@ -1,0 +1,69 @@
+package controller
+
+import (
+	"context"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/internal/tenantdb"
+)
+
+// driftRetry is the wait before a pass that could not compare a shard is tried again.
+const driftRetry = time.Minute
+
+// reconcileDriftPass compares the app's fleet with the release every DriftInterval (DriftPasses), in the
+// background, and records the last pass in status.drift. The interval counts from the last pass
+// recorded (from the app's creation before the first), with a jitter of up to a tenth of it that is the
+// same for the app every time: a restarted operator starts none that is not due. A pass waits for a
+// rollout to end: the tenants a rollout migrates compare themselves.
+func (r *ExpenseAppReconciler) reconcileDriftPass(ctx context.Context, run *appRun) error {
+	if r.DriftInterval <= 0 || r.DriftPasses == nil {
+		return nil
+	}
+	app := run.app
+	key := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
+	view := r.DriftPasses.View(key)
+	last := app.CreationTimestamp.Time
+	if d := app.Status.Drift; d != nil {
+		last = d.CheckedAt.Time
+	}
+	if !view.running && !view.ended.IsZero() && view.started.Truncate(time.Second).After(last) {
+		d := &tenantryv1.FleetDrift{CheckedAt: metav1.NewTime(view.started), Duration: metav1.Duration{
+			Duration: view.ended.Sub(view.started).Round(time.Millisecond)}, Compared: int32(view.checked), ReadInFull: int32(view.read)}
+		if view.err != nil {
+			d.Error = view.err.Error()
+		}
+		app.Status.Drift, last = d, view.started
+	}
+	if view.running {
+		return nil
+	}
+	due := last.Add(r.DriftInterval + stableJitter(app.UID, r.DriftInterval/10))
+	if view.err != nil {
+		due = view.ended.Add(driftRetry)
+	}
+	if wait := time.Until(due); wait > 0 {
+		if run.requeue <= 0 || wait < run.requeue {
+			run.requeue = wait
+		}
+		return nil
+	}
+	if app.Status.TenantsAtTarget < app.Status.Tenants {
+		return nil // a rollout first
+	}
+	dbs := map[string]*tenantdb.DB{}
+	for shard := range tenantsByShard(run.tenants) {
+		db, err := r.Databases.Shard(ctx, app, shard)
+		if err != nil {
+			return nil // a shard away shows in ShardsReady; the pass starts once it is back
+		}
+		dbs[shard] = db
+	}
+	fsys, target := r.Release.Get()
+	r.DriftPasses.Start(key, dbs, driftMembers(run.tenants, target), fsys, r.Release.Key(), target,
+		int(app.Spec.Migrations.MaxConcurrent))
+	return nil
+}
