@@ -252,17 +252,22 @@ var (
 // cost more to plan than to run, and a tenant session cannot keep a prepared statement (DISCARD ALL, after
 // every piece of tenant work, deallocates it, and a tenant's code could prepare one in its place). They
 // read the catalog as whoever calls them, a tenant session as the tenant's role, with pg_catalog alone on
-// the search_path: no function or operator of a tenant's stands in for a built-in one there.
+// the search_path: no function or operator of a tenant's stands in for a built-in one there. Each looks
+// up a few rows per catalog through the catalogs' indexes, whatever the catalogs' statistics say (they lag
+// far behind while thousands of tenants are onboarded, and a plan made from them scans whole catalogs):
+// one plan, made once, on the indexes.
 var catalogFunctions = `
 CREATE OR REPLACE FUNCTION tenantry.schema_shape(schema_name text)
 RETURNS TABLE (object_kind text, object_name text, can_run_code boolean, object_fields text[], create_statement text)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $shape$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET plan_cache_mode = force_generic_plan AS $shape$
 BEGIN
 RETURN QUERY
 ` + shapeSQL + `;
 END $shape$;
 CREATE OR REPLACE FUNCTION tenantry.schema_digest(schema_name text) RETURNS text
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $digest$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET plan_cache_mode = force_generic_plan AS $digest$
 BEGIN
 RETURN (
 ` + digestSQL + `);
