@@ -56,9 +56,9 @@ func (s Shape) Fingerprint() string {
 	h := sha256.New()
 	for _, k := range slices.Sorted(maps.Keys(s.objects)) {
 		o := s.objects[k]
-		fmt.Fprintf(h, "%s\x00%t", k, o.Code)
+		_, _ = fmt.Fprintf(h, "%s\x00%t", k, o.Code)
 		for _, f := range o.Fields {
-			fmt.Fprintf(h, "\x00%s=%s", f.Name, f.Value)
+			_, _ = fmt.Fprintf(h, "\x00%s=%s", f.Name, f.Value)
 		}
 		h.Write([]byte{'\n'})
 	}
