@@ -33,6 +33,9 @@ const (
 	ReasonMatchesRelease = "MatchesRelease"
 	// ReasonSchemaDrifted: the schema has extra, missing or changed objects, none of them code.
 	ReasonSchemaDrifted = "SchemaDrifted"
+	// ReasonCompareFailed: the schema could not be read to compare it (a lock held on its tables, the
+	// database away); it is tried again.
+	ReasonCompareFailed = "CompareFailed"
 	// ReasonCodePlanted: the schema holds code the release does not have (a function, view, trigger,
 	// rule, policy or operator), which runs when the app uses it.
 	ReasonCodePlanted = "CodePlanted"

@@ -381,6 +381,14 @@ type FleetDrift struct {
 	Compared int32 `json:"compared"`
 	// +optional
 	ReadInFull int32 `json:"readInFull,omitempty"`
+	// failed is the number of tenants whose schema could not be read (their SchemaDrift is Unknown, with
+	// reason CompareFailed): a session holding a lock on their tables, or the database away.
+	// +optional
+	Failed int32 `json:"failed,omitempty"`
+	// requested is the value of the tenantry.dev/check-drift annotation the pass was started for, if
+	// one asked for it.
+	// +optional
+	Requested string `json:"requested,omitempty"`
 	// error says why a shard could not be compared, if one could not; it is tried again at the next pass.
 	// +optional
 	Error string `json:"error,omitempty"`

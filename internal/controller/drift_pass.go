@@ -48,7 +48,8 @@ func NewDriftPasses() *DriftPasses {
 
 // driftPass is one pass over one ExpenseApp's fleet.
 type driftPass struct {
-	started time.Time
+	started   time.Time
+	requested string // the check-drift annotation's value it was started for
 	cancel  context.CancelFunc
 	done    chan struct{}
 
@@ -56,6 +57,7 @@ type driftPass struct {
 	ended   time.Time
 	checked int                     // tenants compared
 	read    int                     // of those, read in full (their digest had changed)
+	failed  int                     // tenants that could not be read
 	found   map[string]driftFinding // tenant → a comparison its status does not hold yet
 	err     error                   // a shard could not be compared
 }
@@ -66,13 +68,15 @@ type driftFinding struct {
 	diffs       []tenantdb.Difference
 	fingerprint string
 	at          time.Time
+	err         error // the schema could not be read
 }
 
 // driftView is what an ExpenseApp reconcile reads of its last pass.
 type driftView struct {
 	started, ended time.Time
-	running        bool
-	checked, read  int
+	requested      string
+	running               bool
+	checked, read, failed int
 	err            error
 }
 
@@ -92,7 +96,8 @@ func (dp *DriftPasses) View(app types.NamespacedName) driftView {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return driftView{started: p.started, ended: p.ended, running: p.ended.IsZero(), checked: p.checked, read: p.read, err: p.err}
+	return driftView{started: p.started, ended: p.ended, requested: p.requested, running: p.ended.IsZero(), checked: p.checked, read: p.read,
+		failed: p.failed, err: p.err}
 }
 
 // Take returns, once, a comparison of the tenant that its app's last pass made and its status does
@@ -124,9 +129,10 @@ func (dp *DriftPasses) Forget(app types.NamespacedName) {
 }
 
 // Start begins a pass over the app's tenants (members, by name) on its shards' databases, unless one
-// runs. workers tenant sessions compare at once on each shard.
+// runs. workers tenant sessions compare at once on each shard; requested is the check-drift
+// annotation's value it answers, if any.
 func (dp *DriftPasses) Start(app types.NamespacedName, dbs map[string]*tenantdb.DB, members map[string]driftMember,
-	fsys fs.FS, release string, target int64, workers int) {
+	fsys fs.FS, release string, target int64, workers int, requested string) {
 	dp.mu.Lock()
 	defer dp.mu.Unlock()
 	if p := dp.runs[app]; p != nil {
@@ -138,7 +144,8 @@ func (dp *DriftPasses) Start(app types.NamespacedName, dbs map[string]*tenantdb.
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &driftPass{started: time.Now(), cancel: cancel, done: make(chan struct{}), found: map[string]driftFinding{}}
+	p := &driftPass{started: time.Now(), requested: requested, cancel: cancel, done: make(chan struct{}),
+		found: map[string]driftFinding{}}
 	dp.runs[app] = p
 	go func() {
 		defer close(p.done)
@@ -171,7 +178,7 @@ func (p *driftPass) run(ctx context.Context, dp *DriftPasses, app types.Namespac
 		}()
 	}
 	wg.Wait()
-	log.Info("drift pass done", "compared", p.checked, "readInFull", p.read, "seconds", time.Since(p.started).Seconds())
+	log.Info("drift pass done", "compared", p.checked, "readInFull", p.read, "failed", p.failed, "seconds", time.Since(p.started).Seconds())
 }
 
 // compareShard compares the app's tenants that one shard holds, as its registry lists them.
@@ -210,35 +217,39 @@ func (p *driftPass) compareShard(ctx context.Context, dp *DriftPasses, app types
 	return ctx.Err()
 }
 
-// compare compares one tenant: its digest first, and in full only when that changed.
+// compare compares one tenant: its digest first, and in full only when that changed. A schema that
+// cannot be read is handed over as such: its Tenant says so, rather than keep a comparison that may no
+// longer hold (a session of the tenant's holding a lock on its tables must not hide what it planted).
 func (p *driftPass) compare(ctx context.Context, dp *DriftPasses, app types.NamespacedName, db *tenantdb.DB,
 	m tenantdb.FleetMember, last driftMember, want tenantdb.Shape, release string) {
-	log := logf.FromContext(ctx)
 	session, err := db.Session(ctx, m.Identity)
 	var digest string
 	if err == nil {
 		digest, err = session.ShapeDigest(ctx)
 	}
-	if err != nil {
-		log.Info("cannot read a tenant's catalog digest; compared at the next pass", "tenant", m.Name, "error", err.Error())
-		return
-	}
-	if digest != "" && last.fingerprint == fingerprint(release, digest) {
+	if err == nil && digest != "" && last.fingerprint == fingerprint(release, digest) {
 		p.mu.Lock()
 		p.checked++
 		p.mu.Unlock()
 		return
 	}
-	got, err := session.Shape(ctx)
-	if err != nil {
-		log.Info("cannot read a tenant's schema; compared at the next pass", "tenant", m.Name, "error", err.Error())
-		return
+	var got tenantdb.Shape
+	if err == nil {
+		got, err = session.Shape(ctx)
 	}
+	if ctx.Err() != nil {
+		return // the pass was stopped, not the tenant's read
+	}
+	f := driftFinding{version: m.Version, at: time.Now(), err: err}
 	p.mu.Lock()
-	p.checked++
-	p.read++
-	p.found[m.Name] = driftFinding{version: m.Version, diffs: tenantdb.Compare(want, got),
-		fingerprint: fingerprint(release, got.Digest), at: time.Now()}
+	if err != nil {
+		p.failed++
+	} else {
+		p.checked++
+		p.read++
+		f.diffs, f.fingerprint = tenantdb.Compare(want, got), fingerprint(release, got.Digest)
+	}
+	p.found[m.Name] = f
 	p.mu.Unlock()
 	select {
 	case dp.Changed <- event.GenericEvent{Object: &tenantryv1.Tenant{ObjectMeta: metav1.ObjectMeta{Namespace: app.Namespace, Name: m.Name}}}:

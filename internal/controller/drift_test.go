@@ -50,27 +50,19 @@ func (f *fixture) waitDriftAt(name string, version int64) *tenantryv1.Tenant {
 	return tn
 }
 
-// passDue makes the fixture's ExpenseApp compare its fleet again, as it does once --drift-interval has
-// passed since its last pass: the test moves that pass two hours back (or records one, before the
-// first), and touches an annotation, which brings a reconcile. It returns a time before the pass.
-func (f *fixture) passDue() time.Time {
+// askPass asks the fixture's ExpenseApp for a pass over its fleet now (AnnotationCheckDrift), and
+// returns a time before the pass.
+func (f *fixture) askPass() time.Time {
 	f.t.Helper()
-	ctx := context.Background()
+	before := time.Now().Add(-time.Second) // times are written at second precision
 	app := f.getApp()
 	patch := client.MergeFrom(app.DeepCopy())
-	if app.Status.Drift == nil {
-		app.Status.Drift = &tenantryv1.FleetDrift{}
-	}
-	app.Status.Drift.CheckedAt = metav1.NewTime(time.Now().Add(-2 * time.Hour))
-	must(f.t, k8s.Status().Patch(ctx, app, patch))
-	app = f.getApp()
-	patch = client.MergeFrom(app.DeepCopy())
 	if app.Annotations == nil {
 		app.Annotations = map[string]string{}
 	}
-	app.Annotations["test/pass"] = fmt.Sprint(time.Now().UnixNano())
-	must(f.t, k8s.Patch(ctx, app, patch))
-	return time.Now().Add(-time.Second) // times are written at second precision
+	app.Annotations[AnnotationCheckDrift] = fmt.Sprint(time.Now().UnixNano())
+	must(f.t, k8s.Patch(context.Background(), app, patch))
+	return before
 }
 
 // waitPass waits until the fixture's ExpenseApp records a pass that began after the time given.
@@ -120,7 +112,7 @@ ALTER TABLE budgets ALTER COLUMN amount_minor SET DEFAULT 100;
 COMMIT`)
 	must(t, err)
 	steadyBefore := f.get("steady").Status.Drift
-	after := f.passDue()
+	after := f.askPass()
 	pass := f.waitPass(after).Status.Drift
 	var tn *tenantryv1.Tenant
 	must(t, eventually(10*time.Second, func() error {
@@ -132,8 +124,8 @@ COMMIT`)
 	d := tn.Status.Drift
 	want := []string{
 		"planted function keep_copy() (code the release does not have)",
-		"planted trigger expenses.keep_copy (code the release does not have): CREATE TRIGGER keep_copy BEFORE INSERT ON expenses FOR EACH ROW EXECUTE FUNCTION keep_copy()",
-		"planted view all_users (code the release does not have): SELECT users.email, users.password_hash FROM users;",
+		"planted trigger expenses.keep_copy (code the release does not have): CREATE TRIGGER keep_copy BEFORE INSERT ON <schema>.expenses FOR EACH ROW EXECUTE FUNCTION <schema>.keep_copy()",
+		"planted view all_users (code the release does not have): SELECT users.email, users.password_hash FROM <schema>.users;",
 		"changed column budgets.amount_minor: default 100, not none",
 		"extra column departments.cost_centre: text",
 		"missing index expenses_spent_on_idx",
@@ -196,4 +188,53 @@ COMMIT`)
 	if d := f.waitDriftAt("hacked", migrations.Latest+1).Status.Drift; d.Differences != 5 || d.Planted != 3 {
 		t.Fatalf("the planted tenant after a release: %+v", d)
 	}
+}
+
+// The app's login plants a trigger in a tenant's schema, then holds a lock on one of its tables so that
+// the schema cannot be read: the pass reports the tenant as not compared (SchemaDrift Unknown,
+// CompareFailed, counted on the ExpenseApp) instead of keeping the comparison that said it matched, and
+// the tenant stays Ready. Once the lock goes, the next pass finds the trigger.
+func TestDriftPass_aLockedSchemaIsReportedNotHidden(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	start := time.Now().Add(-time.Second)
+	must(t, k8s.Create(ctx, f.tenant("locked", "locked."+f.ns+".drift.test")))
+	f.waitReady("locked")
+	f.waitDrift("locked", start)
+	app := f.appLogin()
+	_, err := app.Exec(ctx, `BEGIN; SET LOCAL ROLE `+f.q("locked")+`; SET LOCAL search_path = `+f.q("locked")+`;
+CREATE FUNCTION keep_copy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER keep_copy BEFORE INSERT ON expenses FOR EACH ROW EXECUTE FUNCTION keep_copy();
+COMMIT`)
+	must(t, err)
+	tx, err := app.Begin(ctx)
+	must(t, err)
+	_, err = tx.Exec(ctx, "SET LOCAL ROLE "+f.q("locked")+"; LOCK TABLE "+f.q("locked")+".users IN ACCESS EXCLUSIVE MODE")
+	must(t, err)
+
+	pass := f.waitPass(f.askPass()).Status.Drift
+	if pass.Failed != 1 || pass.Compared != 0 {
+		t.Fatalf("the pass with the schema locked: %+v, want it counted as not compared", pass)
+	}
+	must(t, eventually(10*time.Second, func() error {
+		c := meta.FindStatusCondition(f.get("locked").Status.Conditions, tenantryv1.ConditionSchemaDrift)
+		if c == nil || c.Status != metav1.ConditionUnknown || c.Reason != tenantryv1.ReasonCompareFailed {
+			return fmt.Errorf("SchemaDrift %+v", c)
+		}
+		return nil
+	}))
+	if !meta.IsStatusConditionTrue(f.get("locked").Status.Conditions, tenantryv1.ConditionReady) {
+		t.Fatal("a tenant whose schema could not be compared is no longer Ready")
+	}
+
+	must(t, tx.Rollback(ctx))
+	f.waitPass(f.askPass())
+	must(t, eventually(10*time.Second, func() error {
+		tn := f.get("locked")
+		if c := meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionSchemaDrift); c == nil ||
+			c.Reason != tenantryv1.ReasonCodePlanted || tn.Status.Drift.Planted != 2 {
+			return fmt.Errorf("SchemaDrift %+v, drift %+v", c, tn.Status.Drift)
+		}
+		return nil
+	}))
 }

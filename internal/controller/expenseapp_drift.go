@@ -14,11 +14,16 @@ import (
 // driftRetry is the wait before a pass that could not compare a shard is tried again.
 const driftRetry = time.Minute
 
+// AnnotationCheckDrift asks an ExpenseApp for a pass over its fleet now: any new value asks once; the
+// pass records the value it answered in status.drift.requested.
+const AnnotationCheckDrift = "tenantry.dev/check-drift"
+
 // reconcileDriftPass compares the app's fleet with the release every DriftInterval (DriftPasses), in the
 // background, and records the last pass in status.drift. The interval counts from the last pass
 // recorded (from the app's creation before the first), with a jitter of up to a tenth of it that is the
-// same for the app every time: a restarted operator starts none that is not due. A pass waits for a
-// rollout to end: the tenants a rollout migrates compare themselves.
+// same for the app every time: a restarted operator starts none that is not due. A new value of the
+// check-drift annotation asks for one now. A pass waits for a rollout to end: the tenants a rollout
+// migrates compare themselves.
 func (r *ExpenseAppReconciler) reconcileDriftPass(ctx context.Context, run *appRun) error {
 	if r.DriftInterval <= 0 || r.DriftPasses == nil {
 		return nil
@@ -26,23 +31,28 @@ func (r *ExpenseAppReconciler) reconcileDriftPass(ctx context.Context, run *appR
 	app := run.app
 	key := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
 	view := r.DriftPasses.View(key)
-	last := app.CreationTimestamp.Time
+	last, answered := app.CreationTimestamp.Time, ""
 	if d := app.Status.Drift; d != nil {
-		last = d.CheckedAt.Time
+		last, answered = d.CheckedAt.Time, d.Requested
 	}
 	if !view.running && !view.ended.IsZero() && view.started.Truncate(time.Second).After(last) {
 		d := &tenantryv1.FleetDrift{CheckedAt: metav1.NewTime(view.started), Duration: metav1.Duration{
-			Duration: view.ended.Sub(view.started).Round(time.Millisecond)}, Compared: int32(view.checked), ReadInFull: int32(view.read)}
+			Duration: view.ended.Sub(view.started).Round(time.Millisecond)}, Compared: int32(view.checked), ReadInFull: int32(view.read),
+			Failed: int32(view.failed), Requested: view.requested}
 		if view.err != nil {
 			d.Error = view.err.Error()
 		}
-		app.Status.Drift, last = d, view.started
+		app.Status.Drift, last, answered = d, view.started, view.requested
 	}
 	if view.running {
 		return nil
 	}
+	asked := app.Annotations[AnnotationCheckDrift]
 	due := last.Add(r.DriftInterval + stableJitter(app.UID, r.DriftInterval/10))
-	if view.err != nil {
+	switch {
+	case asked != "" && asked != answered:
+		due = time.Now()
+	case view.err != nil:
 		due = view.ended.Add(driftRetry)
 	}
 	if wait := time.Until(due); wait > 0 {
@@ -64,6 +74,6 @@ func (r *ExpenseAppReconciler) reconcileDriftPass(ctx context.Context, run *appR
 	}
 	fsys, target := r.Release.Get()
 	r.DriftPasses.Start(key, dbs, driftMembers(run.tenants, target), fsys, r.Release.Key(), target,
-		int(app.Spec.Migrations.MaxConcurrent))
+		int(app.Spec.Migrations.MaxConcurrent), asked)
 	return nil
 }

@@ -42,10 +42,13 @@ func (r *ExpenseAppReconciler) reconcileFleet(ctx context.Context, run *appRun) 
 		view = r.Rollouts.Ensure(app, dbs, r.Release.Plan(), names)
 	}
 	atTarget, failed := fleetStatus(tenants, view, target)
-	ready, drifted, planted := 0, 0, 0
+	ready, drifted, planted, uncompared := 0, 0, 0, 0
 	for _, t := range tenants {
 		if meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) {
 			ready++
+		}
+		if c := meta.FindStatusCondition(t.Status.Conditions, tenantryv1.ConditionSchemaDrift); c != nil && c.Status == metav1.ConditionUnknown {
+			uncompared++
 		}
 		if meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionSchemaDrift) {
 			drifted++
@@ -63,7 +66,7 @@ func (r *ExpenseAppReconciler) reconcileFleet(ctx context.Context, run *appRun) 
 		app.Status.FailedTenants = failed[:min(len(failed), 20)]
 	}
 	for state, n := range map[string]int{"total": len(tenants), "ready": ready, "at_target": atTarget, "failed": len(failed),
-		"drifted": drifted, "planted": planted} {
+		"drifted": drifted, "planted": planted, "uncompared": uncompared} {
 		tenantsByState.WithLabelValues(app.Namespace, app.Name, state).Set(float64(n))
 	}
 	halted := view.halted || len(failed) > int(app.Spec.Migrations.MaxFailures)

@@ -439,7 +439,7 @@ func runGauntlet(t *testing.T, f *fixture, dbs []*pgxpool.Pool, views bool) {
 	gd.waitFired(t, "usage", "view users", firedDel)
 	g.waitFired(t, "usage", "view expenses", 0)
 
-	// Drift: the app's last pass is made two hours old, and it compares its fleet again. The plants
+	// Drift: the app is asked for a pass over its fleet. The plants
 	// are found and called planted code, and the comparison runs none of them. (The usage measurement
 	// above has ended first: where no view was planted, nothing above waited for it.)
 	for _, name := range []string{"trap", "trapdel"} {
@@ -451,7 +451,7 @@ func runGauntlet(t *testing.T, f *fixture, dbs []*pgxpool.Pool, views bool) {
 		}))
 	}
 	fired = g.logged(t, "")
-	f.waitPass(f.passDue())
+	f.waitPass(f.askPass())
 	for _, name := range []string{"trap", "trapdel"} {
 		var d *tenantryv1.TenantDrift
 		var c *metav1.Condition

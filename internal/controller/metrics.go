@@ -18,7 +18,7 @@ var (
 		Name: "tenantry_migration_failures_total", Help: "Tenant schema migrations that failed.",
 	})
 	tenantsByState = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tenantry_tenants", Help: "Tenants of an ExpenseApp by state (total, ready, at_target, failed, drifted, planted).",
+		Name: "tenantry_tenants", Help: "Tenants of an ExpenseApp by state (total, ready, at_target, failed, drifted, planted, uncompared).",
 	}, []string{"namespace", "app", "state"})
 	rolloutHalted = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "tenantry_rollout_halted", Help: "1 while an ExpenseApp's fleet rollout is halted by its failure budget.",

@@ -80,7 +80,7 @@ func (r *TenantReconciler) reconcileDrift(ctx context.Context, run *tenantRun) e
 		got, err = session.Shape(ctx)
 	}
 	if err != nil {
-		log.Info("cannot read the tenant's schema; keeping the last comparison", "error", err.Error())
+		recordDrift(t, driftFinding{version: target, at: time.Now(), err: err})
 		return nil
 	}
 	f := driftFinding{version: target, diffs: tenantdb.Compare(want, got), fingerprint: fingerprint(r.Release.Key(), got.Digest),
@@ -134,8 +134,18 @@ func (r *TenantReconciler) repair(ctx context.Context, session *tenantdb.TenantS
 }
 
 // recordDrift writes a comparison into status.drift and the SchemaDrift condition, keeping what the
-// last repair did.
+// last repair did. A schema that could not be read keeps its last details, loses its fingerprint (it
+// is read in full next time) and its SchemaDrift becomes Unknown, saying why.
 func recordDrift(t *tenantryv1.Tenant, f driftFinding) {
+	if f.err != nil {
+		if t.Status.Drift != nil {
+			t.Status.Drift.Fingerprint = ""
+		}
+		setCondition(t, tenantryv1.ConditionSchemaDrift, metav1.ConditionUnknown, tenantryv1.ReasonCompareFailed,
+			fmt.Sprintf("The schema could not be read to compare it with the release: %v. A session holding a lock on its "+
+				"tables, or the database away; it is tried again at the next pass", f.err))
+		return
+	}
 	diffs, version := f.diffs, f.version
 	d := &tenantryv1.TenantDrift{CheckedAt: metav1.NewTime(f.at), SchemaVersion: version, Differences: int32(len(diffs)),
 		Fingerprint: f.fingerprint}

@@ -23,6 +23,10 @@ item (x) AS (
   UNION ALL SELECT 's' || sq.seqrelid || '.' || sq.xmin FROM rel JOIN pg_catalog.pg_sequence sq ON sq.seqrelid = rel.oid
   UNION ALL SELECT 'o' || p.oid || '.' || p.xmin FROM dep JOIN pg_catalog.pg_proc p ON dep.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND p.oid = dep.objid
   UNION ALL SELECT 'y' || t.oid || '.' || t.xmin FROM dep JOIN pg_catalog.pg_type t ON dep.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND t.oid = dep.objid
+  UNION ALL SELECT 'z' || tc.oid || '.' || tc.xmin FROM dep JOIN pg_catalog.pg_type t ON dep.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+    AND t.oid = dep.objid JOIN pg_catalog.pg_class tc ON tc.oid = t.typrelid
+  UNION ALL SELECT 'x' || a.attrelid || '.' || a.attnum || '.' || a.xmin FROM dep JOIN pg_catalog.pg_type t
+    ON dep.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND t.oid = dep.objid JOIN pg_catalog.pg_attribute a ON a.attrelid = t.typrelid AND a.attnum > 0
   UNION ALL SELECT 'e' || e.oid || '.' || e.xmin FROM dep JOIN pg_catalog.pg_enum e ON dep.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND e.enumtypid = dep.objid
   UNION ALL SELECT 'k' || co.oid || '.' || co.xmin FROM dep JOIN pg_catalog.pg_constraint co ON dep.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND co.contypid = dep.objid
   UNION ALL SELECT 'l' || d.oid || '.' || d.xmin FROM dep JOIN pg_catalog.pg_default_acl d ON dep.classid = 'pg_catalog.pg_default_acl'::pg_catalog.regclass AND d.oid = dep.objid

@@ -49,7 +49,11 @@ func (db *DB) Citus(ctx context.Context) (bool, error) {
 func (db *DB) citusLogin(ctx context.Context, role string) error {
 	buf := make([]byte, 24)
 	_, _ = rand.Read(buf)
-	pass := hex.EncodeToString(buf)
+	return db.citusLoginWith(ctx, role, hex.EncodeToString(buf))
+}
+
+// citusLoginWith is citusLogin with the password given.
+func (db *DB) citusLoginWith(ctx context.Context, role, pass string) error {
 	q := pgx.Identifier{role}.Sanitize()
 	clause, err := passwordClause(pass)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -22,7 +23,8 @@ import (
 type Shape struct {
 	objects map[string]SchemaObject
 	// Digest is the digest of the catalog rows the shape was read from (ShapeDigest), taken first in the
-	// same transaction: while it stays the same, so does the shape. "" when it cannot tell.
+	// same transaction: a change that lands between the two is in the shape and not in the digest, so the
+	// next digest differs and the schema is read again. "" when it cannot tell.
 	Digest string
 }
 
@@ -70,13 +72,15 @@ func (s Shape) Fingerprint() string {
 // Objects are found through pg_depend's index on the namespace they belong to, and what hangs off a
 // table through the table's, so that the cost does not grow with the number of schemas. The search_path
 // is pg_catalog alone: an operator or function the tenant planted (an "=" for names, say) must not decide
-// which schema is read, or what its objects compare equal to. Names the catalog qualifies with the
-// schema lose the qualification (canonicalizer). The digest of the rows read (ShapeDigest) comes first.
+// which schema is read, or what its objects compare equal to; names in the schema read qualified, and
+// the qualification becomes <schema> (canonicalizer). The digest of the rows read (ShapeDigest) comes
+// first. A lock held on the schema's tables holds the read for a second at most (catalogLockTimeout):
+// it fails, and the failure is reported, rather than the last comparison kept.
 func (s *TenantSession) Shape(ctx context.Context) (Shape, error) {
 	canon := canonicalizer(s.id)
 	shape := Shape{objects: map[string]SchemaObject{}}
 	schema := pgx.Identifier{s.id.Schema}.Sanitize()
-	err := s.inTxOn(ctx, "pg_catalog", func(tx pgx.Tx) error {
+	err := s.inCatalogTx(ctx, func(tx pgx.Tx) error {
 		var digest *string
 		if err := tx.QueryRow(ctx, "SELECT tenantry.schema_digest($1)", schema).Scan(&digest); err != nil {
 			return err
@@ -100,6 +104,12 @@ FROM tenantry.schema_shape($1)`, schema)
 			for i := 0; i+1 < len(fields); i += 2 {
 				o.Fields = append(o.Fields, Field{Name: fields[i], Value: canon(fields[i+1])})
 			}
+			// Names are quoted where they need it, so none repeats; one that did would be drift, never
+			// stand in for the other.
+			name := o.Name
+			for n := 2; shape.objects[o.key()].Kind != ""; n++ {
+				o.Name = fmt.Sprintf("%s (#%d)", name, n)
+			}
 			shape.objects[o.key()] = o
 		}
 		return rows.Err()
@@ -118,7 +128,7 @@ FROM tenantry.schema_shape($1)`, schema)
 // does not cover: only Shape can tell then.
 func (s *TenantSession) ShapeDigest(ctx context.Context) (string, error) {
 	var digest *string
-	err := s.inTxOn(ctx, "pg_catalog", func(tx pgx.Tx) error {
+	err := s.inCatalogTx(ctx, func(tx pgx.Tx) error {
 		return tx.QueryRow(ctx, "SELECT tenantry.schema_digest($1)", pgx.Identifier{s.id.Schema}.Sanitize()).Scan(&digest)
 	})
 	if err != nil {
@@ -130,8 +140,24 @@ func (s *TenantSession) ShapeDigest(ctx context.Context) (string, error) {
 	return *digest, nil
 }
 
+// catalogLockTimeout bounds how long a catalog read waits for a lock on one of the schema's tables
+// (a definition's deparsing takes a share lock): a session of the tenant's that holds one fails the
+// read at once, and the failure is what is reported.
+const catalogLockTimeout = "1000"
+
+// inCatalogTx runs fn in a transaction of the tenant session with pg_catalog alone on the search_path
+// and a short lock timeout (catalogLockTimeout).
+func (s *TenantSession) inCatalogTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return s.inTxOn(ctx, "pg_catalog", func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('lock_timeout', $1, true)", catalogLockTimeout); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
 // canonicalizer returns what writes a catalog text of one tenant's schema as it reads for any tenant:
-// names qualified with the schema lose the qualification, and the schema's and the role's names
+// the schema's qualification of a name becomes <schema>., and the schema's and the role's names
 // elsewhere (owners, grants) become <schema> and <tenant>.
 func canonicalizer(id Identity) func(string) string {
 	word := func(name string) *regexp.Regexp {
@@ -144,7 +170,7 @@ func canonicalizer(id Identity) func(string) string {
 		if !strings.Contains(v, id.Schema) && !strings.Contains(v, id.Role) {
 			return v
 		}
-		v = qualified.ReplaceAllString(v, "")
+		v = qualified.ReplaceAllString(v, "<schema>.")
 		v = role.ReplaceAllString(v, "<tenant>")
 		return schema.ReplaceAllString(v, "<schema>")
 	}
@@ -210,8 +236,8 @@ func definition(o SchemaObject) string {
 	for _, f := range o.Fields {
 		if (f.Name == "definition" || f.Name == "type") && f.Value != "" {
 			v := strings.Join(strings.Fields(f.Value), " ")
-			if len(v) > 100 {
-				v = v[:97] + "..."
+			if len(v) > 160 {
+				v = v[:157] + "..."
 			}
 			return ": " + v
 		}
@@ -267,7 +293,7 @@ var relationKinds = []string{"table", "partitioned table", "view", "materialized
 // partOf says o is a column or constraint of a relation that in has and other has not: said once, with
 // the relation. Code (a trigger, a rule, a policy) is always said on its own.
 func partOf(o SchemaObject, in, other Shape) bool {
-	rel, _, found := strings.Cut(o.Name, ".")
+	rel, found := relationOf(o.Name)
 	if o.Code || !found || (o.Kind != "column" && o.Kind != "constraint") {
 		return false
 	}
@@ -279,6 +305,26 @@ func partOf(o SchemaObject, in, other Shape) bool {
 		}
 	}
 	return false
+}
+
+// relationOf is the relation part of a name "relation.column", each part an identifier quoted where it
+// needs it (a quoted one may hold dots, and doubled quotes).
+func relationOf(name string) (string, bool) {
+	if !strings.HasPrefix(name, `"`) {
+		rel, _, found := strings.Cut(name, ".")
+		return rel, found
+	}
+	for i := 1; i < len(name); i++ {
+		if name[i] != '"' {
+			continue
+		}
+		if i+1 < len(name) && name[i+1] == '"' {
+			i++ // a doubled quote inside the identifier
+			continue
+		}
+		return name[:i+1], i+1 < len(name) && name[i+1] == '.'
+	}
+	return "", false
 }
 
 // changedFields are the fields whose values differ, in want's order; a field only one side has counts
@@ -304,10 +350,13 @@ func changedFields(want, got []Field) []FieldChange {
 	return changes
 }
 
-// ReleaseShape is the shape the migrations of fsys give a new schema on this database: they are applied
-// to a scratch schema (Options.Scratch, a role and schema of the same name) on a tenant session, as a
-// tenant's are, its catalog is read, and it is dropped. The result is kept for release, the key the
-// caller gives these migrations: the next call for it sends no SQL. Calls for one DB run one at a time.
+// ReleaseShape is the shape the migrations of fsys give a new schema on this database. They are applied
+// to a scratch schema (Options.Scratch: a role, and the schema it owns, of the same name) as a tenant's
+// are, its catalog is read, and both are dropped. The scratch role logs in itself for this, with a
+// password only this process knows, and no other login is a member of it: no tenant's code running on
+// the operator's tenant login, or on any app's, can act as it and plant what the release would then
+// seem to make. The result is kept for release, the key the caller gives these migrations: the next
+// call for it sends no SQL. Calls for one DB run one at a time.
 func (db *DB) ReleaseShape(ctx context.Context, fsys fs.FS, release string) (Shape, error) {
 	db.shapeMu.Lock()
 	defer db.shapeMu.Unlock()
@@ -319,28 +368,17 @@ func (db *DB) ReleaseShape(ctx context.Context, fsys fs.FS, release string) (Sha
 		return Shape{}, fmt.Errorf("no scratch schema to read the release's shape in: %w", ErrNoTenantLogin)
 	}
 	// One left by an operator stopped halfway goes first: the release's migrations start from nothing.
-	if ours, err := db.marked(ctx, scratch); err != nil {
+	if err := db.dropScratch(ctx, scratch); err != nil {
 		return Shape{}, err
-	} else if ours {
-		if err := db.DropSchema(ctx, scratch.Name, scratch.Name); err != nil {
-			return Shape{}, err
-		}
 	}
 	if err := db.EnsureSchema(ctx, scratch.Name, scratch); err != nil {
 		return Shape{}, err
 	}
-	defer func() { _ = db.DropSchema(context.WithoutCancel(ctx), scratch.Name, scratch.Name) }()
-	if err := db.GrantWorker(ctx, scratch.Name); err != nil {
-		return Shape{}, err
+	shape, err := db.migrateScratch(ctx, scratch, fsys, release)
+	// Dropped whatever happened; a shape read from a scratch that cannot be dropped is not kept.
+	if derr := db.dropScratch(context.WithoutCancel(ctx), scratch); derr != nil {
+		return Shape{}, errors.Join(err, fmt.Errorf("dropping the scratch schema of the release's shape: %w", derr))
 	}
-	session, err := db.Session(ctx, Identity{Schema: scratch.Name, Role: scratch.Name})
-	if err != nil {
-		return Shape{}, err
-	}
-	if _, err := session.Migrate(ctx, fsys, "shape/"+release+"/"+randomPassword()); err != nil {
-		return Shape{}, fmt.Errorf("migrating the scratch schema for the release's shape: %w", err)
-	}
-	shape, err := session.Shape(ctx)
 	if err != nil {
 		return Shape{}, err
 	}
@@ -349,6 +387,90 @@ func (db *DB) ReleaseShape(ctx context.Context, fsys fs.FS, release string) (Sha
 	}
 	db.shapes[release] = shape
 	return shape, nil
+}
+
+// migrateScratch applies the migrations to the scratch schema, as its own login, and reads its shape.
+func (db *DB) migrateScratch(ctx context.Context, scratch Role, fsys fs.FS, release string) (Shape, error) {
+	session, done, err := db.scratchSession(ctx, scratch)
+	if err != nil {
+		return Shape{}, err
+	}
+	defer done()
+	if _, err := session.Migrate(ctx, fsys, "shape/"+release+"/"+randomPassword()); err != nil {
+		return Shape{}, fmt.Errorf("migrating the scratch schema for the release's shape: %w", err)
+	}
+	return session.Shape(ctx)
+}
+
+// scratchSession lets the scratch role log in, with a new random password, and returns a session on a
+// connection of its own, and what closes it and takes the login away again.
+func (db *DB) scratchSession(ctx context.Context, scratch Role) (*TenantSession, func(), error) {
+	citus, err := db.Citus(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	password := randomPassword()
+	clause, err := passwordClause(password)
+	if err != nil {
+		return nil, nil, err
+	}
+	q := pgx.Identifier{scratch.Name}.Sanitize()
+	closeLogin := func() { _, _ = db.pool.Exec(context.WithoutCancel(ctx), "ALTER ROLE "+q+" NOLOGIN PASSWORD NULL") }
+	if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" LOGIN NOINHERIT "+clause); err != nil {
+		return nil, nil, fmt.Errorf("letting the scratch role %q log in: %w", scratch.Name, err)
+	}
+	// On Citus it logs in to the coordinator as the app logins do (AppsGroup), and the coordinator to
+	// the workers as it, with the same password.
+	if citus {
+		if err := db.citusLoginWith(ctx, scratch.Name, password); err != nil {
+			closeLogin()
+			return nil, nil, err
+		}
+		if err := db.joinAppsGroup(ctx, scratch.Name); err != nil {
+			closeLogin()
+			return nil, nil, err
+		}
+	}
+	cfg := db.pool.Config()
+	cfg.ConnConfig.User, cfg.ConnConfig.Password = scratch.Name, password
+	pool, err := db.newPoolFrom(cfg, poolSettings{maxConns: 1, mode: pgx.QueryExecModeExec, opts: db.opts})
+	if err != nil {
+		closeLogin()
+		return nil, nil, err
+	}
+	if err := db.EnsureRegistry(ctx); err != nil {
+		pool.Close()
+		closeLogin()
+		return nil, nil, err
+	}
+	db.mu.Lock()
+	secret := db.migrationSecret
+	db.mu.Unlock()
+	session := &TenantSession{pool: pool, id: Identity{Schema: scratch.Name, Role: scratch.Name}, citus: citus, secret: secret}
+	return session, func() { pool.Close(); closeLogin() }, nil
+}
+
+// dropScratch drops the scratch schema and its role, if they are the operator's: the role carries its
+// mark, and the schema, if there is one, belongs to it. Whatever was granted to the role goes first
+// (DROP OWNED): a grant that a tenant made to it must not keep it from going.
+func (db *DB) dropScratch(ctx context.Context, scratch Role) error {
+	ours, err := db.marked(ctx, scratch)
+	if err != nil || !ours {
+		return err
+	}
+	var owner *string
+	if err := db.pool.QueryRow(ctx, "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1", scratch.Name).Scan(&owner); err != nil &&
+		!errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("looking up the scratch schema %q: %w", scratch.Name, err)
+	}
+	q := pgx.Identifier{scratch.Name}.Sanitize()
+	if owner != nil && *owner != q && *owner != scratch.Name {
+		return &OwnershipError{What: "schema", Name: scratch.Name}
+	}
+	if _, err := db.pool.Exec(ctx, "DROP OWNED BY "+q+" CASCADE"); err != nil {
+		return fmt.Errorf("dropping what the scratch role %q owns: %w", scratch.Name, err)
+	}
+	return db.DropSchema(ctx, scratch.Name, scratch.Name)
 }
 
 // repairOrder is the order in which missing objects are made again: what the others use first.
@@ -366,11 +488,12 @@ func (s *TenantSession) Repair(ctx context.Context, diffs []Difference) (made, l
 			continue
 		}
 		o := d.Object
-		// A statement that names the release's scratch schema or role cannot be made to name the tenant's.
-		if o.Create == "" || strings.Contains(o.Create, "<tenant>") || strings.Contains(o.Create, "<schema>") {
+		// A statement that names the release's scratch role cannot be made to name the tenant's.
+		if o.Create == "" || strings.Contains(o.Create, "<tenant>") {
 			left = append(left, o.Kind+" "+o.Name)
 			continue
 		}
+		o.Create = strings.ReplaceAll(o.Create, "<schema>", pgx.Identifier{s.id.Schema}.Sanitize())
 		todo = append(todo, o)
 	}
 	rank := func(o SchemaObject) int {
@@ -384,7 +507,9 @@ func (s *TenantSession) Repair(ctx context.Context, diffs []Difference) (made, l
 	if len(todo) == 0 {
 		return nil, left, nil
 	}
-	err = s.inTx(ctx, func(tx pgx.Tx) error {
+	// Every name of the schema is qualified in the statements; built-ins come first on the search_path
+	// for the rest (a function body is checked against it).
+	err = s.inTxOn(ctx, "pg_catalog, "+pgx.Identifier{s.id.Schema}.Sanitize(), func(tx pgx.Tx) error {
 		for _, o := range todo {
 			if _, err := tx.Exec(ctx, o.Create); err != nil {
 				return fmt.Errorf("making %s %s again: %w", o.Kind, o.Name, err)

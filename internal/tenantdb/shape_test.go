@@ -89,6 +89,8 @@ CREATE FUNCTION copy_out() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN N
 CREATE TRIGGER copy_out AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION copy_out();
 CREATE VIEW everything AS SELECT email, password_hash FROM users;
 GRANT SELECT ON users TO PUBLIC;
+-- A decoy named like the schema's own table, qualified: it must not stand in for it.
+CREATE TABLE "tenant_drift_a.expenses" (amount_minor bigint CONSTRAINT expenses_amount_minor_check CHECK (amount_minor > 0));
 COMMIT`)
 	must(t, err)
 	got, err := a.Shape(ctx)
@@ -107,13 +109,14 @@ COMMIT`)
 	}
 	want := []string{
 		"planted function copy_out() (code the release does not have)",
-		"planted trigger users.copy_out (code the release does not have): CREATE TRIGGER copy_out AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION copy_out()",
-		"planted view everything (code the release does not have): SELECT users.email, users.password_hash FROM users;",
+		"planted trigger users.copy_out (code the release does not have): CREATE TRIGGER copy_out AFTER INSERT ON <schema>.users FOR EACH ROW EXECUTE FUNCTION <schema>.copy_out()",
+		"planted view everything (code the release does not have): SELECT users.email, users.password_hash FROM <schema>.users;",
 		"extra column expenses.hotfix: text",
 		"changed column expenses.note: default 'n/a'::text, not ''::text",
 		"missing constraint budgets.budgets_account_id_fkey",
 		"missing constraint expenses.expenses_amount_minor_check",
 		"missing index expenses_spent_on_idx",
+		`extra table "<schema>.expenses"`,
 		"changed table users: grants {<tenant>=arwdDxt/<tenant>,=r/<tenant>}, not none",
 	}
 	if !slices.Equal(said, want) {
@@ -198,6 +201,42 @@ COMMIT`)
 		}
 		if strings.HasPrefix(change, "CREATE COLLATION") != (after == "") {
 			t.Errorf("%s: digest %q", change, after)
+		}
+	}
+}
+
+// A scratch schema left behind (an operator stopped halfway), with a grant a tenant made to its role
+// (which would keep DROP ROLE from working), is dropped before the next release's shape is read, and
+// that one's is dropped after it: neither role nor schema remains.
+func TestDB_ReleaseShape_dropsWhatWasLeft(t *testing.T) {
+	opts := withScratch("tenantry_shape_left")
+	db, adminURL := openTestDB(t, opts)
+	ctx := context.Background()
+	migratedTenant(t, db, "tenant_granting")
+	must(t, db.EnsureSchema(ctx, opts.Scratch.Name, opts.Scratch))
+	conn, err := pgx.Connect(ctx, adminURL)
+	must(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `BEGIN; SET LOCAL ROLE tenant_granting; GRANT SELECT ON tenant_granting.users TO tenantry_shape_left; COMMIT`)
+	must(t, err)
+	if _, err := db.ReleaseShape(ctx, migrations.FS(), "v2"); err != nil {
+		t.Fatal(err)
+	}
+	var left bool
+	must(t, conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'tenantry_shape_left')
+		OR EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenantry_shape_left')`).Scan(&left))
+	if left {
+		t.Fatal("the scratch schema or role is still there")
+	}
+}
+
+func TestRelationOf(t *testing.T) {
+	for name, want := range map[string]string{
+		"expenses.note": "expenses", `"<schema>.expenses".amount_minor`: `"<schema>.expenses"`,
+		`"a""b.c".d`: `"a""b.c"`, "plain": "",
+	} {
+		if got, ok := relationOf(name); got != want && (ok || want != "") {
+			t.Errorf("relationOf(%q) = %q, %t; want %q", name, got, ok, want)
 		}
 	}
 }
