@@ -50,8 +50,8 @@ func NewDriftPasses() *DriftPasses {
 type driftPass struct {
 	started   time.Time
 	requested string // the check-drift annotation's value it was started for
-	cancel  context.CancelFunc
-	done    chan struct{}
+	cancel    context.CancelFunc
+	done      chan struct{}
 
 	mu      sync.Mutex
 	ended   time.Time
@@ -73,11 +73,11 @@ type driftFinding struct {
 
 // driftView is what an ExpenseApp reconcile reads of its last pass.
 type driftView struct {
-	started, ended time.Time
-	requested      string
+	started, ended        time.Time
+	requested             string
 	running               bool
 	checked, read, failed int
-	err            error
+	err                   error
 }
 
 // driftMember is a tenant a pass compares, with what its status holds of its last comparison.
