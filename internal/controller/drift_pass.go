@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"hash/fnv"
 	"io/fs"
 	"sync"
@@ -190,6 +191,14 @@ func (p *driftPass) compareShard(ctx context.Context, dp *DriftPasses, app types
 	}
 	want, err := db.ReleaseShape(ctx, fsys, release)
 	if err != nil {
+		// Nothing on this shard can be compared: each tenant says so, rather than keep a comparison
+		// that may no longer hold.
+		for _, m := range fleet {
+			if _, ok := members[m.Name]; ok && m.Version == target {
+				p.hand(ctx, dp, app, m, driftFinding{version: m.Version, at: time.Now(),
+					err: fmt.Errorf("the release's shape could not be read: %w", err)})
+			}
+		}
 		return err
 	}
 	work := make(chan tenantdb.FleetMember)
@@ -241,13 +250,20 @@ func (p *driftPass) compare(ctx context.Context, dp *DriftPasses, app types.Name
 		return // the pass was stopped, not the tenant's read
 	}
 	f := driftFinding{version: m.Version, at: time.Now(), err: err}
+	if err == nil {
+		f.diffs, f.fingerprint = tenantdb.Compare(want, got), fingerprint(release, got.Digest)
+	}
+	p.hand(ctx, dp, app, m, f)
+}
+
+// hand counts a tenant's comparison, or its failure, and hands it to the Tenant.
+func (p *driftPass) hand(ctx context.Context, dp *DriftPasses, app types.NamespacedName, m tenantdb.FleetMember, f driftFinding) {
 	p.mu.Lock()
-	if err != nil {
+	if f.err != nil {
 		p.failed++
 	} else {
 		p.checked++
 		p.read++
-		f.diffs, f.fingerprint = tenantdb.Compare(want, got), fingerprint(release, got.Digest)
 	}
 	p.found[m.Name] = f
 	p.mu.Unlock()

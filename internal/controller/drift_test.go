@@ -77,7 +77,8 @@ func (f *fixture) waitPass(after time.Time) *tenantryv1.ExpenseApp {
 // drift. A compromised app login, acting as one tenant, plants a trigger (with its function) and a view,
 // adds a column, drops an index and changes a default: the next comparison finds and describes each,
 // calls the code planted, leaves the tenant Ready, and is counted on the ExpenseApp. The other tenant
-// is untouched. The opt-in repair makes the dropped index again and drops nothing.
+// is untouched. The opt-in repair refuses while code is planted, then makes the dropped index again, and
+// drops nothing.
 func TestTenantReconciler_schemaDrift(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -154,28 +155,39 @@ COMMIT`)
 		t.Fatalf("the unchanged tenant: %+v, before the pass %+v", s.Status.Drift, steadyBefore)
 	}
 
-	// The opt-in repair: what the release defines and the schema lacks is made again; nothing else.
-	tn = f.get("hacked")
-	patch := client.MergeFrom(tn.DeepCopy())
-	if tn.Annotations == nil {
-		tn.Annotations = map[string]string{}
-	}
-	tn.Annotations[AnnotationRepairSchema] = "ticket-42"
-	must(t, k8s.Patch(ctx, tn, patch))
-	must(t, eventually(30*time.Second, func() error {
-		if tn = f.get("hacked"); tn.Status.Drift.Repaired != "ticket-42" {
-			return errNotYet
+	// The opt-in repair refuses while planted code is there (what it makes again could call it), and
+	// drops nothing. Once a person removed the code, it makes the release's missing index again.
+	repair := func(token string) *tenantryv1.TenantDrift {
+		t.Helper()
+		tn := f.get("hacked")
+		patch := client.MergeFrom(tn.DeepCopy())
+		if tn.Annotations == nil {
+			tn.Annotations = map[string]string{}
 		}
-		return nil
-	}))
-	d = tn.Status.Drift
-	if d.RepairMessage != "made again: index expenses_spent_on_idx" || d.Differences != 5 || d.Planted != 3 ||
-		slices.Contains(d.Details, "missing index expenses_spent_on_idx") {
-		t.Fatalf("after the repair: %+v", d)
+		tn.Annotations[AnnotationRepairSchema] = token
+		must(t, k8s.Patch(ctx, tn, patch))
+		must(t, eventually(30*time.Second, func() error {
+			if tn = f.get("hacked"); tn.Status.Drift.Repaired != token {
+				return errNotYet
+			}
+			return nil
+		}))
+		return tn.Status.Drift
+	}
+	if d := repair("ticket-42"); !strings.Contains(d.RepairMessage, "remove it first") || d.Differences != 6 || d.Planted != 3 {
+		t.Fatalf("a repair with planted code: %+v", d)
 	}
 	if n := f.count(`SELECT count(*) FROM pg_proc WHERE proname = 'keep_copy' AND pronamespace = $1::regnamespace`,
 		f.schema("hacked")); n != 1 {
 		t.Fatal("the repair dropped the planted function: nothing is dropped but by a person")
+	}
+	_, err = app.Exec(ctx, `BEGIN; SET LOCAL ROLE `+f.q("hacked")+`; SET LOCAL search_path = `+f.q("hacked")+`;
+DROP TRIGGER keep_copy ON expenses; DROP FUNCTION keep_copy(); DROP VIEW all_users; COMMIT`)
+	must(t, err)
+	d = repair("ticket-43")
+	if d.RepairMessage != "made again: index expenses_spent_on_idx" || d.Differences != 2 || d.Planted != 0 ||
+		slices.Contains(d.Details, "missing index expenses_spent_on_idx") {
+		t.Fatalf("after the repair: %+v", d)
 	}
 
 	// A release: each tenant is compared again once migrated, with the new release's shape.
@@ -185,8 +197,8 @@ COMMIT`)
 	if d := f.waitDriftAt("steady", migrations.Latest+1).Status.Drift; d.Differences != 0 {
 		t.Fatalf("the untouched tenant after a release: %+v", d)
 	}
-	if d := f.waitDriftAt("hacked", migrations.Latest+1).Status.Drift; d.Differences != 5 || d.Planted != 3 {
-		t.Fatalf("the planted tenant after a release: %+v", d)
+	if d := f.waitDriftAt("hacked", migrations.Latest+1).Status.Drift; d.Differences != 2 {
+		t.Fatalf("the hot-fixed tenant after a release: %+v", d)
 	}
 }
 

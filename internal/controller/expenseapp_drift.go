@@ -11,8 +11,12 @@ import (
 	"tenantry.dev/tenantry/internal/tenantdb"
 )
 
-// driftRetry is the wait before a pass that could not compare a shard is tried again.
-const driftRetry = time.Minute
+// driftRetry is the wait before a pass that could not compare a shard is tried again, and askedGap the
+// least time between the end of a pass and one the check-drift annotation asks for.
+const (
+	driftRetry = time.Minute
+	askedGap   = 10 * time.Second
+)
 
 // AnnotationCheckDrift asks an ExpenseApp for a pass over its fleet now: any new value asks once; the
 // pass records the value it answered in status.drift.requested.
@@ -22,7 +26,7 @@ const AnnotationCheckDrift = "tenantry.dev/check-drift"
 // background, and records the last pass in status.drift. The interval counts from the last pass
 // recorded (from the app's creation before the first), with a jitter of up to a tenth of it that is the
 // same for the app every time: a restarted operator starts none that is not due. A new value of the
-// check-drift annotation asks for one now. A pass waits for a rollout to end: the tenants a rollout
+// check-drift annotation asks for one now, or ten seconds after the last ended. A pass waits for a rollout to end: the tenants a rollout
 // migrates compare themselves.
 func (r *ExpenseAppReconciler) reconcileDriftPass(ctx context.Context, run *appRun) error {
 	if r.DriftInterval <= 0 || r.DriftPasses == nil {
@@ -51,7 +55,7 @@ func (r *ExpenseAppReconciler) reconcileDriftPass(ctx context.Context, run *appR
 	due := last.Add(r.DriftInterval + stableJitter(app.UID, r.DriftInterval/10))
 	switch {
 	case asked != "" && asked != answered:
-		due = time.Now()
+		due = view.ended.Add(askedGap) // at once, unless a pass just ended
 	case view.err != nil:
 		due = view.ended.Add(driftRetry)
 	}

@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/internal/tenantdb"
@@ -61,7 +60,6 @@ func (r *TenantReconciler) reconcileDrift(ctx context.Context, run *tenantRun) e
 	default:
 		return nil // its app's passes compare it (one Ready before drift was compared among them)
 	}
-	log := logf.FromContext(ctx)
 	loc, err := r.locate(ctx, run)
 	if err != nil {
 		if errors.Is(err, ErrDatabaseBusy) {
@@ -71,7 +69,7 @@ func (r *TenantReconciler) reconcileDrift(ctx context.Context, run *tenantRun) e
 	}
 	want, err := loc.db.ReleaseShape(ctx, fsys, r.Release.Key())
 	if err != nil {
-		log.Info("cannot read the release's schema shape; keeping the last comparison", "error", err.Error())
+		recordDrift(t, driftFinding{version: target, at: time.Now(), err: fmt.Errorf("the release's shape could not be read: %w", err)})
 		return nil
 	}
 	session, err := loc.db.Session(ctx, loc.id.Identity)

@@ -3,9 +3,11 @@
 -- changes in place. Equal digests mean nothing of the shape changed. It reads no definition, so it opens
 -- no relation: a fraction of the shape's cost. NULL when the schema holds an object of a kind not listed
 -- here: then only a full read can tell.
-WITH ns AS (SELECT $1::pg_catalog.regnamespace::pg_catalog.oid AS oid),
+WITH ns AS (SELECT n.oid, n.nspowner FROM pg_catalog.pg_namespace n WHERE n.oid = $1::pg_catalog.regnamespace::pg_catalog.oid),
 dep AS (SELECT d.classid, d.objid, d.xmin FROM pg_catalog.pg_depend d, ns
-        WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = ns.oid AND d.objsubid = 0),
+        WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = ns.oid AND d.objsubid = 0
+          AND NOT EXISTS (SELECT FROM pg_catalog.pg_default_acl a WHERE d.classid = 'pg_catalog.pg_default_acl'::pg_catalog.regclass
+                          AND a.oid = d.objid AND a.defaclrole <> ns.nspowner)),
 rel AS (SELECT c.oid, c.xmin FROM pg_catalog.pg_class c
         JOIN dep ON dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND dep.objid = c.oid),
 item (x) AS (

@@ -2,9 +2,13 @@
 -- name/value pairs, and the statement that makes it again when it goes missing, where there is one).
 -- $1 is the schema. The search_path is pg_catalog alone, so names in the schema read qualified, and
 -- names of objects are quoted where they need it: no two objects share a name here.
-WITH ns AS (SELECT n.oid, n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = $1::pg_catalog.regnamespace::pg_catalog.oid),
+-- Default privileges that a role other than the schema's owner set for itself in the schema are left
+-- out: any role may set them, they apply to nothing it can create there, and they are not the schema's.
+WITH ns AS (SELECT n.oid, n.nspname, n.nspowner FROM pg_catalog.pg_namespace n WHERE n.oid = $1::pg_catalog.regnamespace::pg_catalog.oid),
 dep AS (SELECT d.classid, d.objid FROM pg_catalog.pg_depend d, ns
-        WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = ns.oid AND d.objsubid = 0),
+        WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = ns.oid AND d.objsubid = 0
+          AND NOT EXISTS (SELECT FROM pg_catalog.pg_default_acl a WHERE d.classid = 'pg_catalog.pg_default_acl'::pg_catalog.regclass
+                          AND a.oid = d.objid AND a.defaclrole <> ns.nspowner)),
 rel AS (SELECT c.oid, c.relname, c.relkind FROM pg_catalog.pg_class c
         JOIN dep ON dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND dep.objid = c.oid)
 SELECT 'schema', '', false,

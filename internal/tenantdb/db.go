@@ -48,9 +48,10 @@ type DB struct {
 	citus           bool            // the database is a Citus coordinator
 	appRoles        map[string]bool // app roles known to exist
 
-	// shapes are the releases' shapes (ReleaseShape), by release; shapeMu serialises making them.
-	shapeMu sync.Mutex
-	shapes  map[string]Shape
+	// shapes are the releases' shapes (ReleaseShape), by release; shapeTurn (a one-place semaphore,
+	// which a caller stops waiting for when its context ends) serialises making them.
+	shapeTurn chan struct{}
+	shapes    map[string]Shape
 }
 
 // Options tune a DB.
@@ -113,7 +114,7 @@ func Open(uri string, opts Options) (*DB, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = DefaultLockTimeout
 	}
-	db := &DB{opts: opts}
+	db := &DB{opts: opts, shapeTurn: make(chan struct{}, 1)}
 	var err error
 	admin := poolSettings{maxConns: opts.MaxConns, mode: pgx.QueryExecModeCacheStatement, opts: opts, admin: true}
 	if db.pool, err = db.newPool(uri, admin); err != nil {

@@ -353,13 +353,20 @@ func changedFields(want, got []Field) []FieldChange {
 // ReleaseShape is the shape the migrations of fsys give a new schema on this database. They are applied
 // to a scratch schema (Options.Scratch: a role, and the schema it owns, of the same name) as a tenant's
 // are, its catalog is read, and both are dropped. The scratch role logs in itself for this, with a
-// password only this process knows, and no other login is a member of it: no tenant's code running on
-// the operator's tenant login, or on any app's, can act as it and plant what the release would then
-// seem to make. The result is kept for release, the key the caller gives these migrations: the next
-// call for it sends no SQL. Calls for one DB run one at a time.
+// password only this process knows, and no other login is a member of it (any that was is revoked
+// first): no tenant's code running on the operator's tenant login, or on any app's, can act as it and
+// plant what the release would then seem to make; a shape holding an object that the scratch role does
+// not own is refused. The result is kept for release, the key the caller gives these migrations: the
+// next call for it sends no SQL. Calls for one DB take turns; a caller waits for its turn only as long
+// as its context lasts. A scratch schema that cannot be dropped (a lock held on it) stays until the
+// next call, which drops it first; the shape read is kept.
 func (db *DB) ReleaseShape(ctx context.Context, fsys fs.FS, release string) (Shape, error) {
-	db.shapeMu.Lock()
-	defer db.shapeMu.Unlock()
+	select {
+	case db.shapeTurn <- struct{}{}:
+		defer func() { <-db.shapeTurn }()
+	case <-ctx.Done():
+		return Shape{}, ctx.Err()
+	}
 	if s, ok := db.shapes[release]; ok {
 		return s, nil
 	}
@@ -367,20 +374,26 @@ func (db *DB) ReleaseShape(ctx context.Context, fsys fs.FS, release string) (Sha
 	if scratch.Name == "" {
 		return Shape{}, fmt.Errorf("no scratch schema to read the release's shape in: %w", ErrNoTenantLogin)
 	}
-	// One left by an operator stopped halfway goes first: the release's migrations start from nothing.
+	// One left by an operator stopped halfway, or not dropped last time, goes first: the release's
+	// migrations start from nothing.
 	if err := db.dropScratch(ctx, scratch); err != nil {
-		return Shape{}, err
+		return Shape{}, fmt.Errorf("dropping the scratch schema left from before: %w", err)
 	}
 	if err := db.EnsureSchema(ctx, scratch.Name, scratch); err != nil {
 		return Shape{}, err
 	}
 	shape, err := db.migrateScratch(ctx, scratch, fsys, release)
-	// Dropped whatever happened; a shape read from a scratch that cannot be dropped is not kept.
-	if derr := db.dropScratch(context.WithoutCancel(ctx), scratch); derr != nil {
-		return Shape{}, errors.Join(err, fmt.Errorf("dropping the scratch schema of the release's shape: %w", derr))
-	}
+	_ = db.dropScratch(context.WithoutCancel(ctx), scratch) // or at the next call
 	if err != nil {
 		return Shape{}, err
+	}
+	for _, o := range shape.objects {
+		for _, f := range o.Fields {
+			if f.Name == "owner" && f.Value != "<tenant>" {
+				return Shape{}, fmt.Errorf("the scratch schema of the release's shape holds %s %s, owned by %s: not what the "+
+					"release's migrations made", o.Kind, o.Name, f.Value)
+			}
+		}
 	}
 	if db.shapes == nil {
 		db.shapes = map[string]Shape{}
@@ -415,6 +428,9 @@ func (db *DB) scratchSession(ctx context.Context, scratch Role) (*TenantSession,
 		return nil, nil, err
 	}
 	q := pgx.Identifier{scratch.Name}.Sanitize()
+	if err := db.RevokeMembers(ctx, scratch.Name); err != nil { // no login but its own acts as it
+		return nil, nil, err
+	}
 	closeLogin := func() { _, _ = db.pool.Exec(context.WithoutCancel(ctx), "ALTER ROLE "+q+" NOLOGIN PASSWORD NULL") }
 	if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" LOGIN NOINHERIT "+clause); err != nil {
 		return nil, nil, fmt.Errorf("letting the scratch role %q log in: %w", scratch.Name, err)
@@ -452,7 +468,9 @@ func (db *DB) scratchSession(ctx context.Context, scratch Role) (*TenantSession,
 
 // dropScratch drops the scratch schema and its role, if they are the operator's: the role carries its
 // mark, and the schema, if there is one, belongs to it. Whatever was granted to the role goes first
-// (DROP OWNED): a grant that a tenant made to it must not keep it from going.
+// (DROP OWNED): a grant that a tenant made to it must not keep it from going. It is one transaction
+// that waits two seconds at most for a lock; a role that cannot be dropped is an error, not left
+// behind.
 func (db *DB) dropScratch(ctx context.Context, scratch Role) error {
 	ours, err := db.marked(ctx, scratch)
 	if err != nil || !ours {
@@ -467,10 +485,32 @@ func (db *DB) dropScratch(ctx context.Context, scratch Role) error {
 	if owner != nil && *owner != q && *owner != scratch.Name {
 		return &OwnershipError{What: "schema", Name: scratch.Name}
 	}
-	if _, err := db.pool.Exec(ctx, "DROP OWNED BY "+q+" CASCADE"); err != nil {
-		return fmt.Errorf("dropping what the scratch role %q owns: %w", scratch.Name, err)
+	citus, err := db.Citus(ctx)
+	if err != nil {
+		return err
 	}
-	return db.DropSchema(ctx, scratch.Name, scratch.Name)
+	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = 2000"); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "DROP OWNED BY "+q+" CASCADE"); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS "+q+" CASCADE"); err != nil {
+			return err
+		}
+		if citus {
+			if _, err := tx.Exec(ctx, `DELETE FROM pg_catalog.pg_dist_authinfo WHERE rolename = $1`, scratch.Name); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, "DROP ROLE "+q)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("dropping the scratch schema and role %q: %w", scratch.Name, err)
+	}
+	return nil
 }
 
 // repairOrder is the order in which missing objects are made again: what the others use first.
@@ -478,10 +518,17 @@ var repairOrder = []string{"function", "procedure", "column", "constraint", "ind
 
 // Repair makes again the objects of the release that the schema is missing (the Missing differences
 // Compare found), with the statements the release's own schema gives (SchemaObject.Create), on the
-// tenant session and in one transaction: if one fails, none is made. Nothing is dropped or altered:
+// tenant session and in one transaction: if one fails, none is made. A schema holding planted code is
+// not repaired: a trigger or default made again could call it. Nothing is dropped or altered:
 // extra and changed objects are left for a person to judge. It returns what it made, and what it cannot
 // make again (a whole table, whose data only a backup holds).
 func (s *TenantSession) Repair(ctx context.Context, diffs []Difference) (made, left []string, err error) {
+	for _, d := range diffs {
+		if d.Planted() {
+			return nil, nil, fmt.Errorf("the schema holds code the release does not have (%s %s): remove it first; "+
+				"what is made again could run it", d.Object.Kind, d.Object.Name)
+		}
+	}
 	var todo []SchemaObject
 	for _, d := range diffs {
 		if d.Change != Missing {
@@ -509,7 +556,7 @@ func (s *TenantSession) Repair(ctx context.Context, diffs []Difference) (made, l
 	}
 	// Every name of the schema is qualified in the statements; built-ins come first on the search_path
 	// for the rest (a function body is checked against it).
-	err = s.inTxOn(ctx, "pg_catalog, "+pgx.Identifier{s.id.Schema}.Sanitize(), func(tx pgx.Tx) error {
+	err = s.inTxOn(ctx, "pg_catalog, "+pgx.Identifier{s.id.Schema}.Sanitize()+", pg_temp", func(tx pgx.Tx) error {
 		for _, o := range todo {
 			if _, err := tx.Exec(ctx, o.Create); err != nil {
 				return fmt.Errorf("making %s %s again: %w", o.Kind, o.Name, err)

@@ -129,7 +129,17 @@ COMMIT`)
 		t.Fatal("a drifted schema has the release's fingerprint")
 	}
 
-	// The opt-in repair makes the missing objects again, and nothing else.
+	// The opt-in repair refuses while planted code is there (what it makes could call it); once that is
+	// removed, it makes the missing objects again, and nothing else.
+	if _, _, err := a.Repair(ctx, diffs); err == nil || !strings.Contains(err.Error(), "remove it first") {
+		t.Fatalf("repair with planted code: %v", err)
+	}
+	_, err = conn.Exec(ctx, `BEGIN; SET LOCAL ROLE tenant_drift_a; SET LOCAL search_path = tenant_drift_a;
+DROP TRIGGER copy_out ON users; DROP FUNCTION copy_out(); DROP VIEW everything; COMMIT`)
+	must(t, err)
+	got, err = a.Shape(ctx)
+	must(t, err)
+	diffs = Compare(release, got)
 	made, left, err := a.Repair(ctx, diffs)
 	must(t, err)
 	if want := []string{"constraint expenses.expenses_amount_minor_check", "constraint budgets.budgets_account_id_fkey",
