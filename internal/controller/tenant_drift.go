@@ -32,8 +32,8 @@ const maxDriftDetails = 20
 //   - after a migration changed its schema version, in the reconcile that records the new version;
 //   - when asked to repair (AnnotationRepairSchema).
 //
-// A Ready tenant with nothing of these sends no SQL. Drift never makes a tenant less Ready; a failed
-// comparison keeps the last one.
+// A Ready tenant with nothing of these sends no SQL. Drift never makes a tenant less Ready; a schema
+// that cannot be read is reported as such (SchemaDrift Unknown, CompareFailed), its last details kept.
 func (r *TenantReconciler) reconcileDrift(ctx context.Context, run *tenantRun) error {
 	t := run.t
 	if r.DriftInterval <= 0 || r.DriftPasses == nil {
