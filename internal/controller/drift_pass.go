@@ -81,12 +81,6 @@ type driftView struct {
 	err                   error
 }
 
-// driftMember is a tenant a pass compares, with what its status holds of its last comparison.
-type driftMember struct {
-	version     int64 // the schema version its status records
-	fingerprint string
-}
-
 // View returns what the app's last pass did; a zero view when none ran in this process.
 func (dp *DriftPasses) View(app types.NamespacedName) driftView {
 	dp.mu.Lock()
@@ -132,7 +126,7 @@ func (dp *DriftPasses) Forget(app types.NamespacedName) {
 // Start begins a pass over the app's tenants (members, by name) on its shards' databases, unless one
 // runs. workers tenant sessions compare at once on each shard; requested is the check-drift
 // annotation's value it answers, if any.
-func (dp *DriftPasses) Start(app types.NamespacedName, dbs map[string]*tenantdb.DB, members map[string]driftMember,
+func (dp *DriftPasses) Start(app types.NamespacedName, dbs map[string]*tenantdb.DB, members map[string]string,
 	fsys fs.FS, release string, target int64, workers int, requested string) {
 	dp.mu.Lock()
 	defer dp.mu.Unlock()
@@ -163,7 +157,7 @@ func (dp *DriftPasses) Start(app types.NamespacedName, dbs map[string]*tenantdb.
 }
 
 func (p *driftPass) run(ctx context.Context, dp *DriftPasses, app types.NamespacedName, dbs map[string]*tenantdb.DB,
-	members map[string]driftMember, fsys fs.FS, release string, target int64, workers int) {
+	members map[string]string, fsys fs.FS, release string, target int64, workers int) {
 	log := logf.FromContext(ctx).WithValues("namespace", app.Namespace, "app", app.Name)
 	var wg sync.WaitGroup
 	for shard, db := range dbs {
@@ -184,7 +178,7 @@ func (p *driftPass) run(ctx context.Context, dp *DriftPasses, app types.Namespac
 
 // compareShard compares the app's tenants that one shard holds, as its registry lists them.
 func (p *driftPass) compareShard(ctx context.Context, dp *DriftPasses, app types.NamespacedName, db *tenantdb.DB,
-	members map[string]driftMember, fsys fs.FS, release string, target int64, workers int) error {
+	members map[string]string, fsys fs.FS, release string, target int64, workers int) error {
 	fleet, err := db.Fleet(ctx, app.Namespace)
 	if err != nil {
 		return err
@@ -213,7 +207,7 @@ func (p *driftPass) compareShard(ctx context.Context, dp *DriftPasses, app types
 		}()
 	}
 	for _, m := range fleet {
-		if mem, ok := members[m.Name]; !ok || m.Version != target || mem.version != target {
+		if _, ok := members[m.Name]; !ok || m.Version != target {
 			continue // another app's tenant, or one that moves, is not Ready or follows a rollout
 		}
 		select {
@@ -230,13 +224,13 @@ func (p *driftPass) compareShard(ctx context.Context, dp *DriftPasses, app types
 // cannot be read is handed over as such: its Tenant says so, rather than keep a comparison that may no
 // longer hold (a session of the tenant's holding a lock on its tables must not hide what it planted).
 func (p *driftPass) compare(ctx context.Context, dp *DriftPasses, app types.NamespacedName, db *tenantdb.DB,
-	m tenantdb.FleetMember, last driftMember, want tenantdb.Shape, release string) {
+	m tenantdb.FleetMember, lastFingerprint string, want tenantdb.Shape, release string) {
 	session, err := db.Session(ctx, m.Identity)
 	var digest string
 	if err == nil {
 		digest, err = session.ShapeDigest(ctx)
 	}
-	if err == nil && digest != "" && last.fingerprint == fingerprint(release, digest) {
+	if err == nil && digest != "" && lastFingerprint == fingerprint(release, digest) {
 		p.mu.Lock()
 		p.checked++
 		p.mu.Unlock()
@@ -283,21 +277,20 @@ func fingerprint(release, digest string) string {
 	return hex.EncodeToString(sum[:12])
 }
 
-// driftMembers are the tenants an app's pass compares: Ready, at the release's version, not moving,
-// with what their status holds of their last comparison.
-func driftMembers(tenants []tenantryv1.Tenant, target int64) map[string]driftMember {
-	members := make(map[string]driftMember, len(tenants))
+// driftMembers are the tenants an app's pass compares (Ready, at the release's version, not moving),
+// each with the fingerprint its status holds of its last comparison ("" if none at that version).
+func driftMembers(tenants []tenantryv1.Tenant, target int64) map[string]string {
+	members := make(map[string]string, len(tenants))
 	for i := range tenants {
 		t := &tenants[i]
 		if !meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) || t.Status.SchemaVersion != target ||
 			meta.FindStatusCondition(t.Status.Conditions, tenantryv1.ConditionMoving) != nil {
 			continue
 		}
-		m := driftMember{version: t.Status.SchemaVersion}
+		members[t.Name] = ""
 		if d := t.Status.Drift; d != nil && d.SchemaVersion == target {
-			m.fingerprint = d.Fingerprint
+			members[t.Name] = d.Fingerprint
 		}
-		members[t.Name] = m
 	}
 	return members
 }

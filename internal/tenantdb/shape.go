@@ -82,7 +82,7 @@ func (s *TenantSession) Shape(ctx context.Context) (Shape, error) {
 	schema := pgx.Identifier{s.id.Schema}.Sanitize()
 	err := s.inCatalogTx(ctx, func(tx pgx.Tx) error {
 		var digest *string
-		if err := tx.QueryRow(ctx, "SELECT tenantry.schema_digest($1)", schema).Scan(&digest); err != nil {
+		if err := tx.QueryRow(ctx, digestQuery, schema).Scan(&digest); err != nil {
 			return err
 		}
 		if digest != nil {
@@ -129,7 +129,7 @@ FROM tenantry.schema_shape($1)`, schema)
 func (s *TenantSession) ShapeDigest(ctx context.Context) (string, error) {
 	var digest *string
 	err := s.inCatalogTx(ctx, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, "SELECT tenantry.schema_digest($1)", pgx.Identifier{s.id.Schema}.Sanitize()).Scan(&digest)
+		return tx.QueryRow(ctx, digestQuery, pgx.Identifier{s.id.Schema}.Sanitize()).Scan(&digest)
 	})
 	if err != nil {
 		return "", fmt.Errorf("reading the catalog digest of schema %s: %w", s.id.Schema, err)
@@ -139,6 +139,9 @@ func (s *TenantSession) ShapeDigest(ctx context.Context) (string, error) {
 	}
 	return *digest, nil
 }
+
+// digestQuery reads a schema's catalog digest (the registry's tenantry.schema_digest).
+const digestQuery = "SELECT tenantry.schema_digest($1)"
 
 // catalogLockTimeout bounds how long a catalog read waits for a lock on one of the schema's tables
 // (a definition's deparsing takes a share lock): a session of the tenant's that holds one fails the
