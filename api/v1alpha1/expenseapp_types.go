@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"encoding/json"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -63,6 +65,30 @@ const (
 // HomeShard is the name of the shard that spec.database is: the home database, which holds the registry
 // and routing of every tenant, and tenants too.
 const HomeShard = "home"
+
+// The app's own database login, which the operator writes for every ExpenseApp into the Secret
+// "<app>-app-db" of its namespace: key "uri" holds the connection string of the home database, key
+// "shards" those of the other shards, as a JSON object of shard name to connection string. The login
+// may act as each of the app's tenants (SET ROLE) and may read the registry; it is what the app's pods
+// and `kubectl tenantry psql` connect as.
+const (
+	AppSecretSuffix    = "-app-db"
+	AppSecretURIKey    = "uri"
+	AppSecretShardsKey = "shards"
+)
+
+// AppSecretName is the Secret holding the app's own database login.
+func (a *ExpenseApp) AppSecretName() string { return a.Name + AppSecretSuffix }
+
+// AppLoginURIs reads the app's connection strings, by shard, from its Secret's data.
+func AppLoginURIs(data map[string][]byte) map[string]string {
+	uris := map[string]string{}
+	if raw := data[AppSecretShardsKey]; len(raw) > 0 {
+		_ = json.Unmarshal(raw, &uris) // written by the operator; anything else counts as none
+	}
+	uris[HomeShard] = string(data[AppSecretURIKey])
+	return uris
+}
 
 // ShardSpec is one more PostgreSQL database that holds tenant schemas.
 // +kubebuilder:validation:XValidation:rule="has(self.clusterDatabase) != has(self.secretRef)",message="name the shard's database by exactly one of clusterDatabase and secretRef"

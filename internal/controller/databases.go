@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -119,10 +118,6 @@ type appDB struct {
 	db  *tenantdb.DB
 }
 
-// appShardsKey is the key of the app's Secret that holds its logins on the shards other than home, as
-// a JSON object of shard name to connection string. (Key "uri" holds the home database's.)
-const appShardsKey = "shards"
-
 // URI reads the admin connection string of an ExpenseApp's shard from its Secret. A missing Secret or
 // key is a wait error, with a message that says what to fix.
 func (d *Databases) URI(ctx context.Context, app *tenantryv1.ExpenseApp, shard string) (string, error) {
@@ -234,14 +229,7 @@ func (d *Databases) declared(ctx context.Context, app *tenantryv1.ExpenseApp, na
 }
 
 // appLoginURIs reads the app's logins from its Secret, by shard.
-func appLoginURIs(s *corev1.Secret) map[string]string {
-	uris := map[string]string{}
-	if raw := s.Data[appShardsKey]; len(raw) > 0 {
-		_ = json.Unmarshal(raw, &uris) // written by the operator; anything else counts as none
-	}
-	uris[tenantryv1.HomeShard] = string(s.Data["uri"])
-	return uris
-}
+func appLoginURIs(s *corev1.Secret) map[string]string { return tenantryv1.AppLoginURIs(s.Data) }
 
 // Reread makes the next call read an ExpenseApp's Secrets again: its app Secret was just written.
 func (d *Databases) Reread(app types.NamespacedName) {

@@ -36,11 +36,8 @@ const deviceKeyKey = "device-key"
 // to its tenants (the app's NOTIFY_CHANNEL; tenantry.app_channels in every registry).
 const channelKey = "notify-channel"
 
-// appSecretSuffix names the Secret holding the app's own connection string: <app>-app-db.
-const appSecretSuffix = "-app-db"
-
 // appSecretName is the Secret holding the app's own connection string.
-func appSecretName(app *tenantryv1.ExpenseApp) string { return app.Name + appSecretSuffix }
+func appSecretName(app *tenantryv1.ExpenseApp) string { return app.AppSecretName() }
 
 // reconcileDatabase gives the app a login role of its own and a Secret with its connection string, so the
 // admin connection string never reaches the app's pods. The Secret's connection string follows the
@@ -128,7 +125,7 @@ func (r *ExpenseAppReconciler) ensureAppLogin(ctx context.Context, app *tenantry
 	if len(deviceKey) == 0 {
 		deviceKey = []byte(password.Generate(43)) // about 250 random bits
 	}
-	secret.Data = map[string][]byte{"uri": []byte(want[tenantryv1.HomeShard]), appShardsKey: shardURIs,
+	secret.Data = map[string][]byte{tenantryv1.AppSecretURIKey: []byte(want[tenantryv1.HomeShard]), tenantryv1.AppSecretShardsKey: shardURIs,
 		"username": []byte(role.Name), "password": []byte(pass), deviceKeyKey: deviceKey, channelKey: []byte(channel)}
 	if err := controllerutil.SetControllerReference(app, secret, r.Scheme); err != nil {
 		return fail(err)

@@ -101,9 +101,9 @@ func appPodSpec(app *tenantryv1.ExpenseApp, image string) corev1.PodSpec {
 			Command: []string{"/app"},
 			Args:    []string{fmt.Sprintf("--http-addr=:%d", appPort), fmt.Sprintf("--metrics-addr=:%d", appMetricsPort)},
 			Env: []corev1.EnvVar{{Name: "DATABASE_URL", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-				LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: "uri"}}},
+				LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: tenantryv1.AppSecretURIKey}}},
 				{Name: "SHARD_DATABASE_URLS", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-					LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: appShardsKey,
+					LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: tenantryv1.AppSecretShardsKey,
 					Optional: ptr.To(true)}}},
 				{Name: "DEVICE_KEY", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 					LocalObjectReference: corev1.LocalObjectReference{Name: appSecretName(app)}, Key: deviceKeyKey,

@@ -26,8 +26,8 @@ const AnnotationCheckDrift = "tenantry.dev/check-drift"
 // background, and records the last pass in status.drift. The interval counts from the last pass
 // recorded (from the app's creation before the first), with a jitter of up to a tenth of it that is the
 // same for the app every time: a restarted operator starts none that is not due. A new value of the
-// check-drift annotation asks for one now, or ten seconds after the last ended. A pass waits for a rollout to end: the tenants a rollout
-// migrates compare themselves.
+// check-drift annotation asks for one now, or ten seconds after the last ended. A pass waits for a
+// rollout to end.
 func (r *ExpenseAppReconciler) reconcileDriftPass(ctx context.Context, run *appRun) error {
 	if r.DriftInterval <= 0 || r.DriftPasses == nil {
 		return nil
@@ -65,8 +65,10 @@ func (r *ExpenseAppReconciler) reconcileDriftPass(ctx context.Context, run *appR
 		}
 		return nil
 	}
-	if app.Status.TenantsAtTarget < app.Status.Tenants {
-		return nil // a rollout first
+	// A rollout first: the tenants it migrates compare themselves. A rollout that ended (halted, too) or a
+	// tenant that never got a version (stalled before its schema was made) holds no pass back.
+	if rollout, ran := r.Rollouts.View(key, r.Release.Plan()); rollout.running || !ran && behindRelease(run.tenants, run.target) {
+		return nil
 	}
 	dbs := map[string]*tenantdb.DB{}
 	for shard := range tenantsByShard(run.tenants) {

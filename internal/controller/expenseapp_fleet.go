@@ -23,13 +23,11 @@ func (r *ExpenseAppReconciler) reconcileFleet(ctx context.Context, run *appRun) 
 	app, tenants, target := run.app, run.tenants, run.target
 	key := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
 	view, ran := r.Rollouts.View(key, r.Release.Plan())
-	behind := false
 	names := make([]string, 0, len(tenants))
 	for _, t := range tenants {
 		names = append(names, t.Name)
-		behind = behind || (t.Status.SchemaVersion > 0 && t.Status.SchemaVersion < target)
 	}
-	if behind || ran {
+	if behindRelease(tenants, target) || ran {
 		// Every shard that holds tenants takes part, each with its own pool of maxConcurrent connections.
 		dbs := map[string]*tenantdb.DB{}
 		for shard := range tenantsByShard(tenants) {
@@ -96,6 +94,17 @@ func (r *ExpenseAppReconciler) reconcileFleet(ctx context.Context, run *appRun) 
 	setAppCondition(app, tenantryv1.ConditionFleetMigrated, metav1.ConditionTrue, tenantryv1.ReasonSucceeded,
 		fmt.Sprintf("Every tenant is at schema version %d", target))
 	return nil
+}
+
+// behindRelease says some of the tenants were provisioned at a version below the release's: a rollout
+// is due. (A tenant at version 0 is not provisioned yet, or stalled before: its own reconcile migrates it.)
+func behindRelease(tenants []tenantryv1.Tenant, target int64) bool {
+	for _, t := range tenants {
+		if t.Status.SchemaVersion > 0 && t.Status.SchemaVersion < target {
+			return true
+		}
+	}
+	return false
 }
 
 // migrationFailed reports whether the tenant's last migration attempt failed.

@@ -217,7 +217,7 @@ FROM tenantry.tenants WHERE name = $1 AND shard = '' AND schema_version = $2`, n
 	sec := &corev1.Secret{}
 	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses-app-db"}, sec))
 	var logins map[string]string
-	must(t, json.Unmarshal(sec.Data[appShardsKey], &logins))
+	must(t, json.Unmarshal(sec.Data[tenantryv1.AppSecretShardsKey], &logins))
 	conn, err := pgx.Connect(ctx, logins["east"])
 	must(t, err)
 	defer conn.Close(ctx)
@@ -364,7 +364,7 @@ func startApp(t *testing.T, f *fixture, bounced ...string) *runningApp {
 		return k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses-app-db"}, sec)
 	}))
 	opts := postgres.Options{MaxConns: 6, PoolShards: 1}
-	must(t, json.Unmarshal(sec.Data[appShardsKey], &opts.Shards))
+	must(t, json.Unmarshal(sec.Data[tenantryv1.AppSecretShardsKey], &opts.Shards))
 	listen := maps.Clone(opts.Shards)
 	homeURI := string(sec.Data["uri"])
 	for _, shard := range bounced {

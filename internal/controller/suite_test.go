@@ -143,6 +143,7 @@ func runSuite(m *testing.M) (code int) {
 			citusServers.cluster.Close()
 		}
 	}()
+	defer removePluginBuild()
 	code = m.Run()
 	if report := adminStatements.report(); report != "" {
 		fmt.Fprintln(os.Stderr, "FAIL: the admin session reached inside tenant schemas (see docs/security.md):\n"+report)
