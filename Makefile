@@ -8,6 +8,8 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 GOLANGCI_LINT_VERSION ?= v2.15.0
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+KREW_VERSION ?= v0.4.3
+KREW ?= $(LOCALBIN)/krew-$(KREW_VERSION)
 GO_TEST_FLAGS ?= -count=1
 BENCH_TENANTS ?= 100 1000
 BENCH_APP_TENANTS ?= 1000
@@ -52,8 +54,8 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint with .golangci.yml (govet, staticche
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: test
-test: manifests generate vet lint citus ## Run every test: the linter, unit, PostgreSQL, envtest integration, Citus and browser tests.
-	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) ./...
+test: manifests generate vet lint citus $(KREW) ## Run every test: the linter, unit, PostgreSQL, envtest integration, Citus and browser tests.
+	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets KREW=$(KREW) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-citus
 test-citus: citus ## Run the Citus suite alone: the operator and the app on a coordinator and two workers.
@@ -116,6 +118,12 @@ citus: ## Build Citus 13.2.2 (from CITUS_TARBALL, else downloaded) into PostgreS
 build: generate ## Build every binary into bin/ (static, with the Dockerfile's commands).
 	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/manager ./cmd/manager
 	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/app ./cmd/app
+	$(MAKE) plugin
+
+.PHONY: plugin
+plugin: ## Build the kubectl plugin into bin/ (kubectl-tenantry, and kubectl_complete-tenantry for completion): put bin/ on PATH.
+	go build -o bin/kubectl-tenantry ./cmd/kubectl-tenantry
+	cp cmd/kubectl-tenantry/kubectl_complete-tenantry bin/
 
 .PHONY: docker-build
 docker-build: ## Build the image (needs a Docker engine).
@@ -128,10 +136,11 @@ docker-push: ## Push the image.
 ##@ Deployment
 
 .PHONY: build-installer
-build-installer: manifests generate $(KUSTOMIZE) ## Write dist/install.yaml: CRDs, RBAC and the operator with image IMG, in one file.
+build-installer: manifests generate $(KUSTOMIZE) ## Write dist/install.yaml (CRDs, RBAC and the operator with image IMG, in one file) and dist/krew/ (the plugin's krew manifest and archives; hack/krew.sh).
 	mkdir -p dist
 	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
 	$(KUSTOMIZE) build config/default > dist/install.yaml
+	hack/krew.sh
 
 .PHONY: install
 install: manifests $(KUSTOMIZE) ## Install the CRDs into the cluster of the current kubeconfig.
@@ -172,6 +181,10 @@ $(CONTROLLER_GEN):
 $(GOLANGCI_LINT):
 	GOBIN=$(LOCALBIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	mv $(LOCALBIN)/golangci-lint $@
+
+$(KREW):
+	GOBIN=$(LOCALBIN) go install sigs.k8s.io/krew/cmd/krew@$(KREW_VERSION)
+	mv $(LOCALBIN)/krew $@
 
 $(KUSTOMIZE):
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)

@@ -197,7 +197,7 @@ func TestKubectlTenantry(t *testing.T) {
 			}
 		}
 		run := kubectlTenantry(t, admin, "status", "-o", "json")
-		run.expect(t, 0)
+		run.expect(t, 5)
 		run.decode(t, &report)
 		if len(report.Apps) != 1 {
 			t.Fatalf("apps %+v, want the fixture's one", report.Apps)
@@ -242,6 +242,8 @@ func TestKubectlTenantry(t *testing.T) {
 	t.Run("drift", func(t *testing.T) {
 		kubectlTenantry(t, admin, "drift").expect(t, 5, "globex", "planted trigger expenses.keep_copy",
 			"1 tenant(s) drifted")
+		kubectlTenantry(t, admin, "drift", "-o", "wide").expect(t, 5, "FOUND", tenantryv1.ReasonCodePlanted)
+		kubectlTenantry(t, admin, "migrate", "status", "-o", "wide").expect(t, 2, "takes json, yaml")
 		var report struct {
 			Compared int
 			Drifted  []struct {

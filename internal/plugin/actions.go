@@ -107,7 +107,8 @@ func (c *cli) resetAdminCommand() *cobra.Command {
 				}
 				return err
 			}
-			if err := c.client.Delete(ctx, old, client.Preconditions{UID: &old.UID}); client.IgnoreNotFound(err) != nil {
+			err = c.client.Delete(ctx, old, client.Preconditions{UID: &old.UID})
+			if client.IgnoreNotFound(err) != nil {
 				return err
 			}
 			_, _ = fmt.Fprintf(c.out, "Tenant %s/%s: Secret %s deleted; the operator makes a new password.\n", t.Namespace, t.Name, name)
@@ -116,8 +117,8 @@ func (c *cli) resetAdminCommand() *cobra.Command {
 			}
 			start := time.Now()
 			err = c.waitTenant(ctx, t, wf.timeout, "reset-admin", func(t *tenantryv1.Tenant) (bool, string, error) {
-				if done, progress, err := stalled(t); done || err != nil {
-					return done, progress, err
+				if err := stalled(t); err != nil {
+					return false, "", err
 				}
 				s := &corev1.Secret{}
 				err := c.client.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: name}, s)
@@ -250,8 +251,8 @@ type check func(t *tenantryv1.Tenant) (done bool, progress string, err error)
 // applied is done once the operator has acted on generation gen of the Tenant and it is Ready.
 func applied(gen int64) check {
 	return func(t *tenantryv1.Tenant) (bool, string, error) {
-		if done, progress, err := stalled(t); done || err != nil {
-			return done, progress, err
+		if err := stalled(t); err != nil {
+			return false, "", err
 		}
 		if t.Status.ObservedGeneration < gen {
 			return false, "waiting for the operator", nil
@@ -272,12 +273,12 @@ func applied(gen int64) check {
 }
 
 // stalled fails a wait on a tenant that stalled: it needs a person, and waiting longer changes nothing.
-func stalled(t *tenantryv1.Tenant) (bool, string, error) {
+func stalled(t *tenantryv1.Tenant) error {
 	if s := meta.FindStatusCondition(t.Status.Conditions, tenantryv1.ConditionStalled); s != nil &&
 		s.Status == metav1.ConditionTrue && s.ObservedGeneration >= t.Generation {
-		return false, "", exit(ExitError, "Tenant %s/%s stalled (%s): %s", t.Namespace, t.Name, s.Reason, s.Message)
+		return exit(ExitError, "Tenant %s/%s stalled (%s): %s", t.Namespace, t.Name, s.Reason, s.Message)
 	}
-	return false, "", nil
+	return nil
 }
 
 // pollEvery is how often a wait reads the Tenant again.

@@ -65,7 +65,7 @@ func (c *cli) driftCommand() *cobra.Command {
 			return c.printDrift(ns, &report)
 		},
 	}
-	c.listFlags(cmd)
+	c.listFlags(cmd, "json|yaml|wide")
 	return cmd
 }
 
@@ -85,13 +85,26 @@ func (c *cli) printDrift(ns string, r *driftReport) error {
 	}
 	w := c.table()
 	if len(r.Drifted) > 0 {
-		_, _ = fmt.Fprintln(w, "NAMESPACE\tTENANT\tVERSION\tDIFFERENCES\tPLANTED\tSHARD")
+		wide := c.output == "wide"
+		header := "NAMESPACE\tTENANT\tVERSION\tDIFFERENCES\tPLANTED\tSHARD"
+		if wide {
+			header += "\tFOUND\tREASON"
+		}
+		_, _ = fmt.Fprintln(w, header)
 		for _, t := range r.Drifted {
 			planted := fmt.Sprint(t.Planted)
 			if t.Planted > 0 {
 				planted = c.paint("red", planted)
 			}
-			_, _ = fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\n", t.Namespace, t.Name, t.SchemaVersion, t.Differences, planted, t.Shard)
+			_, _ = fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s", t.Namespace, t.Name, t.SchemaVersion, t.Differences, planted, t.Shard)
+			if wide {
+				found := "-"
+				if t.CheckedAt != nil {
+					found = age(t.CheckedAt.Time) + " ago"
+				}
+				_, _ = fmt.Fprintf(w, "\t%s\t%s", found, t.Reason)
+			}
+			_, _ = fmt.Fprintln(w)
 		}
 		_ = w.Flush()
 		for _, t := range r.Drifted {

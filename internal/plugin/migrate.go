@@ -71,7 +71,7 @@ func (c *cli) migrateCommand() *cobra.Command {
 			return err
 		},
 	}
-	c.listFlags(status)
+	c.listFlags(status, "json|yaml")
 	cmd.AddCommand(status)
 	return cmd
 }
@@ -117,12 +117,12 @@ func (c *cli) printMigrations(ns string, r *migrateReport) error {
 		return err
 	}
 	for _, a := range r.Apps {
-		w := c.table()
 		progress := fmt.Sprintf("%d of %d tenants at version %d", a.TenantsAtTarget, a.Tenants, a.TargetSchemaVersion)
 		if a.TenantsAtTarget == a.Tenants {
 			progress = c.paint("green", progress)
 		}
-		_, _ = fmt.Fprintf(w, "%s %s/%s\t%s\n", c.paint("bold", "ExpenseApp"), a.Namespace, a.Name, progress)
+		_, _ = fmt.Fprintf(c.out, "%s %s/%s  %s\n", c.paint("bold", "ExpenseApp"), a.Namespace, a.Name, progress)
+		w := c.table()
 		if ro := a.Rollout; ro != nil {
 			state := c.paint("green", ro.Says)
 			switch {

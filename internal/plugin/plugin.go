@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -129,9 +130,11 @@ type cli struct {
 	flags  *genericclioptions.ConfigFlags
 	all    bool
 	output string
-	in     io.Reader
-	out    io.Writer
-	errOut io.Writer
+	// formats are the -o values each command takes ("json|yaml|wide").
+	formats map[*cobra.Command]string
+	in      io.Reader
+	out     io.Writer
+	errOut  io.Writer
 	// color: the output is a terminal, and NO_COLOR is not set.
 	color bool
 	// live: standard error is a terminal, so progress rewrites one line.
@@ -141,7 +144,8 @@ type cli struct {
 }
 
 func newCLI(in io.Reader, out, errOut io.Writer) *cli {
-	c := &cli{flags: genericclioptions.NewConfigFlags(true), in: in, out: out, errOut: errOut}
+	c := &cli{flags: genericclioptions.NewConfigFlags(true), in: in, out: out, errOut: errOut,
+		formats: map[*cobra.Command]string{}}
 	c.color = isTerminal(out) && os.Getenv("NO_COLOR") == ""
 	c.live = isTerminal(errOut)
 	return c
@@ -162,6 +166,14 @@ func (c *cli) command() *cobra.Command {
 			"something that needs a person (drift, tenants behind or not Ready).",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// -o is checked before anything is read.
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if formats := c.formats[cmd]; c.output != "" && !slices.Contains(strings.Split(formats, "|"), c.output) {
+				return exit(ExitUsage, "unknown output format %q: %s takes %s", c.output, cmd.CommandPath(),
+					strings.ReplaceAll(formats, "|", ", "))
+			}
+			return nil
+		},
 		Annotations: map[string]string{
 			// kubectl's plugin convention: usage and completion say "kubectl tenantry", not the binary.
 			cobra.CommandDisplayNameAnnotation: "kubectl tenantry",
@@ -175,13 +187,14 @@ func (c *cli) command() *cobra.Command {
 }
 
 // listFlags are -A and -o, for the commands that list.
-func (c *cli) listFlags(cmd *cobra.Command) {
+func (c *cli) listFlags(cmd *cobra.Command, formats string) {
 	cmd.Flags().BoolVarP(&c.all, "all-namespaces", "A", false, "Every namespace the user may read.")
-	c.outputFlag(cmd, "json|yaml|wide")
+	c.outputFlag(cmd, formats)
 }
 
 // outputFlag is -o.
 func (c *cli) outputFlag(cmd *cobra.Command, formats string) {
+	c.formats[cmd] = formats
 	cmd.Flags().StringVarP(&c.output, "output", "o", "", "Output format: "+formats+" (default: a text report).")
 	_ = cmd.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return strings.Split(formats, "|"), cobra.ShellCompDirectiveNoFileComp
@@ -321,6 +334,7 @@ func (c *cli) print(v any) (bool, error) {
 	case "json":
 		enc := json.NewEncoder(c.out)
 		enc.SetIndent("", "    ")
+		enc.SetEscapeHTML(false)
 		return true, enc.Encode(v)
 	case "yaml":
 		b, err := yaml.Marshal(v)
@@ -329,10 +343,8 @@ func (c *cli) print(v any) (bool, error) {
 		}
 		_, err = c.out.Write(b)
 		return true, err
-	case "", "wide":
-		return false, nil
 	}
-	return true, exit(ExitUsage, "unknown output format %q: use json, yaml or wide", c.output)
+	return false, nil // the text report; -o wide widens some of its tables
 }
 
 // table is a tab-aligned table on the command's output.

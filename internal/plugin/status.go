@@ -81,9 +81,11 @@ type tenantLine struct {
 	Differences int32    `json:"differences,omitempty"`
 	Planted     int32    `json:"planted,omitempty"`
 	Details     []string `json:"details,omitempty"`
-	SchemaBytes int64    `json:"schemaBytes,omitempty"`
-	Users       int64    `json:"users,omitempty"`
-	Expenses    int64    `json:"expenses,omitempty"`
+	// CheckedAt is when the drift was found.
+	CheckedAt   *metav1.Time `json:"checkedAt,omitempty"`
+	SchemaBytes int64        `json:"schemaBytes,omitempty"`
+	Users       int64        `json:"users,omitempty"`
+	Expenses    int64        `json:"expenses,omitempty"`
 }
 
 func (c *cli) statusCommand() *cobra.Command {
@@ -109,17 +111,23 @@ func (c *cli) statusCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			report := fleetReport(apps, tenants, limit)
-			if printed, err := c.print(report); printed {
-				return err
+			if c.output == "wide" {
+				limit = -1
 			}
-			if len(report.Apps) == 0 {
+			report := fleetReport(apps, tenants, limit)
+			printed, err := c.print(report)
+			switch {
+			case err != nil:
+				return err
+			case !printed && len(report.Apps) == 0:
 				_, err := fmt.Fprintln(c.out, "No ExpenseApps found"+c.where(ns)+".")
 				return err
 			}
 			notReady := 0
 			for i := range report.Apps {
-				c.printApp(&report.Apps[i])
+				if !printed {
+					c.printApp(&report.Apps[i])
+				}
 				notReady += report.Apps[i].Tenants - report.Apps[i].ReadyTenants
 			}
 			if notReady > 0 {
@@ -128,8 +136,9 @@ func (c *cli) statusCommand() *cobra.Command {
 			return nil
 		},
 	}
-	c.listFlags(cmd)
-	cmd.Flags().IntVar(&limit, "limit", limit, "How many tenants each list shows at most (not Ready, drifted, largest).")
+	c.listFlags(cmd, "json|yaml|wide")
+	cmd.Flags().IntVar(&limit, "limit", limit, "How many tenants each list shows at most (not Ready, drifted, largest); "+
+		"-o wide shows them all.")
 	return cmd
 }
 
@@ -233,19 +242,19 @@ func driftOf(t *tenantryv1.Tenant) *tenantLine {
 	line := &tenantLine{Namespace: t.Namespace, Name: t.Name, Shard: t.Status.Shard, SchemaVersion: t.Status.SchemaVersion,
 		Reason: c.Reason, Message: c.Message}
 	if d := t.Status.Drift; d != nil {
-		line.Differences, line.Planted, line.Details = d.Differences, d.Planted, d.Details
+		line.Differences, line.Planted, line.Details, line.CheckedAt = d.Differences, d.Planted, d.Details, &d.CheckedAt
 	}
 	return line
 }
 
 // printApp writes one app's fleet as text.
 func (c *cli) printApp(s *appStatus) {
-	w := c.table()
 	ready := c.paint("green", "Ready")
 	if s.Ready != string(metav1.ConditionTrue) {
 		ready = c.paint("red", "Not Ready") + ": " + s.ReadyMessage
 	}
-	_, _ = fmt.Fprintf(w, "%s %s/%s\t%s\n", c.paint("bold", "ExpenseApp"), s.Namespace, s.Name, ready)
+	_, _ = fmt.Fprintf(c.out, "%s %s/%s  %s\n", c.paint("bold", "ExpenseApp"), s.Namespace, s.Name, ready)
+	w := c.table()
 	image := s.Image
 	if s.ImageWanted != "" {
 		image += " (" + s.ImageWanted + " waits for every tenant to be at version " + fmt.Sprint(s.TargetSchemaVersion) + ")"
@@ -301,9 +310,10 @@ func (c *cli) printApp(s *appStatus) {
 	if len(s.NotReady) > 0 {
 		c.section(fmt.Sprintf("Not Ready (%d)", s.Tenants-s.ReadyTenants))
 		w = c.table()
-		_, _ = fmt.Fprintln(w, "  TENANT\tVERSION\tREASON\tMESSAGE")
+		_, _ = fmt.Fprintln(w, "  TENANT\tVERSION\tSHARD\tREASON\tMESSAGE")
 		for _, t := range s.NotReady {
-			_, _ = fmt.Fprintf(w, "  %s\t%d\t%s\t%s\n", t.Name, t.SchemaVersion, c.paint("red", t.Reason), t.Message)
+			_, _ = fmt.Fprintf(w, "  %s\t%d\t%s\t%s\t%s\n", t.Name, t.SchemaVersion, orDash(t.Shard), c.paint("red", t.Reason),
+				oneLine(t.Message))
 		}
 		_ = w.Flush()
 	}

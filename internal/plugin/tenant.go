@@ -139,7 +139,6 @@ func (c *cli) events(ctx context.Context, t *tenantryv1.Tenant, n int) ([]event,
 // printTenant writes one tenant as text.
 func (c *cli) printTenant(r *tenantReport) {
 	t := r.Tenant
-	w := c.table()
 	state := c.paint("green", "Ready")
 	if ready := meta.FindStatusCondition(t.Status.Conditions, tenantryv1.ConditionReady); ready == nil || ready.Status != metav1.ConditionTrue {
 		reason, msg := whyNotReady(t)
@@ -151,20 +150,30 @@ func (c *cli) printTenant(r *tenantReport) {
 	if t.DeletionTimestamp != nil {
 		state += ", " + c.paint("yellow", "being deleted")
 	}
-	_, _ = fmt.Fprintf(w, "%s %s/%s\t%s\n", c.paint("bold", "Tenant"), t.Namespace, t.Name, state)
+	_, _ = fmt.Fprintf(c.out, "%s %s/%s  %s\n", c.paint("bold", "Tenant"), t.Namespace, t.Name, state)
+	w := c.table()
 	_, _ = fmt.Fprintf(w, "  Display name:\t%s\n", t.DisplayNameOrName())
 	_, _ = fmt.Fprintf(w, "  App:\t%s\n", t.Spec.AppRef.Name)
 	_, _ = fmt.Fprintf(w, "  Hosts:\t%s\n", strings.Join(t.Spec.Hosts, ", "))
 	_, _ = fmt.Fprintf(w, "  URL:\t%s\n", orDash(t.Status.URL))
-	shard := orDash(t.Status.Shard)
-	if t.Spec.Shard != "" && t.Spec.Shard != t.Status.Shard {
+	shard := t.Status.Shard
+	switch {
+	case shard == "" && t.Spec.Shard != "":
+		shard = "none yet (spec.shard asks for " + t.Spec.Shard + ")"
+	case shard == "":
+		shard = "none yet"
+	case t.Spec.Shard != "" && t.Spec.Shard != shard:
 		shard += " (moving to " + t.Spec.Shard + ")"
 	}
 	if t.Status.Node != "" {
 		shard += ", Citus worker " + t.Status.Node
 	}
 	_, _ = fmt.Fprintf(w, "  Shard:\t%s\n", shard)
-	_, _ = fmt.Fprintf(w, "  Schema:\t%s, version %d\n", orDash(t.Status.Schema), t.Status.SchemaVersion)
+	if t.Status.Schema == "" {
+		_, _ = fmt.Fprintf(w, "  Schema:\tnot made yet\n")
+	} else {
+		_, _ = fmt.Fprintf(w, "  Schema:\t%s, version %d\n", t.Status.Schema, t.Status.SchemaVersion)
+	}
 	_, _ = fmt.Fprintf(w, "  Deletion policy:\t%s\n", t.Spec.DeletionPolicy)
 	_, _ = fmt.Fprintf(w, "  Admin:\t%s (login in Secret %s)\n", t.Spec.Admin.Email, orDash(t.Status.AdminSecretName))
 	if u := t.Status.Usage; u != nil {
