@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packages kubectl-tenantry for krew: one archive per platform and the krew manifest naming them, in
+# Packages kubectl-tenantry for krew (GNU tar and sha256sum): one archive per platform and the krew manifest naming them, in
 # dist/krew/ (make build-installer runs it). The archives are reproducible (-trimpath, fixed times and
 # owners), so the manifest's checksums are those of the archives a release publishes at PLUGIN_URL.
 #
@@ -12,6 +12,7 @@
 #   kubectl krew install --manifest=dist/krew/tenantry.yaml --archive=dist/krew/kubectl-tenantry_linux_amd64.tar.gz
 set -euo pipefail
 cd "$(dirname "$0")/.."
+umask 022 # the archives' file modes, whoever runs it
 
 version=${PLUGIN_VERSION:-$(git describe --tags --match 'v[0-9]*' 2>/dev/null || echo v0.0.0-dev)}
 base=${PLUGIN_URL:-https://github.com/tenantry/tenantry/releases/download/$version}
@@ -31,7 +32,7 @@ kind: Plugin
 metadata:
   name: tenantry
 spec:
-  version: $version
+  version: "$version"
   homepage: https://tenantry.dev
   shortDescription: Inspect and operate a Tenantry fleet of tenants
   description: |
@@ -62,7 +63,7 @@ for platform in $platforms; do
     files+=(kubectl_complete-tenantry)
   fi
   archive="kubectl-tenantry_${os}_${arch}.tar.gz"
-  tar -C "$dir" --sort=name --mtime='2000-01-01 00:00:00Z' --owner=0 --group=0 --numeric-owner \
+  tar -C "$dir" --sort=name --mtime='2000-01-01 00:00:00Z' --owner=0 --group=0 --numeric-owner --mode=go-w,a+rX \
     -cf - "${files[@]}" | gzip -n > "$out/$archive"
   sum=$(sha256sum "$out/$archive" | cut -d' ' -f1)
   {
@@ -70,7 +71,7 @@ for platform in $platforms; do
     echo "      matchLabels:"
     echo "        os: $os"
     echo "        arch: $arch"
-    echo "    uri: $base/$archive"
+    echo "    uri: \"$base/$archive\""
     echo "    sha256: $sum"
     echo "    files:"
     for f in "${files[@]}"; do

@@ -241,7 +241,7 @@ func TestKubectlTenantry(t *testing.T) {
 
 	t.Run("drift", func(t *testing.T) {
 		kubectlTenantry(t, admin, "drift").expect(t, 5, "globex", "planted trigger expenses.keep_copy",
-			"1 tenant(s) drifted")
+			"1 tenant(s) drifted, 0 could not be compared")
 		kubectlTenantry(t, admin, "drift", "-o", "wide").expect(t, 5, "FOUND", tenantryv1.ReasonCodePlanted)
 		kubectlTenantry(t, admin, "migrate", "status", "-o", "wide").expect(t, 2, "takes json, yaml")
 		var report struct {
@@ -346,6 +346,17 @@ func TestKubectlTenantry(t *testing.T) {
 			"permission denied")
 		// RESET ROLE goes back to the role the session started as: the tenant's.
 		kubectlTenantry(t, admin, append(psql, "-At", "-c", "RESET ROLE; SELECT current_user")...).expect(t, 0, f.schema("acme"))
+		// A status that names another tenant's schema (anyone who may write a status can write one) is not
+		// where psql goes: the registry, read as the app's login, says which schema is acme's.
+		tn := f.get("acme")
+		patch := client.MergeFrom(tn.DeepCopy())
+		tn.Status.Schema = f.schema("globex")
+		must(t, k8s.Status().Patch(ctx, tn, patch))
+		run := kubectlTenantry(t, admin, append(psql, "-At", "-c", "SELECT current_user")...)
+		run.expect(t, 0, "switched to role "+f.schema("acme"))
+		if strings.Contains(run.out, f.schema("globex")) {
+			t.Errorf("psql acme went to globex's schema, which acme's status named: %s", run.out)
+		}
 	})
 
 	t.Run("a reader of one namespace", func(t *testing.T) {

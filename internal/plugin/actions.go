@@ -129,6 +129,12 @@ func (c *cli) resetAdminCommand() *cobra.Command {
 					return false, "", err
 				case s.UID == old.UID:
 					return false, "waiting for the old Secret to go", nil
+				case !metav1.IsControlledBy(s, t):
+					// Made by someone else (a GitOps tool, a person): the operator keeps a Secret it
+					// finds once the admin is confirmed, and the admin's password did not change.
+					return false, "", exit(ExitError, "a Secret %s appeared that the operator did not write (it is not "+
+						"controlled by Tenant %s): the admin's password did not change. Stop whatever writes it, then "+
+						"run reset-admin again", name, t.Name)
 				}
 				return true, "", nil
 			})
@@ -171,11 +177,11 @@ func (c *cli) moveCommand() *cobra.Command {
 				return exit(ExitUsage, "ExpenseApp %s has no shard %q; its shards are: %s", t.Spec.AppRef.Name, to,
 					strings.Join(shards, ", "))
 			}
-			if t.Status.Shard == to && t.Spec.Shard == to {
+			if placed(t) == to && (t.Spec.Shard == to || t.Spec.Shard == "" && to == tenantryv1.HomeShard) {
 				_, err := fmt.Fprintf(c.out, "Tenant %s/%s is on shard %s already.\n", t.Namespace, t.Name, to)
 				return err
 			}
-			from := orDash(t.Status.Shard)
+			from := orDash(placed(t))
 			if t.Spec.Shard != to {
 				patch := client.MergeFrom(t.DeepCopy())
 				t.Spec.Shard = to
@@ -190,13 +196,17 @@ func (c *cli) moveCommand() *cobra.Command {
 			start := time.Now()
 			gen := t.Generation
 			err = c.waitTenant(ctx, t, wf.timeout, "move", func(t *tenantryv1.Tenant) (bool, string, error) {
-				if mv := meta.FindStatusCondition(t.Status.Conditions, tenantryv1.ConditionMoving); mv != nil {
+				if err := stalled(t); err != nil { // a move that failed was undone, and says why
+					return false, "", err
+				}
+				// A Moving condition of an earlier generation is an earlier move's.
+				if mv := meta.FindStatusCondition(t.Status.Conditions, tenantryv1.ConditionMoving); mv != nil && mv.ObservedGeneration >= gen {
 					if mv.Status == metav1.ConditionFalse {
 						return false, "", exit(ExitError, "the move to %s did not go through (%s): %s", to, mv.Reason, mv.Message)
 					}
 					return false, mv.Message, nil
 				}
-				if t.Status.Shard != to {
+				if placed(t) != to {
 					return false, "waiting for the move to start", nil
 				}
 				return applied(gen)(t)
@@ -226,6 +236,15 @@ func (c *cli) moveCommand() *cobra.Command {
 	})
 	wf.add(cmd)
 	return cmd
+}
+
+// placed is the shard that holds the tenant's schema: status.shard, or home for a tenant provisioned
+// before shards were recorded; "" while it has no schema.
+func placed(t *tenantryv1.Tenant) string {
+	if t.Status.Shard == "" && t.Status.Schema != "" {
+		return tenantryv1.HomeShard
+	}
+	return t.Status.Shard
 }
 
 // shardsOf lists the shards of a tenant's ExpenseApp, home first.
@@ -303,6 +322,8 @@ func (c *cli) waitTenant(ctx context.Context, t *tenantryv1.Tenant, timeout time
 			return exit(ExitNotFound, "Tenant %s/%s was deleted while the plugin waited", t.Namespace, t.Name)
 		case apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err):
 			return err
+		case err == nil && cur.UID != t.UID:
+			return exit(ExitError, "Tenant %s/%s was deleted and created again while the plugin waited", t.Namespace, t.Name)
 		case err == nil:
 			ok, progress, err := done(cur)
 			if ok || err != nil {

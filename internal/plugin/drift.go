@@ -26,7 +26,7 @@ func (c *cli) driftCommand() *cobra.Command {
 		Short: "Tenants whose schema differs from the release's, with their differences",
 		Long: "drift lists the tenants whose schema differs from the one their release's migrations make (their " +
 			"SchemaDrift condition), planted code first, with what differs; and those whose schema could not be " +
-			"compared. It exits 5 when a tenant drifted. docs/drift.md says what to do about it.",
+			"compared. It exits 5 when a tenant drifted or could not be compared. docs/drift.md says what to do about it.",
 		Example: "  kubectl tenantry drift -A\n  kubectl tenantry drift -o json | jq '.drifted[].name'",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -56,13 +56,15 @@ func (c *cli) driftCommand() *cobra.Command {
 				}
 			}
 			plantedFirst(report.Drifted)
-			if printed, err := c.print(report); printed {
-				if err == nil && len(report.Drifted) > 0 {
-					return exit(ExitAttention, "%d tenant(s) drifted", len(report.Drifted))
-				}
-				return err
+			printed, err := c.print(&report)
+			if !printed {
+				c.printDrift(ns, &report)
 			}
-			return c.printDrift(ns, &report)
+			if err == nil && len(report.Drifted)+len(report.Uncompared) > 0 {
+				// A schema that could not be compared may hide what a compared one would show.
+				return exit(ExitAttention, "%d tenant(s) drifted, %d could not be compared", len(report.Drifted), len(report.Uncompared))
+			}
+			return err
 		},
 	}
 	c.listFlags(cmd, "json|yaml|wide")
@@ -78,7 +80,7 @@ func plantedFirst(lines []tenantLine) {
 }
 
 // printDrift writes the drift report as text.
-func (c *cli) printDrift(ns string, r *driftReport) error {
+func (c *cli) printDrift(ns string, r *driftReport) {
 	if len(r.Drifted) == 0 {
 		_, _ = fmt.Fprintf(c.out, "%s: the %d tenant(s) compared%s match their release.\n", c.paint("green", "No drift"),
 			r.Compared, c.where(ns))
@@ -125,8 +127,4 @@ func (c *cli) printDrift(ns string, r *driftReport) error {
 		}
 		_ = w.Flush()
 	}
-	if len(r.Drifted) > 0 {
-		return exit(ExitAttention, "%d tenant(s) drifted", len(r.Drifted))
-	}
-	return nil
 }

@@ -61,7 +61,7 @@ func (c *cli) migrateCommand() *cobra.Command {
 			for _, a := range report.Apps {
 				behind += len(a.Behind) + len(a.Failed)
 			}
-			printed, err := c.print(report)
+			printed, err := c.print(&report)
 			if !printed {
 				err = c.printMigrations(ns, &report)
 			}

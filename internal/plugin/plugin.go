@@ -82,13 +82,13 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var ee *exitError
 	switch {
 	case errors.As(err, &ee) && ee.code == ExitAttention:
-		_, _ = fmt.Fprintln(stderr, err) // not an error: what needs attention, for a script's log
+		_, _ = fmt.Fprintln(stderr, esc(err.Error())) // not an error: what needs attention, for a script's log
 		return ExitAttention
 	case errors.As(err, &ee): // said in the command's own words
-		_, _ = fmt.Fprintln(stderr, "error:", err)
+		_, _ = fmt.Fprintln(stderr, "error:", esc(err.Error()))
 		return ee.code
 	}
-	_, _ = fmt.Fprintln(stderr, "error:", explain(err))
+	_, _ = fmt.Fprintln(stderr, "error:", esc(explain(err)))
 	switch {
 	case apierrors.IsNotFound(err):
 		return ExitNotFound
@@ -328,7 +328,8 @@ func (c *cli) completeTenants(cmd *cobra.Command, args []string, _ string) ([]st
 	return names, cobra.ShellCompDirectiveNoFileComp
 }
 
-// print writes v as JSON or YAML when -o asks for it, and reports whether it did.
+// print writes v (a pointer to a report) as JSON or YAML when -o asks for it, and reports whether it
+// did. When it did not, it escapes every string of the report for the terminal (escapeAll).
 func (c *cli) print(v any) (bool, error) {
 	switch c.output {
 	case "json":
@@ -344,6 +345,7 @@ func (c *cli) print(v any) (bool, error) {
 		_, err = c.out.Write(b)
 		return true, err
 	}
+	escapeAll(v)
 	return false, nil // the text report; -o wide widens some of its tables
 }
 

@@ -115,7 +115,7 @@ func (c *cli) statusCommand() *cobra.Command {
 				limit = -1
 			}
 			report := fleetReport(apps, tenants, limit)
-			printed, err := c.print(report)
+			printed, err := c.print(&report)
 			switch {
 			case err != nil:
 				return err

@@ -89,7 +89,7 @@ func (c *cli) tenantCommand() *cobra.Command {
 			if report.Events, err = c.events(cmd.Context(), t, events); err != nil {
 				return err
 			}
-			if printed, err := c.print(report); printed {
+			if printed, err := c.print(&report); printed {
 				return err
 			}
 			c.printTenant(&report)
@@ -267,8 +267,8 @@ func plural(n int64, word string) string {
 	return fmt.Sprintf("%d %ss", n, word)
 }
 
-// oneLine keeps a message on one line of a table.
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+// oneLine keeps a message on one line of a table, escaped for the terminal.
+func oneLine(s string) string { return esc(strings.Join(strings.Fields(s), " ")) }
 
 // since is how long ago t was, for progress lines.
 func since(t time.Time) string { return time.Since(t).Round(100 * time.Millisecond).String() }

@@ -128,12 +128,18 @@ const discardAll = "DISCARD ALL"
 // inTx runs fn in one transaction acting as the tenant (SET LOCAL role and search_path), then
 // discards the session's state. A connection that cannot be cleaned is closed.
 func (s *TenantSession) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	return s.inTxOn(ctx, searchPath(s.id.Schema), fn)
+	return s.inTxOn(ctx, searchPath(s.id.Schema), true, fn)
 }
 
 // inTxOn is inTx with another search_path: "pg_catalog" reads the catalog with nothing of the tenant's
 // on the path, so that no function or operator the tenant made can stand in for a built-in one.
-func (s *TenantSession) inTxOn(ctx context.Context, path string, fn func(pgx.Tx) error) error {
+//
+// discard false leaves out the DISCARD ALL after a transaction that succeeded, for the catalog reads
+// alone (inCatalogTx): they run no code of the tenant's (the registry's functions, with a pinned
+// search_path, and deparsing), so they leave nothing on the session but what their transaction's end
+// resets (SET LOCAL). DISCARD ALL would also drop the plans PL/pgSQL keeps, and a drift pass would plan
+// the catalog queries again for every schema.
+func (s *TenantSession) inTxOn(ctx context.Context, path string, discard bool, fn func(pgx.Tx) error) error {
 	return withTenantConn(ctx, s.pool, func(conn *pgxpool.Conn) error {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)",
@@ -142,6 +148,9 @@ func (s *TenantSession) inTxOn(ctx context.Context, path string, fn func(pgx.Tx)
 			}
 			return fn(tx)
 		})
+		if !discard && err == nil {
+			return nil
+		}
 		if _, derr := conn.Exec(context.WithoutCancel(ctx), discardAll); derr != nil {
 			_ = conn.Conn().Close(context.WithoutCancel(ctx)) // released closed: the pool drops it
 		}

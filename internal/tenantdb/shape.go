@@ -151,7 +151,7 @@ const catalogLockTimeout = "1000"
 // inCatalogTx runs fn in a transaction of the tenant session with pg_catalog alone on the search_path
 // and a short lock timeout (catalogLockTimeout).
 func (s *TenantSession) inCatalogTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	return s.inTxOn(ctx, "pg_catalog", func(tx pgx.Tx) error {
+	return s.inTxOn(ctx, "pg_catalog", false, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('lock_timeout', $1, true)", catalogLockTimeout); err != nil {
 			return err
 		}
@@ -559,7 +559,7 @@ func (s *TenantSession) Repair(ctx context.Context, diffs []Difference) (made, l
 	}
 	// Every name of the schema is qualified in the statements; built-ins come first on the search_path
 	// for the rest (a function body is checked against it).
-	err = s.inTxOn(ctx, "pg_catalog, "+pgx.Identifier{s.id.Schema}.Sanitize()+", pg_temp", func(tx pgx.Tx) error {
+	err = s.inTxOn(ctx, "pg_catalog, "+pgx.Identifier{s.id.Schema}.Sanitize()+", pg_temp", true, func(tx pgx.Tx) error {
 		for _, o := range todo {
 			if _, err := tx.Exec(ctx, o.Create); err != nil {
 				return fmt.Errorf("making %s %s again: %w", o.Kind, o.Name, err)
