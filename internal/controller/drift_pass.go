@@ -195,32 +195,69 @@ func (p *driftPass) compareShard(ctx context.Context, dp *DriftPasses, app types
 		}
 		return err
 	}
-	work := make(chan tenantdb.FleetMember)
+	work := make(chan []tenantdb.FleetMember)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for m := range work {
-				p.compare(ctx, dp, app, db, m, members[m.Name], want, release)
+			for batch := range work {
+				p.compareBatch(ctx, dp, app, db, batch, members, want, release)
 			}
 		}()
 	}
+	send := func(batch []tenantdb.FleetMember) {
+		select {
+		case work <- batch:
+		case <-ctx.Done():
+		}
+	}
+	var batch []tenantdb.FleetMember
 	for _, m := range fleet {
 		if _, ok := members[m.Name]; !ok || m.Version != target {
 			continue // another app's tenant, or one that moves, is not Ready or follows a rollout
 		}
-		select {
-		case work <- m:
-		case <-ctx.Done():
+		if batch = append(batch, m); len(batch) == digestBatch {
+			send(batch)
+			batch = nil
 		}
+	}
+	if len(batch) > 0 {
+		send(batch)
 	}
 	close(work)
 	wg.Wait()
 	return ctx.Err()
 }
 
-// compare compares one tenant: its digest first, and in full only when that changed. A schema that
+// digestBatch is how many schemas' digests one statement reads (tenantdb.DB.ShapeDigests): a hundred
+// take about a fifth of a second, and spare 400 round trips of a session each.
+const digestBatch = 100
+
+// compareBatch compares a batch of tenants: their digests in one statement, and on its own session
+// each tenant whose digest changed (or could not be read with the others: a schema dropped meanwhile).
+func (p *driftPass) compareBatch(ctx context.Context, dp *DriftPasses, app types.NamespacedName, db *tenantdb.DB,
+	batch []tenantdb.FleetMember, members map[string]string, want tenantdb.Shape, release string) {
+	schemas := make([]string, len(batch))
+	for i, m := range batch {
+		schemas[i] = m.Schema
+	}
+	digests, err := db.ShapeDigests(ctx, schemas)
+	for _, m := range batch {
+		if ctx.Err() != nil {
+			return
+		}
+		if digest := digests[m.Schema]; err == nil && digest != "" && members[m.Name] == fingerprint(release, digest) {
+			p.mu.Lock()
+			p.checked++
+			p.mu.Unlock()
+			continue
+		}
+		p.compare(ctx, dp, app, db, m, members[m.Name], want, release)
+	}
+}
+
+// compare compares one tenant on its session: its digest first, and in full only when that changed. A schema that
 // cannot be read is handed over as such: its Tenant says so, rather than keep a comparison that may no
 // longer hold (a session of the tenant's holding a lock on its tables must not hide what it planted).
 func (p *driftPass) compare(ctx context.Context, dp *DriftPasses, app types.NamespacedName, db *tenantdb.DB,

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Shape is what a schema holds, as its catalog describes it: every object in it (tables, columns with
@@ -142,6 +143,61 @@ func (s *TenantSession) ShapeDigest(ctx context.Context) (string, error) {
 
 // digestQuery reads a schema's catalog digest (the registry's tenantry.schema_digest).
 const digestQuery = "SELECT tenantry.schema_digest($1)"
+
+// ShapeDigests reads the catalog digests of many schemas in one statement: ShapeDigest's for each
+// ("" where the digest cannot tell), in one round trip. A drift pass reads its fleet's digests so, and
+// then reads in full, on each tenant's session, only the schemas whose digest changed.
+//
+// It runs on the operator's tenant login acting as no tenant (NOINHERIT: it holds no tenant's
+// privileges), with pg_catalog alone on the search_path. That is enough, and no less safe than a
+// tenant's session: the digest reads catalog rows, which every role may read, opens no relation of a
+// schema, and runs no code of a tenant's; nothing is left on the session for another to find. A schema
+// dropped meanwhile fails the whole batch: its caller reads each schema on its own session then.
+func (db *DB) ShapeDigests(ctx context.Context, schemas []string) (map[string]string, error) {
+	if err := db.EnsureRegistry(ctx); err != nil {
+		return nil, err
+	}
+	pool, err := db.tenantLogin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	quoted := make([]string, len(schemas))
+	for i, s := range schemas {
+		quoted[i] = pgx.Identifier{s}.Sanitize()
+	}
+	digests := make(map[string]string, len(schemas))
+	err = withTenantConn(ctx, pool, func(conn *pgxpool.Conn) error {
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('search_path', 'pg_catalog', true), "+
+				"pg_catalog.set_config('lock_timeout', $1, true)", catalogLockTimeout); err != nil {
+				return err
+			}
+			rows, err := tx.Query(ctx, "SELECT i, tenantry.schema_digest(s) FROM pg_catalog.unnest($1::pg_catalog.text[]) "+
+				"WITH ORDINALITY AS u (s, i)", quoted)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var i int
+				var digest *string
+				if err := rows.Scan(&i, &digest); err != nil {
+					return err
+				}
+				if digest != nil {
+					digests[schemas[i-1]] = *digest
+				} else {
+					digests[schemas[i-1]] = ""
+				}
+			}
+			return rows.Err()
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the catalog digests of %d schemas: %w", len(schemas), err)
+	}
+	return digests, nil
+}
 
 // catalogLockTimeout bounds how long a catalog read waits for a lock on one of the schema's tables
 // (a definition's deparsing takes a share lock): a session of the tenant's that holds one fails the

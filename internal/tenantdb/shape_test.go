@@ -250,3 +250,39 @@ func TestRelationOf(t *testing.T) {
 		}
 	}
 }
+
+// A batch of digests, read in one statement on the operator's tenant login acting as no tenant, is
+// each schema's own (as its session reads it, "" where the digest cannot tell), and a schema dropped
+// meanwhile fails the batch rather than go missing from it.
+func TestDB_ShapeDigests(t *testing.T) {
+	db, adminURL := openTestDB(t, Options{})
+	ctx := context.Background()
+	sessions := map[string]*TenantSession{}
+	for _, name := range []string{"tenant_batch_a", "tenant_batch_b", "tenant_batch_c"} {
+		sessions[name] = migratedTenant(t, db, name)
+	}
+	conn, err := pgx.Connect(ctx, adminURL)
+	must(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `BEGIN; SET LOCAL ROLE tenant_batch_b; SET LOCAL search_path = tenant_batch_b;
+ALTER TABLE users ADD COLUMN nickname text; CREATE COLLATION c (locale = 'C'); COMMIT`)
+	must(t, err)
+	digests, err := db.ShapeDigests(ctx, []string{"tenant_batch_c", "tenant_batch_a", "tenant_batch_b"})
+	must(t, err)
+	if len(digests) != 3 || digests["tenant_batch_b"] != "" || digests["tenant_batch_a"] == "" ||
+		digests["tenant_batch_a"] == digests["tenant_batch_c"] {
+		t.Fatalf("digests %v: want a's and c's, different, and none for b (a collation)", digests)
+	}
+	for name, s := range sessions {
+		own, err := s.ShapeDigest(ctx)
+		must(t, err)
+		if digests[name] != own {
+			t.Errorf("%s: the batch read %q, its session %q", name, digests[name], own)
+		}
+	}
+	_, err = conn.Exec(ctx, `DROP SCHEMA tenant_batch_c CASCADE`)
+	must(t, err)
+	if _, err := db.ShapeDigests(ctx, []string{"tenant_batch_a", "tenant_batch_c"}); err == nil {
+		t.Error("a batch with a schema dropped meanwhile did not fail")
+	}
+}
