@@ -21,9 +21,9 @@ import (
 )
 
 // DriftPasses compare each ExpenseApp's fleet with the release, every DriftInterval, from the database:
-// a goroutine per app reads each shard's registry, then, on maxConcurrent tenant sessions per shard,
-// reads each Ready tenant's catalog digest (tenantdb.TenantSession.ShapeDigest: a fraction of a full
-// read). A schema whose digest is the one its status records (status.drift.fingerprint) has not
+// a goroutine per app reads each shard's registry, then, on maxConcurrent connections per shard, each
+// Ready tenant's catalog digest, a hundred schemas a statement (tenantdb.DB.ShapeDigests: a fraction of a
+// full read). A schema whose digest is the one its status records (status.drift.fingerprint) has not
 // changed, and neither has its comparison: nothing more is read, and nothing is written. Any other is
 // read in full and compared, and its Tenant is handed the result (Take), which it records. So a pass
 // over a fleet that did not change writes nothing to the API server, and the ExpenseApp records when
@@ -195,6 +195,20 @@ func (p *driftPass) compareShard(ctx context.Context, dp *DriftPasses, app types
 		}
 		return err
 	}
+	// Tenants compared before (a fingerprint in their status) are batched: their digests are read a
+	// batch a statement. The others are read in full anyway, each on its own session.
+	var known, unknown []tenantdb.FleetMember
+	for _, m := range fleet {
+		last, ok := members[m.Name]
+		switch {
+		case !ok || m.Version != target:
+			// another app's tenant, or one that moves, is not Ready or follows a rollout
+		case last == "":
+			unknown = append(unknown, m)
+		default:
+			known = append(known, m)
+		}
+	}
 	work := make(chan []tenantdb.FleetMember)
 	var wg sync.WaitGroup
 	for range workers {
@@ -202,40 +216,45 @@ func (p *driftPass) compareShard(ctx context.Context, dp *DriftPasses, app types
 		go func() {
 			defer wg.Done()
 			for batch := range work {
+				if members[batch[0].Name] == "" {
+					p.compare(ctx, dp, app, db, batch[0], "", want, release, "")
+					continue
+				}
 				p.compareBatch(ctx, dp, app, db, batch, members, want, release)
 			}
 		}()
 	}
-	send := func(batch []tenantdb.FleetMember) {
+	send := func(batch []tenantdb.FleetMember) bool {
 		select {
 		case work <- batch:
+			return true
 		case <-ctx.Done():
+			return false
 		}
 	}
-	var batch []tenantdb.FleetMember
-	for _, m := range fleet {
-		if _, ok := members[m.Name]; !ok || m.Version != target {
-			continue // another app's tenant, or one that moves, is not Ready or follows a rollout
-		}
-		if batch = append(batch, m); len(batch) == digestBatch {
-			send(batch)
-			batch = nil
-		}
+	// Batches small enough that every worker has some, and at most digestBatch.
+	size := min(digestBatch, max(10, (len(known)+workers-1)/max(workers, 1)))
+	for len(known) > 0 && send(known[:min(size, len(known))]) {
+		known = known[min(size, len(known)):]
 	}
-	if len(batch) > 0 {
-		send(batch)
+	for i := range unknown {
+		if !send(unknown[i : i+1]) {
+			break
+		}
 	}
 	close(work)
 	wg.Wait()
 	return ctx.Err()
 }
 
-// digestBatch is how many schemas' digests one statement reads (tenantdb.DB.ShapeDigests): a hundred
-// take about a fifth of a second, and spare 400 round trips of a session each.
+// digestBatch is how many schemas' digests one statement reads at most (tenantdb.DB.ShapeDigests): a
+// hundred take about a fifth of a second, and spare 400 round trips of a session each.
 const digestBatch = 100
 
-// compareBatch compares a batch of tenants: their digests in one statement, and on its own session
-// each tenant whose digest changed (or could not be read with the others: a schema dropped meanwhile).
+// compareBatch compares a batch of tenants compared before: their digests in one statement, and on its
+// own session each tenant whose digest changed, or could not be read with the others (a batch fails
+// whole when a schema goes meanwhile, or its digest takes too long: it is logged, and every tenant of
+// it read on its own).
 func (p *driftPass) compareBatch(ctx context.Context, dp *DriftPasses, app types.NamespacedName, db *tenantdb.DB,
 	batch []tenantdb.FleetMember, members map[string]string, want tenantdb.Shape, release string) {
 	schemas := make([]string, len(batch))
@@ -243,28 +262,33 @@ func (p *driftPass) compareBatch(ctx context.Context, dp *DriftPasses, app types
 		schemas[i] = m.Schema
 	}
 	digests, err := db.ShapeDigests(ctx, schemas)
+	if err != nil && ctx.Err() == nil {
+		logf.FromContext(ctx).Info("a batch of drift digests could not be read; its tenants are read one by one",
+			"namespace", app.Namespace, "app", app.Name, "tenants", len(batch), "error", err.Error())
+	}
 	for _, m := range batch {
 		if ctx.Err() != nil {
 			return
 		}
-		if digest := digests[m.Schema]; err == nil && digest != "" && members[m.Name] == fingerprint(release, digest) {
+		digest := digests[m.Schema] // "" when unknown: compare reads it on the session
+		if digest != "" && members[m.Name] == fingerprint(release, digest) {
 			p.mu.Lock()
 			p.checked++
 			p.mu.Unlock()
 			continue
 		}
-		p.compare(ctx, dp, app, db, m, members[m.Name], want, release)
+		p.compare(ctx, dp, app, db, m, members[m.Name], want, release, digest)
 	}
 }
 
-// compare compares one tenant on its session: its digest first, and in full only when that changed. A schema that
+// compare compares one tenant on its session: its digest first (unless a batch read it: digest), and in
+// full only when that changed. A schema that
 // cannot be read is handed over as such: its Tenant says so, rather than keep a comparison that may no
 // longer hold (a session of the tenant's holding a lock on its tables must not hide what it planted).
 func (p *driftPass) compare(ctx context.Context, dp *DriftPasses, app types.NamespacedName, db *tenantdb.DB,
-	m tenantdb.FleetMember, lastFingerprint string, want tenantdb.Shape, release string) {
+	m tenantdb.FleetMember, lastFingerprint string, want tenantdb.Shape, release string, digest string) {
 	session, err := db.Session(ctx, m.Identity)
-	var digest string
-	if err == nil {
+	if err == nil && digest == "" && lastFingerprint != "" { // a full read follows anyway without one to compare with
 		digest, err = session.ShapeDigest(ctx)
 	}
 	if err == nil && digest != "" && lastFingerprint == fingerprint(release, digest) {

@@ -67,10 +67,18 @@ func (r *TenantReconciler) reconcileDrift(ctx context.Context, run *tenantRun) e
 		}
 		return nil // the database's absence shows in the conditions of the steps that need it
 	}
+	// A first comparison that failed (a lock held, the database loaded) is tried again a minute later,
+	// not at the app's next pass: until then the tenant has no fingerprint, and a pass reads it in full.
+	failed := func(err error) error {
+		recordDrift(t, driftFinding{version: target, at: time.Now(), err: err})
+		if d == nil {
+			run.requeueWithin(driftRetry + jitter(driftRetry/10))
+		}
+		return nil
+	}
 	want, err := loc.db.ReleaseShape(ctx, fsys, r.Release.Key())
 	if err != nil {
-		recordDrift(t, driftFinding{version: target, at: time.Now(), err: fmt.Errorf("the release's shape could not be read: %w", err)})
-		return nil
+		return failed(fmt.Errorf("the release's shape could not be read: %w", err))
 	}
 	session, err := loc.db.Session(ctx, loc.id.Identity)
 	var got tenantdb.Shape
@@ -78,8 +86,7 @@ func (r *TenantReconciler) reconcileDrift(ctx context.Context, run *tenantRun) e
 		got, err = session.Shape(ctx)
 	}
 	if err != nil {
-		recordDrift(t, driftFinding{version: target, at: time.Now(), err: err})
-		return nil
+		return failed(err)
 	}
 	f := driftFinding{version: target, diffs: tenantdb.Compare(want, got), fingerprint: fingerprint(r.Release.Key(), got.Digest),
 		at: time.Now()}

@@ -288,6 +288,21 @@ func (c *cli) apps(ctx context.Context, ns string) ([]tenantryv1.ExpenseApp, err
 	return list.Items, nil
 }
 
+// fleet reads the ExpenseApps and Tenants of the namespace (every namespace with -A), and says which
+// namespace that is ("" for all).
+func (c *cli) fleet(ctx context.Context) (string, []tenantryv1.ExpenseApp, []tenantryv1.Tenant, error) {
+	ns, err := c.scope()
+	if err != nil {
+		return "", nil, nil, err
+	}
+	apps, err := c.apps(ctx, ns)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	tenants, err := c.tenants(ctx, ns)
+	return ns, apps, tenants, err
+}
+
 // tenant reads one Tenant of the namespace.
 func (c *cli) tenant(ctx context.Context, name string) (*tenantryv1.Tenant, error) {
 	k, err := c.kube()

@@ -99,15 +99,7 @@ func (c *cli) statusCommand() *cobra.Command {
 		Example: "  kubectl tenantry status\n  kubectl tenantry status -A -o json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ns, err := c.scope()
-			if err != nil {
-				return err
-			}
-			apps, err := c.apps(cmd.Context(), ns)
-			if err != nil {
-				return err
-			}
-			tenants, err := c.tenants(cmd.Context(), ns)
+			ns, apps, tenants, err := c.fleet(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -171,11 +171,9 @@ func (db *DB) newPoolFrom(cfg *pgxpool.Config, s poolSettings) (*pgxpool.Pool, e
 	// Set at connection start, so that they hold for every statement, whatever the connection string says.
 	params["statement_timeout"] = fmt.Sprint(s.opts.StatementTimeout.Milliseconds())
 	params["lock_timeout"] = fmt.Sprint(s.opts.LockTimeout.Milliseconds())
-	if s.admin {
-		params["search_path"] = "pg_catalog"
-	} else {
-		delete(params, "search_path")
-	}
+	// pg_catalog alone until a transaction sets its own: a search_path from the connection string or
+	// the role's settings never decides what the first statement of a transaction calls.
+	params["search_path"] = "pg_catalog"
 	return pgxpool.NewWithConfig(context.Background(), cfg)
 }
 

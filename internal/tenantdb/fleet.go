@@ -63,7 +63,7 @@ func (s *TenantSession) ApplyPlan(ctx context.Context, from int64, steps []PlanS
 		origins = append(origins, step)
 	}
 	queue(-1, "BEGIN")
-	queue(-1, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)", id.Role, searchPath(id.Schema))
+	queue(-1, "SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config('search_path', $2, true)", id.Role, searchPath(id.Schema))
 	queue(-1, "SELECT tenantry.lock_own_row()")
 	// Division by zero when the schema is not at from: the transaction aborts before any DDL.
 	queue(-1, "SELECT 1 / (CASE WHEN max(version_id) = $1 THEN 1 ELSE 0 END) FROM "+VersionTable+" WHERE is_applied", from)

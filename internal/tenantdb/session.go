@@ -77,6 +77,11 @@ func (db *DB) tenantLogin(ctx context.Context) (*pgxpool.Pool, error) {
 	if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" LOGIN NOINHERIT "+clause); err != nil {
 		return nil, fmt.Errorf("setting the password of the operator's tenant login %q: %w", worker.Name, err)
 	}
+	// Settings the login may have given itself (ALTER ROLE CURRENT_USER SET, which any role may run,
+	// also from code of a tenant's that ran RESET ROLE) would apply at each of its connections' start.
+	if _, err := db.pool.Exec(ctx, "ALTER ROLE "+q+" RESET ALL"); err != nil {
+		return nil, fmt.Errorf("resetting the settings of the operator's tenant login %q: %w", worker.Name, err)
+	}
 	if _, err := db.pool.Exec(ctx, "GRANT "+pgx.Identifier{app.Name}.Sanitize()+" TO "+q); err != nil {
 		return nil, fmt.Errorf("letting the operator's tenant login %q act as the app's tenants: %w", worker.Name, err)
 	}
@@ -142,7 +147,7 @@ func (s *TenantSession) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 func (s *TenantSession) inTxOn(ctx context.Context, path string, discard bool, fn func(pgx.Tx) error) error {
 	return withTenantConn(ctx, s.pool, func(conn *pgxpool.Conn) error {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, "SELECT set_config('role', $1, true), set_config('search_path', $2, true)",
+			if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config('search_path', $2, true)",
 				s.id.Role, path); err != nil {
 				return err
 			}

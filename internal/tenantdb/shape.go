@@ -152,7 +152,7 @@ const digestQuery = "SELECT tenantry.schema_digest($1)"
 // privileges), with pg_catalog alone on the search_path. That is enough, and no less safe than a
 // tenant's session: the digest reads catalog rows, which every role may read, opens no relation of a
 // schema, and runs no code of a tenant's; nothing is left on the session for another to find. A schema
-// dropped meanwhile fails the whole batch: its caller reads each schema on its own session then.
+// that does not exist gets "", as one whose digest cannot tell.
 func (db *DB) ShapeDigests(ctx context.Context, schemas []string) (map[string]string, error) {
 	if err := db.EnsureRegistry(ctx); err != nil {
 		return nil, err
@@ -172,8 +172,10 @@ func (db *DB) ShapeDigests(ctx context.Context, schemas []string) (map[string]st
 				"pg_catalog.set_config('lock_timeout', $1, true)", catalogLockTimeout); err != nil {
 				return err
 			}
-			rows, err := tx.Query(ctx, "SELECT i, tenantry.schema_digest(s) FROM pg_catalog.unnest($1::pg_catalog.text[]) "+
-				"WITH ORDINALITY AS u (s, i)", quoted)
+			// A schema gone meanwhile gets no digest (its caller reads it on its own session, and says
+			// so), rather than fail the batch.
+			rows, err := tx.Query(ctx, "SELECT i, CASE WHEN pg_catalog.to_regnamespace(s) IS NOT NULL THEN "+
+				"tenantry.schema_digest(s) END FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u (s, i)", quoted)
 			if err != nil {
 				return err
 			}

@@ -12,12 +12,15 @@ import (
 // The two kinds of session stay apart in the code, not only at run time: TenantSession has no way to
 // the admin pool (no field of type *DB), and of DB's methods only the ones that open and close the
 // tenant sessions' pool touch it (DB.tenant); everything else reaches a tenant schema through Session.
+// The tenant login itself, acting as no tenant, is used by these alone: Session (which switches to the
+// tenant), GrantWorker (which only makes sure it exists) and ShapeDigests (catalog rows only).
 func TestSessions_keptApartInTheCode(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
 	}
 	allowed := map[string]bool{"tenantLogin": true, "Close": true}
+	loginUsers := map[string]bool{"Session": true, "GrantWorker": true, "ShapeDigests": true}
 	fset := token.NewFileSet()
 	for _, name := range files {
 		if strings.HasSuffix(name, "_test.go") {
@@ -46,6 +49,10 @@ func TestSessions_keptApartInTheCode(t *testing.T) {
 				continue
 			}
 			ast.Inspect(fn.Body, func(n ast.Node) bool {
+				if sel, ok := n.(*ast.SelectorExpr); ok && sel.Sel.Name == "tenantLogin" && !loginUsers[fn.Name.Name] {
+					t.Errorf("%s: %s uses the operator's tenant login acting as no tenant (%s): only %v may",
+						name, fn.Name.Name, fset.Position(sel.Pos()), loginUsers)
+				}
 				if sel, ok := n.(*ast.SelectorExpr); ok && sel.Sel.Name == "tenant" {
 					if isIdent(sel.X, "db") {
 						t.Errorf("%s: %s uses the tenant sessions' pool directly (%s); go through Session",
