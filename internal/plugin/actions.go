@@ -50,12 +50,8 @@ func (c *cli) suspendCommand(suspend bool) *cobra.Command {
 		Example:           "  kubectl tenantry " + verb + " acme",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeTenants,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			t, err := c.tenant(ctx, args[0])
-			if err != nil {
-				return err
-			}
+		RunE: c.onTenant(func(ctx context.Context, t *tenantryv1.Tenant, args []string) error {
+			var err error
 			if t.Spec.Suspend == suspend {
 				_, err := fmt.Fprintf(c.out, "Tenant %s/%s is already %s.\n", t.Namespace, t.Name, past)
 				return err
@@ -75,7 +71,7 @@ func (c *cli) suspendCommand(suspend bool) *cobra.Command {
 			}
 			_, err = fmt.Fprintf(c.out, "Tenant %s/%s %s in %s.\n", t.Namespace, t.Name, past, since(start))
 			return err
-		},
+		}),
 	}
 	wf.add(cmd)
 	return cmd
@@ -92,12 +88,8 @@ func (c *cli) resetAdminCommand() *cobra.Command {
 		Example:           "  kubectl tenantry reset-admin acme",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeTenants,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			t, err := c.tenant(ctx, args[0])
-			if err != nil {
-				return err
-			}
+		RunE: c.onTenant(func(ctx context.Context, t *tenantryv1.Tenant, args []string) error {
+			var err error
 			name := t.Name + tenantryv1.AdminSecretSuffix
 			old := &corev1.Secret{}
 			if err := c.client.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: name}, old); err != nil {
@@ -145,7 +137,7 @@ func (c *cli) resetAdminCommand() *cobra.Command {
 				"  kubectl get secret %s -n %s -o jsonpath='{.data.password}' | base64 -d\n",
 				t.Namespace, t.Name, name, since(start), name, t.Namespace)
 			return err
-		},
+		}),
 	}
 	wf.add(cmd)
 	return cmd
@@ -163,12 +155,7 @@ func (c *cli) moveCommand() *cobra.Command {
 		Example:           "  kubectl tenantry move acme --to east",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeTenants,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			t, err := c.tenant(ctx, args[0])
-			if err != nil {
-				return err
-			}
+		RunE: c.onTenant(func(ctx context.Context, t *tenantryv1.Tenant, args []string) error {
 			shards, err := c.shardsOf(ctx, t)
 			if err != nil {
 				return err
@@ -216,7 +203,7 @@ func (c *cli) moveCommand() *cobra.Command {
 			}
 			_, err = fmt.Fprintf(c.out, "Tenant %s/%s moved from %s to %s in %s.\n", t.Namespace, t.Name, from, to, since(start))
 			return err
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&to, "to", "", "The shard to move to (\"home\" is the ExpenseApp's spec.database).")
 	_ = cmd.MarkFlagRequired("to")

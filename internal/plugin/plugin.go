@@ -323,6 +323,18 @@ func (c *cli) tenant(ctx context.Context, name string) (*tenantryv1.Tenant, erro
 	return t, nil
 }
 
+// onTenant is the RunE of a command on one tenant (its first argument): it reads the Tenant of the
+// namespace (exit 3 when there is none), then runs the command on it.
+func (c *cli) onTenant(run func(ctx context.Context, t *tenantryv1.Tenant, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		t, err := c.tenant(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		return run(cmd.Context(), t, args)
+	}
+}
+
 // completeTenants completes a Tenant name of the namespace.
 func (c *cli) completeTenants(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
 	if len(args) > 0 {

@@ -55,12 +55,7 @@ func (c *cli) psqlCommand() *cobra.Command {
 			return errors.New("requires exactly one tenant name, and psql's own arguments after --")
 		},
 		ValidArgsFunction: c.completeTenants,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			t, err := c.tenant(ctx, args[0])
-			if err != nil {
-				return err
-			}
+		RunE: c.onTenant(func(ctx context.Context, t *tenantryv1.Tenant, args []string) error {
 			path, err := exec.LookPath(psql)
 			if err != nil {
 				return exit(ExitError, "psql is not on the PATH: install the PostgreSQL client, or name it with --psql-path")
@@ -113,7 +108,7 @@ func (c *cli) psqlCommand() *cobra.Command {
 				return err
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&write, "write", false, "Allow changes: transactions are read-only without it.")
 	cmd.Flags().StringVar(&psql, "psql-path", psql, "The psql program to run.")

@@ -77,16 +77,13 @@ func (c *cli) tenantCommand() *cobra.Command {
 			"  kubectl tenantry tenant acme -n customers -o yaml",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeTenants,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := c.tenant(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
+		RunE: c.onTenant(func(ctx context.Context, t *tenantryv1.Tenant, args []string) error {
+			var err error
 			report := tenantReport{Tenant: t, Conditions: []condition{}}
 			for i := range t.Status.Conditions {
 				report.Conditions = append(report.Conditions, *plain(&t.Status.Conditions[i]))
 			}
-			if report.Events, err = c.events(cmd.Context(), t, events); err != nil {
+			if report.Events, err = c.events(ctx, t, events); err != nil {
 				return err
 			}
 			if printed, err := c.print(&report); printed {
@@ -94,7 +91,7 @@ func (c *cli) tenantCommand() *cobra.Command {
 			}
 			c.printTenant(&report)
 			return nil
-		},
+		}),
 	}
 	c.outputFlag(cmd, "json|yaml")
 	cmd.Flags().IntVar(&events, "events", events, "How many of the tenant's recent events to show.")
