@@ -54,8 +54,8 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint with .golangci.yml (govet, staticche
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: test
-test: manifests generate vet lint citus $(KREW) ## Run every test: the linter, unit, PostgreSQL, envtest integration, Citus and browser tests.
-	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets KREW=$(KREW) go test $(GO_TEST_FLAGS) ./...
+test: manifests generate vet lint citus $(KREW) ## Run every test: the linter, unit, PostgreSQL, envtest integration, S3 (SeaweedFS), Citus and browser tests.
+	@assets=$$(hack/envtest-assets.sh) && weed=$$(hack/seaweedfs.sh) && KUBEBUILDER_ASSETS=$$assets KREW=$(KREW) WEED=$$weed go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-citus
 test-citus: citus ## Run the Citus suite alone: the operator and the app on a coordinator and two workers.

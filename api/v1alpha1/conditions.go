@@ -22,6 +22,9 @@ const (
 	// make, False when it was compared and matches; it is informational and never makes a Tenant less
 	// Ready.
 	ConditionSchemaDrift = "SchemaDrift"
+	// ConditionRestored is True once a Tenant's spec.source has filled its schema, False while it waits
+	// for it or when it failed (the message says why).
+	ConditionRestored = "Restored"
 )
 
 // Condition reasons. Each names one situation, and a reconciler sets no reason that is not here
@@ -108,6 +111,22 @@ const (
 	ReasonMoveBlocked = "MoveBlocked"
 	// ReasonMoveFailed: a move between shards failed and was undone; the tenant stays where it was.
 	ReasonMoveFailed = "MoveFailed"
+	// ReasonNoObjectStore: a Backup's tenant belongs to an ExpenseApp without spec.backup.objectStore.
+	ReasonNoObjectStore = "NoObjectStore"
+	// ReasonObjectStoreError: the object store could not be reached, or refused a request (the
+	// credentials, the bucket); the operator tries again.
+	ReasonObjectStoreError = "ObjectStoreError"
+	// ReasonBackupFailed: a backup could not be taken (the tenant not Ready, its schema unreadable); the
+	// Backup is Failed, and a new Backup is needed.
+	ReasonBackupFailed = "BackupFailed"
+	// ReasonBackupNotFound: a Tenant's spec.source names a Backup that does not exist in its namespace,
+	// or whose files are not in the object store.
+	ReasonBackupNotFound = "BackupNotFound"
+	// ReasonBackupNotReady: a Tenant's spec.source names a Backup that is not Completed yet.
+	ReasonBackupNotReady = "BackupNotReady"
+	// ReasonRestoreFailed: restoring a backup failed (a checksum or row count that does not match, a
+	// backup from a newer release); nothing of it was kept.
+	ReasonRestoreFailed = "RestoreFailed"
 )
 
 // ExpenseAppFinalizer keeps an ExpenseApp until no Tenant uses it: its Tenants need its database to be

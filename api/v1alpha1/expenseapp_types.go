@@ -337,6 +337,10 @@ type ExpenseAppSpec struct {
 	// +kubebuilder:validation:XValidation:rule="!self.enabled || (has(self.ingressNamespaces) && size(self.ingressNamespaces) > 0)",message="networkPolicy.ingressNamespaces must name the ingress controller's or Gateway's namespace, or no request reaches the app"
 	// +optional
 	NetworkPolicy *NetworkPolicySpec `json:"networkPolicy,omitempty"`
+
+	// backup is where Backups of this app's tenants are written.
+	// +optional
+	Backup *AppBackupSpec `json:"backup,omitempty"`
 }
 
 // ExpenseAppStatus is the observed state of an installation of the app.

@@ -1,5 +1,6 @@
 // Package v1alpha1 contains the API of Tenantry: the ExpenseApp and Tenant kinds of group tenantry.dev,
-// the ClusterDatabases the platform team declares, and the HostClaims the operator keeps.
+// the ClusterDatabases the platform team declares, the HostClaims the operator keeps, and the Backups
+// of tenants.
 // +kubebuilder:object:generate=true
 // +groupName=tenantry.dev
 package v1alpha1
@@ -24,7 +25,7 @@ var (
 
 func addKnownTypes(s *runtime.Scheme) error {
 	s.AddKnownTypes(GroupVersion, &ExpenseApp{}, &ExpenseAppList{}, &Tenant{}, &TenantList{}, &HostClaim{}, &HostClaimList{},
-		&ClusterDatabase{}, &ClusterDatabaseList{})
+		&ClusterDatabase{}, &ClusterDatabaseList{}, &Backup{}, &BackupList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

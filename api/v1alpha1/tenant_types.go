@@ -62,7 +62,16 @@ type Admin struct {
 	Email string `json:"email"`
 }
 
+// TenantSource is where a new tenant's data comes from.
+type TenantSource struct {
+	// backup restores a Completed Backup of this namespace into the new tenant: its schema is made at
+	// the backup's schema version, filled with the backup's rows, then migrated to the release's. The
+	// backup's users come with it; the tenant also gets its own first admin (spec.admin).
+	Backup LocalRef `json:"backup"`
+}
+
 // TenantSpec is the desired state of one customer of the app.
+// +kubebuilder:validation:XValidation:rule="has(self.source) == has(oldSelf.source)",message="source is set when a Tenant is created, or never"
 type TenantSpec struct {
 	// appRef names the ExpenseApp (in the same namespace) that serves this tenant. It cannot change.
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="appRef is immutable"
@@ -112,6 +121,12 @@ type TenantSpec struct {
 	// +kubebuilder:default=Retain
 	// +optional
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+
+	// source fills the new tenant's schema before it goes live, once, when the Tenant is created. It
+	// cannot be added, changed or removed afterwards.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="source is immutable"
+	// +optional
+	Source *TenantSource `json:"source,omitempty"`
 }
 
 // TenantStatus is the observed state of a tenant.

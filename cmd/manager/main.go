@@ -23,6 +23,7 @@ func main() {
 		metricsAddr, probeAddr string
 		leaderElect            bool
 		concurrency            int
+		backupConcurrency      int
 		qps                    float64
 		burst                  int
 		migrationsDir          string
@@ -51,6 +52,7 @@ func main() {
 	flag.DurationVar(&leaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a leader's Lease lasts "+
 		"without renewal; a successor takes over after it. Renewal is due at two thirds of it.")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 8, "Tenants reconciled at once; at most three quarters of them work on one database.")
+	flag.IntVar(&backupConcurrency, "max-concurrent-backups", 2, "Backups taken at once.")
 	flag.IntVar(&appConcurrency, "max-concurrent-app-reconciles", 4, "ExpenseApps reconciled at once.")
 	flag.DurationVar(&reconcileTimeout, "reconcile-timeout", controller.DefaultReconcileTimeout, "How long one reconcile of a Tenant or an ExpenseApp may work before it is cut short and tried again.")
 	flag.DurationVar(&statementTimeout, "db-statement-timeout", tenantdb.DefaultStatementTimeout, "statement_timeout of every operator session on every database (migrations included).")
@@ -108,7 +110,7 @@ func main() {
 	if migrationsDir != "" {
 		migrations = os.DirFS(migrationsDir)
 	}
-	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: concurrency, Migrations: migrations,
+	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: concurrency, MaxConcurrentBackups: backupConcurrency, Migrations: migrations,
 		DefaultAppImage: defaultAppImage, UsageInterval: usageInterval, DriftInterval: driftInterval, MaxConcurrentAppReconciles: appConcurrency,
 		ReconcileTimeout: reconcileTimeout, StatementTimeout: statementTimeout, LockTimeout: lockTimeout,
 		RoutePolicy: &controller.RoutePolicy{DeniedAnnotations: splitList(deniedAnnotations),

@@ -74,6 +74,8 @@ func MetricsOptions(addr string, secure bool) metricsserver.Options {
 // Config is what the operator's controllers need to be set up.
 type Config struct {
 	MaxConcurrentReconciles int
+	// MaxConcurrentBackups bounds the Backups taken at once (at least one).
+	MaxConcurrentBackups int
 	// Migrations replaces the embedded tenant migrations (app/migrations), e.g. to try a release's
 	// migrations on a staging fleet before building it. Nil uses the embedded ones.
 	Migrations fs.FS
@@ -152,6 +154,11 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		MaxConcurrentReconciles: appWorkers, ReconcileTimeout: cfg.ReconcileTimeout, RoutePolicy: cfg.RoutePolicy}
 	if err := apps.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ExpenseApp controller: %w", err)
+	}
+	backups := &BackupReconciler{Client: mgr.GetClient(), Databases: dbs, Release: release,
+		Recorder: mgr.GetEventRecorder("tenantry-backup"), MaxConcurrentReconciles: cfg.MaxConcurrentBackups}
+	if err := backups.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the Backup controller: %w", err)
 	}
 	// Every informer starts with the cache, all at once. Otherwise the Tenant informer (which the field
 	// indexes create before the start) is listed and synced first, and the controllers start theirs only

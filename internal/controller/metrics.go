@@ -30,6 +30,16 @@ var (
 	moveFailures = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tenantry_move_failures_total", Help: "Moves of tenants between shards that failed and were undone.",
 	})
+	backupsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tenantry_backups_total", Help: "Backups of tenants taken, by result (completed, failed).",
+	}, []string{"result"})
+	backupSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "tenantry_backup_duration_seconds", Help: "Time to take one tenant's backup, from its snapshot to its manifest.",
+		Buckets: prometheus.ExponentialBuckets(0.05, 2.5, 12),
+	})
+	restoresTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tenantry_restores_total", Help: "Restores of backups into tenants, by result (completed, failed).",
+	}, []string{"result"})
 )
 
 // slotLags is the WAL each move in progress keeps on its source through its replication slot, by
@@ -77,7 +87,7 @@ func forgetAppMetrics(namespace, app string) {
 
 func init() {
 	metrics.Registry.MustRegister(migrationSeconds, migrationFailures, tenantsByState, rolloutHalted, moveCutoverSeconds, moveFailures,
-		slotLags)
+		slotLags, backupsTotal, backupSeconds, restoresTotal)
 }
 
 // statementsCollector exposes how many SQL statements the operator has sent, per ExpenseApp database.

@@ -131,7 +131,11 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 		}, result, retErr)
 	}()
 
-	ctx, cancel := withDeadline(ctx, r.ReconcileTimeout)
+	timeout := r.ReconcileTimeout
+	if restoring(t) {
+		timeout = tenantdb.BulkTimeout
+	}
+	ctx, cancel := withDeadline(ctx, timeout)
 	defer cancel()
 	if !t.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.reconcileDelete(ctx, t)
@@ -163,7 +167,7 @@ type tenantRun struct {
 
 // tenantStep is one step of a Tenant's reconcile. Each checks for itself whether it has anything to do.
 // Each lives in a file named after it: tenant_app.go, tenant_hosts.go, tenant_registration.go (with
-// where the tenant lives, tenant_location.go), tenant_move.go, tenant_schema.go, tenant_admin.go, tenant_state.go,
+// where the tenant lives, tenant_location.go), tenant_move.go, tenant_source.go, tenant_schema.go, tenant_admin.go, tenant_state.go,
 // tenant_route.go, citus.go (the node), tenant_usage.go and tenant_drift.go; deletion is tenant_delete.go.
 type tenantStep func(ctx context.Context, run *tenantRun) error
 
@@ -171,7 +175,7 @@ type tenantStep func(ctx context.Context, run *tenantRun) error
 func (r *TenantReconciler) reconcileTenant(ctx context.Context, t *tenantryv1.Tenant) (ctrl.Result, error) {
 	run := &tenantRun{t: t, wasReady: readyAtGeneration(t)}
 	defer run.release()
-	for _, step := range []tenantStep{r.reconcileApp, r.reconcileHosts, r.reconcileRegistration, r.reconcileMove, r.reconcileSchema, r.reconcileAdmin,
+	for _, step := range []tenantStep{r.reconcileApp, r.reconcileHosts, r.reconcileRegistration, r.reconcileMove, r.reconcileSource, r.reconcileSchema, r.reconcileAdmin,
 		r.reconcileState, r.reconcileRoute, r.reconcileReleasedHosts, r.reconcileNode, r.reconcileUsage, r.reconcileDrift} {
 		if err := step(ctx, run); err != nil {
 			return ctrl.Result{}, err

@@ -46,6 +46,12 @@ func (e *MigrationError) Unwrap() error { return e.Err }
 // operator that may do it (a Tenant's UID for its onboarding, a move's start for its copy), so that a
 // key seen in pg_locks once is never used again.
 func (s *TenantSession) Migrate(ctx context.Context, fsys fs.FS, occasion string) (int64, error) {
+	return s.MigrateTo(ctx, fsys, occasion, 0)
+}
+
+// MigrateTo is Migrate up to version to, and no further (0: every migration): a restore makes the
+// schema its backup was taken at before it fills it.
+func (s *TenantSession) MigrateTo(ctx context.Context, fsys fs.FS, occasion string, to int64) (int64, error) {
 	schema := s.id.Schema
 	sqlDB := sql.OpenDB(&tenantConnector{pool: s.pool, schema: schema, role: s.id.Role, split: s.citus})
 	defer sqlDB.Close()
@@ -63,7 +69,13 @@ func (s *TenantSession) Migrate(ctx context.Context, fsys fs.FS, occasion string
 	if err != nil {
 		return 0, fmt.Errorf("loading migrations: %w", err)
 	}
-	results, upErr := p.Up(ctx)
+	var results []*goose.MigrationResult
+	var upErr error
+	if to > 0 {
+		results, upErr = p.UpTo(ctx, to)
+	} else {
+		results, upErr = p.Up(ctx)
+	}
 	if upErr == nil && len(results) > 0 {
 		return results[len(results)-1].Source.Version, nil // the newest just applied: no need to ask
 	}

@@ -145,8 +145,13 @@ func (s *TenantSession) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 // resets (SET LOCAL). DISCARD ALL would also drop the plans PL/pgSQL keeps, and a drift pass would plan
 // the catalog queries again for every schema.
 func (s *TenantSession) inTxOn(ctx context.Context, path string, discard bool, fn func(pgx.Tx) error) error {
+	return s.inTxWith(ctx, pgx.TxOptions{}, path, discard, fn)
+}
+
+// inTxWith is inTxOn with a transaction of the given isolation and access mode.
+func (s *TenantSession) inTxWith(ctx context.Context, opts pgx.TxOptions, path string, discard bool, fn func(pgx.Tx) error) error {
 	return withTenantConn(ctx, s.pool, func(conn *pgxpool.Conn) error {
-		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		err := pgx.BeginTxFunc(ctx, conn, opts, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config('search_path', $2, true)",
 				s.id.Role, path); err != nil {
 				return err

@@ -1,0 +1,269 @@
+package tenantdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// A tenant's data leaves and enters its schema as COPY streams, on the tenant session: a Snapshot reads
+// every table in one REPEATABLE READ transaction acting as the tenant, and Load writes them into a
+// schema its migrations made, in one transaction that commits whole or leaves nothing. Neither runs
+// anything with more than the tenant's rights: COPY TO runs none of the tenant's code but its
+// row-level security (as the tenant), and COPY FROM runs its triggers and checks (as the tenant).
+
+// BulkTimeout bounds each statement of a snapshot or a load (a COPY of one table), where the sessions'
+// own statement timeout is too short for a large tenant.
+const BulkTimeout = time.Hour
+
+// CopyTable is one table of a tenant's schema as a copy of its data sees it: its name and the columns
+// COPY reads and writes, in order (generated columns, which COPY cannot write, are left out).
+type CopyTable struct {
+	Name    string   `json:"name"`
+	Columns []string `json:"columns"`
+}
+
+func (t CopyTable) copySQL(schema, direction string) string {
+	cols := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		cols[i] = pgx.Identifier{c}.Sanitize()
+	}
+	return "COPY " + pgx.Identifier{schema, t.Name}.Sanitize() + " (" + strings.Join(cols, ", ") + ") " + direction
+}
+
+// Snapshot is one consistent read of a tenant's schema: every table copied through it shows the same
+// moment.
+type Snapshot struct {
+	tx     pgx.Tx
+	schema string
+	// Version is the schema's version (its version table's newest applied migration) in the snapshot.
+	Version int64
+	// Tables are the schema's tables other than the version table, in name order.
+	Tables []CopyTable
+	// Sequences are the schema's sequences' last values (sequences are not transactional: a value may
+	// be ahead of the snapshot's rows, never behind).
+	Sequences []Sequence
+}
+
+// CopyOut writes a table's rows to w in COPY's text format, and returns how many there were.
+func (sn *Snapshot) CopyOut(ctx context.Context, t CopyTable, w io.Writer) (int64, error) {
+	tag, err := sn.tx.Conn().PgConn().CopyTo(ctx, w, t.copySQL(sn.schema, "TO STDOUT"))
+	if err != nil {
+		return 0, fmt.Errorf("copying table %s of %s: %w", t.Name, sn.schema, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// Snapshot runs fn on one REPEATABLE READ, READ ONLY transaction acting as the tenant, which sees the
+// schema as it was when the transaction began. The transaction reads the catalog and the version
+// table with pg_catalog alone on its search_path, and names every table in full.
+func (s *TenantSession) Snapshot(ctx context.Context, fn func(*Snapshot) error) error {
+	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
+	err := s.inTxWith(ctx, opts, "pg_catalog", true, func(tx pgx.Tx) error {
+		if err := setBulkTimeout(ctx, tx); err != nil {
+			return err
+		}
+		sn := &Snapshot{tx: tx, schema: s.id.Schema}
+		var hasVersion bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = $2)`,
+			s.id.Schema, VersionTable).Scan(&hasVersion); err != nil {
+			return err
+		}
+		if !hasVersion {
+			return fmt.Errorf("schema %s has no version table (%s): it was never migrated, or changed by hand", s.id.Schema, VersionTable)
+		}
+		if err := tx.QueryRow(ctx, "SELECT coalesce(max(version_id), 0) FROM "+pgx.Identifier{s.id.Schema, VersionTable}.Sanitize()+
+			" WHERE is_applied").Scan(&sn.Version); err != nil {
+			return err
+		}
+		var err error
+		if sn.Tables, err = copyTables(ctx, tx, s.id.Schema); err != nil {
+			return err
+		}
+		rows, _ := tx.Query(ctx, `SELECT sequencename, last_value FROM pg_catalog.pg_sequences
+WHERE schemaname = $1 AND last_value IS NOT NULL ORDER BY sequencename`, s.id.Schema)
+		if sn.Sequences, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Sequence, error) {
+			var seq Sequence
+			err := row.Scan(&seq.Name, &seq.Value)
+			return seq, err
+		}); err != nil {
+			return err
+		}
+		return fn(sn)
+	})
+	if err != nil {
+		return fmt.Errorf("reading a snapshot of %s: %w", s.id.Schema, err)
+	}
+	return nil
+}
+
+// copyTables lists the ordinary tables of a schema other than the version table, with the columns a
+// COPY of their data takes, in name order.
+func copyTables(ctx context.Context, tx pgx.Tx, schema string) ([]CopyTable, error) {
+	rows, _ := tx.Query(ctx, `
+SELECT c.relname::text,
+       array(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+             ORDER BY a.attnum)
+FROM pg_catalog.pg_class c
+WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
+  AND c.relkind = 'r' AND NOT c.relispartition AND c.relname <> $2
+ORDER BY c.relname COLLATE "C"`, schema, VersionTable)
+	tables, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (CopyTable, error) {
+		var t CopyTable
+		err := row.Scan(&t.Name, &t.Columns)
+		return t, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the tables of %s: %w", schema, err)
+	}
+	return tables, nil
+}
+
+func setBulkTimeout(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('statement_timeout', $1, true)", fmt.Sprint(BulkTimeout.Milliseconds()))
+	return err
+}
+
+// ErrNotEmpty says a Load found rows already in the schema: it was loaded before.
+var ErrNotEmpty = errors.New("the schema already holds rows")
+
+// LoadResult is what a Load wrote.
+type LoadResult struct {
+	// Rows is the number of rows written, over every table.
+	Rows int64
+	// Skipped are the tables given that the schema does not have (made by hand in the schema the data
+	// came from); their rows were not written.
+	Skipped []string
+}
+
+// Fill writes one table's rows: it calls copyIn once with the table's rows in COPY's text format, and
+// checks what it wrote (copyIn returns the number of rows). An error undoes the whole Load.
+type Fill func(ctx context.Context, t CopyTable, copyIn func(io.Reader) (int64, error)) error
+
+// Load writes tables into the tenant's schema, which its migrations made and which holds no rows yet,
+// in one transaction acting as the tenant, and sets its sequences: all of it commits, or none. Tables
+// go in the order of their foreign keys (referenced first), as the schema's catalog has them. A schema
+// that already holds rows in one of the tables is left alone (ErrNotEmpty).
+func (s *TenantSession) Load(ctx context.Context, tables []CopyTable, seqs []Sequence, fill Fill) (LoadResult, error) {
+	var res LoadResult
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := setBulkTimeout(ctx, tx); err != nil {
+			return err
+		}
+		order, err := loadOrder(ctx, tx, s.id.Schema)
+		if err != nil {
+			return err
+		}
+		given := map[string]CopyTable{}
+		for _, t := range tables {
+			given[t.Name] = t
+		}
+		for _, name := range order {
+			var rows bool
+			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT FROM "+pgx.Identifier{s.id.Schema, name}.Sanitize()+")").Scan(&rows); err != nil {
+				return err
+			}
+			if rows {
+				return fmt.Errorf("table %s: %w", name, ErrNotEmpty)
+			}
+		}
+		for _, name := range order {
+			t, ok := given[name]
+			if !ok {
+				continue
+			}
+			delete(given, name)
+			err := fill(ctx, t, func(r io.Reader) (int64, error) {
+				tag, err := tx.Conn().PgConn().CopyFrom(ctx, r, t.copySQL(s.id.Schema, "FROM STDIN"))
+				res.Rows += tag.RowsAffected()
+				return tag.RowsAffected(), err
+			})
+			if err != nil {
+				return fmt.Errorf("table %s: %w", name, err)
+			}
+		}
+		for name := range given {
+			res.Skipped = append(res.Skipped, name)
+		}
+		slices.Sort(res.Skipped)
+		for _, seq := range seqs {
+			var exists bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_sequences WHERE schemaname = $1 AND sequencename = $2)`,
+				s.id.Schema, seq.Name).Scan(&exists); err != nil {
+				return err
+			}
+			if !exists {
+				continue
+			}
+			if _, err := tx.Exec(ctx, "SELECT pg_catalog.setval($1::regclass, $2, true)", pgx.Identifier{s.id.Schema, seq.Name}.Sanitize(), seq.Value); err != nil {
+				return fmt.Errorf("setting sequence %s: %w", seq.Name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return LoadResult{}, fmt.Errorf("loading into %s: %w", s.id.Schema, err)
+	}
+	return res, nil
+}
+
+// loadOrder is the schema's tables (but the version table) in an order that writes every table after
+// those its foreign keys reference; a table that references itself, or a cycle, keeps name order.
+func loadOrder(ctx context.Context, tx pgx.Tx, schema string) ([]string, error) {
+	rows, _ := tx.Query(ctx, `
+SELECT c.relname::text,
+       array(SELECT DISTINCT r.relname::text FROM pg_catalog.pg_constraint k
+             JOIN pg_catalog.pg_class r ON r.oid = k.confrelid
+             WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.confrelid <> c.oid AND r.relnamespace = c.relnamespace)
+FROM pg_catalog.pg_class c
+WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
+  AND c.relkind = 'r' AND NOT c.relispartition AND c.relname <> $2
+ORDER BY c.relname COLLATE "C"`, schema, VersionTable)
+	type table struct {
+		name string
+		refs []string
+	}
+	tables, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (table, error) {
+		var t table
+		err := row.Scan(&t.name, &t.refs)
+		return t, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the foreign keys of %s: %w", schema, err)
+	}
+	var order []string
+	placed := map[string]bool{}
+	for len(order) < len(tables) {
+		progress := false
+		for _, t := range tables {
+			if placed[t.name] || !allPlaced(t.refs, placed) {
+				continue
+			}
+			order, placed[t.name], progress = append(order, t.name), true, true
+		}
+		if !progress { // a cycle: the rest in name order
+			for _, t := range tables {
+				if !placed[t.name] {
+					order, placed[t.name] = append(order, t.name), true
+				}
+			}
+		}
+	}
+	return order, nil
+}
+
+func allPlaced(names []string, placed map[string]bool) bool {
+	for _, n := range names {
+		if !placed[n] {
+			return false
+		}
+	}
+	return true
+}
