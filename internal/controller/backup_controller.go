@@ -33,6 +33,9 @@ type BackupReconciler struct {
 	Databases *Databases
 	Release   *Release
 	Recorder  events.EventRecorder
+	// APIReader reads the object store's credentials Secret, which the manager's cache does not hold
+	// (it holds only the operator's own Secrets).
+	APIReader client.Reader
 	// MaxConcurrentReconciles bounds the Backups taken at once.
 	MaxConcurrentReconciles int
 	// Timeout bounds one backup (0: tenantdb.BulkTimeout).
@@ -100,7 +103,7 @@ func (r *BackupReconciler) take(ctx context.Context, b *tenantryv1.Backup) error
 	} else if err != nil {
 		return retryErr(tenantryv1.ReasonAPIServerError, err)
 	}
-	app, store, err := appStore(ctx, r.Client, t)
+	app, store, err := appStore(ctx, r.Client, r.APIReader, t)
 	if err != nil {
 		return err
 	}
@@ -188,8 +191,8 @@ func registeredLocation(ctx context.Context, dbs *Databases, app *tenantryv1.Exp
 }
 
 // appStore is the ExpenseApp of a Tenant and the object store its spec.backup names, with the
-// credentials of its Secret.
-func appStore(ctx context.Context, c client.Reader, t *tenantryv1.Tenant) (*tenantryv1.ExpenseApp, *backup.Store, error) {
+// credentials of its Secret, read with secrets.
+func appStore(ctx context.Context, c, secrets client.Reader, t *tenantryv1.Tenant) (*tenantryv1.ExpenseApp, *backup.Store, error) {
 	app := &tenantryv1.ExpenseApp{}
 	if err := c.Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: t.Spec.AppRef.Name}, app); apierrors.IsNotFound(err) {
 		return nil, nil, waitErr(tenantryv1.ReasonAppNotFound, time.Minute, "ExpenseApp %q does not exist in namespace %s", t.Spec.AppRef.Name, t.Namespace)
@@ -202,7 +205,7 @@ func appStore(ctx context.Context, c client.Reader, t *tenantryv1.Tenant) (*tena
 	}
 	spec := app.Spec.Backup.ObjectStore
 	secret := &corev1.Secret{}
-	if err := c.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: spec.Credentials.SecretName}, secret); apierrors.IsNotFound(err) {
+	if err := secrets.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: spec.Credentials.SecretName}, secret); apierrors.IsNotFound(err) {
 		return app, nil, waitErr(tenantryv1.ReasonSecretNotFound, time.Minute, "Secret %q (ExpenseApp %s's spec.backup.objectStore.credentials) does not exist",
 			spec.Credentials.SecretName, app.Name)
 	} else if err != nil {
@@ -253,7 +256,7 @@ func (r *BackupReconciler) removeObjects(ctx context.Context, b *tenantryv1.Back
 			"Tenant %s is gone, and with it the name of the ExpenseApp whose store holds the backup: its objects at %s are left there", b.Spec.Tenant.Name, b.Status.DestinationPath)
 		return 0, nil
 	}
-	_, store, err := appStore(ctx, r.Client, t)
+	_, store, err := appStore(ctx, r.Client, r.APIReader, t)
 	if err != nil {
 		var se *stepError
 		if errors.As(err, &se) && se.kind != retry {

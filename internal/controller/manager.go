@@ -155,7 +155,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 	if err := apps.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ExpenseApp controller: %w", err)
 	}
-	backups := &BackupReconciler{Client: mgr.GetClient(), Databases: dbs, Release: release,
+	backups := &BackupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Databases: dbs, Release: release,
 		Recorder: mgr.GetEventRecorder("tenantry-backup"), MaxConcurrentReconciles: cfg.MaxConcurrentBackups}
 	if err := backups.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Backup controller: %w", err)

@@ -144,6 +144,7 @@ func runSuite(m *testing.M) (code int) {
 		}
 	}()
 	defer removePluginBuild()
+	defer stopObjectStore()
 	code = m.Run()
 	if report := adminStatements.report(); report != "" {
 		fmt.Fprintln(os.Stderr, "FAIL: the admin session reached inside tenant schemas (see docs/security.md):\n"+report)

@@ -54,7 +54,7 @@ func (r *TenantReconciler) reconcileSource(ctx context.Context, run *tenantRun) 
 	default:
 		return fail(tenantryv1.ReasonBackupNotReady, 15*time.Second, wait, "waiting for Backup %s to complete (it is %s)", name, phaseOrPending(b.Status.Phase))
 	}
-	_, store, err := appStore(ctx, r.Client, t)
+	_, store, err := appStore(ctx, r.Client, r.APIReader, t)
 	if err != nil {
 		return err
 	}

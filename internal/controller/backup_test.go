@@ -1,0 +1,210 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"tenantry.dev/tenantry/app/migrations"
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/internal/backup"
+	"tenantry.dev/tenantry/test/utils/objectstore"
+	"tenantry.dev/tenantry/test/utils/tenantdata"
+)
+
+// objectStores is the suite's one SeaweedFS, started by the first test that needs it; each fixture
+// gets a bucket of its own.
+var objectStores struct {
+	once    sync.Once
+	server  *objectstore.Server
+	err     error
+	buckets int
+	mu      sync.Mutex
+}
+
+func stopObjectStore() {
+	if objectStores.server != nil {
+		objectStores.server.Stop()
+	}
+}
+
+// withObjectStore starts the suite's object store if it is not yet, gives the fixture a bucket and a
+// credentials Secret, and points its ExpenseApp's spec.backup there. It returns the server and bucket.
+func (f *fixture) withObjectStore() (*objectstore.Server, string) {
+	f.t.Helper()
+	objectStores.once.Do(func() { objectStores.server, objectStores.err = objectstore.Start() })
+	if objectStores.err != nil {
+		f.t.Fatalf("starting the object store: %v", objectStores.err)
+	}
+	s := objectStores.server
+	objectStores.mu.Lock()
+	objectStores.buckets++
+	bucket := fmt.Sprintf("backups-%d", objectStores.buckets)
+	objectStores.mu.Unlock()
+	ctx := context.Background()
+	must(f.t, s.MakeBucket(ctx, bucket))
+	must(f.t, k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "s3"},
+		Data: map[string][]byte{tenantryv1.ObjectStoreAccessKeyID: []byte(s.AccessKeyID),
+			tenantryv1.ObjectStoreSecretAccessKey: []byte(s.SecretAccessKey)}}))
+	app := &tenantryv1.ExpenseApp{}
+	must(f.t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "expenses"}, app))
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Spec.Backup = &tenantryv1.AppBackupSpec{ObjectStore: tenantryv1.ObjectStore{
+		DestinationPath: "s3://" + bucket + "/tenantry", EndpointURL: s.Endpoint, ForcePathStyle: true,
+		Credentials: tenantryv1.LocalSecretRef{SecretName: "s3"}}}
+	must(f.t, k8s.Patch(ctx, app, patch))
+	return s, bucket
+}
+
+// backUp creates a Backup of a tenant and waits until it is Completed.
+func (f *fixture) backUp(name, tenant string) *tenantryv1.Backup {
+	f.t.Helper()
+	must(f.t, k8s.Create(context.Background(), &tenantryv1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name},
+		Spec: tenantryv1.BackupSpec{Tenant: tenantryv1.LocalRef{Name: tenant}}}))
+	return f.waitBackup(name, tenantryv1.BackupCompleted)
+}
+
+// waitBackup waits until a Backup reaches a phase.
+func (f *fixture) waitBackup(name string, phase tenantryv1.BackupPhase) *tenantryv1.Backup {
+	f.t.Helper()
+	b := &tenantryv1.Backup{}
+	err := eventually(60*time.Second, func() error {
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: name}, b); err != nil {
+			return err
+		}
+		if b.Status.Phase != phase {
+			return fmt.Errorf("phase %q, error %q, conditions %+v", b.Status.Phase, b.Status.Error, b.Status.Conditions)
+		}
+		return nil
+	})
+	if err != nil {
+		f.t.Fatalf("Backup %s: waiting for %s: %v", name, phase, err)
+	}
+	return b
+}
+
+// restoreFrom creates a Tenant whose data comes from a Backup.
+func (f *fixture) restoreFrom(name, backupName string) {
+	f.t.Helper()
+	tn := f.tenant(name, name+"."+f.ns+".backup.test")
+	tn.Spec.Source = &tenantryv1.TenantSource{Backup: tenantryv1.LocalRef{Name: backupName}}
+	must(f.t, k8s.Create(context.Background(), tn))
+}
+
+// sameRows fails unless every table of the restored tenant holds exactly the rows of the original, but
+// its users, which hold one more: the restored tenant's own first admin.
+func (f *fixture) sameRows(original, restored string, columns map[string][]string) {
+	f.t.Helper()
+	ctx := context.Background()
+	for _, table := range tenantdata.Tables {
+		want, err := tenantdata.Dump(ctx, f.db, f.schema(original), table, columns[table]...)
+		must(f.t, err)
+		got, err := tenantdata.Dump(ctx, f.db, f.schema(restored), table, columns[table]...)
+		must(f.t, err)
+		if table == "users" {
+			admin := slices.IndexFunc(got, func(r string) bool { return strings.Contains(r, "finance@"+restored+".example.com") })
+			if admin < 0 {
+				f.t.Errorf("the restored tenant has no first admin of its own: %q", got)
+				continue
+			}
+			got = slices.Delete(got, admin, admin+1)
+		}
+		if len(want) == 0 || !slices.Equal(want, got) {
+			f.t.Errorf("table %s: %d rows in %s, %d restored in %s, or they differ:\n%q\n%q", table, len(want), original, len(got), restored, want, got)
+		}
+	}
+}
+
+// A tenant with rows in every table is backed up; the Backup records what it wrote, its manifest says
+// who and what it holds, and a new Tenant restored from it holds every row of every table (and its
+// own first admin). Deleting the Backup removes its files from the store.
+func TestBackup_restoreIntoNewTenant(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	server, bucket := f.withObjectStore()
+	must(t, k8s.Create(ctx, f.tenant("origin", "origin."+f.ns+".backup.test")))
+	f.waitReady("origin")
+	must(t, tenantdata.Fill(ctx, f.db, f.schema("origin")))
+
+	b := f.backUp("nightly", "origin")
+	dir := backup.Dir(f.ns, "origin", "nightly", string(b.UID))
+	origin := f.get("origin")
+	if b.Status.Rows != tenantdata.Rows+1 || b.Status.Tables != int32(len(tenantdata.Tables)) || b.Status.Size <= 0 ||
+		b.Status.SchemaVersion != migrations.Latest || b.Status.TenantUID != string(origin.UID) ||
+		b.Status.DestinationPath != "s3://"+bucket+"/tenantry/"+dir || b.Status.Duration == nil {
+		t.Fatalf("Backup status %+v; want %d rows (the fill and the first admin) in %d tables", b.Status, tenantdata.Rows+1, len(tenantdata.Tables))
+	}
+	if !meta.IsStatusConditionTrue(b.Status.Conditions, tenantryv1.ConditionReady) {
+		t.Fatalf("a Completed Backup is not Ready: %+v", b.Status.Conditions)
+	}
+	keys, err := server.Keys(ctx, bucket, "tenantry/"+dir)
+	must(t, err)
+	if len(keys) != len(tenantdata.Tables)+1 || !slices.Contains(keys, "tenantry/"+dir+backup.ManifestName) {
+		t.Fatalf("the store holds %q under the backup's directory; want the manifest and one object per table", keys)
+	}
+	m := readManifest(t, server, bucket, "tenantry/"+dir+backup.ManifestName)
+	if m.Tenant.Namespace != f.ns || m.Tenant.Name != "origin" || m.Tenant.UID != string(origin.UID) || m.Tenant.Schema != f.schema("origin") ||
+		m.Backup.UID != string(b.UID) || m.SchemaVersion != migrations.Latest || m.Release.SchemaVersion != migrations.Latest ||
+		m.Rows() != b.Status.Rows || len(m.Sequences) == 0 {
+		t.Fatalf("manifest %+v", m)
+	}
+	for _, tb := range m.Tables {
+		if len(tb.SHA256) != 64 || tb.Bytes <= 0 || tb.StoredBytes <= 0 {
+			t.Fatalf("manifest entry %+v", tb)
+		}
+	}
+
+	f.restoreFrom("copy", "nightly")
+	restored := f.waitReady("copy")
+	if c := meta.FindStatusCondition(restored.Status.Conditions, tenantryv1.ConditionRestored); c == nil || c.Status != metav1.ConditionTrue ||
+		!strings.Contains(c.Message, fmt.Sprintf("%d rows in %d tables", tenantdata.Rows+1, len(tenantdata.Tables))) {
+		t.Fatalf("Restored condition %+v", c)
+	}
+	if restored.Status.SchemaVersion != migrations.Latest {
+		t.Fatalf("restored tenant at version %d", restored.Status.SchemaVersion)
+	}
+	f.sameRows("origin", "copy", nil)
+
+	// source is set once, at creation.
+	tn := f.get("copy")
+	patch := client.MergeFrom(tn.DeepCopy())
+	tn.Spec.Source = nil
+	if err := k8s.Patch(ctx, tn, patch); err == nil || !strings.Contains(err.Error(), "source is set when a Tenant is created, or never") {
+		t.Fatalf("removing spec.source: %v", err)
+	}
+
+	must(t, k8s.Delete(ctx, b))
+	must(t, eventually(30*time.Second, func() error {
+		keys, err := server.Keys(ctx, bucket, "tenantry/"+dir)
+		if err != nil || len(keys) > 0 {
+			return fmt.Errorf("the store still holds %q (%v)", keys, err)
+		}
+		return nil
+	}))
+}
+
+func readManifest(t *testing.T, server *objectstore.Server, bucket, key string) backup.Manifest {
+	t.Helper()
+	client, err := server.Client()
+	must(t, err)
+	obj, err := client.GetObject(context.Background(), bucket, key, minio.GetObjectOptions{})
+	must(t, err)
+	defer func() { _ = obj.Close() }()
+	data, err := io.ReadAll(obj)
+	must(t, err)
+	var m backup.Manifest
+	must(t, json.Unmarshal(data, &m))
+	return m
+}
