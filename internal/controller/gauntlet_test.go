@@ -363,8 +363,8 @@ AND attname = 'migration_secret' AND has_column_privilege($1, attrelid, attname,
 	}
 }
 
-// The gauntlet, driven through onboarding another tenant, an admin reset, usage, drift, a fleet release,
-// suspend and resume, and deletion with Retain and with Delete. It fails on a usage measurement run on
+// The gauntlet, driven through onboarding another tenant, an admin reset, usage, drift, a backup and a
+// restore of it, a fleet release, suspend and resume, and deletion with Retain and with Delete. It fails on a usage measurement run on
 // the admin session (the view over users runs as the admin login and creates a role).
 func TestIsolation_plantedCodeGauntlet(t *testing.T) {
 	f := newFixture(t)
@@ -470,6 +470,23 @@ func runGauntlet(t *testing.T, f *fixture, dbs []*pgxpool.Pool, views bool) {
 	if ran := g.logged(t, ""); ran != fired {
 		t.Errorf("comparing the schemas with the release ran the planted code %d times", ran-fired)
 	}
+
+	// A backup of the planted tenant, then a restore of it into a new tenant. The backup reads the
+	// schema as the tenant, so its forced policy on users runs (as the tenant); the restore fills a
+	// schema the release's migrations made, where nothing is planted, and the planted tables that are
+	// not the release's are left out.
+	f.withObjectStore()
+	fired = g.logged(t, "policy users")
+	must(t, k8s.Create(ctx, &tenantryv1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "trap-backup"},
+		Spec: tenantryv1.BackupSpec{Tenant: tenantryv1.LocalRef{Name: "trap"}}}))
+	f.waitBackup("trap-backup", tenantryv1.BackupCompleted)
+	if !views {
+		g.waitFired(t, "backup", "policy users", fired)
+	}
+	f.restoreFrom("trapcopy", "trap-backup")
+	f.waitReady("trapcopy")
+	t.Logf("restored from the planted tenant's backup: %s",
+		meta.FindStatusCondition(f.get("trapcopy").Status.Conditions, tenantryv1.ConditionRestored).Message)
 
 	// Suspend and resume.
 	for _, suspend := range []bool{true, false} {

@@ -70,9 +70,11 @@ func (s *TenantSession) Snapshot(ctx context.Context, fn func(*Snapshot) error) 
 			return err
 		}
 		sn := &Snapshot{tx: tx, schema: s.id.Schema}
+		// The version table as any relation, as Version reads it: in place of it the tenant may have put
+		// a view, which runs as the tenant.
 		var hasVersion bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = $2)`,
-			s.id.Schema, VersionTable).Scan(&hasVersion); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2)`, s.id.Schema, VersionTable).Scan(&hasVersion); err != nil {
 			return err
 		}
 		if !hasVersion {
