@@ -472,17 +472,14 @@ func runGauntlet(t *testing.T, f *fixture, dbs []*pgxpool.Pool, views bool) {
 	}
 
 	// A backup of the planted tenant, then a restore of it into a new tenant. The backup reads the
-	// schema as the tenant, so its forced policy on users runs (as the tenant); the restore fills a
-	// schema the release's migrations made, where nothing is planted, and the planted tables that are
-	// not the release's are left out.
+	// schema as the tenant, in a READ ONLY transaction: its forced policy on users runs (as the tenant),
+	// and can write nothing, not even to the log (its warnings go to the server's log), so the
+	// escalation check at the end is what tells. The restore fills a schema the release's migrations
+	// made, where nothing is planted, and leaves out the planted tables that are not the release's.
 	f.withObjectStore()
-	fired = g.logged(t, "policy users")
 	must(t, k8s.Create(ctx, &tenantryv1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "trap-backup"},
 		Spec: tenantryv1.BackupSpec{Tenant: tenantryv1.LocalRef{Name: "trap"}}}))
 	f.waitBackup("trap-backup", tenantryv1.BackupCompleted)
-	if !views {
-		g.waitFired(t, "backup", "policy users", fired)
-	}
 	f.restoreFrom("trapcopy", "trap-backup")
 	f.waitReady("trapcopy")
 	t.Logf("restored from the planted tenant's backup: %s",
