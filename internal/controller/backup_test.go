@@ -208,3 +208,118 @@ func readManifest(t *testing.T, server *objectstore.Server, bucket, key string) 
 	must(t, json.Unmarshal(data, &m))
 	return m
 }
+
+// The object store goes away while a restore is filling the new tenant's schema: the restore fails and
+// keeps nothing (every table of the schema is empty), and the tenant is not Ready. Once the store is
+// back, the restore is tried again and completes with every row.
+func TestBackup_restoreFailsHalfway(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	server, _ := f.withObjectStore()
+	must(t, k8s.Create(ctx, f.tenant("big", "big."+f.ns+".backup.test")))
+	f.waitReady("big")
+	must(t, tenantdata.Fill(ctx, f.db, f.schema("big")))
+	// Enough expenses that the restore takes seconds, not milliseconds.
+	_, err := f.db.Exec(ctx, `INSERT INTO `+f.q("big")+`.expenses (budget_id, spent_on, description, amount_minor, created_by)
+SELECT (SELECT min(id) FROM `+f.q("big")+`.budgets), current_date, 'seed ' || g, 100, (SELECT min(id) FROM `+f.q("big")+`.users)
+FROM generate_series(1, 400000) g`)
+	must(t, err)
+	f.backUp("big-backup", "big")
+
+	f.restoreFrom("big-copy", "big-backup")
+	must(t, eventually(60*time.Second, func() error {
+		tn := &tenantryv1.Tenant{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "big-copy"}, tn); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionRestored); c != nil && c.Reason == tenantryv1.ReasonProgressing {
+			return nil
+		}
+		return errNotYet
+	}))
+	server.Kill()
+	restarted := false
+	defer func() {
+		if !restarted {
+			_ = server.Restart()
+		}
+	}()
+	var failed *metav1.Condition
+	var tn *tenantryv1.Tenant
+	must(t, eventually(120*time.Second, func() error {
+		tn = f.get("big-copy")
+		if failed = meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionRestored); failed.Reason == tenantryv1.ReasonProgressing {
+			return errNotYet
+		}
+		return nil
+	}))
+	if failed.Status != metav1.ConditionFalse {
+		t.Fatalf("with the store gone mid-restore: Restored %+v", failed)
+	}
+	t.Logf("with the store gone mid-restore: %s: %s", failed.Reason, failed.Message)
+	for _, table := range tenantdata.Tables {
+		if n := f.count(`SELECT count(*) FROM ` + f.q("big-copy") + `.` + table); n != 0 {
+			t.Errorf("after the failed restore, table %s holds %d rows", table, n)
+		}
+	}
+	if meta.IsStatusConditionTrue(tn.Status.Conditions, tenantryv1.ConditionReady) {
+		t.Fatal("a tenant whose restore failed is Ready")
+	}
+
+	must(t, server.Restart())
+	restarted = true
+	if err := eventually(120*time.Second, func() error {
+		if !meta.IsStatusConditionTrue(f.get("big-copy").Status.Conditions, tenantryv1.ConditionReady) {
+			return errNotYet
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the restore did not complete once the store was back: %+v", f.get("big-copy").Status.Conditions)
+	}
+	f.sameRows("big", "big-copy", nil)
+}
+
+// A backup taken at the release's schema version restores after a release that adds a migration: the
+// schema is made at the backup's version, filled, then migrated to the new release's version, and
+// holds every row in the columns the backup had.
+func TestBackup_restoredAfterARelease(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.withObjectStore()
+	must(t, k8s.Create(ctx, f.tenant("before", "before."+f.ns+".backup.test")))
+	f.waitReady("before")
+	must(t, tenantdata.Fill(ctx, f.db, f.schema("before")))
+	b := f.backUp("at-latest", "before")
+	if b.Status.SchemaVersion != migrations.Latest {
+		t.Fatalf("backup at version %d", b.Status.SchemaVersion)
+	}
+
+	defer func() { must(t, release.Set(migrations.FS())) }()
+	must(t, release.Set(releaseWith(t, "-- +goose Up\nALTER TABLE expenses ADD COLUMN receipt_url text NOT NULL DEFAULT 'none';\n")))
+	f.restoreFrom("after", "at-latest")
+	if err := eventually(60*time.Second, func() error {
+		tn := f.get("after")
+		if !meta.IsStatusConditionTrue(tn.Status.Conditions, tenantryv1.ConditionReady) || tn.Status.SchemaVersion != migrations.Latest+1 {
+			return fmt.Errorf("version %d, %+v", tn.Status.SchemaVersion, tn.Status.Conditions)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the restore after a release: %v", err)
+	}
+	m := readBackupManifest(t, f, b)
+	columns := map[string][]string{}
+	for _, tb := range m.Tables {
+		columns[tb.Name] = tb.Columns
+	}
+	f.sameRows("before", "after", columns)
+	if n := f.count(`SELECT count(*) FROM ` + f.q("after") + `.expenses WHERE receipt_url = 'none'`); n != 500 {
+		t.Fatalf("the new release's migration ran over %d restored expenses, want 500", n)
+	}
+}
+
+// readBackupManifest reads a Backup's manifest from the fixture's store.
+func readBackupManifest(t *testing.T, f *fixture, b *tenantryv1.Backup) backup.Manifest {
+	t.Helper()
+	bucket, key, _ := strings.Cut(strings.TrimPrefix(b.Status.DestinationPath, "s3://"), "/")
+	return readManifest(t, objectStores.server, bucket, key+backup.ManifestName)
+}
