@@ -22,9 +22,9 @@ const (
 	// make, False when it was compared and matches; it is informational and never makes a Tenant less
 	// Ready.
 	ConditionSchemaDrift = "SchemaDrift"
-	// ConditionRestored is True once a Tenant's spec.source has filled its schema, False while it waits
-	// for it or when it failed (the message says why).
-	ConditionRestored = "Restored"
+	// ConditionSourceCopied is True once a Tenant's spec.source (a backup, or another tenant) has filled
+	// its schema, False while it waits for it or when it failed (the message says why).
+	ConditionSourceCopied = "SourceCopied"
 )
 
 // Condition reasons. Each names one situation, and a reconciler sets no reason that is not here
@@ -119,14 +119,16 @@ const (
 	// ReasonBackupFailed: a backup could not be taken (the tenant not Ready, its schema unreadable); the
 	// Backup is Failed, and a new Backup is needed.
 	ReasonBackupFailed = "BackupFailed"
-	// ReasonBackupNotFound: a Tenant's spec.source names a Backup that does not exist in its namespace,
-	// or whose files are not in the object store.
-	ReasonBackupNotFound = "BackupNotFound"
-	// ReasonBackupNotReady: a Tenant's spec.source names a Backup that is not Completed yet.
-	ReasonBackupNotReady = "BackupNotReady"
-	// ReasonRestoreFailed: restoring a backup failed (a checksum or row count that does not match, a
-	// backup from a newer release); nothing of it was kept.
-	ReasonRestoreFailed = "RestoreFailed"
+	// ReasonSourceNotFound: a Tenant's spec.source names a Backup or a Tenant that does not exist in its
+	// namespace, or a Backup whose files are not in the object store.
+	ReasonSourceNotFound = "SourceNotFound"
+	// ReasonSourceNotReady: a Tenant's spec.source names a Backup that is not Completed, or a Tenant that
+	// is not Ready.
+	ReasonSourceNotReady = "SourceNotReady"
+	// ReasonSourceFailed: filling a new tenant from its spec.source failed (a backup's checksum or row
+	// count that does not match, a backup from a newer release, a table a clone may not copy); nothing
+	// of it was kept.
+	ReasonSourceFailed = "SourceFailed"
 )
 
 // ExpenseAppFinalizer keeps an ExpenseApp until no Tenant uses it: its Tenants need its database to be

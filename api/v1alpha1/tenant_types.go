@@ -62,12 +62,42 @@ type Admin struct {
 	Email string `json:"email"`
 }
 
-// TenantSource is where a new tenant's data comes from.
+// TenantSource is where a new tenant's data comes from: a backup, or another tenant.
+// +kubebuilder:validation:XValidation:rule="has(self.backup) != has(self.tenant)",message="source names either a backup or a tenant"
 type TenantSource struct {
 	// backup restores a Completed Backup of this namespace into the new tenant: its schema is made at
 	// the backup's schema version, filled with the backup's rows, then migrated to the release's. The
 	// backup's users come with it; the tenant also gets its own first admin (spec.admin).
-	Backup LocalRef `json:"backup"`
+	// +optional
+	Backup *LocalRef `json:"backup,omitempty"`
+
+	// tenant clones another Tenant of this namespace: the new tenant's tables are filled from one
+	// consistent snapshot of the source's. Its users, sessions and API tokens are never copied, nor
+	// any table whose rows refer to them (expenses); the clone gets its own first admin.
+	// +optional
+	Tenant *CloneSource `json:"tenant,omitempty"`
+}
+
+// CloneSource is the Tenant a clone copies, and what of it.
+// +kubebuilder:validation:XValidation:rule="!(has(self.schemaOnly) && self.schemaOnly && has(self.tables))",message="a schemaOnly clone copies no tables"
+type CloneSource struct {
+	// name of the Tenant to copy, in the same namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// tables to copy; empty copies every table that can be (all but users, sessions and API tokens,
+	// and the tables whose rows refer to them: departments, funding_accounts and budgets).
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=63
+	// +listType=set
+	// +optional
+	Tables []string `json:"tables,omitempty"`
+
+	// schemaOnly copies no rows: the clone starts with the release's empty schema.
+	// +optional
+	SchemaOnly bool `json:"schemaOnly,omitempty"`
 }
 
 // TenantSpec is the desired state of one customer of the app.

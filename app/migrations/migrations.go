@@ -15,6 +15,10 @@ import (
 //go:embed *.sql
 var files embed.FS
 
+// PeopleTables are the tables that hold a tenant's people and their credentials: a clone of a tenant
+// never copies them, nor any table whose rows refer to them.
+var PeopleTables = []string{"users", "sessions", "api_tokens"}
+
 // FS returns the migration files.
 func FS() fs.FS { return files }
 

@@ -42,7 +42,7 @@ func Take(ctx context.Context, session *tenantdb.TenantSession, store *Store, di
 			}
 		}
 		for _, s := range sn.Sequences {
-			m.Sequences = append(m.Sequences, Sequence{Name: s.Name, Value: s.Value})
+			m.Sequences = append(m.Sequences, Sequence{Name: s.Name, Value: s.Value, Table: s.Table})
 		}
 		return nil
 	})
@@ -136,7 +136,7 @@ func Restore(ctx context.Context, session *tenantdb.TenantSession, store *Store,
 	}
 	seqs := make([]tenantdb.Sequence, len(m.Sequences))
 	for i, s := range m.Sequences {
-		seqs[i] = tenantdb.Sequence{Name: s.Name, Value: s.Value}
+		seqs[i] = tenantdb.Sequence{Name: s.Name, Value: s.Value, Table: s.Table}
 	}
 	loaded := 0
 	return session.Load(ctx, tables, seqs, func(ctx context.Context, t tenantdb.CopyTable, copyIn func(io.Reader) (int64, error)) error {

@@ -91,10 +91,11 @@ type Table struct {
 	SHA256 string `json:"sha256"`
 }
 
-// Sequence is a sequence's last value.
+// Sequence is a sequence's last value, and the table that owns it (an identity column's), if one does.
 type Sequence struct {
 	Name  string `json:"name"`
 	Value int64  `json:"value"`
+	Table string `json:"table,omitempty"`
 }
 
 // CopyTable is the table as tenantdb copies it.

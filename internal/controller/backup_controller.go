@@ -213,7 +213,7 @@ func appStore(ctx context.Context, c, secrets client.Reader, t *tenantryv1.Tenan
 	}
 	creds, err := backup.CredentialsFrom(secret.Data)
 	if err != nil {
-		return app, nil, stallErr(tenantryv1.ReasonInvalidSecret, time.Minute, fmt.Errorf("Secret %q: %w", secret.Name, err))
+		return app, nil, stallErr(tenantryv1.ReasonInvalidSecret, time.Minute, fmt.Errorf("the Secret %q: %w", secret.Name, err))
 	}
 	store, err := backup.NewStore(spec, creds)
 	if err != nil {

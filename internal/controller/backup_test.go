@@ -17,8 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"tenantry.dev/tenantry/app/migrations"
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/internal/backup"
 	"tenantry.dev/tenantry/test/utils/objectstore"
 	"tenantry.dev/tenantry/test/utils/tenantdata"
@@ -99,7 +99,7 @@ func (f *fixture) waitBackup(name string, phase tenantryv1.BackupPhase) *tenantr
 func (f *fixture) restoreFrom(name, backupName string) {
 	f.t.Helper()
 	tn := f.tenant(name, name+"."+f.ns+".backup.test")
-	tn.Spec.Source = &tenantryv1.TenantSource{Backup: tenantryv1.LocalRef{Name: backupName}}
+	tn.Spec.Source = &tenantryv1.TenantSource{Backup: &tenantryv1.LocalRef{Name: backupName}}
 	must(f.t, k8s.Create(context.Background(), tn))
 }
 
@@ -168,7 +168,7 @@ func TestBackup_restoreIntoNewTenant(t *testing.T) {
 
 	f.restoreFrom("copy", "nightly")
 	restored := f.waitReady("copy")
-	if c := meta.FindStatusCondition(restored.Status.Conditions, tenantryv1.ConditionRestored); c == nil || c.Status != metav1.ConditionTrue ||
+	if c := meta.FindStatusCondition(restored.Status.Conditions, tenantryv1.ConditionSourceCopied); c == nil || c.Status != metav1.ConditionTrue ||
 		!strings.Contains(c.Message, fmt.Sprintf("%d rows in %d tables", tenantdata.Rows+1, len(tenantdata.Tables))) {
 		t.Fatalf("Restored condition %+v", c)
 	}
@@ -232,7 +232,7 @@ FROM generate_series(1, 400000) g`)
 		if err := k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "big-copy"}, tn); err != nil {
 			return err
 		}
-		if c := meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionRestored); c != nil && c.Reason == tenantryv1.ReasonProgressing {
+		if c := meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionSourceCopied); c != nil && c.Reason == tenantryv1.ReasonProgressing {
 			return nil
 		}
 		return errNotYet
@@ -248,7 +248,7 @@ FROM generate_series(1, 400000) g`)
 	var tn *tenantryv1.Tenant
 	must(t, eventually(120*time.Second, func() error {
 		tn = f.get("big-copy")
-		if failed = meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionRestored); failed.Reason == tenantryv1.ReasonProgressing {
+		if failed = meta.FindStatusCondition(tn.Status.Conditions, tenantryv1.ConditionSourceCopied); failed.Reason == tenantryv1.ReasonProgressing {
 			return errNotYet
 		}
 		return nil
@@ -306,7 +306,7 @@ func TestBackup_restoredAfterARelease(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("the restore after a release: %v", err)
 	}
-	m := readBackupManifest(t, f, b)
+	m := readBackupManifest(t, b)
 	columns := map[string][]string{}
 	for _, tb := range m.Tables {
 		columns[tb.Name] = tb.Columns
@@ -318,8 +318,135 @@ func TestBackup_restoredAfterARelease(t *testing.T) {
 }
 
 // readBackupManifest reads a Backup's manifest from the fixture's store.
-func readBackupManifest(t *testing.T, f *fixture, b *tenantryv1.Backup) backup.Manifest {
+func readBackupManifest(t *testing.T, b *tenantryv1.Backup) backup.Manifest {
 	t.Helper()
 	bucket, key, _ := strings.Cut(strings.TrimPrefix(b.Status.DestinationPath, "s3://"), "/")
 	return readManifest(t, objectStores.server, bucket, key+backup.ManifestName)
+}
+
+// A clone of a live tenant that is being written to, two tables in each transaction, is one snapshot:
+// both tables hold the same writes in the clone, and every row of the tables it copies is the source's
+// at that moment. Its people are not copied (it has its own first admin alone), nor the expenses that
+// refer to them.
+func TestClone_consistentUnderWrites(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("template", "template."+f.ns+".clone.test")))
+	f.waitReady("template")
+	must(t, tenantdata.Fill(ctx, f.db, f.schema("template")))
+
+	// The writer adds a department and a funding account of the same number in each transaction.
+	stop := make(chan struct{})
+	written := make(chan int)
+	go func() {
+		n := 0
+		defer func() { written <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n++
+			if _, err := f.db.Exec(ctx, fmt.Sprintf(`BEGIN; INSERT INTO %[1]s.departments (name) VALUES ('w%[2]d');
+INSERT INTO %[1]s.funding_accounts (name, total_minor) VALUES ('w%[2]d', %[2]d); COMMIT`, f.q("template"), n)); err != nil {
+				t.Errorf("writer: %v", err)
+				return
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	clone := f.tenant("clone", "clone."+f.ns+".clone.test")
+	clone.Spec.Source = &tenantryv1.TenantSource{Tenant: &tenantryv1.CloneSource{Name: "template"}}
+	must(t, k8s.Create(ctx, clone))
+	f.waitReady("clone")
+	close(stop)
+	if n := <-written; n < 10 {
+		t.Fatalf("the writer wrote %d transactions; the test proves nothing", n)
+	}
+	c := meta.FindStatusCondition(f.get("clone").Status.Conditions, tenantryv1.ConditionSourceCopied)
+	if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "of budgets, departments, funding_accounts") {
+		t.Fatalf("SourceCopied %+v", c)
+	}
+	depts, err := tenantdata.Dump(ctx, f.db, f.schema("clone"), "departments", "name")
+	must(t, err)
+	accounts, err := tenantdata.Dump(ctx, f.db, f.schema("clone"), "funding_accounts", "name")
+	must(t, err)
+	writes := func(rows []string) []string {
+		var out []string
+		for _, r := range rows {
+			if strings.HasPrefix(r, "w") {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	if d, a := writes(depts), writes(accounts); len(d) == 0 || !slices.Equal(d, a) {
+		t.Fatalf("the clone holds %d written departments and %d written accounts: not one snapshot", len(d), len(a))
+	}
+	// Every copied row is the source's (the source has more now, written after the snapshot).
+	for _, table := range []string{"budgets", "departments", "funding_accounts"} {
+		src, err := tenantdata.Dump(ctx, f.db, f.schema("template"), table)
+		must(t, err)
+		got, err := tenantdata.Dump(ctx, f.db, f.schema("clone"), table)
+		must(t, err)
+		for _, row := range got {
+			if !slices.Contains(src, row) {
+				t.Errorf("table %s of the clone holds %s, which the source never had", table, row)
+			}
+		}
+		if len(got) == 0 {
+			t.Errorf("table %s of the clone is empty", table)
+		}
+	}
+	for table, want := range map[string]int{"users": 1, "sessions": 0, "api_tokens": 0, "expenses": 0} {
+		if n := f.count(`SELECT count(*) FROM ` + f.q("clone") + `.` + table); n != want {
+			t.Errorf("the clone's %s holds %d rows, want %d", table, n, want)
+		}
+	}
+	// A new department in the clone takes the next id after the copied ones.
+	var maxID, newID int64
+	must(t, f.db.QueryRow(ctx, `SELECT max(id) FROM `+f.q("clone")+`.departments`).Scan(&maxID))
+	must(t, f.db.QueryRow(ctx, `INSERT INTO `+f.q("clone")+`.departments (name) VALUES ('after') RETURNING id`).Scan(&newID))
+	if newID <= maxID {
+		t.Fatalf("a new department of the clone got id %d, at or below the copied %d", newID, maxID)
+	}
+}
+
+// A schema-only clone holds the release's schema and its own first admin, and no row of the source; a
+// clone that asks for a table that refers to people stalls, saying why.
+func TestClone_schemaOnlyAndRefused(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, f.tenant("template", "template."+f.ns+".clone.test")))
+	f.waitReady("template")
+	must(t, tenantdata.Fill(ctx, f.db, f.schema("template")))
+
+	empty := f.tenant("empty", "empty."+f.ns+".clone.test")
+	empty.Spec.Source = &tenantryv1.TenantSource{Tenant: &tenantryv1.CloneSource{Name: "template", SchemaOnly: true}}
+	must(t, k8s.Create(ctx, empty))
+	if got := f.waitReady("empty"); got.Status.SchemaVersion != migrations.Latest {
+		t.Fatalf("schema-only clone at version %d", got.Status.SchemaVersion)
+	}
+	for _, table := range tenantdata.Tables {
+		want := 0
+		if table == "users" {
+			want = 1
+		}
+		if n := f.count(`SELECT count(*) FROM ` + f.q("empty") + `.` + table); n != want {
+			t.Errorf("the schema-only clone's %s holds %d rows, want %d", table, n, want)
+		}
+	}
+
+	refused := f.tenant("refused", "refused."+f.ns+".clone.test")
+	refused.Spec.Source = &tenantryv1.TenantSource{Tenant: &tenantryv1.CloneSource{Name: "template", Tables: []string{"departments", "expenses"}}}
+	must(t, k8s.Create(ctx, refused))
+	c := f.waitCondition("refused", tenantryv1.ConditionStalled, metav1.ConditionTrue, tenantryv1.ReasonSourceFailed)
+	msg := meta.FindStatusCondition(c.Status.Conditions, tenantryv1.ConditionStalled).Message
+	if !strings.Contains(msg, "expenses refers to") || !strings.Contains(msg, "which a clone never copies") {
+		t.Fatalf("stall message %q", msg)
+	}
+	if n := f.count(`SELECT count(*) FROM pg_tables WHERE schemaname = $1`, f.schema("refused")); n != 0 {
+		t.Errorf("the refused clone's schema holds %d tables", n)
+	}
 }

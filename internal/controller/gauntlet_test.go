@@ -483,7 +483,7 @@ func runGauntlet(t *testing.T, f *fixture, dbs []*pgxpool.Pool, views bool) {
 	f.restoreFrom("trapcopy", "trap-backup")
 	f.waitReady("trapcopy")
 	t.Logf("restored from the planted tenant's backup: %s",
-		meta.FindStatusCondition(f.get("trapcopy").Status.Conditions, tenantryv1.ConditionRestored).Message)
+		meta.FindStatusCondition(f.get("trapcopy").Status.Conditions, tenantryv1.ConditionSourceCopied).Message)
 
 	// Suspend and resume.
 	for _, suspend := range []bool{true, false} {

@@ -132,7 +132,7 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 	}()
 
 	timeout := r.ReconcileTimeout
-	if restoring(t) {
+	if copyingSource(t) {
 		timeout = tenantdb.BulkTimeout
 	}
 	ctx, cancel := withDeadline(ctx, timeout)

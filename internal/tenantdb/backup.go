@@ -27,6 +27,8 @@ const BulkTimeout = time.Hour
 type CopyTable struct {
 	Name    string   `json:"name"`
 	Columns []string `json:"columns"`
+	// References are the tables of the same schema its foreign keys refer to.
+	References []string `json:"references,omitempty"`
 }
 
 func (t CopyTable) copySQL(schema, direction string) string {
@@ -88,11 +90,18 @@ WHERE n.nspname = $1 AND c.relname = $2)`, s.id.Schema, VersionTable).Scan(&hasV
 		if sn.Tables, err = copyTables(ctx, tx, s.id.Schema); err != nil {
 			return err
 		}
-		rows, _ := tx.Query(ctx, `SELECT sequencename, last_value FROM pg_catalog.pg_sequences
-WHERE schemaname = $1 AND last_value IS NOT NULL ORDER BY sequencename`, s.id.Schema)
+		// Each sequence with the table that owns it (an identity or serial column's), if one does.
+		rows, _ := tx.Query(ctx, `SELECT s.sequencename::text, s.last_value,
+       coalesce((SELECT t.relname::text FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class t ON t.oid = d.refobjid
+                 WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+                   AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i') LIMIT 1), '')
+FROM pg_catalog.pg_sequences s
+JOIN pg_catalog.pg_namespace n ON n.nspname = s.schemaname
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = s.sequencename
+WHERE s.schemaname = $1 AND s.last_value IS NOT NULL ORDER BY 1`, s.id.Schema)
 		if sn.Sequences, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Sequence, error) {
 			var seq Sequence
-			err := row.Scan(&seq.Name, &seq.Value)
+			err := row.Scan(&seq.Name, &seq.Value, &seq.Table)
 			return seq, err
 		}); err != nil {
 			return err
@@ -112,14 +121,21 @@ func copyTables(ctx context.Context, tx pgx.Tx, schema string) ([]CopyTable, err
 SELECT c.relname::text,
        array(SELECT a.attname::text FROM pg_catalog.pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-             ORDER BY a.attnum)
+             ORDER BY a.attnum),
+       array(SELECT DISTINCT r.relname::text FROM pg_catalog.pg_constraint k
+             JOIN pg_catalog.pg_class r ON r.oid = k.confrelid
+             WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.confrelid <> c.oid AND r.relnamespace = c.relnamespace
+             ORDER BY 1)
 FROM pg_catalog.pg_class c
 WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
   AND c.relkind = 'r' AND NOT c.relispartition AND c.relname <> $2
 ORDER BY c.relname COLLATE "C"`, schema, VersionTable)
 	tables, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (CopyTable, error) {
 		var t CopyTable
-		err := row.Scan(&t.Name, &t.Columns)
+		err := row.Scan(&t.Name, &t.Columns, &t.References)
+		if len(t.References) == 0 {
+			t.References = nil
+		}
 		return t, err
 	})
 	if err != nil {

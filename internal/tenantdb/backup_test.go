@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -112,4 +113,41 @@ func dump(t *testing.T, db *DB, schema, table string) []string {
 	rows, err := tenantdata.Dump(context.Background(), db.pool, schema, table)
 	must(t, err)
 	return rows
+}
+
+func TestCloneTables(t *testing.T) {
+	all := []CopyTable{{Name: "api_tokens", References: []string{"users"}}, {Name: "budgets", References: []string{"departments", "funding_accounts"}},
+		{Name: "departments"}, {Name: "expenses", References: []string{"budgets", "users"}}, {Name: "funding_accounts"},
+		{Name: "notes", References: []string{"expenses"}}, {Name: "users", References: []string{"departments"}}}
+	people := []string{"users", "sessions", "api_tokens"}
+	names := func(ts []CopyTable) []string {
+		var out []string
+		for _, t := range ts {
+			out = append(out, t.Name)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		asked []string
+		want  []string
+		err   string
+	}{
+		{asked: nil, want: []string{"budgets", "departments", "funding_accounts"}},
+		{asked: []string{"departments", "funding_accounts"}, want: []string{"departments", "funding_accounts"}},
+		{asked: []string{"budgets"}, err: "budgets refers to departments, which is not in tables"},
+		{asked: []string{"notes"}, err: "notes refers to expenses: expenses refers to users: users holds people"},
+		{asked: []string{"users"}, err: "users holds people or their credentials, which a clone never copies"},
+		{asked: []string{"nope"}, err: `the source has no table "nope"`},
+	} {
+		got, err := CloneTables(all, people, tc.asked)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("CloneTables(%v) = %v, %v; want an error with %q", tc.asked, names(got), err, tc.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(names(got), tc.want) {
+			t.Errorf("CloneTables(%v) = %v, %v; want %v", tc.asked, names(got), err, tc.want)
+		}
+	}
 }

@@ -295,6 +295,8 @@ func (s *TenantSession) GrantCopy(ctx context.Context, login string) error {
 type Sequence struct {
 	Name  string
 	Value int64
+	// Table owns the sequence (an identity or serial column's), where one does (Snapshot reads it).
+	Table string
 }
 
 // Sequences reads the last value of every sequence of the schema that has one.
