@@ -160,6 +160,11 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 	if err := backups.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Backup controller: %w", err)
 	}
+	restores := &RestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Databases: dbs, Release: release,
+		Recorder: mgr.GetEventRecorder("tenantry-restore")}
+	if err := restores.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the Restore controller: %w", err)
+	}
 	// Every informer starts with the cache, all at once. Otherwise the Tenant informer (which the field
 	// indexes create before the start) is listed and synced first, and the controllers start theirs only
 	// then: with 10,000 tenants, one list after the other costs the start about a second.

@@ -162,11 +162,16 @@ WHERE r.rolname = $1 AND m.rolname <> current_user`, role)
 	return nil
 }
 
-// DropSchema drops a tenant's schema with all its data, then its role. A role that still owns objects in
+// DropSchema drops a tenant's schema with all its data (and the schemas in-place restores kept of
+// it), then its role. A role that still owns objects in
 // another database of the cluster is left in place: the schema, which is what holds data, is gone.
 func (db *DB) DropSchema(ctx context.Context, schema, role string) error {
 	if _, err := db.pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
 		return fmt.Errorf("dropping schema %q: %w", schema, err)
+	}
+	// The schemas in-place restores kept (the tenant's data as it was before each) go with it.
+	if err := db.dropKeptSchemas(ctx, role); err != nil {
+		return err
 	}
 	if citus, err := db.Citus(ctx); err != nil {
 		return err

@@ -1,0 +1,200 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/internal/tenantdb"
+	"tenantry.dev/tenantry/test/utils/tenantdata"
+)
+
+// restoreInPlace creates a Restore of a tenant to a backup and waits until it reaches a final phase.
+func (f *fixture) restoreInPlace(name, tenant, backupName string) *tenantryv1.Restore {
+	f.t.Helper()
+	must(f.t, k8s.Create(context.Background(), &tenantryv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name},
+		Spec: tenantryv1.RestoreSpec{Tenant: tenantryv1.LocalRef{Name: tenant}, Backup: tenantryv1.LocalRef{Name: backupName}}}))
+	rs := &tenantryv1.Restore{}
+	must(f.t, eventually(120*time.Second, func() error {
+		must(f.t, k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: name}, rs))
+		if rs.Status.Phase != tenantryv1.RestoreCompleted && rs.Status.Phase != tenantryv1.RestoreFailed {
+			return fmt.Errorf("phase %q: %+v", rs.Status.Phase, rs.Status.Conditions)
+		}
+		return nil
+	}))
+	return rs
+}
+
+// expenseTotal is how many expenses the app lists for a tenant.
+func (a *runningApp) expenseTotal(t *testing.T, host, session string) int {
+	t.Helper()
+	status, body := a.call(t, host, "GET", "/api/v1/expenses", "", session)
+	var list struct{ Total int }
+	if status != http.StatusOK || json.Unmarshal([]byte(body), &list) != nil {
+		t.Fatalf("listing expenses of %s: %d %s", host, status, body)
+	}
+	return list.Total
+}
+
+// A tenant deletes expenses by mistake after its backup, and is put back to the backup in place while
+// the app serves and writes to another tenant: the other tenant's writes all succeed, the restored
+// tenant serves the backup's expenses (its session, from before the backup, still valid) and takes
+// writes again, and its schema as it was is kept, read-only, until the Restore goes.
+func TestRestore_inPlaceWhileOthersWrite(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.withObjectStore()
+	acmeHost, globexHost := "acme."+f.ns+".restore.test", "globex."+f.ns+".restore.test"
+	must(t, k8s.Create(ctx, f.tenant("acme", acmeHost)))
+	must(t, k8s.Create(ctx, f.tenant("globex", globexHost)))
+	f.waitReady("acme")
+	f.waitReady("globex")
+	server := startApp(t, f)
+	acme, globex := server.signIn(t, f, "acme"), server.signIn(t, f, "globex")
+	budget := server.setupBudget(t, acmeHost, acme)
+	for i := range 20 {
+		status, body := server.call(t, acmeHost, "POST", "/api/v1/expenses",
+			fmt.Sprintf(`{"budgetId":%d,"spentOn":%q,"description":"kept %d","amountMinor":100}`, budget, time.Now().Format("2006-01-02"), i), acme)
+		if status != http.StatusCreated {
+			t.Fatalf("creating an expense: %d %s", status, body)
+		}
+	}
+	f.backUp("before-mistake", "acme")
+	before, err := tenantdata.Dump(ctx, f.db, f.schema("acme"), "expenses")
+	must(t, err)
+	// The mistake: half the expenses deleted, and a new one written.
+	_, err = f.db.Exec(ctx, `DELETE FROM `+f.q("acme")+`.expenses WHERE id % 2 = 0`)
+	must(t, err)
+	if n := server.expenseTotal(t, acmeHost, acme); n != 10 {
+		t.Fatalf("after the mistake acme lists %d expenses", n)
+	}
+
+	writer := startWriter(server, globexHost, globex, server.setupBudget(t, globexHost, globex), "during-restore-")
+	time.Sleep(300 * time.Millisecond)
+	rs := f.restoreInPlace("undo", "acme", "before-mistake")
+	time.Sleep(300 * time.Millisecond)
+	res := writer.Stop()
+	if rs.Status.Phase != tenantryv1.RestoreCompleted {
+		t.Fatalf("restore %s: %s (%+v)", rs.Status.Phase, rs.Status.Error, rs.Status.Conditions)
+	}
+	if len(res.Acked) < 10 || res.Errors > 0 || res.Refusals > 0 {
+		t.Fatalf("the other tenant's writes during the restore: %d acknowledged, %d refused, %d errors %q", len(res.Acked), res.Refusals, res.Errors, res.Unexpected)
+	}
+	if rs.Status.Rows == 0 || rs.Status.WritesPaused == nil || rs.Status.PreviousSchema == "" || rs.Status.KeepUntil == nil ||
+		!meta.IsStatusConditionTrue(rs.Status.Conditions, tenantryv1.ConditionReady) {
+		t.Fatalf("Restore status %+v", rs.Status)
+	}
+	t.Logf("restored %d rows; acme's writes paused %s; the other tenant wrote %d expenses meanwhile", rs.Status.Rows, rs.Status.WritesPaused.Duration, len(res.Acked))
+
+	if n := server.expenseTotal(t, acmeHost, acme); n != 20 {
+		t.Fatalf("after the restore acme lists %d expenses, want the backup's 20", n)
+	}
+	after, err := tenantdata.Dump(ctx, f.db, f.schema("acme"), "expenses")
+	must(t, err)
+	if fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatal("the restored expenses are not the backup's")
+	}
+	status, body := server.call(t, acmeHost, "POST", "/api/v1/expenses",
+		fmt.Sprintf(`{"budgetId":%d,"spentOn":%q,"description":"after","amountMinor":100}`, budget, time.Now().Format("2006-01-02")), acme)
+	if status != http.StatusCreated {
+		t.Fatalf("writing to the restored tenant: %d %s", status, body)
+	}
+	// The schema as it was is kept, with the mistake in it, and nobody may write to it.
+	if n := f.count(`SELECT count(*) FROM ` + pgx.Identifier{rs.Status.PreviousSchema}.Sanitize() + `.expenses`); n != 10 {
+		t.Fatalf("the kept schema holds %d expenses, want the 10 left by the mistake", n)
+	}
+	app := f.appLogin()
+	if _, err := app.Exec(ctx, `BEGIN; SET LOCAL ROLE `+f.q("acme")+`; INSERT INTO `+pgx.Identifier{rs.Status.PreviousSchema}.Sanitize()+
+		`.departments (name) VALUES ('x'); COMMIT`); err == nil {
+		t.Fatal("the tenant's role may write to the kept schema")
+	}
+	_, _ = app.Exec(ctx, "ROLLBACK")
+
+	must(t, k8s.Delete(ctx, rs))
+	must(t, eventually(30*time.Second, func() error {
+		if f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, rs.Status.PreviousSchema) != 0 {
+			return errNotYet
+		}
+		return nil
+	}))
+}
+
+// The object store goes away while a restore in place fills its staging schema: the Restore fails,
+// the tenant is exactly as it was (every row, and writable), and the staging schema is gone.
+func TestRestore_inPlaceFailsHalfway(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	server, _ := f.withObjectStore()
+	must(t, k8s.Create(ctx, f.tenant("steady", "steady."+f.ns+".restore.test")))
+	f.waitReady("steady")
+	must(t, tenantdata.Fill(ctx, f.db, f.schema("steady")))
+	_, err := f.db.Exec(ctx, `INSERT INTO `+f.q("steady")+`.expenses (budget_id, spent_on, description, amount_minor, created_by)
+SELECT (SELECT min(id) FROM `+f.q("steady")+`.budgets), current_date, 'seed ' || g, 100, (SELECT min(id) FROM `+f.q("steady")+`.users)
+FROM generate_series(1, 400000) g`)
+	must(t, err)
+	f.backUp("full", "steady")
+	_, err = f.db.Exec(ctx, `DELETE FROM `+f.q("steady")+`.expenses WHERE id % 3 = 0`)
+	must(t, err)
+	want := map[string][]string{}
+	for _, table := range tenantdata.Tables {
+		want[table], err = tenantdata.Dump(ctx, f.db, f.schema("steady"), table)
+		must(t, err)
+	}
+
+	must(t, k8s.Create(ctx, &tenantryv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "doomed"},
+		Spec: tenantryv1.RestoreSpec{Tenant: tenantryv1.LocalRef{Name: "steady"}, Backup: tenantryv1.LocalRef{Name: "full"}}}))
+	rs := &tenantryv1.Restore{}
+	must(t, eventually(60*time.Second, func() error {
+		must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "doomed"}, rs))
+		if rs.Status.Phase != tenantryv1.RestoreRunning {
+			return errNotYet
+		}
+		return nil
+	}))
+	// The store goes once the staging schema is being filled.
+	staging, _ := tenantdb.RestoreSchemas(f.schema("steady"), string(rs.UID))
+	must(t, eventually(30*time.Second, func() error {
+		if f.count(`SELECT count(*) FROM pg_tables WHERE schemaname = $1`, staging) == 0 {
+			return errNotYet
+		}
+		return nil
+	}))
+	server.Kill()
+	defer func() { must(t, server.Restart()) }()
+	must(t, eventually(120*time.Second, func() error {
+		must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "doomed"}, rs))
+		if rs.Status.Phase != tenantryv1.RestoreFailed {
+			return fmt.Errorf("phase %s", rs.Status.Phase)
+		}
+		return nil
+	}))
+	t.Logf("the failed restore: %s", rs.Status.Error)
+	for _, table := range tenantdata.Tables {
+		got, err := tenantdata.Dump(ctx, f.db, f.schema("steady"), table)
+		must(t, err)
+		if fmt.Sprint(got) != fmt.Sprint(want[table]) {
+			t.Errorf("after the failed restore, table %s holds %d rows, it held %d", table, len(got), len(want[table]))
+		}
+	}
+	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, staging); n != 0 {
+		t.Error("the failed restore left its staging schema")
+	}
+	app := f.appLogin()
+	if _, err := app.Exec(ctx, `BEGIN; SET LOCAL ROLE `+f.q("steady")+`; INSERT INTO `+f.q("steady")+
+		`.departments (name) VALUES ('still writable'); COMMIT`); err != nil {
+		t.Fatalf("the tenant is not writable after the failed restore: %v", err)
+	}
+	if !meta.IsStatusConditionTrue(f.get("steady").Status.Conditions, tenantryv1.ConditionReady) {
+		t.Fatal("the tenant is not Ready after the failed restore")
+	}
+}
