@@ -72,6 +72,13 @@ type BackupSpec struct {
 	// says where the backup goes. It cannot change.
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="tenant is immutable"
 	Tenant LocalRef `json:"tenant"`
+
+	// keepFor is how long the backup is kept once it completed: then the Backup deletes itself, and
+	// its files with it. Unset keeps it until it is deleted (a ScheduledBackup's keep.last may delete
+	// it sooner).
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="keepFor is immutable"
+	// +optional
+	KeepFor *metav1.Duration `json:"keepFor,omitempty"`
 }
 
 // BackupPhase is how far a Backup has come.
@@ -132,6 +139,9 @@ type BackupStatus struct {
 	// size is the number of bytes the backup takes in the object store, compressed.
 	// +optional
 	Size int64 `json:"size,omitempty"`
+	// expiresAt is when a backup with spec.keepFor is deleted.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 	// error says why a Failed backup failed.
 	// +optional
 	Error string `json:"error,omitempty"`
@@ -174,3 +184,104 @@ type BackupList struct {
 
 // BackupFinalizer lets the operator delete what a Backup wrote to its object store before the Backup goes.
 const BackupFinalizer = "tenantry.dev/backup"
+
+// BackupRetention says which of a schedule's backups are kept.
+// +kubebuilder:validation:XValidation:rule="has(self.last) || has(self.for)",message="keep names last, for, or both"
+type BackupRetention struct {
+	// last keeps the newest that many completed backups of each tenant; older ones are deleted.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	// +optional
+	Last *int32 `json:"last,omitempty"`
+	// for keeps each backup that long after it completed (its spec.keepFor), also after its tenant
+	// is deleted.
+	// +optional
+	For *metav1.Duration `json:"for,omitempty"`
+}
+
+// ScheduledBackupSpec is the desired state of a ScheduledBackup.
+// +kubebuilder:validation:XValidation:rule="has(self.tenant) != has(self.app)",message="a schedule names either a tenant or an app"
+type ScheduledBackupSpec struct {
+	// schedule is when backups are taken: a cron expression of six fields, seconds first (as
+	// CloudNativePG's), in UTC; e.g. "0 0 2 * * *" every day at 02:00.
+	// +kubebuilder:validation:MinLength=11
+	// +kubebuilder:validation:MaxLength=100
+	Schedule string `json:"schedule"`
+
+	// tenant backs up one Tenant of this namespace.
+	// +optional
+	Tenant *LocalRef `json:"tenant,omitempty"`
+
+	// app backs up every Tenant of this ExpenseApp (of this namespace) that no ScheduledBackup names
+	// by itself: the app's default for its tenants.
+	// +optional
+	App *LocalRef `json:"app,omitempty"`
+
+	// keep says which backups are kept.
+	Keep BackupRetention `json:"keep"`
+
+	// suspend stops new backups; those taken are kept by keep.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+
+	// immediate takes the first backups as soon as the schedule is created, not at its first time.
+	// +optional
+	Immediate bool `json:"immediate,omitempty"`
+}
+
+// ScheduledBackupStatus is the observed state of a ScheduledBackup.
+type ScheduledBackupStatus struct {
+	// conditions: Ready is True while the schedule runs; Stalled says why it cannot (an invalid
+	// schedule).
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// observedGeneration is the generation of the spec this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// lastScheduleTime is when backups were last due and created.
+	// +optional
+	LastScheduleTime *metav1.Time `json:"lastScheduleTime,omitempty"`
+	// nextScheduleTime is when backups are due next.
+	// +optional
+	NextScheduleTime *metav1.Time `json:"nextScheduleTime,omitempty"`
+	// lastBackups are the Backups created last time.
+	// +optional
+	LastBackups []string `json:"lastBackups,omitempty"`
+}
+
+// ScheduledBackup takes Backups of one Tenant, or of every Tenant of an ExpenseApp, on a schedule, and
+// keeps the newest ones (keep.last) or each for a time (keep.for). Its Backups carry the labels
+// tenantry.dev/scheduled-backup and tenantry.dev/tenant.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=tenantry
+// +kubebuilder:printcolumn:name="Schedule",type=string,JSONPath=`.spec.schedule`
+// +kubebuilder:printcolumn:name="Tenant",type=string,JSONPath=`.spec.tenant.name`
+// +kubebuilder:printcolumn:name="App",type=string,JSONPath=`.spec.app.name`
+// +kubebuilder:printcolumn:name="Suspend",type=boolean,JSONPath=`.spec.suspend`
+// +kubebuilder:printcolumn:name="Last",type=date,JSONPath=`.status.lastScheduleTime`
+// +kubebuilder:printcolumn:name="Next",type=string,priority=1,JSONPath=`.status.nextScheduleTime`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ScheduledBackup struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired state of the schedule.
+	Spec ScheduledBackupSpec `json:"spec"`
+	// status is the observed state of the schedule.
+	// +optional
+	Status ScheduledBackupStatus `json:"status,omitempty"`
+}
+
+// ScheduledBackupList is a list of ScheduledBackups.
+// +kubebuilder:object:root=true
+type ScheduledBackupList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ScheduledBackup `json:"items"`
+}
+
+// LabelScheduledBackup is the label on a Backup that names the ScheduledBackup that took it.
+const LabelScheduledBackup = "tenantry.dev/scheduled-backup"

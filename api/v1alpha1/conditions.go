@@ -119,6 +119,8 @@ const (
 	// ReasonBackupFailed: a backup could not be taken (the tenant not Ready, its schema unreadable); the
 	// Backup is Failed, and a new Backup is needed.
 	ReasonBackupFailed = "BackupFailed"
+	// ReasonInvalidSchedule: a ScheduledBackup's spec.schedule is not a cron expression of six fields.
+	ReasonInvalidSchedule = "InvalidSchedule"
 	// ReasonSourceNotFound: a Tenant's spec.source names a Backup or a Tenant that does not exist in its
 	// namespace, or a Backup whose files are not in the object store.
 	ReasonSourceNotFound = "SourceNotFound"

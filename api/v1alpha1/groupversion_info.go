@@ -25,7 +25,7 @@ var (
 
 func addKnownTypes(s *runtime.Scheme) error {
 	s.AddKnownTypes(GroupVersion, &ExpenseApp{}, &ExpenseAppList{}, &Tenant{}, &TenantList{}, &HostClaim{}, &HostClaimList{},
-		&ClusterDatabase{}, &ClusterDatabaseList{}, &Backup{}, &BackupList{}, &Restore{}, &RestoreList{})
+		&ClusterDatabase{}, &ClusterDatabaseList{}, &Backup{}, &BackupList{}, &Restore{}, &RestoreList{}, &ScheduledBackup{}, &ScheduledBackupList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

@@ -42,7 +42,7 @@ type BackupReconciler struct {
 	Timeout time.Duration
 }
 
-// +kubebuilder:rbac:groups=tenantry.dev,resources=backups,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=tenantry.dev,resources=backups,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=tenantry.dev,resources=backups/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=tenantry.dev,resources=backups/finalizers,verbs=update
 
@@ -77,18 +77,40 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 	}
 	switch b.Status.Phase {
 	case tenantryv1.BackupCompleted:
-		return ctrl.Result{}, nil
+		return r.expire(ctx, b)
 	case tenantryv1.BackupFailed:
 		return ctrl.Result{}, stallErr(tenantryv1.ReasonBackupFailed, time.Hour, errors.New(b.Status.Error))
 	}
-	if !controllerutil.ContainsFinalizer(b, tenantryv1.BackupFinalizer) {
+	// The finalizer, and the tenant's label, by which a tenant's backups are listed (and purged) at once.
+	if !controllerutil.ContainsFinalizer(b, tenantryv1.BackupFinalizer) || b.Labels[LabelTenant] != labelValue(b.Spec.Tenant.Name) {
 		patch := client.MergeFrom(b.DeepCopy())
 		controllerutil.AddFinalizer(b, tenantryv1.BackupFinalizer)
+		b.Labels = mergeMaps(b.Labels, map[string]string{LabelTenant: labelValue(b.Spec.Tenant.Name)})
 		if err := r.Patch(ctx, b, patch); err != nil {
 			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
 		}
 	}
-	return ctrl.Result{}, r.take(ctx, b)
+	if err := r.take(ctx, b); err != nil {
+		return ctrl.Result{}, err
+	}
+	return r.expire(ctx, b)
+}
+
+// expire deletes a completed Backup whose spec.keepFor has passed (its files go with it: the
+// finalizer), or looks again when it will have.
+func (r *BackupReconciler) expire(ctx context.Context, b *tenantryv1.Backup) (ctrl.Result, error) {
+	if b.Spec.KeepFor == nil || b.Status.StoppedAt == nil {
+		return ctrl.Result{}, nil
+	}
+	at := metav1.NewTime(b.Status.StoppedAt.Add(b.Spec.KeepFor.Duration))
+	b.Status.ExpiresAt = &at
+	if wait := time.Until(at.Time); wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
+	if err := r.Delete(ctx, b); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, retryErr(tenantryv1.ReasonAPIServerError, err)
+	}
+	return ctrl.Result{}, nil
 }
 
 // take takes the backup: it waits for the Tenant to be Ready and its app to name an object store, then

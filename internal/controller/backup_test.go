@@ -450,3 +450,93 @@ func TestClone_schemaOnlyAndRefused(t *testing.T) {
 		t.Errorf("the refused clone's schema holds %d tables", n)
 	}
 }
+
+// A schedule of one tenant every two seconds keeping the last two: backups keep coming, and only the
+// newest two completed ones stay, with their files; the others are gone from the store. A schedule of
+// the app backs up its tenants that have no schedule of their own, and its keep.for deletes each of its
+// backups (and files) once that time has passed.
+func TestScheduledBackup_keepsWhatItShould(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	server, bucket := f.withObjectStore()
+	for _, name := range []string{"daily", "other"} {
+		must(t, k8s.Create(ctx, f.tenant(name, name+"."+f.ns+".backup.test")))
+		f.waitReady(name)
+	}
+	two := int32(2)
+	must(t, k8s.Create(ctx, &tenantryv1.ScheduledBackup{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "often"},
+		Spec: tenantryv1.ScheduledBackupSpec{Schedule: "*/2 * * * * *", Tenant: &tenantryv1.LocalRef{Name: "daily"},
+			Keep: tenantryv1.BackupRetention{Last: &two}, Immediate: true}}))
+	must(t, k8s.Create(ctx, &tenantryv1.ScheduledBackup{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "app-wide"},
+		Spec: tenantryv1.ScheduledBackupSpec{Schedule: "*/3 * * * * *", App: &tenantryv1.LocalRef{Name: "expenses"},
+			Keep: tenantryv1.BackupRetention{For: &metav1.Duration{Duration: 2 * time.Second}}}}))
+	list := func(schedule string) []tenantryv1.Backup {
+		var l tenantryv1.BackupList
+		must(t, k8s.List(ctx, &l, client.InNamespace(f.ns), client.MatchingLabels{tenantryv1.LabelScheduledBackup: schedule}))
+		return l.Items
+	}
+	seen := map[string]bool{}
+	seenApp := map[string]bool{}
+	must(t, eventually(60*time.Second, func() error {
+		items := list("often")
+		completed := 0
+		for _, b := range items {
+			seen[b.Name] = true
+			if b.Status.Phase == tenantryv1.BackupCompleted && b.DeletionTimestamp.IsZero() {
+				completed++
+			}
+		}
+		for _, b := range list("app-wide") {
+			seenApp[b.Name] = true
+			if b.Spec.Tenant.Name != "other" {
+				t.Errorf("the app's schedule backed up %s, which has a schedule of its own", b.Spec.Tenant.Name)
+			}
+		}
+		if len(seen) < 5 || completed != 2 || len(seenApp) < 3 {
+			return fmt.Errorf("%d backups of the tenant's schedule seen, %d completed now; %d of the app's", len(seen), completed, len(seenApp))
+		}
+		return nil
+	}))
+	for _, name := range []string{"often", "app-wide"} {
+		sb := &tenantryv1.ScheduledBackup{}
+		must(t, k8s.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: name}, sb))
+		patch := client.MergeFrom(sb.DeepCopy())
+		sb.Spec.Suspend = true
+		must(t, k8s.Patch(ctx, sb, patch))
+	}
+	// The store holds the files of the backups still there, and of no other.
+	must(t, eventually(30*time.Second, func() error {
+		dirs := map[string]bool{}
+		keys, err := server.Keys(ctx, bucket, "tenantry/"+f.ns+"/daily/")
+		must(t, err)
+		for _, k := range keys {
+			dirs[strings.Split(strings.TrimPrefix(k, "tenantry/"+f.ns+"/daily/"), "/")[0]] = true
+		}
+		var live []string
+		for _, b := range list("often") {
+			if b.DeletionTimestamp.IsZero() && b.Status.Phase == tenantryv1.BackupCompleted {
+				live = append(live, b.Name+"-"+string(b.UID))
+			}
+		}
+		if len(dirs) != len(live) {
+			return fmt.Errorf("the store holds %d backups of the tenant, %d Backups are left", len(dirs), len(live))
+		}
+		for _, d := range live {
+			if !dirs[d] {
+				return fmt.Errorf("the store lacks %s", d)
+			}
+		}
+		return nil
+	}))
+	// keep.for: the app's backups go two seconds after they completed.
+	must(t, eventually(30*time.Second, func() error {
+		if n := len(list("app-wide")); n != 0 {
+			return fmt.Errorf("%d of the app's backups left", n)
+		}
+		keys, err := server.Keys(ctx, bucket, "tenantry/"+f.ns+"/other/")
+		if err != nil || len(keys) != 0 {
+			return fmt.Errorf("%d files of the app's backups left (%v)", len(keys), err)
+		}
+		return nil
+	}))
+}

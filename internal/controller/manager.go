@@ -165,6 +165,10 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 	if err := restores.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Restore controller: %w", err)
 	}
+	schedules := &ScheduledBackupReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("tenantry-scheduledbackup")}
+	if err := schedules.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the ScheduledBackup controller: %w", err)
+	}
 	// Every informer starts with the cache, all at once. Otherwise the Tenant informer (which the field
 	// indexes create before the start) is listed and synced first, and the controllers start theirs only
 	// then: with 10,000 tenants, one list after the other costs the start about a second.
