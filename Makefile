@@ -62,11 +62,15 @@ test-citus: citus ## Run the Citus suite alone: the operator and the app on a co
 	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) -count=1 -run 'TestCitus' ./internal/controller
 
 .PHONY: bench
-bench: bench-onboard bench-app bench-fleet bench-restart bench-drift bench-apiserver bench-shards bench-citus ## Run every benchmark and print the figures for docs/benchmarks.md.
+bench: bench-onboard bench-app bench-fleet bench-restart bench-drift bench-apiserver bench-shards bench-citus bench-lifecycle ## Run every benchmark and print the figures for docs/benchmarks.md.
 
 .PHONY: bench-onboard
 bench-onboard: ## Onboarding: apply→Ready latency, 100 and 1,000 tenants at once, against a psql floor.
 	@assets=$$(hack/envtest-assets.sh) && KUBEBUILDER_ASSETS=$$assets go run ./hack/bench onboard $(BENCH_TENANTS)
+
+.PHONY: bench-lifecycle
+bench-lifecycle: ## Backup, restore and clone of one tenant of 1,000,000 expenses (BENCH_EXPENSES), against pg_dump and pg_restore.
+	@assets=$$(hack/envtest-assets.sh) && weed=$$(hack/seaweedfs.sh) && KUBEBUILDER_ASSETS=$$assets WEED=$$weed go run ./hack/bench lifecycle $(or $(BENCH_EXPENSES),1000000)
 
 .PHONY: bench-fleet
 bench-fleet: ## A release with one new migration across 1,000 tenants, against psql.

@@ -8,6 +8,7 @@
 //	go run ./hack/bench apiserver 300      (make bench-apiserver)
 //	go run ./hack/bench shards 1000        (make bench-shards)
 //	go run ./hack/bench citus 1000         (make bench-citus)
+//	go run ./hack/bench lifecycle 1000000  (make bench-lifecycle; n is expenses, not tenants)
 //
 // onboard: the apply→Ready latency of tenants applied one at a time; then, per size N, N tenants applied
 // at once: time until all are Ready, per-tenant apply→Ready, operator CPU and peak RSS; and beside it, on
@@ -26,7 +27,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench onboard|app|fleet|restart|drift|apiserver|shards|citus N [N...]")
+		fmt.Fprintln(os.Stderr, "usage: bench onboard|app|fleet|restart|drift|apiserver|shards|citus|lifecycle N [N...]")
 		os.Exit(2)
 	}
 	var sizes []int
@@ -83,6 +84,12 @@ func main() {
 	case "app":
 		for _, n := range sizes {
 			if err = appBench(ctx, n); err != nil {
+				break
+			}
+		}
+	case "lifecycle":
+		for _, n := range sizes {
+			if err = lifecycle(ctx, n); err != nil {
 				break
 			}
 		}
