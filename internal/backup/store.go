@@ -4,6 +4,7 @@
 package backup
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,9 +18,10 @@ import (
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 )
 
-// PartSize is the size of each part of an upload: the memory one table's upload holds, whatever the
-// tenant's size. With S3's 10,000 parts, one table's stream may reach 160 GiB compressed.
-const PartSize = 16 << 20
+// PartSize is the size of each part of an upload: with the first part's, the memory one table's upload
+// holds (twice this), whatever the tenant's size. With S3's 10,000 parts, one table's stream may reach
+// 80 GiB compressed.
+const PartSize = 8 << 20
 
 // Credentials are an object store's access keys.
 type Credentials struct {
@@ -83,10 +85,24 @@ func NewStore(spec tenantryv1.ObjectStore, creds Credentials) (*Store, error) {
 // URL is where key is, as s3://bucket/prefix/key.
 func (s *Store) URL(key string) string { return "s3://" + s.bucket + "/" + s.prefix + key }
 
-// Put writes r to key as it reads it, a part at a time, and returns the bytes written.
+// Put writes r to key as it reads it, a part at a time, and returns the bytes written. What fits in
+// one part goes in one request.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType string) (int64, error) {
-	info, err := s.client.PutObject(ctx, s.bucket, s.prefix+key, r, -1, minio.PutObjectOptions{
-		PartSize: PartSize, ContentType: contentType,
+	first := make([]byte, PartSize)
+	n, err := io.ReadFull(r, first)
+	size := int64(-1)
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		size, r = int64(n), bytes.NewReader(first[:n])
+	case err != nil:
+		return 0, fmt.Errorf("writing %s: %w", s.URL(key), err)
+	default:
+		r = io.MultiReader(bytes.NewReader(first), r)
+	}
+	// The payload is not signed (UNSIGNED-PAYLOAD): hashing every part for the signature costs CPU,
+	// and each table's SHA-256 is in the manifest.
+	info, err := s.client.PutObject(ctx, s.bucket, s.prefix+key, r, size, minio.PutObjectOptions{
+		PartSize: PartSize, ContentType: contentType, DisableContentSha256: true,
 	})
 	if err != nil {
 		return 0, fmt.Errorf("writing %s: %w", s.URL(key), err)

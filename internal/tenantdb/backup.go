@@ -167,11 +167,15 @@ type Fill func(ctx context.Context, t CopyTable, copyIn func(io.Reader) (int64, 
 
 // Load writes tables into the tenant's schema, which its migrations made and which holds no rows yet,
 // in one transaction acting as the tenant, and sets its sequences: all of it commits, or none. Tables
-// go in the order of their foreign keys (referenced first), as the schema's catalog has them. A schema
-// that already holds rows in one of the tables is left alone (ErrNotEmpty).
+// go in the order of their foreign keys (referenced first), as the schema's catalog has them. As
+// pg_restore does, the foreign keys and the indexes that back no constraint are made after the rows
+// are in: dropped first, and made again from their own definitions, in the same transaction (a check
+// of each foreign key over the whole table, and an index built at once, rather than row by row). A
+// schema that already holds rows in one of the tables is left alone (ErrNotEmpty). The transaction
+// has pg_catalog alone on its search_path, and names every table in full.
 func (s *TenantSession) Load(ctx context.Context, tables []CopyTable, seqs []Sequence, fill Fill) (LoadResult, error) {
 	var res LoadResult
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err := s.inTxOn(ctx, "pg_catalog", true, func(tx pgx.Tx) error {
 		if err := setBulkTimeout(ctx, tx); err != nil {
 			return err
 		}
@@ -179,18 +183,26 @@ func (s *TenantSession) Load(ctx context.Context, tables []CopyTable, seqs []Seq
 		if err != nil {
 			return err
 		}
+		if len(order) > 0 {
+			checks := make([]string, len(order))
+			for i, name := range order {
+				checks[i] = "(SELECT " + quoteLiteral(name) + " FROM " + pgx.Identifier{s.id.Schema, name}.Sanitize() + " LIMIT 1)"
+			}
+			var full *string
+			if err := tx.QueryRow(ctx, "SELECT coalesce("+strings.Join(checks, ", ")+")").Scan(&full); err != nil {
+				return err
+			}
+			if full != nil {
+				return fmt.Errorf("table %s: %w", *full, ErrNotEmpty)
+			}
+		}
+		later, err := deferIndexes(ctx, tx, s.id.Schema)
+		if err != nil {
+			return err
+		}
 		given := map[string]CopyTable{}
 		for _, t := range tables {
 			given[t.Name] = t
-		}
-		for _, name := range order {
-			var rows bool
-			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT FROM "+pgx.Identifier{s.id.Schema, name}.Sanitize()+")").Scan(&rows); err != nil {
-				return err
-			}
-			if rows {
-				return fmt.Errorf("table %s: %w", name, ErrNotEmpty)
-			}
 		}
 		for _, name := range order {
 			t, ok := given[name]
@@ -211,25 +223,68 @@ func (s *TenantSession) Load(ctx context.Context, tables []CopyTable, seqs []Seq
 			res.Skipped = append(res.Skipped, name)
 		}
 		slices.Sort(res.Skipped)
-		for _, seq := range seqs {
-			var exists bool
-			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_sequences WHERE schemaname = $1 AND sequencename = $2)`,
-				s.id.Schema, seq.Name).Scan(&exists); err != nil {
-				return err
-			}
-			if !exists {
-				continue
-			}
-			if _, err := tx.Exec(ctx, "SELECT pg_catalog.setval($1::regclass, $2, true)", pgx.Identifier{s.id.Schema, seq.Name}.Sanitize(), seq.Value); err != nil {
-				return fmt.Errorf("setting sequence %s: %w", seq.Name, err)
+		for _, stmt := range later {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("%s: %w", stmt, err)
 			}
 		}
-		return nil
+		if len(seqs) == 0 {
+			return nil
+		}
+		names, values := make([]string, len(seqs)), make([]int64, len(seqs))
+		for i, seq := range seqs {
+			names[i], values[i] = seq.Name, seq.Value
+		}
+		// Each sequence the schema has, set; those it does not have, left out.
+		_, err = tx.Exec(ctx, `SELECT pg_catalog.setval(c.oid, v.value, true)
+FROM unnest($2::text[], $3::bigint[]) AS v(name, value)
+JOIN pg_catalog.pg_class c ON c.relname = v.name AND c.relkind = 'S'
+WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)`, s.id.Schema, names, values)
+		return err
 	})
 	if err != nil {
 		return LoadResult{}, fmt.Errorf("loading into %s: %w", s.id.Schema, err)
 	}
 	return res, nil
+}
+
+// deferIndexes drops the schema's foreign keys and the indexes that back no constraint, and returns
+// the statements that make them again, indexes first.
+func deferIndexes(ctx context.Context, tx pgx.Tx, schema string) ([]string, error) {
+	rows, _ := tx.Query(ctx, `
+SELECT 'DROP INDEX ' || pg_catalog.quote_ident($1) || '.' || pg_catalog.quote_ident(c.relname), pg_catalog.pg_get_indexdef(c.oid), 1
+FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k WHERE k.conindid = c.oid)
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_class t WHERE t.oid = i.indrelid AND t.relname = $2)
+UNION ALL
+SELECT 'ALTER TABLE ' || k.conrelid::pg_catalog.regclass::text || ' DROP CONSTRAINT ' || pg_catalog.quote_ident(k.conname),
+       'ALTER TABLE ' || k.conrelid::pg_catalog.regclass::text || ' ADD CONSTRAINT ' || pg_catalog.quote_ident(k.conname) || ' ' ||
+       pg_catalog.pg_get_constraintdef(k.oid), 2
+FROM pg_catalog.pg_constraint k
+WHERE k.contype = 'f' AND k.connamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
+ORDER BY 3, 1`, schema, VersionTable)
+	type pair struct{ drop, make string }
+	pairs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pair, error) {
+		var p pair
+		var kind int
+		err := row.Scan(&p.drop, &p.make, &kind)
+		return p, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the indexes and foreign keys of %s: %w", schema, err)
+	}
+	var later []string
+	// Foreign keys go before the indexes (none depends on one), and come back after them.
+	for i := len(pairs) - 1; i >= 0; i-- {
+		if _, err := tx.Exec(ctx, pairs[i].drop); err != nil {
+			return nil, fmt.Errorf("%s: %w", pairs[i].drop, err)
+		}
+	}
+	for _, p := range pairs {
+		later = append(later, p.make)
+	}
+	return later, nil
 }
 
 // loadOrder is the schema's tables (but the version table) in an order that writes every table after
