@@ -108,6 +108,16 @@ func sourceCopied(t *tenantryv1.Tenant, format string, args ...any) {
 	setCondition(t, tenantryv1.ConditionSourceCopied, metav1.ConditionTrue, tenantryv1.ReasonSucceeded, fmt.Sprintf(format, args...))
 }
 
+// copiedAt records the version the copy left the schema at: at the release's, the schema step has
+// nothing to migrate, and sends no SQL to find that out.
+func (r *TenantReconciler) copiedAt(t *tenantryv1.Tenant, version int64) {
+	if version != r.Release.Target() {
+		return
+	}
+	t.Status.SchemaVersion = version
+	setCondition(t, tenantryv1.ConditionMigrationsApplied, metav1.ConditionTrue, tenantryv1.ReasonSucceeded, fmt.Sprintf("Schema at version %d", version))
+}
+
 // restoreBackup restores a Backup into the new tenant: its schema is made at the backup's version and
 // filled (backup.Restore), every table checked against the manifest before the one transaction commits.
 func (r *TenantReconciler) restoreBackup(ctx context.Context, run *tenantRun) error {
@@ -191,6 +201,7 @@ func (r *TenantReconciler) restoreBackup(ctx context.Context, run *tenantRun) er
 		msg += "; left out, as the release's schema has no such table: " + strings.Join(res.Skipped, ", ")
 	}
 	sourceCopied(t, "Restored from Backup %s: %s", name, msg)
+	r.copiedAt(t, m.SchemaVersion)
 	return nil
 }
 
@@ -261,8 +272,10 @@ func (r *TenantReconciler) cloneTenant(ctx context.Context, run *tenantRun) erro
 		return sourceFailure(t, tenantryv1.ReasonSourceFailed, 0, retry, "cloning Tenant %s failed, and nothing of it was kept; trying again: %v", spec.Name, err)
 	case spec.SchemaOnly:
 		sourceCopied(t, "Cloned Tenant %s's schema (version %d), without rows", spec.Name, version)
+		r.copiedAt(t, version)
 	default:
 		sourceCopied(t, "Cloned from Tenant %s: %d rows of %s, at schema version %d", spec.Name, res.Rows, strings.Join(copied, ", "), version)
+		r.copiedAt(t, version)
 	}
 	return nil
 }

@@ -29,7 +29,14 @@ type CopyTable struct {
 	Columns []string `json:"columns"`
 	// References are the tables of the same schema its foreign keys refer to.
 	References []string `json:"references,omitempty"`
+	// Rows is how many rows are expected: a backup's count, or a snapshot's estimate from the table's
+	// statistics and size. Load builds indexes after the rows when there are many (DeferIndexesFrom).
+	Rows int64 `json:"rows,omitempty"`
 }
+
+// DeferIndexesFrom is the number of rows from which Load makes foreign keys and indexes after the rows
+// rather than before: below it, dropping and making them again costs more than it saves.
+const DeferIndexesFrom = 20000
 
 func (t CopyTable) copySQL(schema, direction string) string {
 	cols := make([]string, len(t.Columns))
@@ -125,14 +132,15 @@ SELECT c.relname::text,
        array(SELECT DISTINCT r.relname::text FROM pg_catalog.pg_constraint k
              JOIN pg_catalog.pg_class r ON r.oid = k.confrelid
              WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.confrelid <> c.oid AND r.relnamespace = c.relnamespace
-             ORDER BY 1)
+             ORDER BY 1),
+       greatest(c.reltuples, pg_catalog.pg_relation_size(c.oid) / 8192 * 50)::bigint
 FROM pg_catalog.pg_class c
 WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
   AND c.relkind = 'r' AND NOT c.relispartition AND c.relname <> $2
 ORDER BY c.relname COLLATE "C"`, schema, VersionTable)
 	tables, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (CopyTable, error) {
 		var t CopyTable
-		err := row.Scan(&t.Name, &t.Columns, &t.References)
+		err := row.Scan(&t.Name, &t.Columns, &t.References, &t.Rows)
 		if len(t.References) == 0 {
 			t.References = nil
 		}
@@ -167,9 +175,9 @@ type Fill func(ctx context.Context, t CopyTable, copyIn func(io.Reader) (int64, 
 
 // Load writes tables into the tenant's schema, which its migrations made and which holds no rows yet,
 // in one transaction acting as the tenant, and sets its sequences: all of it commits, or none. Tables
-// go in the order of their foreign keys (referenced first), as the schema's catalog has them. As
-// pg_restore does, the foreign keys and the indexes that back no constraint are made after the rows
-// are in: dropped first, and made again from their own definitions, in the same transaction (a check
+// go in the order of their foreign keys (referenced first), as the schema's catalog has them. With
+// many rows (DeferIndexesFrom), as pg_restore does, the foreign keys and the indexes that back no
+// constraint are made after the rows are in: dropped first, and made again from their own definitions, in the same transaction (a check
 // of each foreign key over the whole table, and an index built at once, rather than row by row). A
 // schema that already holds rows in one of the tables is left alone (ErrNotEmpty). The transaction
 // has pg_catalog alone on its search_path, and names every table in full.
@@ -196,9 +204,15 @@ func (s *TenantSession) Load(ctx context.Context, tables []CopyTable, seqs []Seq
 				return fmt.Errorf("table %s: %w", *full, ErrNotEmpty)
 			}
 		}
-		later, err := deferIndexes(ctx, tx, s.id.Schema)
-		if err != nil {
-			return err
+		var rows int64
+		for _, t := range tables {
+			rows += t.Rows
+		}
+		var later []string
+		if rows >= DeferIndexesFrom {
+			if later, err = deferIndexes(ctx, tx, s.id.Schema); err != nil {
+				return err
+			}
 		}
 		given := map[string]CopyTable{}
 		for _, t := range tables {
