@@ -86,6 +86,12 @@ func forgetAppMetrics(namespace, app string) {
 }
 
 func init() {
+	// Every result from the start, at 0: a rate over a counter that appears only at its first failure
+	// misses that failure.
+	for _, result := range []string{"completed", "failed"} {
+		backupsTotal.WithLabelValues(result)
+		restoresTotal.WithLabelValues(result)
+	}
 	metrics.Registry.MustRegister(migrationSeconds, migrationFailures, tenantsByState, rolloutHalted, moveCutoverSeconds, moveFailures,
 		slotLags, backupsTotal, backupSeconds, restoresTotal)
 }

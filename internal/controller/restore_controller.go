@@ -107,9 +107,10 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 	case tenantryv1.RestoreFailed:
 		return ctrl.Result{}, stallErr(tenantryv1.ReasonSourceFailed, time.Hour, errors.New(rs.Status.Error))
 	}
-	if !controllerutil.ContainsFinalizer(rs, tenantryv1.RestoreFinalizer) {
+	if !controllerutil.ContainsFinalizer(rs, tenantryv1.RestoreFinalizer) || rs.Labels[LabelTenant] != labelValue(rs.Spec.Tenant.Name) {
 		patch := client.MergeFrom(rs.DeepCopy())
 		controllerutil.AddFinalizer(rs, tenantryv1.RestoreFinalizer)
+		rs.Labels = mergeMaps(rs.Labels, map[string]string{LabelTenant: labelValue(rs.Spec.Tenant.Name)})
 		if err := r.Patch(ctx, rs, patch); err != nil {
 			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
 		}
