@@ -24,6 +24,7 @@ func main() {
 		leaderElect            bool
 		concurrency            int
 		backupConcurrency      int
+		objectStoreEndpoints   string
 		qps                    float64
 		burst                  int
 		migrationsDir          string
@@ -53,6 +54,8 @@ func main() {
 		"without renewal; a successor takes over after it. Renewal is due at two thirds of it.")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 8, "Tenants reconciled at once; at most three quarters of them work on one database.")
 	flag.IntVar(&backupConcurrency, "max-concurrent-backups", 2, "Backups taken at once.")
+	flag.StringVar(&objectStoreEndpoints, "object-store-endpoints", "", "Comma-separated object stores (host, or host:port) that "+
+		"ExpenseApps may name in spec.backup.objectStore.endpointURL, besides AWS S3; empty: AWS S3 only.")
 	flag.IntVar(&appConcurrency, "max-concurrent-app-reconciles", 4, "ExpenseApps reconciled at once.")
 	flag.DurationVar(&reconcileTimeout, "reconcile-timeout", controller.DefaultReconcileTimeout, "How long one reconcile of a Tenant or an ExpenseApp may work before it is cut short and tried again.")
 	flag.DurationVar(&statementTimeout, "db-statement-timeout", tenantdb.DefaultStatementTimeout, "statement_timeout of every operator session on every database (migrations included).")
@@ -110,7 +113,7 @@ func main() {
 	if migrationsDir != "" {
 		migrations = os.DirFS(migrationsDir)
 	}
-	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: concurrency, MaxConcurrentBackups: backupConcurrency, Migrations: migrations,
+	dbs, err := controller.Setup(mgr, controller.Config{MaxConcurrentReconciles: concurrency, MaxConcurrentBackups: backupConcurrency, ObjectStoreEndpoints: splitList(objectStoreEndpoints), Migrations: migrations,
 		DefaultAppImage: defaultAppImage, UsageInterval: usageInterval, DriftInterval: driftInterval, MaxConcurrentAppReconciles: appConcurrency,
 		ReconcileTimeout: reconcileTimeout, StatementTimeout: statementTimeout, LockTimeout: lockTimeout,
 		RoutePolicy: &controller.RoutePolicy{DeniedAnnotations: splitList(deniedAnnotations),

@@ -35,7 +35,7 @@ func lifecycle(ctx context.Context, n int) error {
 		return err
 	}
 	defer store.Stop()
-	s, err := startStack(concurrency)
+	s, err := startStack(concurrency, "--object-store-endpoints=127.0.0.1")
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -123,16 +124,19 @@ type ChecksumError struct{ Msg string }
 func (e *ChecksumError) Error() string { return e.Msg }
 
 // Restore fills the tenant of session, whose schema its migrations made at m.SchemaVersion and which
-// holds no rows, with the backup in dir (tenantdb.Load): every table's rows, checked against the
-// manifest's rows, size and checksum before the one transaction commits, and its sequences. Tables of
-// the backup that the schema does not have are skipped (LoadResult.Skipped). progress, if not nil, is
-// told of each table loaded.
-func Restore(ctx context.Context, session *tenantdb.TenantSession, store *Store, dir string, m Manifest,
+// holds no rows, with the backup in dir (tenantdb.Load): every table's rows but those of skip, checked
+// against the manifest's rows, size and checksum before the one transaction commits, and its
+// sequences. A table's stream is cut off past the size the manifest gives it. Tables of the backup that
+// the schema does not have are skipped (LoadResult.Skipped). progress, if not nil, is told of each
+// table loaded.
+func Restore(ctx context.Context, session *tenantdb.TenantSession, store *Store, dir string, m Manifest, skip []string,
 	progress func(done, of int)) (tenantdb.LoadResult, error) {
-	tables := make([]tenantdb.CopyTable, len(m.Tables))
+	var tables []tenantdb.CopyTable
 	byName := map[string]Table{}
-	for i, t := range m.Tables {
-		tables[i], byName[t.Name] = t.CopyTable(), t
+	for _, t := range m.Tables {
+		if !slices.Contains(skip, t.Name) {
+			tables, byName[t.Name] = append(tables, t.CopyTable()), t
+		}
 	}
 	seqs := make([]tenantdb.Sequence, len(m.Sequences))
 	for i, s := range m.Sequences {
@@ -152,8 +156,11 @@ func Restore(ctx context.Context, session *tenantdb.TenantSession, store *Store,
 		}
 		sum := sha256.New()
 		counted := &countingWriter{w: sum}
-		rows, err := copyIn(io.TeeReader(gz, counted))
+		// Never more than the manifest says: a forged or damaged file stops at one byte past it.
+		rows, err := copyIn(io.TeeReader(io.LimitReader(gz, entry.Bytes+1), counted))
 		switch {
+		case err != nil && counted.n > entry.Bytes:
+			return &ChecksumError{fmt.Sprintf("%s holds more than the manifest's %d bytes", store.URL(dir+entry.Object), entry.Bytes)}
 		case err != nil:
 			return err
 		case rows != entry.Rows || counted.n != entry.Bytes:
@@ -164,7 +171,7 @@ func Restore(ctx context.Context, session *tenantdb.TenantSession, store *Store,
 		}
 		loaded++
 		if progress != nil {
-			progress(loaded, len(m.Tables))
+			progress(loaded, len(tables))
 		}
 		return nil
 	})

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -70,11 +72,19 @@ func NewStore(spec tenantryv1.ObjectStore, creds Credentials) (*Store, error) {
 	if spec.ForcePathStyle {
 		lookup = minio.BucketLookupPath
 	}
+	transport, err := minio.DefaultTransport(secure)
+	if err != nil {
+		return nil, err
+	}
+	// A store that accepts a connection and then says nothing holds no worker for long.
+	transport.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	transport.ResponseHeaderTimeout = 30 * time.Second
 	client, err := minio.New(endpoint, &minio.Options{
 		Creds:        credentials.NewStaticV4(creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken),
 		Secure:       secure,
 		Region:       spec.Region,
 		BucketLookup: lookup,
+		Transport:    transport,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", endpoint, err)
@@ -113,8 +123,25 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType st
 // ErrNotFound says an object is not in the store.
 var ErrNotFound = errors.New("not in the object store")
 
-// Get opens key for reading.
+// IdleTimeout is how long a read from the store may wait for a byte before it fails.
+const IdleTimeout = time.Minute
+
+// Endpoint is the store's host[:port] as its ObjectStore names it ("" for AWS S3).
+func Endpoint(spec tenantryv1.ObjectStore) string {
+	if spec.EndpointURL == "" {
+		return ""
+	}
+	u, err := url.Parse(spec.EndpointURL)
+	if err != nil {
+		return spec.EndpointURL
+	}
+	return u.Host
+}
+
+// Get opens key for reading. A read that waits more than IdleTimeout for a byte fails.
 func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	idle := time.AfterFunc(IdleTimeout, cancel)
 	obj, err := s.client.GetObject(ctx, s.bucket, s.prefix+key, minio.GetObjectOptions{})
 	if err == nil {
 		_, err = obj.Stat() // the request itself: a missing object or a refusal shows here
@@ -123,12 +150,32 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 		if obj != nil {
 			_ = obj.Close()
 		}
+		idle.Stop()
+		cancel()
 		if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
 			return nil, fmt.Errorf("%s: %w", s.URL(key), ErrNotFound)
 		}
 		return nil, fmt.Errorf("reading %s: %w", s.URL(key), err)
 	}
-	return obj, nil
+	return &idleReader{obj: obj, idle: idle, cancel: cancel}, nil
+}
+
+// idleReader is an object being read, whose context ends when a read waits IdleTimeout for a byte.
+type idleReader struct {
+	obj    *minio.Object
+	idle   *time.Timer
+	cancel context.CancelFunc
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	r.idle.Reset(IdleTimeout)
+	return r.obj.Read(p)
+}
+
+func (r *idleReader) Close() error {
+	r.idle.Stop()
+	r.cancel()
+	return r.obj.Close()
 }
 
 // RemoveAll removes every object under dir (a key prefix ending in "/"), and returns how many.

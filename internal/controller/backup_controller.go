@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"runtime/debug"
 	"time"
 
@@ -36,6 +38,8 @@ type BackupReconciler struct {
 	// APIReader reads the object store's credentials Secret, which the manager's cache does not hold
 	// (it holds only the operator's own Secrets).
 	APIReader client.Reader
+	// ObjectStores are the stores an ExpenseApp may name.
+	ObjectStores *ObjectStorePolicy
 	// MaxConcurrentReconciles bounds the Backups taken at once.
 	MaxConcurrentReconciles int
 	// Timeout bounds one backup (0: tenantdb.BulkTimeout).
@@ -125,7 +129,7 @@ func (r *BackupReconciler) take(ctx context.Context, b *tenantryv1.Backup) error
 	} else if err != nil {
 		return retryErr(tenantryv1.ReasonAPIServerError, err)
 	}
-	app, store, err := appStore(ctx, r.Client, r.APIReader, t)
+	app, store, err := appStore(ctx, r.Client, r.APIReader, r.ObjectStores, t)
 	if err != nil {
 		return err
 	}
@@ -212,9 +216,28 @@ func registeredLocation(ctx context.Context, dbs *Databases, app *tenantryv1.Exp
 	return db, id.Identity, nil
 }
 
+// ObjectStorePolicy is the object stores the platform team lets ExpenseApps name (the operator's
+// --object-store-endpoints): AWS S3 (no endpointURL), and the endpoints listed, each a host (any port)
+// or host:port. An ExpenseApp names no other: the operator dials nothing a namespace chooses.
+type ObjectStorePolicy struct {
+	Endpoints []string
+}
+
+// allows says whether an ExpenseApp may name endpoint (backup.Endpoint).
+func (p *ObjectStorePolicy) allows(endpoint string) bool {
+	if endpoint == "" {
+		return true
+	}
+	host := endpoint
+	if h, _, err := net.SplitHostPort(endpoint); err == nil {
+		host = h
+	}
+	return p != nil && (slices.Contains(p.Endpoints, endpoint) || slices.Contains(p.Endpoints, host))
+}
+
 // appStore is the ExpenseApp of a Tenant and the object store its spec.backup names, with the
-// credentials of its Secret, read with secrets.
-func appStore(ctx context.Context, c, secrets client.Reader, t *tenantryv1.Tenant) (*tenantryv1.ExpenseApp, *backup.Store, error) {
+// credentials of its Secret, read with secrets, if the platform's policy allows that store.
+func appStore(ctx context.Context, c, secrets client.Reader, policy *ObjectStorePolicy, t *tenantryv1.Tenant) (*tenantryv1.ExpenseApp, *backup.Store, error) {
 	app := &tenantryv1.ExpenseApp{}
 	if err := c.Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: t.Spec.AppRef.Name}, app); apierrors.IsNotFound(err) {
 		return nil, nil, waitErr(tenantryv1.ReasonAppNotFound, time.Minute, "ExpenseApp %q does not exist in namespace %s", t.Spec.AppRef.Name, t.Namespace)
@@ -226,6 +249,11 @@ func appStore(ctx context.Context, c, secrets client.Reader, t *tenantryv1.Tenan
 			"ExpenseApp %s has no spec.backup.objectStore: say there where its tenants' backups go", app.Name))
 	}
 	spec := app.Spec.Backup.ObjectStore
+	if endpoint := backup.Endpoint(spec); !policy.allows(endpoint) {
+		return app, nil, stallErr(tenantryv1.ReasonNotAllowed, 10*time.Minute, fmt.Errorf("ExpenseApp %s's spec.backup.objectStore.endpointURL "+
+			"names %s, which the operator may not reach: the platform team lists the object stores it may in --object-store-endpoints "+
+			"(the chart's backup.objectStoreEndpoints)", app.Name, endpoint))
+	}
 	secret := &corev1.Secret{}
 	if err := secrets.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: spec.Credentials.SecretName}, secret); apierrors.IsNotFound(err) {
 		return app, nil, waitErr(tenantryv1.ReasonSecretNotFound, time.Minute, "Secret %q (ExpenseApp %s's spec.backup.objectStore.credentials) does not exist",
@@ -278,7 +306,7 @@ func (r *BackupReconciler) removeObjects(ctx context.Context, b *tenantryv1.Back
 			"Tenant %s is gone, and with it the name of the ExpenseApp whose store holds the backup: its objects at %s are left there", b.Spec.Tenant.Name, b.Status.DestinationPath)
 		return 0, nil
 	}
-	_, store, err := appStore(ctx, r.Client, r.APIReader, t)
+	_, store, err := appStore(ctx, r.Client, r.APIReader, r.ObjectStores, t)
 	if err != nil {
 		var se *stepError
 		if errors.As(err, &se) && se.kind != retry {

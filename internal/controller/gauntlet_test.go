@@ -364,7 +364,8 @@ AND attname = 'migration_secret' AND has_column_privilege($1, attrelid, attname,
 }
 
 // The gauntlet, driven through onboarding another tenant, an admin reset, usage, drift, a backup and a
-// restore of it, a fleet release, suspend and resume, and deletion with Retain and with Delete. It fails on a usage measurement run on
+// restore of it, a clone, a restore in place, a fleet release, suspend and resume, and deletion with
+// Retain and with Delete. It fails on a usage measurement run on
 // the admin session (the view over users runs as the admin login and creates a role).
 func TestIsolation_plantedCodeGauntlet(t *testing.T) {
 	f := newFixture(t)
@@ -484,6 +485,26 @@ func runGauntlet(t *testing.T, f *fixture, dbs []*pgxpool.Pool, views bool) {
 	f.waitReady("trapcopy")
 	t.Logf("restored from the planted tenant's backup: %s",
 		meta.FindStatusCondition(f.get("trapcopy").Status.Conditions, tenantryv1.ConditionSourceCopied).Message)
+	// A clone of the planted tenant: its snapshot is read as the tenant, in a READ ONLY transaction.
+	clone := f.tenant("trapclone", host("trapclone"))
+	clone.Spec.Source = &tenantryv1.TenantSource{Tenant: &tenantryv1.CloneSource{Name: "trap"}}
+	must(t, k8s.Create(ctx, clone))
+	f.waitReady("trapclone")
+	// A restore in place of the other planted tenant: the credentials are carried forward from the
+	// planted schema as the tenant (its views and policies run, as the tenant, and log), and the swap,
+	// the staging schema's making and the kept schema run on the admin session, which reaches nothing
+	// inside. The kept schema goes with the tenant's deletion (Delete) below.
+	must(t, k8s.Create(ctx, &tenantryv1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "trapdel-backup"},
+		Spec: tenantryv1.BackupSpec{Tenant: tenantryv1.LocalRef{Name: "trapdel"}}}))
+	f.waitBackup("trapdel-backup", tenantryv1.BackupCompleted)
+	rs := f.restoreInPlace("trapdel-undo", "trapdel", "trapdel-backup")
+	switch {
+	case views && rs.Status.Phase != tenantryv1.RestoreCompleted:
+		t.Fatalf("the restore in place of a planted tenant: %s", rs.Status.Error)
+	case !views && !strings.Contains(rs.Status.Error, "not supported on a Citus coordinator"):
+		t.Fatalf("a restore in place on Citus: %s %s, want it refused", rs.Status.Phase, rs.Status.Error)
+	}
+	kept := rs.Status.PreviousSchema
 
 	// Suspend and resume.
 	for _, suspend := range []bool{true, false} {
@@ -533,8 +554,8 @@ func runGauntlet(t *testing.T, f *fixture, dbs []*pgxpool.Pool, views bool) {
 
 	// Delete with Delete, then with Retain.
 	f.deleteTenant("trapdel")
-	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, f.schema("trapdel")); n != 0 {
-		t.Error("deletionPolicy Delete left the planted tenant's schema")
+	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = ANY($1)`, []string{f.schema("trapdel"), kept}); n != 0 {
+		t.Error("deletionPolicy Delete left the planted tenant's schema, or the one its restore kept")
 	}
 	f.deleteTenant("trap")
 	if n := f.count(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, f.schema("trap")); n != 1 {

@@ -76,6 +76,8 @@ type Config struct {
 	MaxConcurrentReconciles int
 	// MaxConcurrentBackups bounds the Backups taken at once (at least one).
 	MaxConcurrentBackups int
+	// ObjectStoreEndpoints are the object stores (host or host:port) ExpenseApps may name besides AWS S3.
+	ObjectStoreEndpoints []string
 	// Migrations replaces the embedded tenant migrations (app/migrations), e.g. to try a release's
 	// migrations on a staging fleet before building it. Nil uses the embedded ones.
 	Migrations fs.FS
@@ -128,6 +130,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 			return nil, err
 		}
 	}
+	stores := &ObjectStorePolicy{Endpoints: cfg.ObjectStoreEndpoints}
 	tenants := &TenantReconciler{
 		Client:                  mgr.GetClient(),
 		Scheme:                  mgr.GetScheme(),
@@ -145,6 +148,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 		ReconcileTimeout:        cfg.ReconcileTimeout,
 		RoutePolicy:             cfg.RoutePolicy,
 		APIReader:               mgr.GetAPIReader(),
+		ObjectStores:            stores,
 	}
 	if err := tenants.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Tenant controller: %w", err)
@@ -155,12 +159,12 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Operator, error) {
 	if err := apps.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ExpenseApp controller: %w", err)
 	}
-	backups := &BackupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Databases: dbs, Release: release,
+	backups := &BackupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), ObjectStores: stores, Databases: dbs, Release: release,
 		Recorder: mgr.GetEventRecorder("tenantry-backup"), MaxConcurrentReconciles: cfg.MaxConcurrentBackups}
 	if err := backups.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Backup controller: %w", err)
 	}
-	restores := &RestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Databases: dbs, Release: release,
+	restores := &RestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), ObjectStores: stores, Databases: dbs, Release: release,
 		Recorder: mgr.GetEventRecorder("tenantry-restore")}
 	if err := restores.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Restore controller: %w", err)

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
+	"tenantry.dev/tenantry/app/migrations"
 	"tenantry.dev/tenantry/internal/backup"
 	"tenantry.dev/tenantry/internal/tenantdb"
 )
@@ -39,6 +40,8 @@ type RestoreReconciler struct {
 	client.Client
 	// APIReader reads the object store's credentials Secret (see BackupReconciler).
 	APIReader client.Reader
+	// ObjectStores are the stores an ExpenseApp may name.
+	ObjectStores *ObjectStorePolicy
 	Databases *Databases
 	Release   *Release
 	Recorder  events.EventRecorder
@@ -149,7 +152,7 @@ func (r *RestoreReconciler) restore(ctx context.Context, rs *tenantryv1.Restore)
 	case b.Status.Phase != tenantryv1.BackupCompleted:
 		return ctrl.Result{}, waitErr(tenantryv1.ReasonSourceNotReady, 15*time.Second, "waiting for Backup %s to complete", b.Name)
 	}
-	app, store, err := appStore(ctx, r.Client, r.APIReader, t)
+	app, store, err := appStore(ctx, r.Client, r.APIReader, r.ObjectStores, t)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -170,6 +173,19 @@ func (r *RestoreReconciler) restore(ctx context.Context, rs *tenantryv1.Restore)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	if citus, err := db.Citus(ctx); err != nil {
+		return ctrl.Result{}, retryErr(tenantryv1.ReasonDatabaseError, err)
+	} else if citus {
+		return ctrl.Result{}, r.fail(rs, fmt.Errorf("a restore in place is not supported on a Citus coordinator: restore Backup %s "+
+			"into a new Tenant (spec.source.backup) instead", b.Name))
+	}
+	staging, previous := tenantdb.RestoreSchemas(id.Schema, string(rs.UID))
+	// A restore whose swap happened, and whose status was not written (the operator stopped): done.
+	if swapped, err := db.KeptSchemaExists(ctx, previous, id.Role); err != nil {
+		return ctrl.Result{}, retryErr(tenantryv1.ReasonDatabaseError, err)
+	} else if swapped {
+		return r.completed(rs, t, b, previous, 0, 0), nil
+	}
 
 	// From here it runs, and says so.
 	before := rs.DeepCopy()
@@ -181,7 +197,6 @@ func (r *RestoreReconciler) restore(ctx context.Context, rs *tenantryv1.Restore)
 	if err := r.Status().Patch(ctx, rs, client.MergeFrom(before)); err != nil {
 		return ctrl.Result{}, retryErr(tenantryv1.ReasonAPIServerError, err)
 	}
-	staging, previous := tenantdb.RestoreSchemas(id.Schema, string(rs.UID))
 	rows, paused, err := r.run(ctx, rs, db, id, store, dir, m, staging, previous)
 	stopped := metav1.Now()
 	rs.Status.StoppedAt = &stopped
@@ -193,17 +208,27 @@ func (r *RestoreReconciler) restore(ctx context.Context, rs *tenantryv1.Restore)
 		r.Recorder.Eventf(t, rs, corev1.EventTypeWarning, "RestoreFailed", "Restore", "Restore %s of Backup %s failed; the tenant is as it was: %v", rs.Name, b.Name, err)
 		return ctrl.Result{}, r.fail(rs, err)
 	}
+	restoresTotal.WithLabelValues("completed").Inc()
+	return r.completed(rs, t, b, previous, rows, paused), nil
+}
+
+// completed records a restore whose swap is done, and when the schema it replaced goes.
+func (r *RestoreReconciler) completed(rs *tenantryv1.Restore, t *tenantryv1.Tenant, b *tenantryv1.Backup, previous string,
+	rows int64, paused time.Duration) ctrl.Result {
 	keep := 7 * 24 * time.Hour
 	if rs.Spec.KeepPrevious != nil {
 		keep = rs.Spec.KeepPrevious.Duration
 	}
-	until := metav1.NewTime(stopped.Add(keep))
+	stopped := metav1.Now()
+	if rs.Status.StoppedAt == nil {
+		rs.Status.StoppedAt = &stopped
+	}
+	until := metav1.NewTime(rs.Status.StoppedAt.Add(keep))
 	rs.Status.Phase, rs.Status.Rows, rs.Status.WritesPaused = tenantryv1.RestoreCompleted, rows, &metav1.Duration{Duration: paused.Round(time.Millisecond)}
 	rs.Status.PreviousSchema, rs.Status.KeepUntil = previous, &until
-	restoresTotal.WithLabelValues("completed").Inc()
-	r.Recorder.Eventf(t, rs, corev1.EventTypeNormal, "Restored", "Restore", "Restore %s put the tenant back to Backup %s (taken %s): %d rows",
-		rs.Name, b.Name, m.StartedAt.Format(time.RFC3339), rows)
-	return ctrl.Result{RequeueAfter: keep}, nil
+	r.Recorder.Eventf(t, rs, corev1.EventTypeNormal, "Restored", "Restore", "Restore %s put the tenant back to Backup %s: %d rows",
+		rs.Name, b.Name, rows)
+	return ctrl.Result{RequeueAfter: keep}
 }
 
 // run fills the staging schema, on the tenant's session acting on it, migrates it to the release's
@@ -222,12 +247,25 @@ func (r *RestoreReconciler) run(ctx context.Context, rs *tenantryv1.Restore, db 
 	if _, err := session.MigrateTo(ctx, fsys, occasion, m.SchemaVersion); err != nil {
 		return 0, 0, err
 	}
-	res, err := backup.Restore(ctx, session, store, dir, m, nil)
+	// Every session ends; passwords, deactivations and revoked API tokens stay as they are now.
+	res, err := backup.Restore(ctx, session, store, dir, m, migrations.SessionTables, nil)
 	if err != nil {
+		return 0, 0, err
+	}
+	if err := session.CarryForward(ctx, id.Schema, migrations.CarryForward); err != nil {
 		return 0, 0, err
 	}
 	if _, err := session.Migrate(ctx, fsys, occasion); err != nil {
 		return 0, 0, err
+	}
+	// A move that began meanwhile would carry the schema swapped out: the tenant must still be where it
+	// was, and not moving.
+	t := &tenantryv1.Tenant{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: rs.Spec.Tenant.Name}, t); err != nil {
+		return 0, 0, err
+	}
+	if meta.FindStatusCondition(t.Status.Conditions, tenantryv1.ConditionMoving) != nil || (t.Spec.Shard != "" && t.Spec.Shard != t.Status.Shard) {
+		return 0, 0, fmt.Errorf("tenant %s began to move between shards during the restore; restore it again once it has moved", t.Name)
 	}
 	for attempt := 1; ; attempt++ {
 		paused, err := db.SwapSchema(ctx, id.Schema, staging, previous, id.Role, swapLockTimeout)
@@ -266,7 +304,9 @@ func (r *RestoreReconciler) dropPrevious(ctx context.Context, rs *tenantryv1.Res
 	if err != nil {
 		return err
 	}
-	if err := db.DropKeptSchema(ctx, rs.Status.PreviousSchema, id.Role); err != nil {
+	// The name follows from the tenant's schema and the Restore's UID, never from status.
+	_, previous := tenantdb.RestoreSchemas(id.Schema, string(rs.UID))
+	if err := db.DropKeptSchema(ctx, previous, id.Role); err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
 	rs.Status.PreviousDropped = true

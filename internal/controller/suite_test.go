@@ -116,7 +116,7 @@ func runSuite(m *testing.M) (code int) {
 	// databases only from ClusterDatabases, as the chart's default is.
 	op, err := Setup(mgr, Config{MaxConcurrentReconciles: 4, UsageInterval: time.Hour, DriftInterval: time.Hour, FirstCheckDelay: time.Second,
 		RoutePolicy:       &RoutePolicy{DeniedAnnotations: DefaultDeniedAnnotations, GatewayNamespaces: []string{"gateways"}},
-		PlatformNamespace: platformNS})
+		PlatformNamespace: platformNS, ObjectStoreEndpoints: []string{"127.0.0.1"}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

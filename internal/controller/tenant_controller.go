@@ -87,8 +87,10 @@ type TenantReconciler struct {
 	// RoutePolicy is what of an ExpenseApp's routing reaches its tenants' routes (nil: all of it).
 	RoutePolicy *RoutePolicy
 	// APIReader reads from the API server, not the cache: a tenant's Namespace (its UID), which the
-	// operator does not watch.
+	// operator does not watch, and an object store's credentials.
 	APIReader client.Reader
+	// ObjectStores are the stores an ExpenseApp may name, for a Tenant restored from a backup.
+	ObjectStores *ObjectStorePolicy
 }
 
 // DefaultReconcileTimeout bounds a reconcile's work when no other bound is set.

@@ -12,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	tenantryv1 "tenantry.dev/tenantry/api/v1alpha1"
 	"tenantry.dev/tenantry/internal/registry"
 	"tenantry.dev/tenantry/internal/tenantdb"
@@ -126,6 +128,17 @@ func (r *TenantReconciler) startMove(ctx context.Context, run *tenantRun, loc *l
 	if want := r.Release.Target(); loc.id.Version != want {
 		return tenantdb.Move{}, waitErr(tenantryv1.ReasonMigrationQueued, 5*time.Second,
 			"the move to shard %s waits for the schema to reach version %d (it is at %d)", target, want, loc.id.Version)
+	}
+	// A restore in place swaps the schema by name, which a publication would not follow.
+	var restores tenantryv1.RestoreList
+	if err := r.List(ctx, &restores, client.InNamespace(t.Namespace), client.MatchingLabels{LabelTenant: labelValue(t.Name)}); err != nil {
+		return tenantdb.Move{}, retryErr(tenantryv1.ReasonAPIServerError, err)
+	}
+	for _, rs := range restores.Items {
+		if rs.Spec.Tenant.Name == t.Name && rs.Status.Phase == tenantryv1.RestoreRunning {
+			return tenantdb.Move{}, waitErr(tenantryv1.ReasonProgressing, 10*time.Second,
+				"the move to shard %s waits for Restore %s to finish", target, rs.Name)
+		}
 	}
 	tgt, err := r.Databases.Shard(ctx, app, target)
 	if err != nil {

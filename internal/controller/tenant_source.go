@@ -92,6 +92,14 @@ func (r *TenantReconciler) target(ctx context.Context, run *tenantRun) (*sourceT
 	return &sourceTarget{session: session, loc: loc, held: held, started: c != nil && c.Reason == tenantryv1.ReasonProgressing}, nil
 }
 
+// copyFailed is the outcome of a copy that failed after it began, and is tried again: SourceCopied
+// keeps saying it began (Progressing), so that the next attempt takes up the schema the first made.
+func copyFailed(t *tenantryv1.Tenant, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	setCondition(t, tenantryv1.ConditionSourceCopied, metav1.ConditionFalse, tenantryv1.ReasonProgressing, msg)
+	return &stepError{kind: retry, reason: tenantryv1.ReasonSourceFailed, err: errors.New(msg)}
+}
+
 // copyStarted records, before the copy, that it began, and says so in status at once: the copy may
 // take a while.
 func (r *TenantReconciler) copyStarted(ctx context.Context, t *tenantryv1.Tenant, format string, args ...any) error {
@@ -136,7 +144,7 @@ func (r *TenantReconciler) restoreBackup(ctx context.Context, run *tenantRun) er
 	default:
 		return sourceFailure(t, tenantryv1.ReasonSourceNotReady, 15*time.Second, wait, "waiting for Backup %s to complete (it is %s)", name, phaseOrPending(b.Status.Phase))
 	}
-	_, store, err := appStore(ctx, r.Client, r.APIReader, t)
+	_, store, err := appStore(ctx, r.Client, r.APIReader, r.ObjectStores, t)
 	if err != nil {
 		return err
 	}
@@ -177,7 +185,8 @@ func (r *TenantReconciler) restoreBackup(ctx context.Context, run *tenantRun) er
 	if err := r.copyStarted(ctx, t, "Restoring Backup %s: %d rows in %d tables at schema version %d", name, m.Rows(), len(m.Tables), m.SchemaVersion); err != nil {
 		return err
 	}
-	res, err := backup.Restore(ctx, session, store, dir, m, nil)
+	// No session or API token of the backup's tenant opens this one.
+	res, err := backup.Restore(ctx, session, store, dir, m, migrations.CredentialTables, nil)
 	var ce *backup.ChecksumError
 	switch {
 	case errors.Is(err, tenantdb.ErrNotEmpty) && tg.started:
@@ -193,7 +202,7 @@ func (r *TenantReconciler) restoreBackup(ctx context.Context, run *tenantRun) er
 		return sourceFailure(t, tenantryv1.ReasonSourceNotFound, 5*time.Minute, stall, "Backup %s is missing a file, and nothing of it was kept: %v", name, err)
 	case err != nil:
 		restoresTotal.WithLabelValues("failed").Inc()
-		return sourceFailure(t, tenantryv1.ReasonSourceFailed, 0, retry, "restoring Backup %s failed, and nothing of it was kept; trying again: %v", name, err)
+		return copyFailed(t, "restoring Backup %s failed, and nothing of it was kept; trying again: %v", name, err)
 	}
 	restoresTotal.WithLabelValues("completed").Inc()
 	msg := fmt.Sprintf("%d rows in %d tables, taken %s at schema version %d", res.Rows, len(m.Tables), m.StartedAt.Format(time.RFC3339), m.SchemaVersion)
@@ -269,7 +278,7 @@ func (r *TenantReconciler) cloneTenant(ctx context.Context, run *tenantRun) erro
 	case errors.As(err, &me):
 		return sourceFailure(t, tenantryv1.ReasonMigrationFailed, 2*time.Minute, stall, "making the clone's schema at version %d: %v", version, err)
 	case err != nil:
-		return sourceFailure(t, tenantryv1.ReasonSourceFailed, 0, retry, "cloning Tenant %s failed, and nothing of it was kept; trying again: %v", spec.Name, err)
+		return copyFailed(t, "cloning Tenant %s failed, and nothing of it was kept; trying again: %v", spec.Name, err)
 	case spec.SchemaOnly:
 		sourceCopied(t, "Cloned Tenant %s's schema (version %d), without rows", spec.Name, version)
 		r.copiedAt(t, version)

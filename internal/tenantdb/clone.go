@@ -88,6 +88,14 @@ func (e *CloneError) Error() string { return e.Msg }
 // tables own. Each side runs on its own tenant's session, as its own tenant.
 func Clone(ctx context.Context, src, dst *TenantSession, fsys fs.FS, occasion string,
 	choose func([]CopyTable) ([]CopyTable, error)) (version int64, res LoadResult, err error) {
+	// A place among the clones reading from the source's database, so that their snapshots never hold
+	// every connection of its pool while each waits for another to fill its target.
+	select {
+	case src.clones <- struct{}{}:
+		defer func() { <-src.clones }()
+	case <-ctx.Done():
+		return 0, LoadResult{}, ctx.Err()
+	}
 	err = src.Snapshot(ctx, func(sn *Snapshot) error {
 		version = sn.Version
 		tables, err := choose(sn.Tables)

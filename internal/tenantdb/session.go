@@ -17,9 +17,10 @@ import (
 // a function shadowing a built-in) runs with no more than that. The admin session (DB) has no method
 // that touches a tenant schema's contents: it creates, grants, drops and registers.
 type TenantSession struct {
-	pool  *pgxpool.Pool
-	id    Identity
-	citus bool // the database is a Citus coordinator: migrations send one statement at a time
+	pool   *pgxpool.Pool
+	clones chan struct{} // the places of clones reading from this database (DB.clones)
+	id     Identity
+	citus  bool // the database is a Citus coordinator: migrations send one statement at a time
 	// secret is the registry's migration secret, the key of LockID.
 	secret string
 }
@@ -45,7 +46,7 @@ func (db *DB) Session(ctx context.Context, id Identity) (*TenantSession, error) 
 	db.mu.Lock()
 	secret := db.migrationSecret
 	db.mu.Unlock()
-	return &TenantSession{pool: pool, id: id, citus: citus, secret: secret}, nil
+	return &TenantSession{pool: pool, clones: db.clones, id: id, citus: citus, secret: secret}, nil
 }
 
 // tenantLogin returns the pool of the tenant sessions, opening it the first time: it makes sure the app
@@ -94,12 +95,14 @@ func (db *DB) tenantLogin(ctx context.Context) (*pgxpool.Pool, error) {
 	}
 	cfg := db.pool.Config() // a copy, on the admin connection string: the same server and database
 	cfg.ConnConfig.User, cfg.ConnConfig.Password = worker.Name, password
-	settings := poolSettings{maxConns: db.opts.MaxConcurrentMigrations, mode: pgx.QueryExecModeExec, opts: db.opts}
+	// Two at least: a clone holds one for its source's snapshot while it fills its target with another.
+	maxConns := max(2, db.opts.MaxConcurrentMigrations)
+	settings := poolSettings{maxConns: maxConns, mode: pgx.QueryExecModeExec, opts: db.opts}
 	pool, err := db.newPoolFrom(cfg, settings)
 	if err != nil {
 		return nil, err
 	}
-	db.tenant = pool
+	db.tenant, db.clones = pool, make(chan struct{}, maxConns-1)
 	return pool, nil
 }
 

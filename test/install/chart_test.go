@@ -42,7 +42,8 @@ func everything(watch ...string) map[string]any {
 	vals := map[string]any{
 		"prometheus":    map[string]any{"enabled": true},
 		"grafana":       map[string]any{"enabled": true},
-		"networkPolicy": map[string]any{"enabled": true, "postgresCIDRs": []any{"10.10.0.0/16"}},
+		"networkPolicy": map[string]any{"enabled": true, "postgresCIDRs": []any{"10.10.0.0/16"}, "objectStoreCIDRs": []any{"10.20.0.0/16"}},
+		"backup":        map[string]any{"objectStoreEndpoints": []any{"s3.internal.example.com", "10.20.0.5:8333"}},
 		"databases":     map[string]any{"namespacedSecrets": true},
 		"routePolicy": map[string]any{"deniedIngressAnnotations": []any{"*snippet*", "*/auth-*"},
 			"allowedIngressAnnotations": []any{"cert-manager.io/*"}, "gatewayNamespaces": []any{"gateways", "edge"}},
@@ -261,6 +262,7 @@ func TestChart_valuesSchema(t *testing.T) {
 		{map[string]any{"networkPolicy": map[string]any{"postgresPorts": []any{70000}}}, "postgresPorts"},
 		{map[string]any{"routePolicy": map[string]any{"gatewayNamespaces": []any{"Gateways!"}}}, "gatewayNamespaces"},
 		{map[string]any{"routePolicy": map[string]any{"deniedAnnotations": []any{"*snippet*"}}}, "deniedAnnotations"},
+		{map[string]any{"backup": map[string]any{"objectStoreEndpoints": []any{"https://s3.example.com"}}}, "objectStoreEndpoints"},
 	} {
 		_, err := util.ToRenderValues(chrt, c.vals, common.ReleaseOptions{Name: releaseName, Namespace: releaseNamespace,
 			IsInstall: true}, common.DefaultCapabilities)
