@@ -240,7 +240,7 @@ WHERE c.relnamespace = to_regnamespace($1) AND c.relkind = 'r'`, schema).Scan(&s
 		ms(pct(clones, 50)), ms(clones[len(clones)-1]), ms(pct(plain, 50)), ms(plain[len(plain)-1]))
 	fmt.Printf("| operator memory during the backup (peak above the resident set before) | %s | | |\n", mib(growth))
 	fmt.Printf("\nThe backup's own duration (snapshot to manifest, status.duration): %s; %d rows in %d tables.\n\n",
-		b.Status.Duration.Duration.Round(time.Millisecond), b.Status.Rows, b.Status.Tables)
+		b.Status.Duration.Round(time.Millisecond), b.Status.Rows, b.Status.Tables)
 	fmt.Printf("lifecycle: backup of %d expenses %.2f s (pg_dump floor %.2f s), restore %.2f s (pg_restore floor %.2f s), clone %.0f ms\n",
 		n, backupWall.Seconds(), dumpFloor.Seconds(), restoreWall.Seconds(), restoreFloor.Seconds(), float64(pct(clones, 50).Microseconds())/1000)
 	return nil

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"

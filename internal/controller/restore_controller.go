@@ -42,9 +42,9 @@ type RestoreReconciler struct {
 	APIReader client.Reader
 	// ObjectStores are the stores an ExpenseApp may name.
 	ObjectStores *ObjectStorePolicy
-	Databases *Databases
-	Release   *Release
-	Recorder  events.EventRecorder
+	Databases    *Databases
+	Release      *Release
+	Recorder     events.EventRecorder
 	// Timeout bounds one restore (0: tenantdb.BulkTimeout).
 	Timeout time.Duration
 }

@@ -37,7 +37,7 @@ type DB struct {
 	// clones are the places of the clones that read their source from this database: a clone holds
 	// one of the tenant pool's connections for its snapshot while it fills its target with others, so
 	// one place fewer than the pool has connections (Clone).
-	clones chan struct{}
+	clones   chan struct{}
 	database string
 	server   string // host:port/database
 

@@ -52,18 +52,12 @@ func (db *DB) PrepareStaging(ctx context.Context, staging, role string) error {
 // holds, once the schema is no longer the role's.
 func keptMark(role string) string { return "tenantry: kept by a restore of " + role }
 
-// KeptSchemaExists says whether a schema a restore made is there, the role's or kept for it.
-func (db *DB) KeptSchemaExists(ctx context.Context, schema, role string) (bool, error) {
-	ok, _, err := db.keptSchema(ctx, schema, role)
-	return ok, err
-}
-
-// keptSchema looks a schema a restore made up: whether it is there, and whether it is the role's (a
-// staging schema) or kept for it (owned by the operator, marked keptMark). One that is neither is an
+// KeptSchemaExists looks a schema a restore made up: whether it is there, the role's (a staging
+// schema) or kept for it (owned by the operator, marked keptMark). One that is neither is an
 // OwnershipError.
-func (db *DB) keptSchema(ctx context.Context, schema, role string) (exists, kept bool, err error) {
+func (db *DB) KeptSchemaExists(ctx context.Context, schema, role string) (bool, error) {
 	if !strings.HasPrefix(schema, KeptPrefix) {
-		return false, false, fmt.Errorf("%q is not a schema a restore made", schema)
+		return false, fmt.Errorf("%q is not a schema a restore made", schema)
 	}
 	var ofRole, ofMark bool
 	err = db.pool.QueryRow(ctx, `SELECT n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = $2),
@@ -71,19 +65,19 @@ func (db *DB) keptSchema(ctx context.Context, schema, role string) (exists, kept
 FROM pg_namespace n WHERE n.nspname = $1`, schema, role, keptMark(role)).Scan(&ofRole, &ofMark)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return false, false, nil
+		return false, nil
 	case err != nil:
-		return false, false, fmt.Errorf("looking up schema %q: %w", schema, err)
+		return false, fmt.Errorf("looking up schema %q: %w", schema, err)
 	case !ofRole && !ofMark:
-		return true, false, &OwnershipError{What: "schema", Name: schema}
+		return true, &OwnershipError{What: "schema", Name: schema}
 	}
-	return true, ofMark, nil
+	return true, nil
 }
 
 // DropKeptSchema drops a schema a restore made (staging, or the tenant's schema it replaced), if it is
 // there and is the tenant role's or kept for it.
 func (db *DB) DropKeptSchema(ctx context.Context, schema, role string) error {
-	exists, _, err := db.keptSchema(ctx, schema, role)
+	exists, err := db.KeptSchemaExists(ctx, schema, role)
 	if err != nil || !exists {
 		return err
 	}
