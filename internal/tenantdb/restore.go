@@ -60,8 +60,7 @@ func (db *DB) KeptSchemaExists(ctx context.Context, schema, role string) (bool, 
 		return false, fmt.Errorf("%q is not a schema a restore made", schema)
 	}
 	var ofRole, ofMark bool
-	var err error
-	err = db.pool.QueryRow(ctx, `SELECT n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = $2),
+	err := db.pool.QueryRow(ctx, `SELECT n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = $2),
        n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user) AND obj_description(n.oid, 'pg_namespace') = $3
 FROM pg_namespace n WHERE n.nspname = $1`, schema, role, keptMark(role)).Scan(&ofRole, &ofMark)
 	switch {
