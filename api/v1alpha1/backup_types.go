@@ -11,6 +11,7 @@ type ObjectStore struct {
 	// under <destinationPath>/<namespace>/<tenant>/<backup>-<uid>/.
 	// +kubebuilder:validation:MaxLength=1024
 	// +kubebuilder:validation:Pattern=`^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^/].*)?$`
+	// +kubebuilder:validation:XValidation:rule="!self.substring(5).contains('//') && !self.matches('/[.][.]?(/|$)')",message="destinationPath has no empty, . or .. segment"
 	DestinationPath string `json:"destinationPath"`
 
 	// endpointURL is the store's address, http(s)://host[:port], for a store other than AWS S3.

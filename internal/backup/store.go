@@ -47,6 +47,7 @@ func CredentialsFrom(data map[string][]byte) (Credentials, error) {
 // Store is one bucket, and a prefix in it, of an S3-compatible object store.
 type Store struct {
 	client *minio.Client
+	secure bool // https
 	bucket string
 	prefix string // "" or ending in "/"
 }
@@ -89,7 +90,7 @@ func NewStore(spec tenantryv1.ObjectStore, creds Credentials) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", endpoint, err)
 	}
-	return &Store{client: client, bucket: bucket, prefix: prefix}, nil
+	return &Store{client: client, secure: secure, bucket: bucket, prefix: prefix}, nil
 }
 
 // URL is where key is, as s3://bucket/prefix/key.
@@ -109,10 +110,10 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, contentType st
 	default:
 		r = io.MultiReader(bytes.NewReader(first), r)
 	}
-	// The payload is not signed (UNSIGNED-PAYLOAD): hashing every part for the signature costs CPU,
-	// and each table's SHA-256 is in the manifest.
+	// Over https the payload is not signed (UNSIGNED-PAYLOAD): TLS carries it whole, and hashing every
+	// part for the signature costs CPU. Over plain http the signature covers it.
 	info, err := s.client.PutObject(ctx, s.bucket, s.prefix+key, r, size, minio.PutObjectOptions{
-		PartSize: PartSize, ContentType: contentType, DisableContentSha256: true,
+		PartSize: PartSize, ContentType: contentType, DisableContentSha256: s.secure,
 	})
 	if err != nil {
 		return 0, fmt.Errorf("writing %s: %w", s.URL(key), err)

@@ -48,6 +48,13 @@ func TestTenantValidation(t *testing.T) {
 		{"unknown deletion policy", func(t *tenantryv1.Tenant) { t.Spec.DeletionPolicy = "Orphan" }, "spec.deletionPolicy"},
 		{"no app", func(t *tenantryv1.Tenant) { t.Spec.AppRef.Name = "" }, "spec.appRef.name"},
 		{"name too long", func(t *tenantryv1.Tenant) { t.Name = strings.Repeat("n", 241) }, "at most 240 characters"},
+		{"source naming nothing", func(t *tenantryv1.Tenant) { t.Spec.Source = &tenantryv1.TenantSource{} }, "source names either a backup or a tenant"},
+		{"source naming a backup and a tenant", func(t *tenantryv1.Tenant) {
+			t.Spec.Source = &tenantryv1.TenantSource{Backup: &tenantryv1.LocalRef{Name: "b"}, Tenant: &tenantryv1.CloneSource{Name: "a"}}
+		}, "source names either a backup or a tenant"},
+		{"schema-only clone with tables", func(t *tenantryv1.Tenant) {
+			t.Spec.Source = &tenantryv1.TenantSource{Tenant: &tenantryv1.CloneSource{Name: "a", SchemaOnly: true, Tables: []string{"departments"}}}
+		}, "a schemaOnly clone copies no tables"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -98,6 +105,18 @@ func TestExpenseAppValidation(t *testing.T) {
 		{"Secret key with a slash", func(a *tenantryv1.ExpenseApp) {
 			a.Spec.Database = tenantryv1.DatabaseSpec{SecretRef: &tenantryv1.SecretKeyRef{Name: "db", Key: "a/b"}}
 		}, "spec.database.secretRef.key"},
+		{"backup path with a dot-dot segment", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.Backup = &tenantryv1.AppBackupSpec{ObjectStore: tenantryv1.ObjectStore{DestinationPath: "s3://bucket/a/../b",
+				Credentials: tenantryv1.LocalSecretRef{SecretName: "s3"}}}
+		}, "destinationPath has no empty, . or .. segment"},
+		{"backup path that is no s3 URL", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.Backup = &tenantryv1.AppBackupSpec{ObjectStore: tenantryv1.ObjectStore{DestinationPath: "https://bucket/a",
+				Credentials: tenantryv1.LocalSecretRef{SecretName: "s3"}}}
+		}, "spec.backup.objectStore.destinationPath"},
+		{"backup endpoint with a path", func(a *tenantryv1.ExpenseApp) {
+			a.Spec.Backup = &tenantryv1.AppBackupSpec{ObjectStore: tenantryv1.ObjectStore{DestinationPath: "s3://bucket",
+				EndpointURL: "http://s3.example.com/x", Credentials: tenantryv1.LocalSecretRef{SecretName: "s3"}}}
+		}, "spec.backup.objectStore.endpointURL"},
 		{"shard Secret name with spaces", func(a *tenantryv1.ExpenseApp) {
 			a.Spec.Shards = []tenantryv1.ShardSpec{{Name: "eu", SecretRef: &tenantryv1.SecretKeyRef{Name: "eu db"}}}
 		}, "spec.shards[0].secretRef.name"},
