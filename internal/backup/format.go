@@ -98,9 +98,10 @@ type Sequence struct {
 	Table string `json:"table,omitempty"`
 }
 
-// CopyTable is the table as tenantdb copies it.
+// CopyTable is the table as tenantdb copies it, with its count of rows (tenantdb.Load makes indexes
+// after many rows).
 func (t Table) CopyTable() tenantdb.CopyTable {
-	return tenantdb.CopyTable{Name: t.Name, Columns: t.Columns}
+	return tenantdb.CopyTable{Name: t.Name, Columns: t.Columns, Rows: t.Rows}
 }
 
 // Rows is the number of rows over every table.

@@ -45,3 +45,11 @@ func TestParseManifest(t *testing.T) {
 		t.Error("a manifest that is not JSON was taken")
 	}
 }
+
+// A table of a backup tells the load how many rows come: from many on, indexes are made after them.
+func TestTable_CopyTable(t *testing.T) {
+	c := Table{Name: "expenses", Columns: []string{"id"}, Rows: 1000000}.CopyTable()
+	if c.Rows != 1000000 || c.Name != "expenses" || len(c.Columns) != 1 {
+		t.Fatalf("CopyTable() = %+v", c)
+	}
+}
