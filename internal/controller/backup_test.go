@@ -103,6 +103,21 @@ func (f *fixture) restoreFrom(name, backupName string) {
 	must(f.t, k8s.Create(context.Background(), tn))
 }
 
+// bigTenant onboards a tenant with a row in every table and enough expenses that copying it takes
+// seconds, not milliseconds: long enough to stop its object store in the middle.
+func (f *fixture) bigTenant(name string) {
+	f.t.Helper()
+	ctx := context.Background()
+	must(f.t, k8s.Create(ctx, f.tenant(name, name+"."+f.ns+".backup.test")))
+	f.waitReady(name)
+	must(f.t, tenantdata.Fill(ctx, f.db, f.schema(name)))
+	q := f.q(name)
+	_, err := f.db.Exec(ctx, `INSERT INTO `+q+`.expenses (budget_id, spent_on, description, amount_minor, created_by)
+SELECT (SELECT min(id) FROM `+q+`.budgets), current_date, 'seed ' || g, 100, (SELECT min(id) FROM `+q+`.users)
+FROM generate_series(1, 400000) g`)
+	must(f.t, err)
+}
+
 // sameRows fails unless every table of the restored tenant holds exactly the rows of the original, but
 // its users, which hold one more: the restored tenant's own first admin; and its sessions and API
 // tokens, which a restore into a new tenant never brings.
@@ -223,14 +238,7 @@ func TestBackup_restoreFailsHalfway(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	server, _ := f.withObjectStore()
-	must(t, k8s.Create(ctx, f.tenant("big", "big."+f.ns+".backup.test")))
-	f.waitReady("big")
-	must(t, tenantdata.Fill(ctx, f.db, f.schema("big")))
-	// Enough expenses that the restore takes seconds, not milliseconds.
-	_, err := f.db.Exec(ctx, `INSERT INTO `+f.q("big")+`.expenses (budget_id, spent_on, description, amount_minor, created_by)
-SELECT (SELECT min(id) FROM `+f.q("big")+`.budgets), current_date, 'seed ' || g, 100, (SELECT min(id) FROM `+f.q("big")+`.users)
-FROM generate_series(1, 400000) g`)
-	must(t, err)
+	f.bigTenant("big")
 	f.backUp("big-backup", "big")
 
 	f.restoreFrom("big-copy", "big-backup")
