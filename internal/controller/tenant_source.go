@@ -244,12 +244,11 @@ func (r *TenantReconciler) cloneTenant(ctx context.Context, run *tenantRun) erro
 	if err != nil {
 		return retryErr(tenantryv1.ReasonDatabaseError, err)
 	}
+	// A schema that is not fresh (an earlier attempt's, or retained data) is filled only if it holds no
+	// rows: the load finds out (tenantdb.ErrNotEmpty).
 	tg, err := r.target(ctx, run)
-	switch {
-	case err != nil:
+	if err != nil {
 		return err
-	case !tg.fresh() && !tg.started:
-		return tg.notNew(t)
 	}
 	if err := r.copyStarted(ctx, t, "Cloning Tenant %s", spec.Name); err != nil {
 		return err
