@@ -14,8 +14,8 @@ type RestoreSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="backup is immutable"
 	Backup LocalRef `json:"backup"`
 
-	// keepPrevious is how long the tenant's schema as it was before the restore is kept (read-only,
-	// under the name in status.previousSchema) before it is dropped. Deleting the Restore drops it
+	// keepPrevious is how long the tenant's schema as it was before the restore is kept (out of the
+	// tenant's reach, under the name in status.previousSchema) before it is dropped. Deleting the Restore drops it
 	// sooner.
 	// +kubebuilder:default="168h"
 	// +optional
@@ -65,8 +65,8 @@ type RestoreStatus struct {
 	// release's).
 	// +optional
 	SchemaVersion int64 `json:"schemaVersion,omitempty"`
-	// previousSchema is where the tenant's schema as it was before the restore is kept, read-only,
-	// until keepUntil.
+	// previousSchema is where the tenant's schema as it was before the restore is kept, out of the
+	// tenant's reach, until keepUntil.
 	// +optional
 	PreviousSchema string `json:"previousSchema,omitempty"`
 	// keepUntil is when previousSchema is dropped.
@@ -83,7 +83,8 @@ type RestoreStatus struct {
 // Restore puts one Tenant back to one of its Backups, in place: the backup is restored into a new
 // schema beside the tenant's, checked, migrated to the release's version, then swapped in for the
 // tenant's schema in one transaction (writes wait, or fail, only for the swap). A restore that fails
-// leaves the tenant as it was. The schema it replaced is kept, read-only, for spec.keepPrevious.
+// leaves the tenant as it was. The schema it replaced is kept, out of the tenant's reach, for
+// spec.keepPrevious.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:categories=tenantry

@@ -136,7 +136,7 @@ func (r *BackupReconciler) take(ctx context.Context, b *tenantryv1.Backup) error
 	if !meta.IsStatusConditionTrue(t.Status.Conditions, tenantryv1.ConditionReady) || t.Status.SchemaVersion == 0 {
 		return waitErr(tenantryv1.ReasonProgressing, 30*time.Second, "waiting for Tenant %s to be Ready", t.Name)
 	}
-	db, id, err := r.tenantLocation(ctx, app, t)
+	db, id, err := registeredLocation(ctx, r.Databases, app, t.Namespace, t.Name)
 	if err != nil {
 		return err
 	}
@@ -183,14 +183,9 @@ func (r *BackupReconciler) take(ctx context.Context, b *tenantryv1.Backup) error
 	return nil
 }
 
-// tenantLocation is the database and identity (schema and role) the home registry of the tenant's app
-// records for it: never status.schema, which anyone allowed to write status could have changed.
-func (r *BackupReconciler) tenantLocation(ctx context.Context, app *tenantryv1.ExpenseApp, t *tenantryv1.Tenant) (*tenantdb.DB, tenantdb.Identity, error) {
-	return registeredLocation(ctx, r.Databases, app, t.Namespace, t.Name)
-}
-
 // registeredLocation is where the home registry of app records the tenant namespace/name: the database
-// that holds its schema and the schema and role.
+// that holds its schema, and the schema and role; never status.schema, which anyone allowed to write
+// status could have changed.
 func registeredLocation(ctx context.Context, dbs *Databases, app *tenantryv1.ExpenseApp, namespace, name string) (*tenantdb.DB, tenantdb.Identity, error) {
 	home, err := dbs.For(ctx, app)
 	if err != nil {
